@@ -1,0 +1,39 @@
+# Two commands on a fresh machine: `make train` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export SDL_VIDEODRIVER ?= offscreen
+export WANDB_SILENT ?= true
+
+.PHONY: train test test-slow lint format bench clean
+
+$(STAMP): pyproject.toml scripts/install_torch.sh
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	bash scripts/install_torch.sh $(PY)
+	$(PY) -m pip install --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(PY) scripts/train.py --config configs/default.yaml $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(ARGS)
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: $(STAMP)
+	$(PY) scripts/benchmark_env.py
+	$(PY) scripts/benchmark_model.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

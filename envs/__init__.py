@@ -1,0 +1,53 @@
+"""Driving environments with the camera + sensors observation contract.
+
+``import envs`` registers every backend's Gymnasium ids (string entry points: a backend's
+simulator is imported only when one of its envs is made):
+
+- ``DriveAttention/Highway-v0``, ``-/Merge-v0``, ``-/Roundabout-v0``, ``-/Intersection-v0``:
+  the embedded highway-env backend (:mod:`envs.highway`);
+- ``DriveAttention/Carla-v0``: CARLA through its official client (:mod:`envs.carla_env`,
+  needs ``pip install -e '.[carla]'`` and a running server).
+"""
+
+from __future__ import annotations
+
+import os
+
+from gymnasium.envs.registration import register, registry
+
+from envs.configuration import ConfigError
+from envs.contract import EPISODE_KEYS, REWARD_TERMS, ROAD_CLASSES, sensor_groups
+
+if not os.environ.get("DISPLAY"):
+    # highway-env imports pygame; without a display it must render off screen ("dummy" draws
+    # nothing at all).
+    os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")
+
+HIGHWAY_IDS: dict[str, str] = {
+    "DriveAttention/Highway-v0": "highway",
+    "DriveAttention/Merge-v0": "merge",
+    "DriveAttention/Roundabout-v0": "roundabout",
+    "DriveAttention/Intersection-v0": "intersection",
+}
+CARLA_ID = "DriveAttention/Carla-v0"
+
+
+def _register() -> None:
+    for env_id, scenario in HIGHWAY_IDS.items():
+        if env_id not in registry:
+            register(env_id, entry_point="envs.highway:DriveEnv", kwargs={"scenario": scenario})
+    if CARLA_ID not in registry:
+        register(CARLA_ID, entry_point="envs.carla_env:CarlaDriveEnv")
+
+
+_register()
+
+__all__ = [
+    "CARLA_ID",
+    "EPISODE_KEYS",
+    "HIGHWAY_IDS",
+    "REWARD_TERMS",
+    "ROAD_CLASSES",
+    "ConfigError",
+    "sensor_groups",
+]
