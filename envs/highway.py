@@ -28,7 +28,7 @@ from highway_env.envs.roundabout_env import RoundaboutEnv
 
 from envs.configuration import ConfigError, build, check, closest
 from envs.contract import EPISODE_KEYS, REWARD_TERMS, sensor_groups
-from envs.raster import Rasterizer, colorize, vehicle_corners
+from envs.raster import Rasterizer, box_mask, colorize, vehicle_corners
 
 
 @dataclass(frozen=True)
@@ -270,7 +270,7 @@ class DriveEnv(gym.Env):
             self._frames.append(frame)
         info = {"speed": float(self.ego.speed)}
         if self.config.road_labels:
-            info["road_labels"] = self._last_labels.copy()
+            info.update(self._label_info())
         return self._observation(), info
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
@@ -323,7 +323,7 @@ class DriveEnv(gym.Env):
         self._frames.append(frame)
         info: dict[str, Any] = {"reward_terms": weighted, "speed": float(self.ego.speed)}
         if cfg.road_labels:
-            info["road_labels"] = self._last_labels.copy()
+            info.update(self._label_info())
         if terminated or truncated:
             info.update(
                 collision=collision,
@@ -373,6 +373,22 @@ class DriveEnv(gym.Env):
         labels = self.raster.draw(self.ego.position, others, ego)
         self._last_labels = labels
         return colorize(labels)
+
+    def _label_info(self) -> dict[str, np.ndarray]:
+        """Road labels of the last frame, and the mask of the vehicle ahead in the ego's lane
+        (all False when there is none)."""
+        front, _ = self.sim.road.neighbour_vehicles(self.ego, self.ego.lane_index)
+        if front is None:
+            lead = np.zeros(self._last_labels.shape, bool)
+        else:
+            corners = vehicle_corners(
+                front.position[None],
+                np.array([front.heading]),
+                np.array([front.LENGTH]),
+                np.array([front.WIDTH]),
+            )[0]
+            lead = box_mask(self.raster, self.ego.position, corners)
+        return {"road_labels": self._last_labels.copy(), "lead_vehicle_mask": lead}
 
     def _observation(self) -> dict[str, np.ndarray]:
         if self.config.frame_stack == 1:

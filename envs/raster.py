@@ -149,6 +149,14 @@ class Rasterizer:
         return labels
 
 
+def box_mask(rasterizer: Rasterizer, ego_position: np.ndarray, corners: np.ndarray) -> np.ndarray:
+    """(H, W) bool mask of the oriented box ``corners`` (4, 2) [m] in the frame around the ego."""
+    mask = np.zeros((rasterizer.height, rasterizer.width), np.uint8)
+    points = rasterizer.to_pixels(corners, rasterizer.origin(ego_position))
+    cv2.fillPoly(mask, [points], 1, cv2.LINE_8, _SHIFT)
+    return mask.astype(bool)
+
+
 def colorize(labels: np.ndarray) -> np.ndarray:
     """Camera frame (H, W, 3) uint8 from a label map (H, W)."""
     return PALETTE[labels]

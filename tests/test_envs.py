@@ -190,3 +190,18 @@ def test_bad_config_names_the_key(options: dict, words: list[str]) -> None:
         gym.make("DriveAttention/Highway-v0", **options)
     for word in words:
         assert word in str(err.value)
+
+
+def test_lead_vehicle_mask_covers_a_vehicle_ahead() -> None:
+    env = gym.make("DriveAttention/Highway-v0", road_labels=True, sim={"vehicles_density": 2.0})
+    found = 0
+    for seed in range(5):
+        _, info = env.reset(seed=seed)
+        mask, labels = info["lead_vehicle_mask"], info["road_labels"]
+        if not mask.any():
+            continue
+        found += 1
+        assert (labels[mask] == CLASS_ID["vehicle"]).mean() > 0.8
+        ego_x = np.nonzero(labels == CLASS_ID["ego"])[1].mean()
+        assert np.nonzero(mask)[1].mean() > ego_x, "the lead vehicle is ahead (to the right)"
+    assert found > 0

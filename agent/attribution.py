@@ -1,0 +1,275 @@
+"""Measure what a policy attends to, and whether it matters.
+
+- **Attribution**: the policy query's camera attention (per layer, averaged over heads) is spread
+  over the pixels of its patches and summed within each road-element class of the frame's label
+  map: attention *mass* per class, and *lift* = mass / the class's share of the image area
+  (1.0 = no preference). Also the mass on the vehicle ahead in the ego lane, the split between
+  camera and sensor tokens, and the mass per sensor group.
+- **Faithfulness**: blank the top-k% most-attended camera patches, as many random patches, and
+  the least-attended ones; compare how much the policy's action distribution (KL) and value move.
+  ``occlusion_ratio`` = change(top) / change(random); a faithful map gives well above 1.
+- **Modality reliance**: :class:`ModalityAblation` blanks the camera, zeroes the sensors or adds
+  sensor noise, for evaluating the same policy under a failing modality.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch.distributions import Distribution, kl_divergence
+
+from envs.contract import ROAD_CLASSES
+
+EPS = 1e-8
+
+
+# ----------------------------------------------------------------------------- attribution
+def patch_pixels(grid: tuple[int, int], height: int, width: int) -> np.ndarray:
+    """(H, W) index of the patch (row-major on ``grid``) each pixel belongs to.
+
+    Patch ``(i, j)`` covers rows ``[i * H // gh, (i + 1) * H // gh)`` and the same for columns,
+    which is how a strided convolution stem tiles a frame whose size the grid divides.
+    """
+    gh, gw = grid
+    rows = np.arange(height) * gh // height  # (H,)
+    cols = np.arange(width) * gw // width  # (W,)
+    return rows[:, None] * gw + cols[None, :]
+
+
+def attention_to_pixels(grid_map: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Spread a patch-grid attention map (gh, gw) over an (H, W) frame, preserving each patch's
+    mass: every pixel gets its patch's weight divided by the patch's pixel count."""
+    gh, gw = grid_map.shape
+    index = patch_pixels((gh, gw), height, width)  # (H, W)
+    counts = np.bincount(index.ravel(), minlength=gh * gw)  # pixels per patch
+    return (grid_map.ravel() / np.maximum(counts, 1))[index]
+
+
+def class_mass(pixel_map: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """(C,) attention summed within each label class, normalised to sum to 1."""
+    mass = np.bincount(labels.ravel(), weights=pixel_map.ravel(), minlength=n_classes)
+    return mass[:n_classes] / max(mass.sum(), EPS)
+
+
+def class_share(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """(C,) fraction of the frame's pixels in each class."""
+    return np.bincount(labels.ravel(), minlength=n_classes)[:n_classes] / labels.size
+
+
+@dataclass
+class Attribution:
+    """Attention attribution accumulated over frames (mass and share averaged over frames)."""
+
+    class_names: tuple[str, ...] = ROAD_CLASSES
+    frames: int = 0
+
+    def __post_init__(self) -> None:
+        n = len(self.class_names)
+        self._mass = np.zeros(n)
+        self._share = np.zeros(n)
+        self._lead_mass = 0.0
+        self._lead_share = 0.0
+        self._lead_frames = 0
+        self._camera = 0.0
+        self._groups: dict[str, float] = {}
+        self.per_frame: list[dict[str, float]] = []
+
+    def add(
+        self,
+        camera_map: np.ndarray,
+        labels: np.ndarray,
+        lead_mask: np.ndarray | None = None,
+        camera_total: float | None = None,
+        sensor_map: np.ndarray | None = None,
+        sensor_token_names: Sequence[str] = (),
+    ) -> dict[str, float]:
+        """Add one frame; returns its per-class mass (for a video legend).
+
+        ``camera_map``: (gh, gw) query attention over patches (any total; normalised here);
+        ``labels``: (H, W) class ids; ``lead_mask``: (H, W) bool of the vehicle ahead;
+        ``camera_total``: the query's total mass on camera tokens (vs sensors);
+        ``sensor_map``: (S,) query attention over sensor tokens named ``sensor_token_names``.
+        """
+        n = len(self.class_names)
+        pixels = attention_to_pixels(camera_map, *labels.shape)
+        pixels = pixels / max(pixels.sum(), EPS)
+        mass = class_mass(pixels, labels, n)
+        self._mass += mass
+        self._share += class_share(labels, n)
+        if lead_mask is not None and lead_mask.any():
+            self._lead_mass += float(pixels[lead_mask].sum())
+            self._lead_share += float(lead_mask.mean())
+            self._lead_frames += 1
+        if camera_total is not None:
+            self._camera += camera_total
+        if sensor_map is not None and len(sensor_token_names):
+            total = max(float(sensor_map.sum()), EPS)
+            for name, weight in zip(sensor_token_names, sensor_map):
+                group = name.split(".", 1)[0]
+                self._groups[group] = self._groups.get(group, 0.0) + float(weight) / total
+        self.frames += 1
+        row = dict(zip(self.class_names, mass.tolist()))
+        self.per_frame.append(row)
+        return row
+
+    def summary(self) -> dict[str, Any]:
+        """Mean mass per class, lift (mean mass / mean area share; classes never seen are left
+        out), lead-vehicle mass and lift, camera share of the query, mass per sensor group."""
+        if not self.frames:
+            return {"frames": 0, "class_mass": {}, "class_lift": {}}
+        mass = self._mass / self.frames
+        share = self._share / self.frames
+        seen = share > 0
+        out: dict[str, Any] = {
+            "frames": self.frames,
+            "class_mass": {c: float(m) for c, m, s in zip(self.class_names, mass, seen) if s},
+            "class_share": {c: float(a) for c, a, s in zip(self.class_names, share, seen) if s},
+            "class_lift": {
+                c: float(m / a) for c, m, a, s in zip(self.class_names, mass, share, seen) if s
+            },
+            "camera_share": self._camera / self.frames,
+            "sensor_group_mass": {g: v / self.frames for g, v in self._groups.items()},
+        }
+        if self._lead_frames:
+            lead_mass = self._lead_mass / self._lead_frames
+            out["lead_vehicle_mass"] = lead_mass
+            out["lead_vehicle_lift"] = lead_mass / max(self._lead_share / self._lead_frames, EPS)
+            out["lead_vehicle_frames"] = self._lead_frames
+        return out
+
+
+# ----------------------------------------------------------------------------- faithfulness
+class PolicyProbe(Protocol):
+    """What the faithfulness check needs from a policy."""
+
+    def outputs(self, obs: dict[str, np.ndarray]) -> tuple[Distribution, torch.Tensor]:
+        """Action distribution (batch shape (B,) or (B, A)) and value (B,) for a batch."""
+        ...
+
+
+class SB3Probe:
+    """:class:`PolicyProbe` of an SB3 actor-critic policy (PPO)."""
+
+    def __init__(self, policy: Any) -> None:
+        self.policy = getattr(policy, "policy", policy)
+
+    @torch.no_grad()
+    def outputs(self, obs: dict[str, np.ndarray]) -> tuple[Distribution, torch.Tensor]:
+        was_training = self.policy.training
+        self.policy.set_training_mode(False)
+        try:
+            obs_tensor, _ = self.policy.obs_to_tensor(obs)
+            distribution = self.policy.get_distribution(obs_tensor).distribution
+            value = self.policy.predict_values(obs_tensor).reshape(-1)
+        finally:
+            self.policy.set_training_mode(was_training)
+        return distribution, value
+
+
+def blank_patches(camera: np.ndarray, grid: tuple[int, int], patches: np.ndarray) -> np.ndarray:
+    """Copy of ``camera`` (B, H, W, C) with the given patches of each frame set to 0.
+
+    ``patches``: (B, k) row-major patch indices on ``grid``.
+    """
+    height, width = camera.shape[1:3]
+    index = patch_pixels(grid, height, width)  # (H, W)
+    hit = (index[None, :, :, None] == patches[:, None, None, :]).any(-1)  # (B, H, W)
+    out = camera.copy()
+    out[hit] = 0
+    return out
+
+
+def _change(probe: PolicyProbe, obs: dict[str, np.ndarray], base: tuple) -> tuple[float, float]:
+    """Mean KL(base || occluded) of the action distribution and mean |value change|."""
+    dist, value = probe.outputs(obs)
+    kl = kl_divergence(base[0], dist)
+    if kl.dim() > 1:
+        kl = kl.sum(-1)  # independent action dimensions
+    return float(kl.mean()), float((value - base[1]).abs().mean())
+
+
+def occlusion_test(
+    probe: PolicyProbe,
+    obs: dict[str, np.ndarray],
+    camera_maps: np.ndarray,
+    fraction: float = 0.1,
+    random_draws: int = 5,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Blank the top ``fraction`` of patches by attention, as many random and the least-attended;
+    report the mean change of action distribution (KL) and value for each, and the ratios
+    top / random (``occlusion_ratio``, on the action) and top / random on the value.
+
+    ``obs``: a batch (camera (B, H, W, C) channel-last, sensors (B, D));
+    ``camera_maps``: (B, gh, gw) attention of those frames.
+    """
+    batch, gh, gw = camera_maps.shape
+    n_patches = gh * gw
+    k = max(1, round(fraction * n_patches))
+    order = np.argsort(-camera_maps.reshape(batch, n_patches), axis=1, kind="stable")
+    rng = np.random.default_rng(seed)
+    base = probe.outputs(obs)
+
+    def change(patches: np.ndarray) -> tuple[float, float]:
+        blanked = dict(obs, camera=blank_patches(obs["camera"], (gh, gw), patches))
+        return _change(probe, blanked, base)
+
+    top = change(order[:, :k])
+    least = change(order[:, -k:])
+    draws = [
+        change(np.argsort(rng.random((batch, n_patches)), 1)[:, :k]) for _ in range(random_draws)
+    ]
+    random_kl = float(np.mean([d[0] for d in draws]))
+    random_value = float(np.mean([d[1] for d in draws]))
+    return {
+        "patches_blanked": k,
+        "top_kl": top[0],
+        "random_kl": random_kl,
+        "least_kl": least[0],
+        "top_value_change": top[1],
+        "random_value_change": random_value,
+        "least_value_change": least[1],
+        "occlusion_ratio": (top[0] + EPS) / (random_kl + EPS),
+        "occlusion_ratio_value": (top[1] + EPS) / (random_value + EPS),
+    }
+
+
+# ----------------------------------------------------------------------------- modality reliance
+AblationMode = Literal["camera_blanked", "sensors_zeroed", "sensor_noise"]
+ABLATIONS: tuple[str, ...] = ("camera_blanked", "sensors_zeroed", "sensor_noise")
+
+
+class ModalityAblation(gym.ObservationWrapper):
+    """Simulates a failing modality: a black camera, dead sensors, or noisy sensors
+    (Gaussian noise of ``noise_std``, clipped to [-1, 1])."""
+
+    def __init__(
+        self, env: gym.Env, mode: AblationMode, noise_std: float = 0.3, seed: int = 0
+    ) -> None:
+        super().__init__(env)
+        if mode not in ABLATIONS:
+            raise ValueError(f"unknown ablation {mode!r}; use one of {', '.join(ABLATIONS)}")
+        self.mode = mode
+        self.noise_std = noise_std
+        self._rng = np.random.default_rng(seed)
+
+    def observation(self, observation: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        obs = dict(observation)
+        if self.mode == "camera_blanked":
+            obs["camera"] = np.zeros_like(obs["camera"])
+        elif self.mode == "sensors_zeroed":
+            obs["sensors"] = np.zeros_like(obs["sensors"])
+        else:
+            noise = self._rng.normal(0.0, self.noise_std, obs["sensors"].shape)
+            obs["sensors"] = np.clip(obs["sensors"] + noise, -1.0, 1.0).astype(np.float32)
+        return obs
+
+
+def ablation_wrapper(mode: str, noise_std: float = 0.3) -> Callable[[gym.Env], gym.Env]:
+    """An env-wrapping function for ``mode`` (one of :data:`ABLATIONS`)."""
+    return lambda env: ModalityAblation(env, mode, noise_std)  # type: ignore[arg-type]
