@@ -37,7 +37,8 @@ def _register() -> None:
         if env_id not in registry:
             register(env_id, entry_point="envs.highway:DriveEnv", kwargs={"scenario": scenario})
     if CARLA_ID not in registry:
-        register(CARLA_ID, entry_point="envs.carla_env:CarlaDriveEnv")
+        # CARLA is not deterministic under a seed; the env truncates episodes itself
+        register(CARLA_ID, entry_point="envs.carla_env:CarlaDriveEnv", nondeterministic=True)
 
 
 _register()
