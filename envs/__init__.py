@@ -5,6 +5,8 @@ simulator is imported only when one of its envs is made):
 
 - ``DriveAttention/Highway-v0``, ``-/Merge-v0``, ``-/Roundabout-v0``, ``-/Intersection-v0``:
   the embedded highway-env backend (:mod:`envs.highway`);
+- ``DriveAttention/BatchedHighway-v0``, ``-/BatchedMerge-v0``: the batched torch simulator
+  (:mod:`envs.batched`), B environments per call, also as an SB3 VecEnv;
 - ``DriveAttention/Carla-v0``: CARLA through its official client (:mod:`envs.carla_env`,
   needs ``pip install -e '.[carla]'`` and a running server).
 """
@@ -29,6 +31,10 @@ HIGHWAY_IDS: dict[str, str] = {
     "DriveAttention/Roundabout-v0": "roundabout",
     "DriveAttention/Intersection-v0": "intersection",
 }
+BATCHED_IDS: dict[str, str] = {
+    "DriveAttention/BatchedHighway-v0": "highway",
+    "DriveAttention/BatchedMerge-v0": "merge",
+}
 CARLA_ID = "DriveAttention/Carla-v0"
 
 
@@ -36,6 +42,11 @@ def _register() -> None:
     for env_id, scenario in HIGHWAY_IDS.items():
         if env_id not in registry:
             register(env_id, entry_point="envs.highway:DriveEnv", kwargs={"scenario": scenario})
+    for env_id, scenario in BATCHED_IDS.items():
+        if env_id not in registry:
+            register(
+                env_id, entry_point="envs.batched:BatchedDriveEnv", kwargs={"scenario": scenario}
+            )
     if CARLA_ID not in registry:
         # CARLA is not deterministic under a seed; the env truncates episodes itself
         register(CARLA_ID, entry_point="envs.carla_env:CarlaDriveEnv", nondeterministic=True)
@@ -44,6 +55,7 @@ def _register() -> None:
 _register()
 
 __all__ = [
+    "BATCHED_IDS",
     "CARLA_ID",
     "EPISODE_KEYS",
     "HIGHWAY_IDS",

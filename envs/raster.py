@@ -36,7 +36,7 @@ class RoadGeometry:
 
 def _lane_samples(lane: AbstractLane) -> np.ndarray:
     """Longitudinal positions [m] that trace the lane: its ends if straight, else every metre."""
-    if isinstance(lane, StraightLane):
+    if type(lane) is StraightLane:  # not its subclasses (highway-env's SineLane is one)
         return np.array([0.0, lane.length])
     n = max(2, int(np.ceil(lane.length / CURVE_STEP)) + 1)
     return np.linspace(0.0, lane.length, n)
@@ -44,7 +44,7 @@ def _lane_samples(lane: AbstractLane) -> np.ndarray:
 
 def _points(lane: AbstractLane, s: np.ndarray, lateral: float) -> np.ndarray:
     """(len(s), 2) world points [m] of the lane at longitudinal ``s`` and lateral offset."""
-    if isinstance(lane, StraightLane):
+    if type(lane) is StraightLane:
         return lane.start + s[:, None] * lane.direction + lateral * lane.direction_lateral
     return np.array([lane.position(float(si), lateral) for si in s])
 

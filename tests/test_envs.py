@@ -205,3 +205,23 @@ def test_lead_vehicle_mask_covers_a_vehicle_ahead() -> None:
         ego_x = np.nonzero(labels == CLASS_ID["ego"])[1].mean()
         assert np.nonzero(mask)[1].mean() > ego_x, "the lead vehicle is ahead (to the right)"
     assert found > 0
+
+
+def test_merge_ramp_is_drawn_curved() -> None:
+    """highway-env's sine lane (a StraightLane subclass) is traced along its curve."""
+    from highway_env.road.lane import SineLane
+
+    from envs.raster import road_geometry
+
+    env = gym.make("DriveAttention/Merge-v0")
+    env.reset(seed=0)
+    lanes = env.unwrapped.sim.road.network.lanes_list()
+    sine = [lane for lane in lanes if isinstance(lane, SineLane)]
+    assert sine
+    surface = road_geometry(sine).surfaces[0]  # left edge forward, right edge back
+    left = surface[: len(surface) // 2]
+    assert len(left) > 10
+    expected = np.array(
+        [sine[0].position(s, -sine[0].width / 2) for s in np.linspace(0, sine[0].length, len(left))]
+    )
+    np.testing.assert_allclose(left, expected, atol=1e-6)

@@ -1,0 +1,212 @@
+"""The batched backend keeps the contract and agrees with highway-env (issue 7)."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import envs
+from envs import BATCHED_IDS, ConfigError
+from envs.batched import BatchedDrive, BatchedDriveVecEnv
+from envs.batched_scenarios import export_positions, import_state
+from envs.batched_sim import EGO, IDM
+from envs.contract import CLASS_ID, PALETTE
+
+REFERENCE = {"highway": "DriveAttention/Highway-v0", "merge": "DriveAttention/Merge-v0"}
+SCENARIOS = list(REFERENCE)
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(1)  # small tensors: one thread is fastest and keeps runs identical
+
+
+def _reference(scenario: str, **options):
+    return gym.make(REFERENCE[scenario], **options).unwrapped
+
+
+def test_ids_registered_with_batched_in_the_name() -> None:
+    for env_id in BATCHED_IDS:
+        assert env_id in gym.registry and "Batched" in env_id
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("action", ["discrete", "continuous"])
+def test_contract_matches_highway_env_backend(scenario: str, action: str) -> None:
+    options = dict(action=action, camera_size=(48, 80), n_rays=8)
+    env = gym.make(f"DriveAttention/Batched{scenario.title()}-v0", **options).unwrapped
+    ref = _reference(scenario, **options)
+    assert env.sensor_names == ref.sensor_names
+    assert env.sensor_groups == ref.sensor_groups
+    assert env.observation_space == ref.observation_space
+    assert env.action_space == ref.action_space
+    assert np.array_equal(np.asarray(env.idle_action), np.asarray(ref.idle_action))
+    obs, info = env.reset(seed=1)
+    for _ in range(12):
+        assert env.observation_space.contains(obs)
+        assert np.all(np.isfinite(obs["sensors"])) and np.abs(obs["sensors"]).max() <= 1.0
+        obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        assert list(info["reward_terms"]) == list(envs.REWARD_TERMS)
+        assert reward == pytest.approx(sum(info["reward_terms"].values()))
+        if terminated or truncated:
+            assert set(envs.EPISODE_KEYS) <= set(info)
+            obs, info = env.reset()
+
+
+@pytest.mark.parametrize("action", ["discrete", "continuous"])
+def test_env_checkers(action: str) -> None:
+    env = gym.make("DriveAttention/BatchedHighway-v0", action=action)
+    gym_check_env(env.unwrapped, skip_render_check=True)
+    sb3_check_env(env.unwrapped, warn=False)
+
+
+def test_options_are_validated() -> None:
+    with pytest.raises(ConfigError, match="roundabout"):
+        BatchedDrive(scenario="roundabout")
+    with pytest.raises(ConfigError, match="lanes_count"):
+        BatchedDrive(sim={"lane_count": 4})
+    with pytest.raises(ConfigError, match="num_envs"):
+        BatchedDrive(num_envs=0)
+
+
+def test_vec_env_auto_resets_with_terminal_observation() -> None:
+    venv = BatchedDriveVecEnv(num_envs=6, duration=3.0, road_labels=True)
+    venv.seed(0)
+    obs = venv.reset()
+    assert obs["camera"].shape == (6, 64, 64, 3) and obs["camera"].dtype == np.uint8
+    assert obs["sensors"].dtype == np.float32
+    for _ in range(3):
+        obs, rewards, dones, infos = venv.step(np.full(6, venv.idle_action))
+        assert rewards.shape == (6,) and dones.shape == (6,)
+        for info in infos:
+            assert set(info["reward_terms"]) == set(envs.REWARD_TERMS)
+            assert info["road_labels"].shape == (64, 64)
+    assert dones.all(), "a 3 s episode at 1 Hz ends on the third step"
+    for info in infos:
+        assert set(envs.EPISODE_KEYS) <= set(info)
+        assert info["TimeLimit.truncated"] or info["collision"] or info["off_road"]
+        assert info["terminal_observation"]["camera"].shape == (64, 64, 3)
+    assert np.array_equal(venv.core.steps.numpy(), np.zeros(6)), "finished envs start anew"
+    # the returned observation is the new episode's first frame
+    assert np.array_equal(obs["camera"], venv.core.camera(venv.core.labels).numpy())
+
+
+def test_frame_stack_and_camera_size() -> None:
+    venv = BatchedDriveVecEnv(num_envs=2, camera_size=(32, 48), frame_stack=3)
+    obs = venv.reset()
+    assert obs["camera"].shape == (2, 32, 48, 9)
+    obs, *_ = venv.step(np.ones(2, np.int64))
+    assert not np.array_equal(obs["camera"][..., :3], obs["camera"][..., 6:])
+
+
+def test_determinism_under_seed() -> None:
+    def rollout(seed: int) -> list[np.ndarray]:
+        venv = BatchedDriveVecEnv(num_envs=4, action="continuous")
+        venv.seed(seed)
+        out = [venv.reset()["sensors"]]
+        rng = np.random.default_rng(0)
+        for _ in range(5):
+            out.append(venv.step(rng.uniform(-1, 1, (4, 2)).astype(np.float32))[0]["sensors"])
+        return out
+
+    a, b, c = rollout(3), rollout(3), rollout(4)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not np.array_equal(a[0], c[0])
+
+
+def _imported(scenario: str, seed: int, steps: int = 0, **options):
+    ref = _reference(scenario, **options)
+    obs, info = ref.reset(seed=seed)
+    for _ in range(steps):
+        obs, _, _, _, info = ref.step(ref.idle_action)
+    core = BatchedDrive(scenario=scenario, **options)
+    core.reset()
+    core.traffic = import_state(ref.sim, core.road)
+    return ref, core, obs, info
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_raster_agrees_with_envs_raster(scenario: str) -> None:
+    for seed, size in [(0, (64, 64)), (1, (48, 80)), (2, (96, 96))]:
+        _, core, _, info = _imported(scenario, seed, steps=2, road_labels=True, camera_size=size)
+        labels = core.raster.draw(core.traffic)[0].numpy()
+        agree = (labels == info["road_labels"]).mean()
+        assert agree > 0.98, f"{scenario} {size}: only {agree:.3f} of pixels agree"
+        for name in ("road", "lane_marking", "vehicle", "ego"):
+            assert (labels == CLASS_ID[name]).any() == (info["road_labels"] == CLASS_ID[name]).any()
+
+
+def test_road_labels_consistent_with_frames() -> None:
+    env = gym.make("DriveAttention/BatchedMerge-v0", road_labels=True).unwrapped
+    obs, info = env.reset(seed=0)
+    for _ in range(3):
+        assert np.array_equal(PALETTE[info["road_labels"]], obs["camera"])
+        obs, _, _, _, info = env.step(env.idle_action)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_sensors_agree_with_highway_env_backend(scenario: str) -> None:
+    ref, core, obs, _ = _imported(scenario, seed=5, steps=2)
+    core.last_action[:] = torch.as_tensor(ref._last_action)
+    sensors = core.sensors(core.traffic, core.last_action)[0].numpy()
+    np.testing.assert_allclose(sensors, obs["sensors"], atol=2e-3)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("action", ["discrete", "continuous"])
+def test_trajectories_agree_with_highway_env(scenario: str, action: str) -> None:
+    """IDM/MOBIL traffic and the ego from one initial state: position error after 3 s."""
+    errors = []
+    for seed in (1, 2, 3):
+        ref, core, _, _ = _imported(scenario, seed, action=action)
+        rng = np.random.default_rng(seed)
+        for _ in range(3):
+            if action == "discrete":
+                a = int(rng.choice([0, 1, 2, 3]))
+                act = torch.tensor([a])
+            else:
+                a = rng.uniform(-0.3, 0.3, 2).astype(np.float32)
+                act = torch.as_tensor(a)[None]
+            ref.step(a)
+            core.step(act)
+        if ref.ego.crashed:  # highway-env's post-crash impact push is not modelled
+            continue
+        t = core.traffic
+        mine = torch.stack([t.x[0], t.y[0]], -1).numpy()
+        errors.append(np.linalg.norm(mine - export_positions(ref.sim), axis=1).max())
+    assert errors and max(errors) < 0.05, f"position errors {errors} [m]"
+
+
+def test_collision_and_off_road_detected() -> None:
+    core = BatchedDrive(num_envs=2, action="continuous")
+    core.reset()
+    t = core.traffic
+    # env 0: put vehicle 1 right on the ego; env 1: steer hard off the road
+    t.x[0, 1], t.y[0, 1] = t.x[0, 0] + 3.0, t.y[0, 0] + 0.5
+    t.speed[0, 1] = 0.0
+    out = core.step(torch.tensor([[0.0, 0.0], [0.0, 0.0]]))
+    assert bool(out.terminated[0]) and bool(out.episode["collision"][0])
+    assert out.terms[0, 1] < 0
+    for _ in range(6):
+        out = core.step(torch.tensor([[1.0, 1.0], [1.0, 1.0]]))
+        if bool(out.episode["off_road"][1]):
+            break
+    assert bool(out.episode["off_road"][1]) and bool(out.terminated[1])
+    assert (core.traffic.kind[:, 0] == EGO).all() and (core.traffic.kind[:, 1:] == IDM).all()
+
+
+def test_traffic_statistics_resemble_highway_env() -> None:
+    """Spawned traffic: same speed range, lane spread and spacing as create_random."""
+    core = BatchedDrive(num_envs=64)
+    core.reset()
+    t = core.traffic
+    speed = t.speed[:, 1:]
+    assert speed.min() >= 21.0 and speed.max() <= 24.0
+    gaps = (t.x[:, 2:] - t.x[:, 1:-1]).flatten()
+    expected = (12 + 22.5) * np.exp(-15 / 40)  # [m] mean create_random offset
+    assert abs(float(gaps.mean()) - expected) < 1.0
+    assert set(t.lane.flatten().tolist()) == {0, 1, 2}
