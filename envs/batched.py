@@ -216,9 +216,15 @@ class BatchedDrive:
         labels = self.raster.draw(fresh)
         self.labels[idx] = labels[:, None].repeat(1, self.config.frame_stack, 1, 1)
 
-    def observe(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Current (labels (B, S, H, W), sensors (B, D)) of every environment."""
-        return self.labels, self.sensors(self.traffic, self.last_action)
+    def observe(self, which: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Current (labels (B, S, H, W), sensors (B, D)) of every environment.
+
+        ``which``: a (B,) bool mask or (K,) index tensor to observe only those (K rows out).
+        """
+        if which is None:
+            return self.labels, self.sensors(self.traffic, self.last_action)
+        t = self.traffic.select(which)
+        return self.labels[which], self.sensors(t, self.last_action[which])
 
     def step(self, action: torch.Tensor) -> StepOutput:
         """Advance every environment by one policy period (no automatic reset).
@@ -424,12 +430,12 @@ class BatchedDriveVecEnv(VecEnv):
                 infos[i]["TimeLimit.truncated"] = bool(truncated[i])
                 assert all(k in infos[i] for k in EPISODE_KEYS)
             core.reset_envs(done)
-            labels, sensors = core.observe()
-            fresh = self._obs(labels[done], sensors[done])
+            labels, sensors = core.observe(done)
+            fresh = self._obs(labels, sensors)
             for key in obs:
                 obs[key][done_np] = fresh[key]
             if labels_np is not None:
-                fresh_labels = labels[done][:, -1].cpu().numpy()
+                fresh_labels = labels[:, -1].cpu().numpy()
                 for j, i in enumerate(np.flatnonzero(done_np)):
                     infos[i]["reset_road_labels"] = fresh_labels[j]
         return obs, out.reward.cpu().numpy().astype(np.float32), done_np, infos

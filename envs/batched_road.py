@@ -17,7 +17,7 @@ import torch
 from highway_env.road.lane import AbstractLane, LineType, SineLane, StraightLane
 from highway_env.road.road import RoadNetwork
 
-from envs.raster import STRIPE_LENGTH, STRIPE_SPACING
+from envs.raster import STRIPE_LENGTH, STRIPE_SPACING, _lane_samples
 
 VEHICLE_LENGTH = AbstractLane.VEHICLE_LENGTH  # [m] lane end margins of highway-env
 
@@ -42,12 +42,18 @@ class LaneTable:
     right: torch.Tensor  # long, lane on the right (id + 1) or -1
     next_lane: torch.Tensor  # long, highway-env's next_lane() at the lane end (itself if none)
     ramp: torch.Tensor  # bool, lane of the merge ramp (roads from "j" or "k")
-    # What envs.raster draws (it traces any StraightLane, the sine lane included, by its two
-    # end points): surfaces (L, 5) x0, x1, centre y at x0 and x1, half width; markings (M, 5)
-    # x0, x1, y at x0 and x1, dashed.
-    surfaces: torch.Tensor
-    markings: torch.Tensor
+    # What envs.raster draws: every lane traced by centre-line samples (its two ends if straight,
+    # every CURVE_STEP metres along a sine lane), one flat table: lane l owns samples
+    # trace_y[trace_start[l] : trace_start[l] + trace_pieces[l] + 1], evenly spaced along x from
+    # x0 to x0 + length (a lane along +x puts its point at s exactly at x = x0 + s).
+    trace_y: torch.Tensor  # (T,) [m] centre ordinate at the samples
+    trace_start: torch.Tensor  # (L,) long
+    trace_pieces: torch.Tensor  # (L,) long, straight pieces per lane
+    marking_lane: torch.Tensor  # (M,) long, lane of each continuous or dashed marking
+    marking_offset: torch.Tensor  # (M,) [m] lateral offset of the marking from the centre
+    marking_dashed: torch.Tensor  # (M,) bool
     indexes: list[tuple[str, str, int]]  # highway-env lane indexes
+    curved: bool  # any sine lane (False: centres are y0 and headings 0, computed as such)
 
     def to(self, device: torch.device | str) -> LaneTable:
         out = {}
@@ -61,6 +67,8 @@ class LaneTable:
     # ------------------------------------------------------------------ lane coordinates
     def centre(self, lanes: torch.Tensor | None, s: torch.Tensor) -> torch.Tensor:
         """Centre-line ordinate [m] of ``lanes`` (or every lane, broadcast on the last axis)."""
+        if not self.curved:
+            return (self.y0 if lanes is None else self.y0[lanes]).expand_as(s)
         if lanes is None:
             return self.y0 + self.amp * torch.sin(self.puls * s + self.phase)
         return self.y0[lanes] + self.amp[lanes] * torch.sin(
@@ -69,6 +77,8 @@ class LaneTable:
 
     def heading_at(self, lanes: torch.Tensor | None, s: torch.Tensor) -> torch.Tensor:
         """Lane heading [rad] at longitudinal ``s`` (highway-env's SineLane.heading_at)."""
+        if not self.curved:
+            return torch.zeros_like(s)
         if lanes is None:
             return torch.atan(self.amp * self.puls * torch.cos(self.puls * s + self.phase))
         a, w, p = self.amp[lanes], self.puls[lanes], self.phase[lanes]
@@ -96,6 +106,20 @@ class LaneTable:
             & (s < self.length + VEHICLE_LENGTH)
         )
 
+    def traced_centre(self, s: torch.Tensor) -> torch.Tensor:
+        """Centre ordinate [m] of every lane as envs.raster traces it (a polyline).
+
+        ``s``: (..., L) longitudinal positions [m] on every lane; returns (..., L), linear
+        between the samples and extended linearly beyond the lane ends.
+        """
+        step = self.length / self.trace_pieces  # (L,) [m]
+        k = torch.floor(s / step).clamp(min=0)
+        k = torch.minimum(k, (self.trace_pieces - 1).float())
+        u = s / step - k
+        first = self.trace_start + k.long()
+        ya, yb = self.trace_y[first], self.trace_y[first + 1]
+        return ya + (yb - ya) * u
+
 
 def wrap_to_pi(x: torch.Tensor) -> torch.Tensor:
     return torch.remainder(x + np.pi, 2 * np.pi) - np.pi
@@ -111,7 +135,8 @@ def lane_table(network: RoadNetwork, device: torch.device | str = "cpu") -> Lane
                 indexes.append((_from, _to, _id))
     edges: dict[tuple[str, str], int] = {}
     rows = []
-    markings, surfaces = [], []
+    trace_y, trace_start, trace_pieces = [], [], []
+    marking_rows = []
     for lane, (a, b, i) in zip(lanes, indexes):
         if not isinstance(lane, StraightLane) or not np.allclose(lane.direction, [1.0, 0.0]):
             raise NotImplementedError(
@@ -144,15 +169,15 @@ def lane_table(network: RoadNetwork, device: torch.device | str = "cpu") -> Lane
                 ramp=a in ("j", "k"),
             )
         )
-        ya, yb = lane.position(0.0, 0.0)[1], lane.position(lane.length, 0.0)[1]
-        x0, x1 = lane.start[0], lane.start[0] + lane.length
-        surfaces.append((x0, x1, ya, yb, lane.width / 2))
+        samples = _lane_samples(lane)  # as envs.raster traces the lane
+        trace_start.append(len(trace_y))
+        trace_pieces.append(len(samples) - 1)
+        trace_y.extend(float(lane.position(float(si), 0.0)[1]) for si in samples)
+        lane_row = len(rows) - 1
         for side, line_type in enumerate(lane.line_types):
             lateral = (side - 0.5) * lane.width
             if line_type in (LineType.CONTINUOUS, LineType.CONTINUOUS_LINE, LineType.STRIPED):
-                dashed = float(line_type == LineType.STRIPED)
-                y = lane.start[1] + lateral  # envs.raster's straight-lane formula
-                markings.append((x0, x1, y, y, dashed))
+                marking_rows.append((lane_row, lateral, line_type == LineType.STRIPED))
 
     def col(key: str, dtype: torch.dtype) -> torch.Tensor:
         return torch.tensor([r[key] for r in rows], dtype=dtype, device=device)
@@ -175,9 +200,14 @@ def lane_table(network: RoadNetwork, device: torch.device | str = "cpu") -> Lane
         right=col("right", i64),
         next_lane=col("next_lane", i64),
         ramp=col("ramp", torch.bool),
-        surfaces=torch.tensor(surfaces, dtype=f, device=device).reshape(-1, 5),
-        markings=torch.tensor(markings, dtype=f, device=device).reshape(-1, 5),
+        trace_y=torch.tensor(trace_y, dtype=f, device=device),
+        trace_start=torch.tensor(trace_start, dtype=i64, device=device),
+        trace_pieces=torch.tensor(trace_pieces, dtype=i64, device=device),
+        marking_lane=torch.tensor([m[0] for m in marking_rows], dtype=i64, device=device),
+        marking_offset=torch.tensor([m[1] for m in marking_rows], dtype=f, device=device),
+        marking_dashed=torch.tensor([m[2] for m in marking_rows], dtype=torch.bool, device=device),
         indexes=indexes,
+        curved=any(row["amp"] != 0 for row in rows),
     )
 
 

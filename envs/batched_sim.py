@@ -13,7 +13,11 @@ The behaviour models and their parameter values are highway-env's, read from its
   test of ``utils.are_polygons_intersecting`` between oriented boxes.
 
 State is a set of (B, N) tensors (:class:`Traffic`); slot 0 is the ego. Nothing in a step loops
-over environments or vehicles.
+over environments or vehicles. Leaders and followers come from one sort by x per environment
+(O(B N L) after it, not (B, N, N, L)); the rules that concern few vehicles at a time (MOBIL for
+those whose timer fires, the abort rule and target-lane IDM for lane changes under way, the
+exact box test for pairs closer than their half diagonals) run on those (K,) vehicles only,
+picked with ``nonzero`` (a host sync on a GPU).
 """
 
 from __future__ import annotations
@@ -108,8 +112,15 @@ def not_zero(x: torch.Tensor, eps: float = 1e-2) -> torch.Tensor:
     return torch.where(x.abs() > eps, x, torch.where(x >= 0, eps, -eps))
 
 
-def take(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``values`` (B, N) gathered at ``index`` (B, ...) with -1 read as slot 0."""
+def take(
+    values: torch.Tensor, index: torch.Tensor, env: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``values`` (B, N) gathered at ``index`` (B, ...) with -1 read as slot 0.
+
+    With ``env`` (K, 1), ``index`` is (K, P): slots of environments ``env``, (K, P) out.
+    """
+    if env is not None:
+        return values[env, index.clamp(min=0)]
     b = values.shape[0]
     flat = index.clamp(min=0).reshape(b, -1)
     return values.gather(1, flat).reshape(index.shape)
@@ -135,41 +146,69 @@ class Simulator:
 
         ``s``, ``lat``: (B, N, L) coordinates of every vehicle on every lane. Returns the
         preceding and following vehicles, (B, N, L) long with -1 for none. All lanes run along
-        x, so ordering by ``s`` on a lane is ordering by ``x``.
+        x, so ordering by ``s`` on a lane is ordering by ``x``. (Two vehicles at exactly the same
+        x would both lead each other in highway-env; here the stable sort picks one.)
         """
-        n = t.x.shape[1]
-        on = self.road.on_lane(s, lat, margin=1.0) & t.alive[..., None]  # (B, N_j, L)
-        dx = t.x[:, None, :] - t.x[:, :, None]  # (B, N_i, N_j): x_j - x_i
-        eye = torch.eye(n, dtype=torch.bool, device=t.x.device)
-        cand = on[:, None, :, :] & ~eye[None, :, :, None]  # (B, N_i, N_j, L)
-        d = dx[..., None]  # (B, N_i, N_j, 1)
-        inf = torch.tensor(float("inf"), device=t.x.device)
-        ahead = torch.where(cand & (d >= 0), d, inf)  # (B, N_i, N_j, L)
-        behind = torch.where(cand & (d < 0), -d, inf)
-        front_gap, front = ahead.min(dim=2)  # (B, N_i, L)
-        rear_gap, rear = behind.min(dim=2)
-        front = torch.where(torch.isinf(front_gap), -1, front)
-        rear = torch.where(torch.isinf(rear_gap), -1, rear)
+        b, n = t.x.shape
+        on = self.road.on_lane(s, lat, margin=1.0) & t.alive[..., None]  # (B, N, L)
+        # sort by x once; on every lane, the next on-lane vehicle after a vehicle in that order
+        # is its leader and the previous one its follower: O(B N L) after the sort
+        order = torch.argsort(t.x, dim=1, stable=True)  # (B, N) slots by increasing x
+        on_sorted = on.gather(1, order[..., None].expand_as(on))  # (B, N, L)
+        pos = torch.arange(n, device=t.x.device)[None, :, None]  # (1, N, 1)
+        ahead = torch.where(on_sorted, pos, n).flip(1).cummin(1).values.flip(1)  # first >= p
+        behind = torch.where(on_sorted, pos, -1).cummax(1).values  # last <= p
+        edge_hi = ahead.new_full((b, 1, on.shape[2]), n)
+        edge_lo = ahead.new_full((b, 1, on.shape[2]), -1)
+        nxt = torch.cat([ahead[:, 1:], edge_hi], 1)  # (B, N, L) sorted position, n: none
+        prv = torch.cat([edge_lo, behind[:, :-1]], 1)  # -1: none
+        slot = order[..., None].expand_as(on)
+        front_s = torch.where(nxt < n, slot.gather(1, nxt.clamp(max=n - 1)), -1)
+        rear_s = torch.where(prv >= 0, slot.gather(1, prv.clamp(min=0)), -1)
+        # back from sorted positions to slots
+        front = torch.empty_like(front_s).scatter_(1, slot, front_s)
+        rear = torch.empty_like(rear_s).scatter_(1, slot, rear_s)
         return front, rear
 
     # ----------------------------------------------------------------- behaviour models
     def idm(
-        self, t: Traffic, ego: torch.Tensor, front: torch.Tensor, delta: torch.Tensor
+        self,
+        t: Traffic,
+        ego: torch.Tensor | None,
+        front: torch.Tensor,
+        delta: torch.Tensor,
+        env: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """IDMVehicle.acceleration(ego_vehicle=ego, front_vehicle=front) with exponent ``delta``.
 
-        ``ego``, ``front``: (B, K) slot indices (-1: none). Returns (B, K) [m/s2].
+        ``ego``, ``front``: (B, K) slot indices (-1: none), or (K, P) slots of the environments
+        ``env`` (K, 1); ``ego=None``: every slot for itself (``front`` (B, N)). Returns the
+        shape of ``front`` [m/s2].
         """
-        kind = take(t.kind, ego)
-        valid = (ego >= 0) & ((kind == EGO) | (kind == IDM))
-        v = take(t.speed, ego)
-        h = take(t.heading, ego)
-        limit = self.road.speed_limit[take(t.lane, ego)]
-        target = torch.minimum(take(t.target_speed, ego).clamp(min=0), limit)
+        if ego is None:  # no gathers: the ego of slot i is slot i
+            kind, v, h, lane, target_speed, x = (
+                t.kind,
+                t.speed,
+                t.heading,
+                t.lane,
+                t.target_speed,
+                t.x,
+            )
+            valid = (kind == EGO) | (kind == IDM)
+        else:
+            kind = take(t.kind, ego, env)
+            valid = (ego >= 0) & ((kind == EGO) | (kind == IDM))
+            v = take(t.speed, ego, env)
+            h = take(t.heading, ego, env)
+            lane = take(t.lane, ego, env)
+            target_speed = take(t.target_speed, ego, env)
+            x = take(t.x, ego, env)
+        limit = self.road.speed_limit[lane]
+        target = torch.minimum(target_speed.clamp(min=0), limit)
         acc = COMFORT_ACC_MAX * (1 - torch.pow(v.clamp(min=0) / not_zero(target).abs(), delta))
         has_front = front >= 0
-        gap = take(t.x, front) - take(t.x, ego)  # lane_distance_to on lanes along x
-        dv = v - take(t.speed, front) * torch.cos(take(t.heading, front) - h)
+        gap = take(t.x, front, env) - x  # lane_distance_to along x
+        dv = v - take(t.speed, front, env) * torch.cos(take(t.heading, front, env) - h)
         d_star = DISTANCE_WANTED + v * TIME_WANTED + v * dv / (2 * SQRT_AB)
         acc = acc - torch.where(has_front, COMFORT_ACC_MAX * (d_star / not_zero(gap)) ** 2, 0.0)
         return torch.where(valid, acc, 0.0)
@@ -262,12 +301,14 @@ class Simulator:
         t.steering = torch.where(controlled, steer, t.steering)
 
         # longitudinal: IDM on the current lane, and on the target lane while changing
-        slots = torch.arange(t.x.shape[1], device=t.x.device).expand_as(t.lane)
         f_cur = front.gather(2, t.lane[..., None])[..., 0]
-        f_tgt = front.gather(2, tl[..., None])[..., 0]
-        both = self.idm(t, slots.repeat(1, 2), torch.cat([f_cur, f_tgt], 1), t.delta.repeat(1, 2))
-        acc, acc_t = both.split(t.x.shape[1], dim=1)
-        acc = torch.where(t.lane != tl, torch.minimum(acc, acc_t), acc).clamp(-ACC_MAX, ACC_MAX)
+        acc = self.idm(t, None, f_cur, t.delta)
+        env, me = (controlled & (t.lane != tl)).nonzero(as_tuple=True)  # (K,) mid-change
+        if env.numel():
+            f_tgt = front[env, me, tl[env, me]][:, None]  # (K, 1)
+            acc_t = self.idm(t, me[:, None], f_tgt, t.delta[env, me][:, None], env[:, None])
+            acc[env, me] = torch.minimum(acc[env, me], acc_t[:, 0])
+        acc = acc.clamp(-ACC_MAX, ACC_MAX)
         acc = torch.where(ego_mdp, KP_A * (t.target_speed - t.speed), acc)
         t.acceleration = torch.where(controlled, acc, t.acceleration)
 
@@ -304,100 +345,122 @@ class Simulator:
         road = self.road
         lane, target = t.lane, t.target_lane
         changing = lane != target
-        # abort when another controlled vehicle already moves into the same lane close ahead
+        # abort when another controlled vehicle already moves into the same lane close ahead;
+        # only vehicles mid-change on their road can abort: (K,) of them against all N
         controlled = ((t.kind == EGO) & self.discrete) | (t.kind == IDM)
-        same_target = target[:, None, :] == target[:, :, None]  # (B, N_i, N_j)
-        other_not_there = lane[:, None, :] != target[:, :, None]
-        d = t.x[:, None, :] - t.x[:, :, None]  # x_j - x_i
-        v = t.speed[:, :, None]
-        dv = v - t.speed[:, None, :] * torch.cos(t.heading[:, None, :] - t.heading[:, :, None])
-        d_star = DISTANCE_WANTED + v * TIME_WANTED + v * dv / (2 * SQRT_AB)
         n = t.x.shape[1]
-        eye = torch.eye(n, dtype=torch.bool, device=t.x.device)
-        conflict = same_target & other_not_there & controlled[:, None, :] & ~eye
-        conflict = conflict & t.alive[:, None, :] & (d > 0) & (d < d_star)
-        same_road = road.edge[lane] == road.edge[target]
-        abort = is_idm & changing & same_road & conflict.any(dim=2)
-        target = torch.where(abort, lane, target)
+        env, me = (is_idm & changing & (road.edge[lane] == road.edge[target])).nonzero(
+            as_tuple=True
+        )
+        if env.numel():
+            tgt = target[env, me][:, None]  # (K, 1)
+            d = t.x[env] - t.x[env, me][:, None]  # (K, N) x_j - x_i
+            v = t.speed[env, me][:, None]
+            dv = v - t.speed[env] * torch.cos(t.heading[env] - t.heading[env, me][:, None])
+            d_star = DISTANCE_WANTED + v * TIME_WANTED + v * dv / (2 * SQRT_AB)
+            other = torch.arange(n, device=t.x.device) != me[:, None]
+            conflict = (target[env] == tgt) & (lane[env] != tgt) & controlled[env] & other
+            conflict = conflict & t.alive[env] & (d > 0) & (d < d_star)
+            abort = conflict.any(dim=1)
+            target = target.clone()
+            target[env, me] = torch.where(abort, lane[env, me], tgt[:, 0])
 
         decide = is_idm & ~changing & (t.timer > LANE_CHANGE_DELAY)
         t.timer = torch.where(decide, 0.0, t.timer)
-        slots = torch.arange(n, device=t.x.device).expand_as(lane)
-        old_prec = front.gather(2, lane[..., None])[..., 0]
-        old_foll = rear.gather(2, lane[..., None])[..., 0]
-        cands = [road.left[lane], road.right[lane]]
-        news = []
-        for cand in cands:
-            ci = cand.clamp(min=0)[..., None]
-            news.append((front.gather(2, ci)[..., 0], rear.gather(2, ci)[..., 0]))
-        # every IDM acceleration MOBIL needs, in one batched call: (ego, front) pairs
-        pairs = [(slots, old_prec), (old_foll, slots), (old_foll, old_prec)]
-        for new_prec, new_foll in news:
-            pairs += [(new_foll, new_prec), (new_foll, slots), (slots, new_prec)]
-        acc = self.idm(
-            t,
-            torch.cat([p[0] for p in pairs], 1),
-            torch.cat([p[1] for p in pairs], 1),
-            t.delta.repeat(1, len(pairs)),
-        ).split(n, dim=1)
-        self_a, old_foll_a, old_foll_pred_a = acc[:3]
-        for side, cand in enumerate(cands):  # right last: it wins when both pass
-            new_foll_a, new_foll_pred_a, self_pred_a = acc[3 + 3 * side : 6 + 3 * side]
-            ok = decide & self.reachable(cand, s_all, lat_all) & (t.speed.abs() >= 1)
-            jerk = (
-                self_pred_a
-                - self_a
-                + POLITENESS * (new_foll_pred_a - new_foll_a + old_foll_pred_a - old_foll_a)
-            )
-            ok = ok & (new_foll_pred_a >= -LANE_CHANGE_MAX_BRAKING_IMPOSED)
-            ok = ok & (jerk >= LANE_CHANGE_MIN_ACC_GAIN)
-            target = torch.where(ok, cand, target)
+        # MOBIL for the (K,) vehicles deciding this step, on their left and right lanes
+        env, me = decide.nonzero(as_tuple=True)
+        if env.numel():
+            e, i = env[:, None], me[:, None]  # (K, 1)
+            lane_k = lane[env, me]
+            front_k, rear_k = front[env, me], rear[env, me]  # (K, L)
+            old_prec = front_k.gather(1, lane_k[:, None])  # (K, 1)
+            old_foll = rear_k.gather(1, lane_k[:, None])
+            cands = [road.left[lane_k], road.right[lane_k]]  # (K,) each, -1: none
+            # every IDM acceleration MOBIL needs, in one batched call: (ego, front) pairs
+            pairs = [(i, old_prec), (old_foll, i), (old_foll, old_prec)]
+            for cand in cands:
+                ci = cand.clamp(min=0)[:, None]
+                new_prec, new_foll = front_k.gather(1, ci), rear_k.gather(1, ci)
+                pairs += [(new_foll, new_prec), (new_foll, i), (i, new_prec)]
+            acc = self.idm(
+                t,
+                torch.cat([p[0] for p in pairs], 1),
+                torch.cat([p[1] for p in pairs], 1),
+                t.delta[env, me][:, None],
+                e,
+            ).unbind(1)  # 9 x (K,)
+            self_a, old_foll_a, old_foll_pred_a = acc[:3]
+            moving = t.speed[env, me].abs() >= 1
+            s_k, lat_k = s_all[env, me][:, None], lat_all[env, me][:, None]  # (K, 1, L)
+            new_target = target[env, me]
+            for side, cand in enumerate(cands):  # right last: it wins when both pass
+                new_foll_a, new_foll_pred_a, self_pred_a = acc[3 + 3 * side : 6 + 3 * side]
+                ok = moving & self.reachable(cand[:, None], s_k, lat_k)[:, 0]
+                jerk = (
+                    self_pred_a
+                    - self_a
+                    + POLITENESS * (new_foll_pred_a - new_foll_a + old_foll_pred_a - old_foll_a)
+                )
+                ok = ok & (new_foll_pred_a >= -LANE_CHANGE_MAX_BRAKING_IMPOSED)
+                ok = ok & (jerk >= LANE_CHANGE_MIN_ACC_GAIN)
+                new_target = torch.where(ok, cand, new_target)
+            target = target.clone()
+            target[env, me] = new_target
         t.target_lane = target
 
     # ----------------------------------------------------------------- collisions
     def collisions(self, t: Traffic) -> torch.Tensor:
-        """Vehicles (B, N) whose box intersects another's (separating-axis test)."""
+        """Vehicles (B, N) whose box intersects another's (separating-axis test).
+
+        Boxes apart by more than their half diagonals cannot touch, so the exact test runs
+        only on the (K,) pairs closer than that.
+        """
+        n = t.x.shape[1]
+        rows = n if self.all_collisions else 1  # HighwayEnvFast: the ego against the others
+        diag = torch.hypot(t.length, t.width)  # (B, N) [m]
+        gap = torch.hypot(t.x[:, :rows, None] - t.x[:, None], t.y[:, :rows, None] - t.y[:, None])
+        reach = (diag[:, :rows, None] + diag[:, None]) / 2 + 1e-3  # (B, R, N) [m]
+        near = (gap <= reach) & t.alive[:, :rows, None] & t.alive[:, None]
+        near.diagonal(dim1=1, dim2=2).fill_(False)  # a box with itself
         if self.all_collisions:
-            hit = boxes_intersect(t, t.x.shape[1])  # (B, N, N)
-            eye = torch.eye(t.x.shape[1], dtype=torch.bool, device=t.x.device)
-            pair = t.check_collisions[:, :, None] | t.check_collisions[:, None, :]
-            hit = hit & ~eye & pair & t.alive[:, :, None] & t.alive[:, None, :]
-            return hit.any(dim=2)
-        hit = boxes_intersect(t, 1)[:, 0] & t.alive  # (B, N): ego against every vehicle
-        hit[:, 0] = False
-        crashed = hit.clone()
-        crashed[:, 0] = hit.any(dim=1)
+            near &= t.check_collisions[:, :, None] | t.check_collisions[:, None, :]
+        env, i, j = near.nonzero(as_tuple=True)  # (K,) pairs
+        crashed = torch.zeros_like(t.crashed)
+        if env.numel():
+            hit = pairs_intersect(t, env, i, j)  # (K,)
+            crashed[env[hit], i[hit]] = True
+            if not self.all_collisions:  # the other vehicle of an ego collision crashes too
+                crashed[env[hit], j[hit]] = True
         return crashed
 
 
-def corners(t: Traffic) -> torch.Tensor:
-    """(B, N, 4, 2) corners [m] of every vehicle box."""
-    c, s = torch.cos(t.heading), torch.sin(t.heading)
-    hl, hw = t.length / 2, t.width / 2
-    fx, fy = c * hl, s * hl  # forward half-length
-    lx, ly = -s * hw, c * hw  # lateral half-width
-    xs = torch.stack([fx + lx, fx - lx, -fx - lx, -fx + lx], -1) + t.x[..., None]
-    ys = torch.stack([fy + ly, fy - ly, -fy - ly, -fy + ly], -1) + t.y[..., None]
-    return torch.stack([xs, ys], -1)
-
-
-def boxes_intersect(t: Traffic, rows: int) -> torch.Tensor:
-    """(B, rows, N): whether box i (one of the first ``rows``) and box j overlap.
+def pairs_intersect(
+    t: Traffic, env: torch.Tensor, i: torch.Tensor, j: torch.Tensor
+) -> torch.Tensor:
+    """(K,) whether the boxes of slots ``i`` and ``j`` of environments ``env`` overlap.
 
     Separating-axis test on the four edge normals of the two boxes; touching counts as
     intersecting, as in highway-env's ``are_polygons_intersecting``.
     """
-    pts = corners(t)  # (B, N, 4, 2)
-    c, s = torch.cos(t.heading), torch.sin(t.heading)
-    axes = torch.stack([torch.stack([c, s], -1), torch.stack([-s, c], -1)], -2)  # (B, N, 2, 2)
-    pts_i, axes_i = pts[:, :rows], axes[:, :rows]
-    # on the axes of box i: (B, R, N, 2, 4) for the corners of j, (B, R, 1, 2, 4) for i's own
-    p_j = torch.einsum("bjkd,biad->bijak", pts, axes_i)
-    p_i = torch.einsum("bikd,biad->biak", pts_i, axes_i)[:, :, None]
-    # on the axes of box j
-    q_j = torch.einsum("bjkd,bjad->bjak", pts, axes)[:, None]
-    q_i = torch.einsum("bikd,bjad->bijak", pts_i, axes)
-    separated = _separated(p_i, p_j) | _separated(q_i, q_j)
+
+    def box(slot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = t.heading[env, slot]
+        c, s = torch.cos(h), torch.sin(h)
+        hl, hw = t.length[env, slot] / 2, t.width[env, slot] / 2
+        fx, fy = c * hl, s * hl  # forward half-length
+        lx, ly = -s * hw, c * hw  # lateral half-width
+        xs = torch.stack([fx + lx, fx - lx, -fx - lx, -fx + lx], -1) + t.x[env, slot][:, None]
+        ys = torch.stack([fy + ly, fy - ly, -fy - ly, -fy + ly], -1) + t.y[env, slot][:, None]
+        axes = torch.stack([torch.stack([c, s], -1), torch.stack([-s, c], -1)], 1)  # (K, 2, 2)
+        return torch.stack([xs, ys], -1), axes  # (K, 4, 2) corners [m]
+
+    def project(pts: torch.Tensor, axes: torch.Tensor) -> torch.Tensor:
+        return (pts[:, None, :, :] * axes[:, :, None, :]).sum(-1)  # (K, 2 axes, 4 corners)
+
+    pts_i, axes_i = box(i)
+    pts_j, axes_j = box(j)
+    separated = _separated(project(pts_i, axes_i), project(pts_j, axes_i))
+    separated |= _separated(project(pts_i, axes_j), project(pts_j, axes_j))
     return ~separated
 
 

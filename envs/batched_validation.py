@@ -122,7 +122,8 @@ def reference_statistics(
     dt = 1.0 / env.config.policy_frequency
     for episode in range(episodes):
         env.reset(seed=seed + episode)
-        previous = None
+        # lanes at the reset, as the batched side: changes of the first step count too
+        previous = np.array([hash(v.lane_index) for v in env.sim.road.vehicles if v is not env.ego])
         done = False
         while not done:
             _, _, terminated, truncated, info = env.step(

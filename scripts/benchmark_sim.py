@@ -106,6 +106,8 @@ def main() -> None:
             "scenario": "highway",
             "reference": "DriveAttention/Highway-v0, one process, frames on",
             "cpu_count": os.cpu_count(),
+            # other processes compete for the cores: read the timings against this
+            "load_average_1min": os.getloadavg()[0],
         },
     }
     if args.device != "cpu":
@@ -115,7 +117,10 @@ def main() -> None:
             **{f"B{b}": device_rate(b, camera, args.device, seconds) for b in (256, 4096, 16384)},
         }
 
-    print(f"throughput, highway with {camera[0]}x{camera[1]} frames, torch threads {args.threads}")
+    print(
+        f"throughput, highway with {camera[0]}x{camera[1]} frames, torch threads {args.threads}"
+        f" (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
+    )
     print(f"{'B':>6} {'batched steps/s':>16} {'highway-env steps/s':>20} {'ratio/core':>11}")
     for key, row in throughput.items():
         print(
