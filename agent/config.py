@@ -1,0 +1,387 @@
+"""Experiment configuration: the typed schema of ``configs/*.yaml`` and command-line overrides.
+
+An experiment has five sections, each one dataclass validated at construction::
+
+    env:     EnvConfig        which scenario, how many parallel copies, the env's own kwargs
+    model:   ExtractorConfig  the features extractor (schema owned by ``models``)
+    algo:    PPOConfig | SACConfig, picked by ``algo.name``
+    train:   TrainConfig      steps, seed, device, evaluation and checkpoint periods
+    logging: LoggingConfig    run name, W&B mode and naming, videos
+
+Unknown keys, wrong types and out-of-range values raise :class:`ConfigError` naming the key (and
+the closest valid one) before any work starts. ``env.kwargs`` is checked by the environment
+itself (see :func:`agent.build.probe_env`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from envs.configuration import ConfigError, build, check, closest
+
+__all__ = [
+    "SECTIONS",
+    "AlgoConfig",
+    "ConfigError",
+    "EnvConfig",
+    "ExperimentConfig",
+    "LoggingConfig",
+    "PPOConfig",
+    "SACConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_diff",
+    "load_config",
+    "parse_overrides",
+    "resolve_config",
+    "save_config",
+    "to_dict",
+]
+
+SECTIONS: tuple[str, ...] = ("env", "model", "algo", "train", "logging")
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+@dataclass
+class EnvConfig:
+    """The training environment: a registered Gymnasium id and its keyword arguments."""
+
+    id: str = "DriveAttention/Highway-v0"
+    n_envs: int = 2  # parallel copies; > 1 runs them in subprocesses
+    kwargs: dict[str, Any] = field(default_factory=dict)  # validated by the env itself
+    start_method: Literal["forkserver", "fork", "spawn"] = "forkserver"
+    normalize_sensors: bool = False  # running mean/std of the sensor vector (VecNormalize)
+    normalize_reward: bool = False  # running return scaling (VecNormalize)
+
+    def __post_init__(self) -> None:
+        check(self.n_envs >= 1, f"n_envs: must be at least 1, got {self.n_envs}")
+        check(
+            bool(self.id), "id: must name a registered environment, e.g. DriveAttention/Highway-v0"
+        )
+
+
+@dataclass
+class PPOConfig:
+    """Proximal Policy Optimisation (stable-baselines3 ``PPO``); discrete or continuous actions."""
+
+    name: Literal["ppo"] = "ppo"
+    learning_rate: float = 3.0e-4
+    lr_schedule: Literal["constant", "linear"] = "constant"  # linear: decays to 0 at train.steps
+    n_steps: int = 128  # rollout length per env
+    batch_size: int = 64
+    n_epochs: int = 10
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_range: float = 0.2
+    ent_coef: float = 0.0
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    target_kl: float | None = None
+    net_arch: list[int] = field(default_factory=lambda: [64, 64])  # policy and value heads
+
+    def __post_init__(self) -> None:
+        _check_common(self.learning_rate, self.gamma, self.net_arch)
+        check(self.n_steps >= 1, f"n_steps: must be at least 1, got {self.n_steps}")
+        check(self.batch_size >= 2, f"batch_size: must be at least 2, got {self.batch_size}")
+        check(self.n_epochs >= 1, f"n_epochs: must be at least 1, got {self.n_epochs}")
+        check(
+            0.0 <= self.gae_lambda <= 1.0, f"gae_lambda: must be in [0, 1], got {self.gae_lambda}"
+        )
+        check(self.clip_range > 0.0, f"clip_range: must be positive, got {self.clip_range}")
+        check(self.ent_coef >= 0.0, f"ent_coef: must be >= 0, got {self.ent_coef}")
+        check(self.vf_coef >= 0.0, f"vf_coef: must be >= 0, got {self.vf_coef}")
+        check(
+            self.max_grad_norm > 0.0, f"max_grad_norm: must be positive, got {self.max_grad_norm}"
+        )
+        check(
+            self.target_kl is None or self.target_kl > 0.0,
+            f"target_kl: must be positive or null, got {self.target_kl}",
+        )
+
+
+@dataclass
+class SACConfig:
+    """Soft Actor-Critic (stable-baselines3 ``SAC``); needs ``env.kwargs.action: continuous``."""
+
+    name: Literal["sac"] = "sac"
+    learning_rate: float = 3.0e-4
+    lr_schedule: Literal["constant", "linear"] = "constant"  # linear: decays to 0 at train.steps
+    buffer_size: int = 50_000  # transitions kept (camera frames are stored as uint8)
+    learning_starts: int = 1_000
+    batch_size: int = 128
+    tau: float = 0.005
+    gamma: float = 0.99
+    train_freq: int = 1  # env steps (per env) between updates
+    gradient_steps: int = 1
+    ent_coef: str | float = "auto"  # "auto", "auto_<initial>" or a fixed number
+    net_arch: list[int] = field(default_factory=lambda: [256, 256])
+
+    def __post_init__(self) -> None:
+        _check_common(self.learning_rate, self.gamma, self.net_arch)
+        check(self.buffer_size >= 1, f"buffer_size: must be at least 1, got {self.buffer_size}")
+        check(
+            self.learning_starts >= 0, f"learning_starts: must be >= 0, got {self.learning_starts}"
+        )
+        check(self.batch_size >= 1, f"batch_size: must be at least 1, got {self.batch_size}")
+        check(0.0 < self.tau <= 1.0, f"tau: must be in (0, 1], got {self.tau}")
+        check(self.train_freq >= 1, f"train_freq: must be at least 1, got {self.train_freq}")
+        check(self.gradient_steps >= 1, f"gradient_steps: must be >= 1, got {self.gradient_steps}")
+        if isinstance(self.ent_coef, str):
+            check(
+                self.ent_coef == "auto" or self.ent_coef.startswith("auto_"),
+                f"ent_coef: expected 'auto', 'auto_<initial>' or a number, got {self.ent_coef!r}",
+            )
+        else:
+            check(self.ent_coef > 0.0, f"ent_coef: must be positive, got {self.ent_coef}")
+
+
+AlgoConfig = PPOConfig | SACConfig
+ALGO_CONFIGS: dict[str, type[PPOConfig] | type[SACConfig]] = {"ppo": PPOConfig, "sac": SACConfig}
+
+
+def _check_common(learning_rate: float, gamma: float, net_arch: Sequence[int]) -> None:
+    check(learning_rate > 0.0, f"learning_rate: must be positive, got {learning_rate}")
+    check(0.0 < gamma <= 1.0, f"gamma: must be in (0, 1], got {gamma}")
+    check(all(n >= 1 for n in net_arch), f"net_arch: layer sizes must be >= 1, got {net_arch}")
+
+
+@dataclass
+class TrainConfig:
+    """How long to train, on what device, and how often to evaluate and checkpoint."""
+
+    steps: int = 50_000  # total environment steps (summed over parallel envs)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when available, else CPU
+    torch_threads: int = 0  # intra-op threads of the learner; 0 keeps torch's default
+    eval_every: int = 10_000  # [env steps]; 0 turns periodic evaluation off
+    eval_episodes: int = 5
+    eval_seed: int = 1_000  # evaluation episodes use seeds eval_seed, eval_seed + 1, ...
+    checkpoint_every: int = 10_000  # [env steps]; 0 keeps only the final checkpoint
+    final_eval_episodes: int = 20  # trained vs random vs idle at the end; 0 skips it
+
+    def __post_init__(self) -> None:
+        check(self.steps >= 1, f"steps: must be at least 1, got {self.steps}")
+        check(self.torch_threads >= 0, f"torch_threads: must be >= 0, got {self.torch_threads}")
+        check(self.eval_every >= 0, f"eval_every: must be >= 0 (0 = off), got {self.eval_every}")
+        check(
+            self.eval_episodes >= 1, f"eval_episodes: must be at least 1, got {self.eval_episodes}"
+        )
+        check(
+            self.checkpoint_every >= 0,
+            f"checkpoint_every: must be >= 0 (0 = only at the end), got {self.checkpoint_every}",
+        )
+        check(
+            self.final_eval_episodes >= 0,
+            f"final_eval_episodes: must be >= 0 (0 = skip), got {self.final_eval_episodes}",
+        )
+
+
+@dataclass
+class LoggingConfig:
+    """Where the run lives and how it reports: ``<root>/<name>/`` and Weights & Biases."""
+
+    name: str | None = None  # run name; default: <config file stem>-<date>-<time>
+    root: str = "runs"
+    wandb: Literal["online", "offline", "disabled"] = "online"  # online falls back to offline
+    project: str = "drive-attention"
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+    video: bool = True  # an attention video at every evaluation
+    video_fps: int = 8
+    video_scale: int = 4  # camera pixels are drawn as video_scale x video_scale blocks
+
+    def __post_init__(self) -> None:
+        check(
+            self.name is None or bool(_NAME_PATTERN.match(self.name)),
+            f"name: {self.name!r} must be letters, digits, '-', '_' or '.', starting with a "
+            "letter or digit",
+        )
+        check(self.video_fps >= 1, f"video_fps: must be at least 1, got {self.video_fps}")
+        check(
+            1 <= self.video_scale <= 16, f"video_scale: must be in [1, 16], got {self.video_scale}"
+        )
+
+
+@dataclass
+class ExperimentConfig:
+    """One experiment: every section resolved and validated."""
+
+    env: EnvConfig
+    model: Any  # models.ExtractorConfig
+    algo: AlgoConfig
+    train: TrainConfig
+    logging: LoggingConfig
+
+    def __post_init__(self) -> None:
+        action = self.env.kwargs.get("action", "discrete")
+        if self.algo.name == "sac":
+            check(
+                action == "continuous",
+                "algo.name: sac needs continuous actions; set env.kwargs.action=continuous "
+                "or use algo.name=ppo",
+            )
+        if self.algo.name == "ppo":
+            rollout = self.algo.n_steps * self.env.n_envs
+            check(
+                self.algo.batch_size <= rollout,
+                f"algo.batch_size: {self.algo.batch_size} is larger than one rollout "
+                f"(algo.n_steps * env.n_envs = {rollout}); lower algo.batch_size or raise "
+                "algo.n_steps",
+            )
+
+
+def _extractor_config_class() -> type:
+    from models import ExtractorConfig
+
+    return ExtractorConfig
+
+
+def resolve_config(raw: Mapping[str, Any]) -> ExperimentConfig:
+    """Build an :class:`ExperimentConfig` from a plain nested mapping (a parsed YAML file)."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(
+            f"a config must be a mapping of sections {SECTIONS}, got {type(raw).__name__}"
+        )
+    for key in raw:
+        if key not in SECTIONS:
+            hint = closest(str(key), SECTIONS)
+            raise ConfigError(f"unknown section '{key}'{hint}; allowed: {', '.join(SECTIONS)}")
+    raw = _read_exponent_floats(raw)
+    sections = {name: raw.get(name) or {} for name in SECTIONS}
+    for name, value in sections.items():
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{name}: expected a mapping of options, got {value!r}")
+
+    algo_raw = dict(sections["algo"])
+    algo_name = algo_raw.get("name", "ppo")
+    if algo_name not in ALGO_CONFIGS:
+        hint = closest(str(algo_name), list(ALGO_CONFIGS))
+        raise ConfigError(
+            f"algo.name: {algo_name!r} is not allowed{hint}; use one of {', '.join(ALGO_CONFIGS)}"
+        )
+    try:
+        algo = build(ALGO_CONFIGS[algo_name], algo_raw, prefix="algo.")
+    except ConfigError as err:
+        if "unknown option" in str(err):
+            raise ConfigError(f"{err} (options of algo.name={algo_name})") from None
+        raise
+
+    return ExperimentConfig(
+        env=build(EnvConfig, sections["env"], prefix="env."),
+        model=build(_extractor_config_class(), sections["model"], prefix="model."),
+        algo=algo,
+        train=build(TrainConfig, sections["train"], prefix="train."),
+        logging=build(LoggingConfig, sections["logging"], prefix="logging."),
+    )
+
+
+def parse_overrides(items: Sequence[str]) -> list[tuple[list[str], Any]]:
+    """Parse ``key.sub=value`` items; values are read as YAML (``3``, ``true``, ``[64, 64]``)."""
+    parsed = []
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(
+                f"override {item!r} must look like section.key=value, e.g. model.layers=3"
+            )
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as err:
+            raise ConfigError(
+                f"{key}: cannot read value {text!r} ({err.__class__.__name__})"
+            ) from None
+        parsed.append((key.split("."), value))
+    return parsed
+
+
+def apply_overrides(raw: Mapping[str, Any], items: Sequence[str]) -> dict[str, Any]:
+    """A deep copy of ``raw`` with each ``key.sub=value`` override set."""
+    out: dict[str, Any] = _deep_copy(raw)
+    for path, value in parse_overrides(items):
+        node = out
+        for depth, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                where = ".".join(path[: depth + 1])
+                raise ConfigError(
+                    f"{'.'.join(path)}: cannot set a sub-key of {where}, which is {child!r}"
+                )
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Read a YAML experiment, apply overrides and validate everything."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; see configs/ for the experiments")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    return resolve_config(apply_overrides(raw, overrides))
+
+
+def to_dict(config: ExperimentConfig) -> dict[str, Any]:
+    """The resolved config as plain YAML/JSON data (tuples become lists)."""
+    return _plain(dataclasses.asdict(config))
+
+
+def save_config(config: ExperimentConfig, path: str | Path) -> None:
+    """Write the resolved config, every option spelled out, as YAML."""
+    text = yaml.safe_dump(to_dict(config), sort_keys=False, default_flow_style=None)
+    Path(path).write_text(
+        "# Resolved configuration of this run (written by scripts/train.py)\n" + text
+    )
+
+
+def config_diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two plain configs, as ``key: a -> b`` lines."""
+    lines = []
+    for key in sorted(set(a) | set(b), key=str):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, Mapping) and isinstance(vb, Mapping):
+            lines += config_diff(va, vb, f"{prefix}{key}.")
+        elif _plain(va) != _plain(vb):
+            lines.append(f"{prefix}{key}: {va!r} -> {vb!r}")
+    return lines
+
+
+def _read_exponent_floats(value: Any) -> Any:
+    """YAML 1.1 reads ``5e-4`` (no dot) as a string; read such strings as numbers."""
+    if isinstance(value, Mapping):
+        return {k: _read_exponent_floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_read_exponent_floats(v) for v in value]
+    if isinstance(value, str) and _EXPONENT_FLOAT.match(value.strip()):
+        return float(value)
+    return value
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value

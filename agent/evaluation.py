@@ -1,0 +1,379 @@
+"""Deterministic evaluation of a policy (trained, random or idle) on seeded episodes.
+
+Episode ``i`` of an evaluation with seed ``S`` resets the env with seed ``S + i``, so every policy
+meets the same traffic. The report's summary has the documented keys (``mean_return``,
+``std_return``, ``success_rate``, ``collision_rate``, ``mean_speed``, ``mean_length``) plus
+``episodes``, one row per episode.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from agent.video import FrameText, VideoWriter, render_frame
+
+SUMMARY_KEYS: tuple[str, ...] = (
+    "mean_return",
+    "std_return",
+    "success_rate",
+    "collision_rate",
+    "mean_speed",
+    "mean_length",
+)
+POLICIES: tuple[str, ...] = ("trained", "random", "idle")
+TABLE_COLUMNS: tuple[str, ...] = (
+    "episode",
+    "seed",
+    "return",
+    "length",
+    "success",
+    "collision",
+    "video",
+)
+"""Columns of the per-evaluation W&B table (``video`` holds the mp4 path, or None)."""
+
+
+@dataclass
+class AttentionView:
+    """What one video frame shows of the policy's attention (last layer, heads averaged)."""
+
+    camera: np.ndarray | None  # (gh, gw) query weights over camera patches
+    sensors: np.ndarray | None  # (S,) query weights over sensor tokens
+    sensor_labels: tuple[str, ...]
+    camera_share: float | None  # fraction of the query's attention on the camera
+
+
+class Policy(Protocol):
+    """An evaluated policy: one action per observation, optionally its attention."""
+
+    name: str
+
+    def reset(self, seed: int) -> None: ...
+
+    def act(self, obs: dict[str, np.ndarray]) -> Any: ...
+
+    def attention(self, obs: dict[str, np.ndarray]) -> AttentionView | None: ...
+
+
+class RandomPolicy:
+    """Uniformly random actions from the action space, seeded per episode."""
+
+    name = "random"
+
+    def __init__(self, action_space: spaces.Space) -> None:
+        self.action_space = action_space
+
+    def reset(self, seed: int) -> None:
+        self.action_space.seed(seed)
+
+    def act(self, obs: dict[str, np.ndarray]) -> Any:
+        return self.action_space.sample()
+
+    def attention(self, obs: dict[str, np.ndarray]) -> AttentionView | None:
+        return None
+
+
+class IdlePolicy:
+    """The env's idle action every step (keep lane and speed; no steering, no throttle)."""
+
+    name = "idle"
+
+    def __init__(self, idle_action: Any) -> None:
+        self.idle_action = idle_action
+
+    def reset(self, seed: int) -> None:
+        pass
+
+    def act(self, obs: dict[str, np.ndarray]) -> Any:
+        return self.idle_action
+
+    def attention(self, obs: dict[str, np.ndarray]) -> AttentionView | None:
+        return None
+
+
+class TrainedPolicy:
+    """An SB3 algorithm's deterministic action, with the observation normalisation it learnt."""
+
+    name = "trained"
+
+    def __init__(self, model: Any, normalize_obs: Callable[[Any], Any] | None = None) -> None:
+        self.model = model
+        self.normalize_obs = normalize_obs
+        from models import policy_extractor
+
+        self.has_attention = bool(getattr(policy_extractor(model.policy), "has_attention", False))
+
+    def _prepare(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.normalize_obs(obs) if self.normalize_obs is not None else obs
+
+    def reset(self, seed: int) -> None:
+        pass
+
+    def act(self, obs: dict[str, np.ndarray]) -> Any:
+        action, _ = self.model.predict(self._prepare(obs), deterministic=True)
+        return action
+
+    def attention(self, obs: dict[str, np.ndarray]) -> AttentionView | None:
+        if not self.has_attention:
+            return None
+        from models import attention_from_policy
+
+        maps = attention_from_policy(self.model.policy, self._prepare(obs)).to("cpu")
+        has_camera = maps.grid[0] * maps.grid[1] > 0
+        has_sensors = len(maps.sensor_token_names) > 0
+        camera = maps.camera_map()[0].numpy() if has_camera else None  # (gh, gw)
+        sensors = maps.sensor_map()[0].numpy() if has_sensors else None  # (S,)
+        camera_mass = float(camera.sum()) if camera is not None else 0.0
+        sensor_mass = float(sensors.sum()) if sensors is not None else 0.0
+        total = camera_mass + sensor_mass
+        return AttentionView(
+            camera=camera,
+            sensors=sensors,
+            sensor_labels=tuple(maps.sensor_token_names),
+            camera_share=camera_mass / total if total > 0 else None,
+        )
+
+
+@dataclass
+class EpisodeResult:
+    """One evaluation episode."""
+
+    episode: int
+    seed: int
+    episode_return: float
+    length: int
+    success: bool
+    collision: bool
+    off_road: bool
+    mean_speed: float  # [m/s]
+    distance: float  # [m]
+    reward_terms: dict[str, float] = field(default_factory=dict)  # summed over the episode
+    camera_attention: float | None = None  # mean share of attention on the camera
+    video: str | None = None
+
+    def row(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["return"] = out.pop("episode_return")
+        return out
+
+
+@dataclass
+class EvalReport:
+    """All episodes of one evaluation, and their summary."""
+
+    policy: str
+    env_id: str
+    seed: int
+    episodes: list[EpisodeResult]
+
+    def summary(self) -> dict[str, float]:
+        returns = np.array([e.episode_return for e in self.episodes], dtype=np.float64)
+        return {
+            "mean_return": float(returns.mean()),
+            "std_return": float(returns.std()),
+            "success_rate": float(np.mean([e.success for e in self.episodes])),
+            "collision_rate": float(np.mean([e.collision for e in self.episodes])),
+            "mean_speed": float(np.mean([e.mean_speed for e in self.episodes])),
+            "mean_length": float(np.mean([e.length for e in self.episodes])),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.summary(),
+            "policy": self.policy,
+            "env_id": self.env_id,
+            "seed": self.seed,
+            "n_episodes": len(self.episodes),
+            "episodes": [e.row() for e in self.episodes],
+        }
+
+    def write_json(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**self.to_json(), **(extra or {})}, indent=2) + "\n")
+        return path
+
+
+def describe_action(action: Any, action_names: dict[int, str] | None) -> str:
+    """``FASTER`` for a discrete meta-action, ``steer +0.12 accel -0.30`` for a continuous one."""
+    array = np.asarray(action)
+    if array.size == 1 and action_names is not None:
+        return action_names.get(int(array.reshape(-1)[0]), str(int(array.reshape(-1)[0])))
+    if array.size == 2:
+        return f"steer {float(array.reshape(-1)[0]):+.2f} accel {float(array.reshape(-1)[1]):+.2f}"
+    return np.array2string(array, precision=2)
+
+
+def _env_action(action: Any, action_space: spaces.Space) -> Any:
+    if isinstance(action_space, spaces.Discrete):
+        return int(np.asarray(action).reshape(-1)[0])
+    return np.asarray(action, dtype=np.float32).reshape(action_space.shape)
+
+
+def run_episode(
+    env: gym.Env,
+    policy: Policy,
+    episode: int,
+    seed: int,
+    video_path: Path | None = None,
+    action_names: dict[int, str] | None = None,
+    fps: int = 8,
+    scale: int = 4,
+    cell_px: tuple[int, int] | None = None,
+) -> EpisodeResult:
+    """Roll out one episode; with ``video_path``, render it as an attention video."""
+    policy.reset(seed)
+    obs, info = env.reset(seed=seed)
+    writer = VideoWriter(video_path, fps=fps) if video_path is not None else None
+    total, length, terms = 0.0, 0, {}
+    speeds: list[float] = []
+    camera_shares: list[float] = []
+    reward = 0.0
+    try:
+        while True:
+            action = _env_action(policy.act(obs), env.action_space)
+            if writer is not None:  # the frame the action was chosen on, and its attention
+                view = policy.attention(obs)
+                if view is not None and view.camera_share is not None:
+                    camera_shares.append(view.camera_share)
+                text = describe_action(action, action_names)
+                writer.append(_frame(obs, info, view, length, text, reward, total, scale, cell_px))
+            obs, reward, terminated, truncated, info = env.step(action)
+            total += float(reward)
+            length += 1
+            speeds.append(float(info.get("speed", 0.0)))
+            for name, value in info.get("reward_terms", {}).items():
+                terms[name] = terms.get(name, 0.0) + float(value)
+            if terminated or truncated:
+                break
+        if writer is not None:  # the last frame, after the final step
+            view = policy.attention(obs)
+            writer.append(_frame(obs, info, view, length, "(end)", reward, total, scale, cell_px))
+    finally:
+        written = writer.close() if writer is not None else None
+    return EpisodeResult(
+        episode=episode,
+        seed=seed,
+        episode_return=total,
+        length=length,
+        success=bool(info.get("success", False)),
+        collision=bool(info.get("collision", False)),
+        off_road=bool(info.get("off_road", False)),
+        mean_speed=float(info.get("mean_speed", np.mean(speeds) if speeds else 0.0)),
+        distance=float(info.get("distance", 0.0)),
+        reward_terms=terms,
+        camera_attention=float(np.mean(camera_shares)) if camera_shares else None,
+        video=str(written) if written is not None else None,
+    )
+
+
+def _frame(
+    obs: dict[str, np.ndarray],
+    info: dict[str, Any],
+    view: AttentionView | None,
+    step: int,
+    action: str,
+    reward: float,
+    total: float,
+    scale: int,
+    cell_px: tuple[int, int] | None,
+) -> np.ndarray:
+    text = FrameText(step, action, float(info.get("speed", 0.0)), float(reward), total)
+    if view is None:
+        return render_frame(obs["camera"], text, scale=scale)
+    return render_frame(
+        obs["camera"],
+        text,
+        camera_attention=view.camera,
+        sensor_attention=view.sensors,
+        sensor_labels=view.sensor_labels,
+        camera_share=view.camera_share,
+        cell_px=cell_px,
+        scale=scale,
+    )
+
+
+def evaluate(
+    env: gym.Env,
+    policy: Policy,
+    episodes: int,
+    seed: int,
+    env_id: str = "",
+    video_dir: Path | None = None,
+    video_episodes: int = 1,
+    video_prefix: str = "",
+    action_names: dict[int, str] | None = None,
+    fps: int = 8,
+    scale: int = 4,
+    cell_px: tuple[int, int] | None = None,
+    progress: Callable[[EpisodeResult], None] | None = None,
+) -> EvalReport:
+    """``episodes`` seeded episodes (seeds ``seed .. seed + episodes - 1``).
+
+    The first ``video_episodes`` episodes are rendered to ``video_dir/<prefix>ep<k>.mp4``.
+    """
+    results = []
+    for k in range(episodes):
+        video = None
+        if video_dir is not None and k < video_episodes:
+            video = Path(video_dir) / f"{video_prefix}ep{k:02d}.mp4"
+        result = run_episode(
+            env, policy, k, seed + k, video, action_names, fps=fps, scale=scale, cell_px=cell_px
+        )
+        results.append(result)
+        if progress is not None:
+            progress(result)
+    return EvalReport(policy=policy.name, env_id=env_id, seed=seed, episodes=results)
+
+
+def table_rows(report: EvalReport) -> list[list[Any]]:
+    """One row per episode, in :data:`TABLE_COLUMNS` order (videos as ``Path``)."""
+    return [
+        [
+            e.episode,
+            e.seed,
+            e.episode_return,
+            e.length,
+            e.success,
+            e.collision,
+            Path(e.video) if e.video else None,
+        ]
+        for e in report.episodes
+    ]
+
+
+def format_table(reports: Sequence[EvalReport], title: str = "Evaluation") -> str:
+    """A plain-text table, one row per report, of the summary figures."""
+    header = ["policy", "env", "episodes", "return", "success", "collision", "speed m/s", "length"]
+    rows = []
+    for report in reports:
+        s = report.summary()
+        rows.append(
+            [
+                report.policy,
+                report.env_id.split("/")[-1],
+                str(len(report.episodes)),
+                f"{s['mean_return']:.2f} ± {s['std_return']:.2f}",
+                f"{s['success_rate']:.0%}",
+                f"{s['collision_rate']:.0%}",
+                f"{s['mean_speed']:.1f}",
+                f"{s['mean_length']:.1f}",
+            ]
+        )
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        )
+
+    rule = "-" * len(line(header))
+    return "\n".join([title, rule, line(header), rule, *(line(r) for r in rows), rule])

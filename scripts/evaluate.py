@@ -1,0 +1,72 @@
+"""Evaluate a trained run (or the random / idle reference policy) on seeded episodes.
+
+``python scripts/evaluate.py --run runs/NAME --episodes 20 --seed 1000 [--policy random|idle]
+[--checkpoint PATH] [--env ID] [--video] [--json OUT] [--wandb [MODE]]``
+
+Prints a table (mean and std of return, success and collision rates, mean speed, episode
+length) and writes the same figures with per-episode rows as JSON (default:
+``runs/NAME/eval/evaluate_<policy>_<env>_seed<S>.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")  # headless rendering
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--run", type=Path, help="run directory, e.g. runs/NAME")
+    parser.add_argument("--checkpoint", type=Path, help="checkpoint (default: the run's latest)")
+    parser.add_argument(
+        "--config", type=Path, help="experiment YAML, for --policy random|idle without --run"
+    )
+    parser.add_argument("--policy", choices=["trained", "random", "idle"], default="trained")
+    parser.add_argument("--env", dest="env_id", help="evaluate on another registered env id")
+    parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=1000, help="episode k uses seed SEED + k")
+    parser.add_argument("--video", action="store_true", help="attention video of the first episode")
+    parser.add_argument(
+        "--video-episodes", type=int, default=1, help="episodes rendered with --video"
+    )
+    parser.add_argument("--json", dest="json_path", type=Path, help="where to write the JSON")
+    parser.add_argument(
+        "--wandb",
+        nargs="?",
+        const="online",
+        default="disabled",
+        choices=["online", "offline", "disabled"],
+        help="log to W&B (online when logged in, else offline)",
+    )
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from agent.evaluate_run import (
+        CheckpointError,
+        ConfigError,
+        EvaluationRequest,
+        main_table,
+        run_evaluation,
+    )
+
+    try:
+        report, json_path = run_evaluation(EvaluationRequest(**vars(args)))
+    except (ConfigError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(main_table(report, json_path))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

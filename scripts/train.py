@@ -1,0 +1,68 @@
+"""Train an agent: ``python scripts/train.py --config configs/default.yaml [key.sub=value ...]``.
+
+Writes ``runs/<name>/`` (resolved config, checkpoints, videos, evaluation JSON, W&B files) and
+ends with a comparison against the random and idle policies. See ``agent/`` for the logic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")  # headless rendering
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", help="experiment YAML, e.g. configs/default.yaml")
+    parser.add_argument("--name", help="run name: writes runs/NAME (logging.name)")
+    parser.add_argument("--steps", type=int, help="total environment steps (train.steps)")
+    parser.add_argument("--wandb", choices=["online", "offline", "disabled"], help="logging.wandb")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="train.device")
+    parser.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue runs/NAME from its last checkpoint"
+    )
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="e.g. model.layers=3")
+    return parser.parse_intermixed_args(argv)  # overrides may come before or after the flags
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from agent.checkpoint import CheckpointError
+    from agent.config import ConfigError
+    from agent.training import Trainer, prepare
+
+    overrides = list(args.overrides)
+    for flag, key in (
+        ("name", "logging.name"),
+        ("steps", "train.steps"),
+        ("wandb", "logging.wandb"),
+        ("device", "train.device"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    if args.resume and args.config:
+        print(
+            "error: --resume takes the run's own config; drop --config (overrides still apply)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.resume and args.name:
+        print("error: --resume continues the run in place; drop --name", file=sys.stderr)
+        return 2
+    try:
+        prepared = prepare(args.config, overrides, resume=args.resume)
+        return Trainer(prepared).run()
+    except (ConfigError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
