@@ -26,28 +26,46 @@ from torch.distributions import Distribution, kl_divergence
 from envs.contract import ROAD_CLASSES
 
 EPS = 1e-8
+CHANGE_FLOOR = 1e-6  # [nats] or value units: changes below this count as none (float noise)
 
 
 # ----------------------------------------------------------------------------- attribution
-def patch_pixels(grid: tuple[int, int], height: int, width: int) -> np.ndarray:
-    """(H, W) index of the patch (row-major on ``grid``) each pixel belongs to.
+def patch_pixels(
+    grid: tuple[int, int], height: int, width: int, cell: tuple[int, int] | None = None
+) -> np.ndarray:
+    """(H, W) index of the patch (row-major on ``grid``) each pixel belongs to, -1 for none.
 
-    Patch ``(i, j)`` covers rows ``[i * H // gh, (i + 1) * H // gh)`` and the same for columns,
-    which is how a strided convolution stem tiles a frame whose size the grid divides.
+    With ``cell`` = (ph, pw) pixels per patch, patch ``(i, j)`` covers rows
+    ``[i * ph, (i + 1) * ph)`` and columns ``[j * pw, (j + 1) * pw)``, as a strided convolution
+    stem tiles the frame (pixels past ``gh * ph`` or ``gw * pw`` are in no patch). Without it,
+    the grid is spread over the whole frame (row ``r`` is in patch row ``r * gh // H``).
     """
     gh, gw = grid
-    rows = np.arange(height) * gh // height  # (H,)
-    cols = np.arange(width) * gw // width  # (W,)
-    return rows[:, None] * gw + cols[None, :]
+    if cell is None:
+        rows = np.arange(height) * gh // height  # (H,)
+        cols = np.arange(width) * gw // width  # (W,)
+    else:
+        rows = np.arange(height) // cell[0]
+        cols = np.arange(width) // cell[1]
+        rows[rows >= gh] = -1
+        cols[cols >= gw] = -1
+    index = rows[:, None] * gw + cols[None, :]
+    index[(rows[:, None] < 0) | (cols[None, :] < 0)] = -1
+    return index
 
 
-def attention_to_pixels(grid_map: np.ndarray, height: int, width: int) -> np.ndarray:
+def attention_to_pixels(
+    grid_map: np.ndarray, height: int, width: int, cell: tuple[int, int] | None = None
+) -> np.ndarray:
     """Spread a patch-grid attention map (gh, gw) over an (H, W) frame, preserving each patch's
-    mass: every pixel gets its patch's weight divided by the patch's pixel count."""
+    mass: every pixel gets its patch's weight divided by the patch's pixel count (0 outside the
+    grid's area)."""
     gh, gw = grid_map.shape
-    index = patch_pixels((gh, gw), height, width)  # (H, W)
-    counts = np.bincount(index.ravel(), minlength=gh * gw)  # pixels per patch
-    return (grid_map.ravel() / np.maximum(counts, 1))[index]
+    index = patch_pixels((gh, gw), height, width, cell)  # (H, W)
+    inside = index >= 0
+    counts = np.bincount(index[inside], minlength=gh * gw)  # pixels per patch
+    per_pixel = grid_map.ravel() / np.maximum(counts, 1)
+    return np.where(inside, per_pixel[np.maximum(index, 0)], 0.0)
 
 
 def class_mass(pixel_map: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -87,16 +105,18 @@ class Attribution:
         camera_total: float | None = None,
         sensor_map: np.ndarray | None = None,
         sensor_token_names: Sequence[str] = (),
+        cell: tuple[int, int] | None = None,
     ) -> dict[str, float]:
         """Add one frame; returns its per-class mass (for a video legend).
 
         ``camera_map``: (gh, gw) query attention over patches (any total; normalised here);
         ``labels``: (H, W) class ids; ``lead_mask``: (H, W) bool of the vehicle ahead;
         ``camera_total``: the query's total mass on camera tokens (vs sensors);
-        ``sensor_map``: (S,) query attention over sensor tokens named ``sensor_token_names``.
+        ``sensor_map``: (S,) query attention over sensor tokens named ``sensor_token_names``;
+        ``cell``: pixels per patch (see :func:`patch_pixels`).
         """
         n = len(self.class_names)
-        pixels = attention_to_pixels(camera_map, *labels.shape)
+        pixels = attention_to_pixels(camera_map, *labels.shape, cell)
         pixels = pixels / max(pixels.sum(), EPS)
         mass = class_mass(pixels, labels, n)
         self._mass += mass
@@ -171,13 +191,18 @@ class SB3Probe:
         return distribution, value
 
 
-def blank_patches(camera: np.ndarray, grid: tuple[int, int], patches: np.ndarray) -> np.ndarray:
+def blank_patches(
+    camera: np.ndarray,
+    grid: tuple[int, int],
+    patches: np.ndarray,
+    cell: tuple[int, int] | None = None,
+) -> np.ndarray:
     """Copy of ``camera`` (B, H, W, C) with the given patches of each frame set to 0.
 
-    ``patches``: (B, k) row-major patch indices on ``grid``.
+    ``patches``: (B, k) row-major patch indices on ``grid``; ``cell`` as in :func:`patch_pixels`.
     """
     height, width = camera.shape[1:3]
-    index = patch_pixels(grid, height, width)  # (H, W)
+    index = patch_pixels(grid, height, width, cell)  # (H, W)
     hit = (index[None, :, :, None] == patches[:, None, None, :]).any(-1)  # (B, H, W)
     out = camera.copy()
     out[hit] = 0
@@ -190,6 +215,7 @@ def _change(probe: PolicyProbe, obs: dict[str, np.ndarray], base: tuple) -> tupl
     kl = kl_divergence(base[0], dist)
     if kl.dim() > 1:
         kl = kl.sum(-1)  # independent action dimensions
+    kl = kl.clamp(min=0.0)  # float round-off can make a tiny KL negative
     return float(kl.mean()), float((value - base[1]).abs().mean())
 
 
@@ -200,6 +226,7 @@ def occlusion_test(
     fraction: float = 0.1,
     random_draws: int = 5,
     seed: int = 0,
+    cell: tuple[int, int] | None = None,
 ) -> dict[str, float]:
     """Blank the top ``fraction`` of patches by attention, as many random and the least-attended;
     report the mean change of action distribution (KL) and value for each, and the ratios
@@ -216,7 +243,7 @@ def occlusion_test(
     base = probe.outputs(obs)
 
     def change(patches: np.ndarray) -> tuple[float, float]:
-        blanked = dict(obs, camera=blank_patches(obs["camera"], (gh, gw), patches))
+        blanked = dict(obs, camera=blank_patches(obs["camera"], (gh, gw), patches, cell))
         return _change(probe, blanked, base)
 
     top = change(order[:, :k])
@@ -234,8 +261,8 @@ def occlusion_test(
         "top_value_change": top[1],
         "random_value_change": random_value,
         "least_value_change": least[1],
-        "occlusion_ratio": (top[0] + EPS) / (random_kl + EPS),
-        "occlusion_ratio_value": (top[1] + EPS) / (random_value + EPS),
+        "occlusion_ratio": (top[0] + CHANGE_FLOOR) / (random_kl + CHANGE_FLOOR),
+        "occlusion_ratio_value": (top[1] + CHANGE_FLOOR) / (random_value + CHANGE_FLOOR),
     }
 
 

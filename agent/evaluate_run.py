@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from agent.attention_report import analyse_attention, format_attention
 from agent.build import make_env, probe_env
 from agent.checkpoint import CheckpointError
 from agent.config import ConfigError, load_config
@@ -46,6 +47,7 @@ class EvaluationRequest:
     json_path: Path | None = None
     wandb: str = "disabled"
     device: str = "auto"
+    attention: bool = False  # attribution, occlusion check and modality reliance
 
 
 def run_evaluation(request: EvaluationRequest) -> tuple[EvalReport, Path]:
@@ -89,7 +91,17 @@ def run_evaluation(request: EvaluationRequest) -> tuple[EvalReport, Path]:
     video_dir = (out_dir / "videos") if request.video else None
     json_path = request.json_path or out_dir / "eval" / f"{tag}.json"
 
-    env = make_env(config.env.id, config.env.kwargs)
+    if request.attention and request.policy != "trained":
+        raise ConfigError("--attention needs the trained policy (not --policy random/idle)")
+    if request.attention and not getattr(policy, "has_attention", False):
+        raise ConfigError(
+            f"--attention: the run's model '{config.model.name}' has no attention maps; use a "
+            "run trained with model.name = attention, camera_only or sensors_only"
+        )
+    env_kwargs = dict(config.env.kwargs)
+    if request.attention:  # road labels give the videos a per-class attention legend
+        env_kwargs["road_labels"] = True
+    env = make_env(config.env.id, env_kwargs)
     try:
         report = evaluate(
             env,
@@ -108,13 +120,27 @@ def run_evaluation(request: EvaluationRequest) -> tuple[EvalReport, Path]:
         )
     finally:
         env.close()
-    extra = {
+    extra: dict = {
         "checkpoint": str(agent.checkpoint.path) if request.policy == "trained" else None,
         "step": step,
     }
+    if request.attention:
+        extra["attention"] = analyse_attention(
+            policy,
+            config.env.id,
+            dict(config.env.kwargs),
+            report,
+            request.episodes,
+            request.seed,
+            cell=cell_px,
+            progress=lambda line: print(line, file=sys.stderr),
+        )
+        print(format_attention(extra["attention"]))
     report.write_json(json_path, extra)
     if request.wandb != "disabled":
-        _log_wandb(report, request, out_dir, config.logging.project, step or 0, tag)
+        _log_wandb(
+            report, request, out_dir, config.logging.project, step or 0, tag, extra.get("attention")
+        )
     return report, json_path
 
 
@@ -128,7 +154,13 @@ def _print_episode(e: EpisodeResult) -> None:
 
 
 def _log_wandb(
-    report: EvalReport, request: EvaluationRequest, out_dir: Path, project: str, step: int, tag: str
+    report: EvalReport,
+    request: EvaluationRequest,
+    out_dir: Path,
+    project: str,
+    step: int,
+    tag: str,
+    attention: dict | None = None,
 ) -> None:
     logger = RunLogger(
         out_dir,
@@ -146,6 +178,31 @@ def _log_wandb(
     if video:
         logger.log_video("eval/attention_video", video, step)
     logger.log_table("eval/episodes", TABLE_COLUMNS, table_rows(report), step)
+    if attention is not None:
+        # per-class attention along the evaluation frames (a time series per class)
+        for frame, row in enumerate(attention["per_frame"]):
+            logger.log({f"attention/class_mass/{k}": v for k, v in row.items()}, step + frame)
+        figures = {f"attention/class_lift/{k}": v for k, v in attention["class_lift"].items()}
+        figures["attention/occlusion_ratio"] = attention["occlusion_ratio"]
+        figures["attention/camera_share"] = attention["camera_share"]
+        logger.summary(figures)
+        logger.log_bar("attention/class_mass_bar", "class", "mass", attention["class_mass"], step)
+        modality = [
+            [
+                mode,
+                row["mean_return"],
+                row["success_rate"],
+                row["collision_rate"],
+                row["camera_share"],
+            ]
+            for mode, row in attention["modality"].items()
+        ]
+        logger.log_table(
+            "attention/modality",
+            ("condition", "mean_return", "success_rate", "collision_rate", "camera_share"),
+            modality,
+            step,
+        )
     logger.finish()
 
 

@@ -18,6 +18,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from agent.attribution import Attribution
 from agent.video import FrameText, VideoWriter, render_frame
 
 SUMMARY_KEYS: tuple[str, ...] = (
@@ -111,14 +112,15 @@ class TrainedPolicy:
 
         self.has_attention = bool(getattr(policy_extractor(model.policy), "has_attention", False))
 
-    def _prepare(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def prepare(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The observation as the policy sees it (normalised when training normalised it)."""
         return self.normalize_obs(obs) if self.normalize_obs is not None else obs
 
     def reset(self, seed: int) -> None:
         pass
 
     def act(self, obs: dict[str, np.ndarray]) -> Any:
-        action, _ = self.model.predict(self._prepare(obs), deterministic=True)
+        action, _ = self.model.predict(self.prepare(obs), deterministic=True)
         return action
 
     def attention(self, obs: dict[str, np.ndarray]) -> AttentionView | None:
@@ -126,7 +128,7 @@ class TrainedPolicy:
             return None
         from models import attention_from_policy
 
-        maps = attention_from_policy(self.model.policy, self._prepare(obs)).to("cpu")
+        maps = attention_from_policy(self.model.policy, self.prepare(obs)).to("cpu")
         has_camera = maps.grid[0] * maps.grid[1] > 0
         has_sensors = len(maps.sensor_token_names) > 0
         camera = maps.camera_map()[0].numpy() if has_camera else None  # (gh, gw)
@@ -289,6 +291,10 @@ def _frame(
     text = FrameText(step, action, float(info.get("speed", 0.0)), float(reward), total)
     if view is None:
         return render_frame(obs["camera"], text, scale=scale)
+    legend: list[str] = []
+    if view.camera is not None and "road_labels" in info:  # per-class attention of this frame
+        mass = Attribution().add(view.camera, info["road_labels"], cell=cell_px)
+        legend = [f"{name:12s} {m:5.1%}" for name, m in mass.items() if m >= 0.005]
     return render_frame(
         obs["camera"],
         text,
@@ -298,6 +304,7 @@ def _frame(
         camera_share=view.camera_share,
         cell_px=cell_px,
         scale=scale,
+        legend=legend,
     )
 
 

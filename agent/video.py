@@ -77,13 +77,15 @@ def render_frame(
     camera_share: float | None = None,
     cell_px: tuple[int, int] | None = None,
     scale: int = 4,
+    legend: Sequence[str] = (),
 ) -> np.ndarray:
     """One video frame, ``(H', W', 3)`` uint8 with both sides multiples of 16.
 
     ``camera`` is the observation's ``(H, W, 3 * k)`` frame stack (the newest frame is drawn);
     ``camera_attention`` is ``(gh, gw)``; ``sensor_attention`` is ``(S,)`` with one label per
     token; ``camera_share`` is the fraction of attention on camera patches; ``cell_px`` is one
-    patch in camera pixels (default ``(H // gh, W // gw)``).
+    patch in camera pixels (default ``(H // gh, W // gw)``); ``legend`` lines (e.g. the
+    attention mass per road class) are printed under the text.
     """
     frame = np.ascontiguousarray(camera[..., -3:])  # (H, W, 3) newest frame
     h, w = frame.shape[:2]
@@ -95,7 +97,7 @@ def render_frame(
 
     n_bars = 0 if sensor_attention is None else len(sensor_attention)
     row = 14  # [px] per bar
-    needed = 28 + n_bars * row + 6 * 16 + 8
+    needed = 28 + n_bars * row + 6 * 16 + 8 + (len(legend) + 1) * 14 * bool(legend)
     height = _round_up(max(view.shape[0], needed), 16)
     width = _round_up(view.shape[1], 16) + PANEL_WIDTH
     out = np.empty((height, width, 3), np.uint8)
@@ -128,6 +130,11 @@ def render_frame(
     ):
         _text(out, line, x0, y)
         y += 16
+    if legend:
+        _text(out, "attention by road element", x0, y, 0.35, _DIM)
+        for line in legend:
+            y += 14
+            _text(out, line, x0, y, 0.35)
     return out
 
 

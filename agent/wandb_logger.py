@@ -159,6 +159,20 @@ class RunLogger:
 
         self._wandb_call("table", send)
 
+    def log_bar(
+        self, key: str, label: str, value: str, data: Mapping[str, float], step: int
+    ) -> None:
+        """A W&B bar chart of ``data`` (label to value)."""
+
+        def send() -> None:
+            table = self._wandb.Table(
+                columns=[label, value], data=[[k, v] for k, v in data.items()]
+            )
+            chart = self._wandb.plot.bar(table, label, value, title=key)
+            self.run.log({STEP_KEY: int(step), key: chart})
+
+        self._wandb_call("bar chart", send)
+
     def summary(self, metrics: Mapping[str, Any]) -> None:
         """Final figures (e.g. the comparison with the reference policies)."""
         self._wandb_call("summary", lambda: self.run.summary.update(dict(metrics)))

@@ -1,7 +1,7 @@
 """Evaluate a trained run (or the random / idle reference policy) on seeded episodes.
 
 ``python scripts/evaluate.py --run runs/NAME --episodes 20 --seed 1000 [--policy random|idle]
-[--checkpoint PATH] [--env ID] [--video] [--json OUT] [--wandb [MODE]]``
+[--checkpoint PATH] [--env ID] [--video] [--attention] [--json OUT] [--wandb [MODE]]``
 
 Prints a table (mean and std of return, success and collision rates, mean speed, episode
 length) and writes the same figures with per-episode rows as JSON (default:
@@ -46,6 +46,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="log to W&B (online when logged in, else offline)",
     )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument(
+        "--attention",
+        action="store_true",
+        help="attention per road class (mass, lift), occlusion check, modality reliance",
+    )
     return parser.parse_args(argv)
 
 

@@ -366,6 +366,28 @@ def test_evaluate_writes_documented_json(trained_run: Path, tmp_path: Path) -> N
         assert set(SUMMARY_KEYS) <= set(json.loads(out.read_text()))
 
 
+def test_evaluate_attention_reports_attribution(trained_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "attention.json"
+    result = run_script(
+        "evaluate.py", "--run", str(trained_run), "--episodes", "2", "--seed", "3",
+        "--attention", "--video", "--json", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    attention = json.loads(out.read_text())["attention"]
+    mass, lift = attention["class_mass"], attention["class_lift"]
+    assert {"road", "lane_marking", "ego"} <= set(mass) and set(lift) == set(mass)
+    assert sum(mass.values()) == pytest.approx(1.0, abs=1e-6)
+    assert all(v >= 0 for v in lift.values())
+    assert attention["occlusion_ratio"] > 0 and attention["frames"] > 0
+    for mode in ("camera_blanked", "sensors_zeroed", "sensor_noise"):
+        assert {"mean_return", "success_rate"} <= set(attention["modality"][mode])
+    # blanking the camera moves the query's attention off the (now black) camera
+    modality = attention["modality"]
+    assert modality["camera_blanked"]["camera_share"] != modality["intact"]["camera_share"]
+    assert "lift" in result.stdout and "occlusion" in result.stdout  # the printed tables
+    assert len(attention["per_layer"]) >= 1
+
+
 def test_evaluate_refuses_bad_checkpoints(trained_run: Path, tmp_path: Path) -> None:
     good = latest_checkpoint(trained_run)
     broken = tmp_path / "broken.safetensors"

@@ -188,3 +188,16 @@ def test_sb3_probe_on_a_real_policy() -> None:
     maps = attention_from_policy(model, batch).camera_map().numpy()
     result = occlusion_test(SB3Probe(model), batch, maps, random_draws=2)
     assert np.isfinite(result["occlusion_ratio"]) and result["occlusion_ratio"] > 0
+
+
+def test_cells_follow_the_convolution_stem() -> None:
+    """With a cell size, patches tile the top-left of the frame; the rest is in no patch."""
+    index = patch_pixels((2, 2), 5, 5, cell=(2, 2))
+    assert index[1, 1] == 0 and index[1, 2] == 1 and index[3, 3] == 3
+    assert (index[4] == -1).all() and (index[:, 4] == -1).all()
+    pixels = attention_to_pixels(np.array([[0.4, 0.1], [0.2, 0.3]]), 5, 5, cell=(2, 2))
+    assert pixels[0, 0] == pytest.approx(0.1) and pixels[4, 4] == 0.0
+    assert pixels.sum() == pytest.approx(1.0)
+    camera = np.full((1, 5, 5, 3), 9, np.uint8)
+    out = blank_patches(camera, (2, 2), np.array([[3]]), cell=(2, 2))
+    assert (out[0, 2:4, 2:4] == 0).all() and (out == 0).sum() == 12

@@ -1,0 +1,197 @@
+"""``evaluate.py --attention``: what a trained policy attends to, and whether it matters.
+
+Three passes over seeded episodes (episode ``k`` uses seed ``seed + k``, as the evaluation):
+
+1. attribution: every frame's camera attention per layer (heads averaged) against the env's
+   road labels: mass and lift per road class, mass on the lead vehicle, split between camera and
+   sensor tokens, mass per sensor group (:class:`agent.attribution.Attribution`);
+2. faithfulness: :func:`agent.attribution.occlusion_test` on up to ``max_frames`` of those frames;
+3. modality reliance: the same episodes with the camera blanked, the sensors zeroed and noisy
+   sensors (:class:`agent.attribution.ModalityAblation`), and the attention's camera share on the
+   ablated frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from agent.attribution import (
+    ABLATIONS,
+    Attribution,
+    ModalityAblation,
+    SB3Probe,
+    occlusion_test,
+)
+from agent.build import make_env
+from agent.evaluation import EvalReport, TrainedPolicy, evaluate
+from envs.contract import ROAD_CLASSES
+
+
+def _layer_maps(policy: TrainedPolicy, obs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Per-layer, head-averaged attention of one observation or a batch."""
+    from models import attention_from_policy
+
+    maps = attention_from_policy(policy.model.policy, policy.prepare(obs)).to("cpu")
+    camera = maps.query_camera.mean(dim=2).numpy()  # (B, L, gh, gw)
+    sensors = maps.query_sensors.mean(dim=2).numpy()  # (B, L, S)
+    return {
+        "camera": camera,
+        "sensors": sensors,
+        "names": tuple(maps.sensor_token_names),
+        "camera_total": camera.sum(axis=(2, 3)),  # (B, L) query mass on camera tokens
+        "sensor_total": sensors.sum(axis=2),  # (B, L)
+    }
+
+
+def camera_share(policy: TrainedPolicy, obs: dict[str, np.ndarray], layer: int = -1) -> float:
+    """Mean fraction of the policy query's attention on camera tokens over a batch."""
+    maps = _layer_maps(policy, obs)
+    camera, sensors = maps["camera_total"][:, layer], maps["sensor_total"][:, layer]
+    return float(np.mean(camera / np.maximum(camera + sensors, 1e-12)))
+
+
+def analyse_attention(
+    policy: TrainedPolicy,
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    intact: EvalReport,
+    episodes: int,
+    seed: int,
+    cell: tuple[int, int] | None = None,
+    occlusion_fraction: float = 0.1,
+    max_frames: int = 256,
+    noise_std: float = 0.3,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """The ``attention`` section of the evaluation JSON (see the module docstring).
+
+    ``intact`` is the ordinary evaluation of the same policy and episodes; ``cell`` the camera
+    pixels per attention patch (the model's patch size).
+    """
+    say = progress or (lambda _: None)
+    env = make_env(env_id, {**env_kwargs, "road_labels": True})
+    frames: list[dict[str, np.ndarray]] = []
+    layers: list[Attribution] = []
+    try:
+        say("attention: attribution over the evaluation episodes")
+        for k in range(episodes):
+            obs, info = env.reset(seed=seed + k)
+            while True:
+                maps = _layer_maps(policy, obs)
+                if not layers:
+                    layers = [Attribution() for _ in range(maps["camera"].shape[1])]
+                for layer, attribution in enumerate(layers):
+                    attribution.add(
+                        maps["camera"][0, layer],
+                        info["road_labels"],
+                        lead_mask=info.get("lead_vehicle_mask"),
+                        camera_total=float(
+                            maps["camera_total"][0, layer]
+                            / max(
+                                maps["camera_total"][0, layer] + maps["sensor_total"][0, layer],
+                                1e-12,
+                            )
+                        ),
+                        sensor_map=maps["sensors"][0, layer],
+                        sensor_token_names=maps["names"],
+                        cell=cell,
+                    )
+                frames.append(obs)
+                obs, _, terminated, truncated, info = env.step(policy.act(obs))
+                if terminated or truncated:
+                    break
+    finally:
+        env.close()
+
+    rng = np.random.default_rng(seed)
+    if len(frames) > max_frames:
+        keep = np.sort(rng.choice(len(frames), max_frames, replace=False))
+        frames = [frames[i] for i in keep]
+    batch = {key: np.stack([f[key] for f in frames]) for key in frames[0]}
+
+    say(f"attention: occlusion check on {len(frames)} frames")
+    camera_maps = _layer_maps(policy, batch)["camera"][:, -1]  # (B, gh, gw) last layer
+    occlusion = occlusion_test(
+        SB3Probe(policy.model.policy),
+        policy.prepare(batch),
+        camera_maps,
+        fraction=occlusion_fraction,
+        seed=seed,
+        cell=cell,
+    )
+
+    modality: dict[str, Any] = {
+        "intact": {
+            **_figures(intact),
+            "camera_share": camera_share(policy, batch),
+        }
+    }
+    for mode in ABLATIONS:
+        say(f"attention: {episodes} episodes with {mode.replace('_', ' ')}")
+        ablated = ModalityAblation(make_env(env_id, env_kwargs), mode, noise_std, seed)
+        try:
+            report = evaluate(ablated, policy, episodes, seed, env_id=env_id)
+        finally:
+            ablated.close()
+        modality[mode] = {
+            **_figures(report),
+            "camera_share": camera_share(policy, ablated.observation(batch)),
+        }
+
+    last = layers[-1].summary()
+    return {
+        **last,
+        "layer": len(layers) - 1,
+        "per_layer": [{"layer": i, **a.summary()} for i, a in enumerate(layers)],
+        "per_frame": layers[-1].per_frame,
+        "occlusion_ratio": occlusion["occlusion_ratio"],
+        "occlusion": occlusion,
+        "modality": modality,
+        "noise_std": noise_std,
+    }
+
+
+def _figures(report: EvalReport) -> dict[str, float]:
+    summary = report.summary()
+    keys = ("mean_return", "std_return", "success_rate", "collision_rate", "mean_length")
+    return {key: summary[key] for key in keys}
+
+
+def format_attention(attention: dict[str, Any]) -> str:
+    """The printed tables: per-class mass and lift, occlusion, modality reliance."""
+    lines = [
+        f"Attention of the policy query, layer {attention['layer']} "
+        f"(heads averaged, {attention['frames']} frames)",
+        f"{'class':14s} {'area':>7s} {'mass':>7s} {'lift':>6s}",
+    ]
+    for name in ROAD_CLASSES:
+        if name in attention["class_mass"]:
+            lines.append(
+                f"{name:14s} {attention['class_share'][name]:7.1%} "
+                f"{attention['class_mass'][name]:7.1%} {attention['class_lift'][name]:6.2f}"
+            )
+    if "lead_vehicle_mass" in attention:
+        lines.append(
+            f"{'lead vehicle':14s} {'':7s} {attention['lead_vehicle_mass']:7.1%} "
+            f"{attention['lead_vehicle_lift']:6.2f}   ({attention['lead_vehicle_frames']} frames)"
+        )
+    groups = ", ".join(f"{g} {m:.0%}" for g, m in attention["sensor_group_mass"].items())
+    lines.append(f"camera share of attention {attention['camera_share']:.0%}; sensors: {groups}")
+    occ = attention["occlusion"]
+    lines.append(
+        f"occlusion ({occ['patches_blanked']} patches): KL top {occ['top_kl']:.4f}, "
+        f"random {occ['random_kl']:.4f}, least {occ['least_kl']:.4f} -> "
+        f"ratio {attention['occlusion_ratio']:.2f} (value ratio {occ['occlusion_ratio_value']:.2f})"
+    )
+    lines.append(
+        f"{'modality':16s} {'return':>14s} {'success':>8s} {'collision':>10s} {'camera att.':>12s}"
+    )
+    for mode, row in attention["modality"].items():
+        lines.append(
+            f"{mode:16s} {row['mean_return']:7.2f} ± {row['std_return']:4.2f} "
+            f"{row['success_rate']:8.0%} {row['collision_rate']:10.0%} {row['camera_share']:12.0%}"
+        )
+    return "\n".join(lines)
