@@ -49,6 +49,7 @@ from envs.highway import (
     SCENARIOS,
     SPEED_SCALE,
     DriveEnvConfig,
+    sensor_names,
 )
 
 BATCHED_SCENARIOS = ("highway", "merge")
@@ -87,31 +88,6 @@ class BatchedDriveConfig(DriveEnvConfig):
             torch.device(self.device)
         except RuntimeError as err:
             raise ConfigError(f"device: {self.device!r} is not a torch device ({err})") from None
-
-
-def sensor_names(cfg: DriveEnvConfig) -> tuple[str, ...]:
-    """Sensor element names of a scenario and options (as the highway-env backend's)."""
-    names = [
-        "ego.speed",
-        "ego.heading_sin",
-        "ego.heading_cos",
-        "ego.lateral_offset",
-        "ego.edge_left",
-        "ego.edge_right",
-        "ego.on_road",
-    ]
-    if cfg.action == "discrete":
-        names += [f"ego.last_action_{k}" for k in ("left", "idle", "right", "faster", "slower")]
-    else:
-        names += ["ego.last_steer", "ego.last_accel"]
-    for k in range(cfg.n_rays):
-        names += [f"rays.{k:02d}.distance", f"rays.{k:02d}.closing_speed"]
-    if cfg.scenario in ("roundabout", "intersection"):
-        names += ["route.turn_left", "route.straight", "route.turn_right"]
-        names += ["route.ahead_x", "route.ahead_y"]
-    elif cfg.scenario == "merge":
-        names += ["route.merge_distance", "route.ramp_vehicle"]
-    return tuple(names)
 
 
 @dataclass

@@ -142,6 +142,31 @@ class DriveEnvConfig:
             )
 
 
+def sensor_names(cfg: DriveEnvConfig) -> tuple[str, ...]:
+    """Names of the sensor elements for a scenario and options (every embedded backend's)."""
+    names = [
+        "ego.speed",
+        "ego.heading_sin",
+        "ego.heading_cos",
+        "ego.lateral_offset",
+        "ego.edge_left",
+        "ego.edge_right",
+        "ego.on_road",
+    ]
+    if cfg.action == "discrete":
+        names += [f"ego.last_action_{k}" for k in ("left", "idle", "right", "faster", "slower")]
+    else:
+        names += ["ego.last_steer", "ego.last_accel"]
+    for k in range(cfg.n_rays):
+        names += [f"rays.{k:02d}.distance", f"rays.{k:02d}.closing_speed"]
+    if cfg.scenario in ("roundabout", "intersection"):
+        names += ["route.turn_left", "route.straight", "route.turn_right"]
+        names += ["route.ahead_x", "route.ahead_y"]
+    elif cfg.scenario == "merge":
+        names += ["route.merge_distance", "route.ramp_vehicle"]
+    return tuple(names)
+
+
 @functools.cache
 def _simulator(sim_class: type) -> type:
     """``sim_class`` without its own reward and info, which this env replaces (highway-env's
@@ -179,7 +204,7 @@ class DriveEnv(gym.Env):
         view_m = cfg.view_m or self.scenario.view_m
         self.raster = Rasterizer(h, w, scaling=w / view_m, centering=self.scenario.centering)
 
-        self.sensor_names = self._sensor_names()
+        self.sensor_names = sensor_names(cfg)
         self.sensor_groups = sensor_groups(self.sensor_names)
         self.observation_space = spaces.Dict(
             camera=spaces.Box(0, 255, (h, w, 3 * cfg.frame_stack), np.uint8),
@@ -223,30 +248,6 @@ class DriveEnv(gym.Env):
             "offscreen_rendering": True,
             **cfg.sim,
         }
-
-    def _sensor_names(self) -> tuple[str, ...]:
-        cfg = self.config
-        names = [
-            "ego.speed",
-            "ego.heading_sin",
-            "ego.heading_cos",
-            "ego.lateral_offset",
-            "ego.edge_left",
-            "ego.edge_right",
-            "ego.on_road",
-        ]
-        if cfg.action == "discrete":
-            names += [f"ego.last_action_{k}" for k in ("left", "idle", "right", "faster", "slower")]
-        else:
-            names += ["ego.last_steer", "ego.last_accel"]
-        for k in range(cfg.n_rays):
-            names += [f"rays.{k:02d}.distance", f"rays.{k:02d}.closing_speed"]
-        if cfg.scenario in ("roundabout", "intersection"):
-            names += ["route.turn_left", "route.straight", "route.turn_right"]
-            names += ["route.ahead_x", "route.ahead_y"]
-        elif cfg.scenario == "merge":
-            names += ["route.merge_distance", "route.ramp_vehicle"]
-        return tuple(names)
 
     # ----------------------------------------------------------------- gymnasium API
     def reset(
