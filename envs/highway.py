@@ -25,10 +25,17 @@ from highway_env.envs.highway_env import HighwayEnvFast
 from highway_env.envs.intersection_env import IntersectionEnv
 from highway_env.envs.merge_env import MergeEnv
 from highway_env.envs.roundabout_env import RoundaboutEnv
+from highway_env.vehicle.behavior import IDMVehicle
 
 from envs.configuration import ConfigError, build, check, closest
 from envs.contract import EPISODE_KEYS, REWARD_TERMS, sensor_groups
 from envs.raster import Rasterizer, box_mask, colorize, vehicle_corners
+
+
+class IntersectionIDMVehicle(IDMVehicle):
+    """highway-env's IDM driver for the intersection: that scenario sets its drivers' class-wide
+    gap and comfort parameters when it spawns traffic, which would change every other scenario's
+    drivers in the same process if they shared the class."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +79,10 @@ SCENARIOS: dict[str, Scenario] = {
     ),
     "intersection": Scenario(
         IntersectionEnv,
-        {"simulation_frequency": 10},
+        {
+            "simulation_frequency": 10,
+            "other_vehicles_type": f"{__name__}.IntersectionIDMVehicle",
+        },
         view_m=64.0,
         centering=(0.5, 0.5),
         speed_range=(4.0, 9.0),

@@ -225,3 +225,22 @@ def test_merge_ramp_is_drawn_curved() -> None:
         [sine[0].position(s, -sine[0].width / 2) for s in np.linspace(0, sine[0].length, len(left))]
     )
     np.testing.assert_allclose(left, expected, atol=1e-6)
+
+
+def test_intersection_leaves_other_scenarios_drivers_alone() -> None:
+    """highway-env's intersection rewrites its driver class's parameters when spawning traffic;
+    the highway scenario in the same process must keep IDM's own values."""
+    from highway_env.vehicle.behavior import IDMVehicle
+
+    before = (IDMVehicle.DISTANCE_WANTED, IDMVehicle.COMFORT_ACC_MAX, IDMVehicle.COMFORT_ACC_MIN)
+    env = gym.make("DriveAttention/Intersection-v0")
+    env.reset(seed=0)
+    env.step(env.unwrapped.idle_action)
+    assert (
+        IDMVehicle.DISTANCE_WANTED,
+        IDMVehicle.COMFORT_ACC_MAX,
+        IDMVehicle.COMFORT_ACC_MIN,
+    ) == before
+    assert any(
+        type(v).__name__ == "IntersectionIDMVehicle" for v in env.unwrapped.sim.road.vehicles
+    )
