@@ -159,6 +159,8 @@ class EpisodeResult:
     distance: float  # [m]
     reward_terms: dict[str, float] = field(default_factory=dict)  # summed over the episode
     camera_attention: float | None = None  # mean share of attention on the camera
+    attention_class_mass: dict[str, float] | None = None  # per road class (video episodes)
+    attention_class_lift: dict[str, float] | None = None
     video: str | None = None
 
     def row(self) -> dict[str, Any]:
@@ -235,6 +237,7 @@ def run_episode(
     policy.reset(seed)
     obs, info = env.reset(seed=seed)
     writer = VideoWriter(video_path, fps=fps) if video_path is not None else None
+    attribution = Attribution()  # of the rendered frames, when the env gives road labels
     total, length, terms = 0.0, 0, {}
     speeds: list[float] = []
     camera_shares: list[float] = []
@@ -247,7 +250,11 @@ def run_episode(
                 if view is not None and view.camera_share is not None:
                     camera_shares.append(view.camera_share)
                 text = describe_action(action, action_names)
-                writer.append(_frame(obs, info, view, length, text, reward, total, scale, cell_px))
+                writer.append(
+                    _frame(
+                        obs, info, view, length, text, reward, total, scale, cell_px, attribution
+                    )
+                )
             obs, reward, terminated, truncated, info = env.step(action)
             total += float(reward)
             length += 1
@@ -258,7 +265,9 @@ def run_episode(
                 break
         if writer is not None:  # the last frame, after the final step
             view = policy.attention(obs)
-            writer.append(_frame(obs, info, view, length, "(end)", reward, total, scale, cell_px))
+            writer.append(
+                _frame(obs, info, view, length, "(end)", reward, total, scale, cell_px, attribution)
+            )
     finally:
         written = writer.close() if writer is not None else None
     return EpisodeResult(
@@ -273,6 +282,8 @@ def run_episode(
         distance=float(info.get("distance", 0.0)),
         reward_terms=terms,
         camera_attention=float(np.mean(camera_shares)) if camera_shares else None,
+        attention_class_mass=attribution.summary()["class_mass"] if attribution.frames else None,
+        attention_class_lift=attribution.summary()["class_lift"] if attribution.frames else None,
         video=str(written) if written is not None else None,
     )
 
@@ -287,13 +298,17 @@ def _frame(
     total: float,
     scale: int,
     cell_px: tuple[int, int] | None,
+    attribution: Attribution | None = None,
 ) -> np.ndarray:
     text = FrameText(step, action, float(info.get("speed", 0.0)), float(reward), total)
     if view is None:
         return render_frame(obs["camera"], text, scale=scale)
     legend: list[str] = []
     if view.camera is not None and "road_labels" in info:  # per-class attention of this frame
-        mass = Attribution().add(view.camera, info["road_labels"], cell=cell_px)
+        attribution = attribution if attribution is not None else Attribution()
+        mass = attribution.add(
+            view.camera, info["road_labels"], info.get("lead_vehicle_mask"), cell=cell_px
+        )
         legend = [f"{name:12s} {m:5.1%}" for name, m in mass.items() if m >= 0.005]
     return render_frame(
         obs["camera"],

@@ -236,6 +236,12 @@ class Trainer:
         shares = [e.camera_attention for e in report.episodes if e.camera_attention is not None]
         if shares:
             metrics["attention/camera_share"] = float(np.mean(shares))
+        for kind in ("mass", "lift"):  # attention per road class, over the video episodes
+            rows = [getattr(e, f"attention_class_{kind}") for e in report.episodes]
+            rows = [r for r in rows if r]
+            for name in sorted({k for r in rows for k in r}):
+                values = [r[name] for r in rows if name in r]
+                metrics[f"attention/class_{kind}/{name}"] = float(np.mean(values))
         self.logger.log(metrics, step)
         video = next((e.video for e in report.episodes if e.video), None)
         if video:
@@ -322,7 +328,8 @@ class Trainer:
         )
         run.update_info(wandb_id=self.logger.run_id or info.get("wandb_id"), device=self.device)
         self.model.set_logger(Logger(folder=None, output_formats=[SB3Writer(self.logger)]))
-        self.eval_env = make_env(cfg.env.id, cfg.env.kwargs)
+        # road labels on the eval env: its attention videos get per-class attention figures
+        self.eval_env = make_env(cfg.env.id, {**cfg.env.kwargs, "road_labels": True})
 
         remaining = cfg.train.steps - start_step
         print(

@@ -307,6 +307,10 @@ def test_offline_wandb_run_holds_video_and_metrics(trained_run: Path) -> None:
         json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()
     ]
     assert any("eval/mean_return" in m for m in metrics)
+    # the evaluation's attention video episode is attributed to road classes
+    masses = [m for m in metrics if "attention/class_mass/road" in m]
+    assert masses and 0.0 < masses[-1]["attention/class_mass/road"] < 1.0
+    assert any("attention/class_lift/lane_marking" in m for m in metrics)
     assert any("rollout/collision_rate" in m for m in metrics)
 
 
