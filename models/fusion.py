@@ -2,9 +2,9 @@
 
 One attention call per layer covers every direction the encoder needs: with the tokens laid out
 ``[camera (Nc), sensors (S)]`` every sensor token attends to the camera patches and to the other
-sensor tokens, every camera patch attends to the sensor tokens and to the other patches. Query
-tokens appended after them (the policy query) attend to all tokens but no token attends to them,
-so they read the scene without changing it.
+sensor tokens, every camera patch attends to the sensor tokens and to the other patches. The
+policy query token, appended after them, attends to all tokens but no token attends to it, so it
+reads the scene without changing it.
 """
 
 from __future__ import annotations
