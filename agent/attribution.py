@@ -75,7 +75,7 @@ def class_mass(pixel_map: np.ndarray, labels: np.ndarray, n_classes: int) -> np.
 
 
 def class_share(labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """(C,) fraction of the frame's pixels in each class."""
+    """(C,) fraction of the given pixels (a label map, or a selection of one) in each class."""
     return np.bincount(labels.ravel(), minlength=n_classes)[:n_classes] / labels.size
 
 
@@ -120,10 +120,13 @@ class Attribution:
         pixels = pixels / max(pixels.sum(), EPS)
         mass = class_mass(pixels, labels, n)
         self._mass += mass
-        self._share += class_share(labels, n)
-        if lead_mask is not None and lead_mask.any():
+        # area shares over the pixels the patch grid covers (all of them unless ``cell`` leaves
+        # a remainder), so that lift compares like with like
+        covered = patch_pixels(camera_map.shape, *labels.shape, cell) >= 0
+        self._share += class_share(labels[covered], n)
+        if lead_mask is not None and lead_mask[covered].any():
             self._lead_mass += float(pixels[lead_mask].sum())
-            self._lead_share += float(lead_mask.mean())
+            self._lead_share += float(lead_mask[covered].mean())
             self._lead_frames += 1
         if camera_total is not None:
             self._camera += camera_total
@@ -273,7 +276,10 @@ ABLATIONS: tuple[str, ...] = ("camera_blanked", "sensors_zeroed", "sensor_noise"
 
 class ModalityAblation(gym.ObservationWrapper):
     """Simulates a failing modality: a black camera, dead sensors, or noisy sensors
-    (Gaussian noise of ``noise_std``, clipped to [-1, 1])."""
+    (Gaussian noise of ``noise_std``, clipped to [-1, 1]).
+
+    It acts on the env's raw observation, as a failing device would: a policy trained with
+    sensor normalisation sees a zeroed sensor as ``-mean / std``, like a real dead sensor."""
 
     def __init__(
         self, env: gym.Env, mode: AblationMode, noise_std: float = 0.3, seed: int = 0

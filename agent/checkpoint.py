@@ -197,7 +197,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             f"{path} is corrupted: its tensor data does not match the checksum written with it; "
             "use another checkpoint from the run's checkpoints/ folder or train again"
         )
-    state = _decode(tree, tensors)
+    try:
+        state = _decode(tree, tensors)
+    except (TypeError, ValueError, KeyError, IndexError) as err:
+        raise CheckpointError(f"{path}: damaged checkpoint metadata ({err!r})") from None
     if not isinstance(state, dict) or not isinstance(config, dict):
         raise CheckpointError(
             f"{path}: damaged checkpoint metadata (state or config not a mapping)"
@@ -347,7 +350,13 @@ def restore_algo_state(
         model.set_parameters(params, exact_match=True, device=model.device)
     except (RuntimeError, ValueError, KeyError) as err:
         raise CheckpointError(f"the checkpoint's parameters do not fit this model: {err}") from None
+    allowed = set(model._get_torch_save_params()[1])  # the tensors SB3 itself saves
     for name, value in state.get("variables", {}).items():
+        if name not in allowed:
+            raise CheckpointError(
+                f"the checkpoint writes to {name!r}, which is not one of this algorithm's saved "
+                f"tensors ({', '.join(sorted(allowed)) or 'none'}); refusing it"
+            )
         target = _getattr_path(model, name)
         if tuple(target.shape) != tuple(value.shape):
             raise CheckpointError(

@@ -217,6 +217,7 @@ class BatchedDrive:
             action_vec = action.to(self.device, torch.float32).reshape(-1, 2).clamp(-1, 1)
             sim_action = action_vec[:, [1, 0]]  # highway-env's order is [accel, steer]
         dt = 1.0 / self.sim_frequency
+        start_x, start_y = t.x[:, 0].clone(), t.y[:, 0].clone()
         for frame in range(self.frames_per_step):
             self.sim.step(t, dt, sim_action if frame == 0 else None)
         self.steps += 1
@@ -225,7 +226,7 @@ class BatchedDrive:
         lane = t.lane[:, 0]
         s, lat = self._ego_lane_coordinates(t)
         forward = t.speed[:, 0] * torch.cos(t.heading[:, 0] - self.road.heading_at(lane, s))
-        self.distance += forward.clamp(min=0) * policy_dt
+        self.distance += torch.hypot(t.x[:, 0] - start_x, t.y[:, 0] - start_y)  # [m] travelled
         self.speed_sum += t.speed[:, 0]
         collision = t.crashed[:, 0]
         off_road = ~self._on_road(t, s, lat)

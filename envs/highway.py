@@ -293,6 +293,7 @@ class DriveEnv(gym.Env):
         else:
             action_vec = np.clip(np.asarray(action, np.float32).reshape(2), -1.0, 1.0)
             sim_action = action_vec[[1, 0]]  # highway-env's order is [accel, steer]
+        previous = self.ego.position.copy()
         self._advance(sim_action)
         self.ego = self.sim.vehicle
         dt = 1.0 / cfg.policy_frequency  # [s]
@@ -300,7 +301,7 @@ class DriveEnv(gym.Env):
         self._steps += 1
 
         forward_speed = self._forward_speed()
-        self._distance += max(forward_speed, 0.0) * dt
+        self._distance += float(np.linalg.norm(self.ego.position - previous))  # [m] travelled
         self._speed_sum += float(self.ego.speed)
         collision = bool(self.ego.crashed)
         off_road = not self.ego.on_road

@@ -392,6 +392,19 @@ def test_evaluate_attention_reports_attribution(trained_run: Path, tmp_path: Pat
     assert len(attention["per_layer"]) >= 1
 
 
+def test_checkpoint_may_only_restore_the_algorithms_own_tensors(trained_run: Path) -> None:
+    from agent.checkpoint import restore_algo_state
+    from agent.loading import load_agent
+
+    agent = load_agent(trained_run, device="cpu")
+    state = dict(agent.checkpoint.state)
+    weight = agent.model.policy.action_net.weight
+    state["variables"] = {"policy.action_net.weight": torch.zeros_like(weight)}
+    with pytest.raises(CheckpointError, match="not one of this algorithm's saved tensors"):
+        restore_algo_state(agent.model, state)
+    assert weight.abs().sum() > 0, "nothing was overwritten"
+
+
 def test_evaluate_refuses_bad_checkpoints(trained_run: Path, tmp_path: Path) -> None:
     good = latest_checkpoint(trained_run)
     broken = tmp_path / "broken.safetensors"

@@ -201,3 +201,17 @@ def test_cells_follow_the_convolution_stem() -> None:
     camera = np.full((1, 5, 5, 3), 9, np.uint8)
     out = blank_patches(camera, (2, 2), np.array([[3]]), cell=(2, 2))
     assert (out[0, 2:4, 2:4] == 0).all() and (out == 0).sum() == 12
+
+
+def test_lift_counts_area_only_where_attention_can_fall() -> None:
+    """A 5x5 frame with 2x2-pixel patches: the last row and column are in no patch, so their
+    pixels count neither for mass nor for area; uniform attention then has lift 1 everywhere."""
+    labels = np.full((5, 5), ROAD, np.uint8)
+    labels[4, :] = VEHICLE  # only outside the grid
+    labels[0, 0] = VEHICLE  # and one pixel inside
+    attribution = Attribution()
+    attribution.add(np.full((2, 2), 0.25), labels, cell=(2, 2))
+    summary = attribution.summary()
+    assert summary["class_share"]["vehicle"] == pytest.approx(1 / 16)
+    assert summary["class_lift"]["vehicle"] == pytest.approx(1.0)
+    assert summary["class_lift"]["road"] == pytest.approx(1.0)

@@ -244,3 +244,18 @@ def test_intersection_leaves_other_scenarios_drivers_alone() -> None:
     assert any(
         type(v).__name__ == "IntersectionIDMVehicle" for v in env.unwrapped.sim.road.vehicles
     )
+
+
+def test_episode_distance_is_the_distance_travelled() -> None:
+    env = gym.make("DriveAttention/Highway-v0")
+    env.reset(seed=2)
+    start = env.unwrapped.ego.position.copy()
+    speeds = []
+    while True:
+        _, _, terminated, truncated, info = env.step(env.unwrapped.idle_action)
+        speeds.append(info["speed"])
+        if terminated or truncated:
+            break
+    travelled = env.unwrapped.ego.position - start
+    assert info["distance"] == pytest.approx(np.linalg.norm(travelled), rel=0.01)
+    assert info["mean_speed"] == pytest.approx(np.mean(speeds))
