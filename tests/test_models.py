@@ -12,6 +12,7 @@ import torch
 from gymnasium import spaces
 from safetensors.torch import load_file, save_file
 from stable_baselines3 import PPO, SAC
+from stable_baselines3.common.logger import Logger
 from torch.testing import assert_close
 
 from envs.configuration import ConfigError, build
@@ -391,6 +392,7 @@ def test_ppo_trains_and_gives_attention(config):
     kwargs = policy_kwargs(config, env.sensor_names)
     model = PPO("MultiInputPolicy", env, policy_kwargs=kwargs, n_steps=16, batch_size=8,
                 n_epochs=1, seed=0, device="cpu")  # fmt: skip
+    model.set_logger(Logger(folder=None, output_formats=[]))  # no /tmp/SB3-* folder
     model.learn(32)
     extractor = model.policy.pi_features_extractor
     assert extractor.camera_layout == "chw"  # SB3 wrapped the env in VecTransposeImage
@@ -417,6 +419,7 @@ def test_sac_trains_and_gives_attention():
     kwargs = policy_kwargs(ExtractorConfig(**SMALL), env.sensor_names)
     model = SAC("MultiInputPolicy", env, policy_kwargs=kwargs, learning_starts=8, batch_size=8,
                 buffer_size=64, seed=0, device="cpu")  # fmt: skip
+    model.set_logger(Logger(folder=None, output_formats=[]))
     model.learn(16)
     obs, _ = env.reset(seed=1)
     maps = attention_from_policy(model.policy, obs)
