@@ -21,7 +21,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
 
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m slow $(ARGS)
+	# pytest exits 5 when no test carries the marker yet
+	$(PY) -m pytest -q -m slow $(ARGS) || [ $$? -eq 5 ]
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

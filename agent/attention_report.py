@@ -35,22 +35,19 @@ def _layer_maps(policy: TrainedPolicy, obs: dict[str, np.ndarray]) -> dict[str, 
     from models import attention_from_policy
 
     maps = attention_from_policy(policy.model.policy, policy.prepare(obs)).to("cpu")
-    camera = maps.query_camera.mean(dim=2).numpy()  # (B, L, gh, gw)
-    sensors = maps.query_sensors.mean(dim=2).numpy()  # (B, L, S)
+    layers = range(maps.num_layers)
     return {
-        "camera": camera,
-        "sensors": sensors,
+        "camera": maps.query_camera.mean(dim=2).numpy(),  # (B, L, gh, gw)
+        "sensors": maps.query_sensors.mean(dim=2).numpy(),  # (B, L, S)
         "names": tuple(maps.sensor_token_names),
-        "camera_total": camera.sum(axis=(2, 3)),  # (B, L) query mass on camera tokens
-        "sensor_total": sensors.sum(axis=2),  # (B, L)
+        # the query's row sums to 1 over all tokens: its camera mass is the camera's share
+        "camera_share": np.stack([maps.camera_mass(i).numpy() for i in layers], 1),  # (B, L)
     }
 
 
 def camera_share(policy: TrainedPolicy, obs: dict[str, np.ndarray], layer: int = -1) -> float:
     """Mean fraction of the policy query's attention on camera tokens over a batch."""
-    maps = _layer_maps(policy, obs)
-    camera, sensors = maps["camera_total"][:, layer], maps["sensor_total"][:, layer]
-    return float(np.mean(camera / np.maximum(camera + sensors, 1e-12)))
+    return float(_layer_maps(policy, obs)["camera_share"][:, layer].mean())
 
 
 def analyse_attention(
@@ -88,13 +85,7 @@ def analyse_attention(
                         maps["camera"][0, layer],
                         info["road_labels"],
                         lead_mask=info.get("lead_vehicle_mask"),
-                        camera_total=float(
-                            maps["camera_total"][0, layer]
-                            / max(
-                                maps["camera_total"][0, layer] + maps["sensor_total"][0, layer],
-                                1e-12,
-                            )
-                        ),
+                        camera_total=float(maps["camera_share"][0, layer]),
                         sensor_map=maps["sensors"][0, layer],
                         sensor_token_names=maps["names"],
                         cell=cell,
@@ -113,7 +104,8 @@ def analyse_attention(
     batch = {key: np.stack([f[key] for f in frames]) for key in frames[0]}
 
     say(f"attention: occlusion check on {len(frames)} frames")
-    camera_maps = _layer_maps(policy, batch)["camera"][:, -1]  # (B, gh, gw) last layer
+    batch_maps = _layer_maps(policy, batch)
+    camera_maps = batch_maps["camera"][:, -1]  # (B, gh, gw) last layer
     occlusion = occlusion_test(
         SB3Probe(policy.model.policy),
         policy.prepare(batch),
@@ -126,7 +118,7 @@ def analyse_attention(
     modality: dict[str, Any] = {
         "intact": {
             **_figures(intact),
-            "camera_share": camera_share(policy, batch),
+            "camera_share": float(batch_maps["camera_share"][:, -1].mean()),
         }
     }
     for mode in ABLATIONS:

@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -60,10 +60,13 @@ def attention_to_pixels(
     """Spread a patch-grid attention map (gh, gw) over an (H, W) frame, preserving each patch's
     mass: every pixel gets its patch's weight divided by the patch's pixel count (0 outside the
     grid's area)."""
-    gh, gw = grid_map.shape
-    index = patch_pixels((gh, gw), height, width, cell)  # (H, W)
+    return _spread(grid_map, patch_pixels(grid_map.shape, height, width, cell))
+
+
+def _spread(grid_map: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """:func:`attention_to_pixels` for a precomputed :func:`patch_pixels` index."""
     inside = index >= 0
-    counts = np.bincount(index[inside], minlength=gh * gw)  # pixels per patch
+    counts = np.bincount(index[inside], minlength=grid_map.size)  # pixels per patch
     per_pixel = grid_map.ravel() / np.maximum(counts, 1)
     return np.where(inside, per_pixel[np.maximum(index, 0)], 0.0)
 
@@ -116,13 +119,14 @@ class Attribution:
         ``cell``: pixels per patch (see :func:`patch_pixels`).
         """
         n = len(self.class_names)
-        pixels = attention_to_pixels(camera_map, *labels.shape, cell)
+        index = patch_pixels(camera_map.shape, *labels.shape, cell)  # (H, W)
+        pixels = _spread(camera_map, index)
         pixels = pixels / max(pixels.sum(), EPS)
         mass = class_mass(pixels, labels, n)
         self._mass += mass
         # area shares over the pixels the patch grid covers (all of them unless ``cell`` leaves
         # a remainder), so that lift compares like with like
-        covered = patch_pixels(camera_map.shape, *labels.shape, cell) >= 0
+        covered = index >= 0
         self._share += class_share(labels[covered], n)
         if lead_mask is not None and lead_mask[covered].any():
             self._lead_mass += float(pixels[lead_mask].sum())
@@ -301,8 +305,3 @@ class ModalityAblation(gym.ObservationWrapper):
             noise = self._rng.normal(0.0, self.noise_std, obs["sensors"].shape)
             obs["sensors"] = np.clip(obs["sensors"] + noise, -1.0, 1.0).astype(np.float32)
         return obs
-
-
-def ablation_wrapper(mode: str, noise_std: float = 0.3) -> Callable[[gym.Env], gym.Env]:
-    """An env-wrapping function for ``mode`` (one of :data:`ABLATIONS`)."""
-    return lambda env: ModalityAblation(env, mode, noise_std)  # type: ignore[arg-type]

@@ -133,14 +133,11 @@ class TrainedPolicy:
         has_sensors = len(maps.sensor_token_names) > 0
         camera = maps.camera_map()[0].numpy() if has_camera else None  # (gh, gw)
         sensors = maps.sensor_map()[0].numpy() if has_sensors else None  # (S,)
-        camera_mass = float(camera.sum()) if camera is not None else 0.0
-        sensor_mass = float(sensors.sum()) if sensors is not None else 0.0
-        total = camera_mass + sensor_mass
         return AttentionView(
             camera=camera,
             sensors=sensors,
             sensor_labels=tuple(maps.sensor_token_names),
-            camera_share=camera_mass / total if total > 0 else None,
+            camera_share=float(maps.camera_mass()[0]),  # the query's row sums to 1
         )
 
 

@@ -1,4 +1,4 @@
-"""The contract every backend keeps (see the README, "Observation contract").
+"""The contract every backend keeps (see the README, "Environments").
 
 - Observation: ``Dict(camera=Box(0, 255, (H, W, 3 * frame_stack), uint8),
   sensors=Box(-inf, inf, (D,), float32))``, camera channel-last.
