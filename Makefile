@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export SDL_VIDEODRIVER ?= offscreen
 export WANDB_SILENT ?= true
 
-.PHONY: train test test-slow lint format bench clean
+.PHONY: train test test-slow lint format bench benchmark clean
 
 $(STAMP): pyproject.toml scripts/install_torch.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(PY) scripts/benchmark_env.py
 	$(PY) scripts/benchmark_model.py
+
+benchmark: $(STAMP)
+	$(PY) scripts/benchmark.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

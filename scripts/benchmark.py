@@ -1,0 +1,90 @@
+"""The benchmark study: does cross-modal attention help, is it robust, what does it cost.
+
+``python scripts/benchmark.py [--config configs/benchmark/full.yaml | --quick] [--jobs N]``
+
+Trains every arm (encoder) x scenario x seed of the config on the batched simulator with equal
+step budgets, evaluates each on the batched backend and on highway-env (plus modality ablations
+and attention attribution), then writes ``results.json``, ``results.md`` and learning-curve PNGs
+to ``docs/results/<name>/``. Runs live in ``runs/benchmark/<name>/``; running the same command
+again skips finished runs and resumes interrupted ones from their last checkpoint. See
+``agent/benchmark.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")  # headless rendering
+
+QUICK = "configs/benchmark/quick.yaml"
+FULL = "configs/benchmark/full.yaml"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--config", help=f"benchmark YAML (default {FULL})")
+    which.add_argument(
+        "--quick", action="store_true", help=f"tiny budgets, under 15 minutes ({QUICK})"
+    )
+    parser.add_argument("--jobs", type=int, help="runs at a time (default: the config's jobs)")
+    parser.add_argument("--steps", type=int, help="override the steps per run")
+    parser.add_argument("--seeds", type=int, nargs="+", help="override the seeds")
+    parser.add_argument("--runs", type=Path, help="runs folder (default runs/benchmark/<name>)")
+    parser.add_argument("--out", type=Path, help="results folder (default docs/results/<name>)")
+    parser.add_argument(
+        "--report-only", action="store_true", help="only rebuild the report from finished runs"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from agent.benchmark import (
+        default_paths,
+        load_benchmark_config,
+        plan,
+        read_result,
+        reference_policies,
+        run_benchmark,
+        write_report,
+    )
+    from envs.configuration import ConfigError
+
+    if args.jobs is not None and args.jobs < 1:
+        print(f"error: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
+        return 2
+    path = QUICK if args.quick else (args.config or FULL)
+    try:
+        config = load_benchmark_config(path, steps=args.steps, seeds=args.seeds)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    runs_root, out_dir = default_paths(config)
+    runs_root, out_dir = args.runs or runs_root, args.out or out_dir
+    command = "python scripts/benchmark.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.report_only:
+        results = [r for job in plan(config, runs_root) if (r := read_result(job)) is not None]
+    else:
+        try:
+            results = run_benchmark(config, runs_root, jobs=args.jobs)
+        except KeyboardInterrupt:
+            print(f"interrupted; continue with: {command}", file=sys.stderr)
+            return 130
+    print("reference policies (random, idle) on the same episodes ...", file=sys.stderr)
+    references = reference_policies(config)
+    summary = write_report(config, results, references, out_dir, command.strip())
+    print(summary["markdown"])
+    print(f"results: {out_dir}/results.json, {out_dir}/results.md, plots {summary['plots']}")
+    unfinished = len(summary["not_finished"]) + len(summary["missing"])
+    return 1 if unfinished else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

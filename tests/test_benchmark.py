@@ -1,0 +1,251 @@
+"""The benchmark study (agent/benchmark.py, scripts/benchmark.py): statistics, planning, a tiny
+real study end to end (train on the batched simulator, evaluate on both backends), resuming and
+reporting runs that fail."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from agent.benchmark import (
+    RESULT_FILE,
+    aggregate,
+    curve_band,
+    interval,
+    learning_curve,
+    load_benchmark_config,
+    markdown,
+    plan,
+    run_benchmark,
+    write_report,
+)
+from envs.configuration import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "name": "tiny",
+    "base": str(ROOT / "configs" / "batched.yaml"),
+    "steps": 512,
+    "seeds": [0, 1],
+    "jobs": 2,
+    "throughput_seconds": 0.2,
+    "scenarios": {
+        "highway": {
+            "train": "DriveAttention/BatchedHighway-v0",
+            "reference": "DriveAttention/Highway-v0",
+        }
+    },
+    "overrides": {
+        "env.n_envs": 4,
+        "algo.n_steps": 64,
+        "algo.n_epochs": 2,
+        "train.checkpoint_every": 256,
+    },
+    "arms": {"attention": {"model.name": "attention"}, "combined": {"model.name": "combined"}},
+    "evaluation": {"episodes": 2, "seed": 500, "attribution_arms": ["attention"]},
+}
+
+
+def write_config(tmp_path: Path, raw: dict) -> Path:
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+# ----------------------------------------------------------------------------- statistics
+def test_interval_is_student_t_over_seeds():
+    out = interval([1.0, 2.0, 3.0])
+    assert out["mean"] == pytest.approx(2.0)
+    assert out["ci95"] == pytest.approx(4.303 * 1.0 / math.sqrt(3), rel=1e-3)
+    assert out["n"] == 3
+    single = interval([5.0])
+    assert single["mean"] == 5.0 and math.isnan(single["ci95"])
+    wide = interval([0.0, 10.0])["ci95"]
+    narrow = interval([0.0, 10.0] * 5)["ci95"]
+    assert narrow < wide / 5  # more seeds, tighter interval
+
+
+def test_curve_band_interpolates_runs_onto_a_common_grid():
+    grid = np.array([0.0, 5.0, 10.0, 20.0])
+    mean, half = curve_band([([0, 10], [0, 10]), ([0, 10], [2, 12])], grid)
+    assert mean[:3] == pytest.approx([1.0, 6.0, 11.0])
+    assert np.isnan(mean[3])  # beyond one run's data: no mean from a subset of runs
+    assert half[1] == pytest.approx(12.706 * math.sqrt(2) / math.sqrt(2), rel=1e-3)
+
+
+def test_learning_curve_accumulates_time_over_resumed_segments(tmp_path):
+    rows = [
+        {"global_step": 100, "rollout/ep_rew_mean": 1.0, "time/time_elapsed": 10},
+        {"global_step": 150, "train/loss": 0.1},
+        {"global_step": 200, "rollout/ep_rew_mean": 2.0, "time/time_elapsed": 20},
+        {"global_step": 300, "rollout/ep_rew_mean": 3.0, "time/time_elapsed": 5},  # resumed
+    ]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    curve = learning_curve(path)
+    assert curve["steps"] == [100, 200, 300]
+    assert curve["seconds"] == [10.0, 20.0, 25.0]
+    assert curve["return"] == [1.0, 2.0, 3.0]
+
+
+# ----------------------------------------------------------------------------- config and plan
+def test_plan_gives_every_arm_the_same_budget_and_backend(tmp_path):
+    config = load_benchmark_config(write_config(tmp_path, TINY))
+    jobs = plan(config, tmp_path / "runs")
+    assert len(jobs) == 2 * 2  # arms x seeds
+    assert len({j.name for j in jobs}) == len(jobs)
+    experiments = [j.experiment() for j in jobs]
+    assert {e.train.steps for e in experiments} == {512}
+    assert {e.env.id for e in experiments} == {"DriveAttention/BatchedHighway-v0"}
+    assert {e.model.name for e in experiments} == {"attention", "combined"}
+    assert {(j.seed, e.train.seed) for j, e in zip(jobs, experiments)} == {(0, 0), (1, 1)}
+    assert [j.attribution for j in jobs if j.arm == "attention"] == [True, True]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"arms": {"attention": {"model.nmae": "attention"}}}, "arm 'attention'"),
+        (
+            {"arms": {**TINY["arms"], "bad": {"model.name": "transformer"}}},
+            "arm 'bad'.*model.name",
+        ),
+        ({"evaluation": {"attribution_arms": ["atention"]}}, "did you mean 'attention'"),
+        ({"scenarios": {"h": {"train": "DriveAttention/Highway-v0", "reference": "x"}}}, "batched"),
+        ({"seeds": [0, 0]}, "repeated"),
+        ({"stesp": 10}, "did you mean 'steps'"),
+    ],
+)
+def test_bad_benchmark_configs_are_refused_before_any_work(tmp_path, change, message):
+    with pytest.raises(ConfigError, match=message):
+        load_benchmark_config(write_config(tmp_path, {**TINY, **change}))
+
+
+def test_the_committed_benchmark_configs_are_valid():
+    for name in ("full", "quick"):
+        config = load_benchmark_config(ROOT / "configs" / "benchmark" / f"{name}.yaml")
+        assert len(config.seeds) >= 3
+        assert {"attention", "combined", "late_fusion", "camera_only", "sensors_only"} <= set(
+            config.arms
+        )
+        assert len(config.scenarios) >= 2
+
+
+# ----------------------------------------------------------------------------- end to end
+def test_tiny_study_trains_evaluates_resumes_and_reports(tmp_path):
+    config = load_benchmark_config(write_config(tmp_path, TINY))
+    runs = tmp_path / "runs"
+    results = run_benchmark(config, runs, say=lambda _: None)
+    assert [r["status"] for r in results] == ["finished"] * 4, results
+    for r in results:
+        assert r["evaluation"]["batched"]["episodes"] == 2
+        assert r["evaluation"]["reference"]["env_id"] == "DriveAttention/Highway-v0"
+        assert set(r["robustness"]) == {
+            "intact",
+            "camera_blanked",
+            "sensors_zeroed",
+            "sensor_noise",
+        }
+        assert r["throughput"]["train_steps_per_s"] > 0 and r["throughput"]["env_steps_per_s"] > 0
+        assert r["curve"]["steps"][-1] == 512
+        assert ("attention" in r) == (r["arm"] == "attention")
+    attention_run = next(r for r in results if r["arm"] == "attention")
+    assert set(attention_run["attention"]["class_mass"]) >= {"road", "vehicle", "off_road"}
+    assert sum(attention_run["attention"]["class_mass"].values()) == pytest.approx(1.0, abs=1e-3)
+
+    # a run whose result is lost is evaluated again from its final checkpoint, not retrained;
+    # the others are not touched
+    lost = Path(results[0]["run"])
+    (lost / RESULT_FILE).unlink()
+    kept = Path(results[1]["run"]) / RESULT_FILE
+    before = kept.stat().st_mtime_ns
+    checkpoints = sorted((lost / "checkpoints").iterdir())
+    again = run_benchmark(config, runs, say=lambda _: None)
+    assert kept.stat().st_mtime_ns == before
+    assert sorted((lost / "checkpoints").iterdir()) == checkpoints
+    redone = next(r for r in again if r["run"] == str(lost))
+    assert redone["status"] == "finished" and redone["resumed"] is True
+    assert redone["evaluation"]["reference"]["returns"] == pytest.approx(
+        results[0]["evaluation"]["reference"]["returns"]
+    )  # same checkpoint, same seeded episodes
+
+    out = tmp_path / "out"
+    summary = write_report(config, again, {}, out, "python scripts/benchmark.py --config X")
+    assert (out / "curves_highway.png").stat().st_size > 10_000
+    saved = json.loads((out / "results.json").read_text())
+    row = saved["results"]["highway"]["attention"]
+    values = [r["evaluation"]["reference"]["mean_return"] for r in again if r["arm"] == "attention"]
+    assert row["reference"]["mean_return"]["mean"] == pytest.approx(np.mean(values))
+    assert row["reference"]["mean_return"]["n"] == 2
+    assert (
+        "class_lift" in row["attention"]
+        and "attention" not in saved["results"]["highway"]["combined"]
+    )
+    assert saved["not_finished"] == [] and saved["missing"] == []
+    assert "| attention | 2 |" in summary["markdown"]
+    assert "Every planned run finished." in (out / "results.md").read_text()
+
+
+def test_a_failing_run_is_reported_not_dropped(tmp_path):
+    raw = {**TINY, "seeds": [0], "arms": {"attention": {"model.name": "attention"}}}
+    config = load_benchmark_config(write_config(tmp_path, raw))
+    runs = tmp_path / "runs"
+    job = plan(config, runs)[0]
+    broken = Path(job.run_dir)
+    (broken / "checkpoints").mkdir(parents=True)
+    (broken / "checkpoints" / "step_0000000256.safetensors").write_bytes(b"not a checkpoint")
+    (broken / "config.yaml").write_text((ROOT / "configs" / "batched.yaml").read_text())
+    results = run_benchmark(config, runs, say=lambda _: None)
+    assert results[0]["status"] == "failed"
+    assert "checkpoint" in results[0]["error"].lower()
+    assert not (broken / RESULT_FILE).exists()  # retried by the next invocation
+    summary = aggregate(config, results, {})
+    assert summary["not_finished"][0]["arm"] == "attention"
+    assert "highway-attention-s0" in markdown(summary)
+    assert summary["results"]["highway"] == {}
+
+
+def test_script_refuses_a_bad_config_with_a_clear_error(tmp_path):
+    bad = write_config(tmp_path, {**TINY, "jobs": 0})
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 2
+    assert "jobs" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.slow
+def test_quick_benchmark_runs_through(tmp_path):
+    """``scripts/benchmark.py --quick``: the whole pipeline with tiny budgets (under 15 min)."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "benchmark.py"),
+            "--quick",
+            "--runs",
+            str(tmp_path / "runs"),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=15 * 60,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert set(saved["results"]) == {"highway", "merge"}
+    for scenario in saved["results"].values():
+        assert scenario["attention"]["reference"]["mean_return"]["n"] == 3
+    assert (tmp_path / "out" / "curves_merge.png").is_file()
