@@ -12,7 +12,6 @@ over seeds, learning curves, robustness, attribution and throughput tables.
 
 from __future__ import annotations
 
-import concurrent.futures as futures
 import contextlib
 import json
 import math
@@ -53,8 +52,7 @@ class EvalSpec:
     episodes: int = 20  # per backend and condition
     seed: int = 10_000  # episode k uses seed + k; disjoint from training seeds
     noise_std: float = 0.3  # sensor-noise ablation
-    attribution_arms: list[str] = field(default_factory=lambda: ["attention"])
-    robustness: bool = True  # camera blanked / sensors zeroed / sensor noise on the reference
+    attribution_arms: list[str] = field(default_factory=list)  # arms with attention maps
 
     def __post_init__(self) -> None:
         check(self.episodes >= 1, f"episodes: must be at least 1, got {self.episodes}")
@@ -90,21 +88,42 @@ class BenchmarkConfig:
             )
         for name in [*self.scenarios, *self.arms]:
             check(
-                name.replace("_", "").isalnum() and "-" not in name,
-                f"{name!r}: scenario and arm names are letters, digits and '_'",
+                name[:1].isalpha() and name.replace("_", "").isalnum(),
+                f"{name!r}: scenario and arm names are letters, digits and '_', starting with a "
+                "letter",
             )
+        self.overrides = flatten(self.overrides)
+        self.arms = {arm: flatten(values) for arm, values in self.arms.items()}
+
+
+def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{algo: {n_epochs: 2}}`` -> ``{"algo.n_epochs": 2}``: an override sets one key, never a
+    whole section."""
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    for key in out:
+        check("." in key, f"override {key!r}: give section.key (e.g. model.name), not a section")
+    return out
 
 
 def load_benchmark_config(
     path: str | Path, steps: int | None = None, seeds: Sequence[int] | None = None
 ) -> BenchmarkConfig:
-    """Read and validate a benchmark YAML, and every run config it implies (before any work)."""
+    """Read and validate a benchmark YAML and every run it implies (configs, env ids, models,
+    attribution arms), before any work."""
     import yaml
 
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"--config {path}: no such file; see configs/benchmark/")
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{path}: expected a mapping of benchmark settings")
     raw = dict(raw)
@@ -115,11 +134,41 @@ def load_benchmark_config(
     raw.setdefault("name", path.stem)
     try:
         config = build(BenchmarkConfig, raw)
+        check_runs(config)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
-    for job in plan(config, Path("runs")):
-        job.experiment()  # raises ConfigError naming the arm's bad key
     return config
+
+
+def check_runs(config: BenchmarkConfig) -> None:
+    """Every run's config, both env ids of every scenario, and every model, on the real spaces."""
+    from agent.build import probe_env
+    from agent.loading import _check_same_observation
+    from agent.training import _check_model
+
+    jobs = plan(config, Path("runs"))
+    experiments = {(job.scenario, job.arm): job.experiment() for job in jobs}
+    for scenario, spec in config.scenarios.items():
+        first = experiments[(scenario, next(iter(config.arms)))]
+        probes = {}
+        for role, env_id in (("train", spec.train), ("reference", spec.reference)):
+            try:
+                probes[role] = probe_env(replace(first.env, id=env_id))
+            except ConfigError as err:
+                raise ConfigError(f"scenarios.{scenario}.{role}: {err}") from None
+        _check_same_observation(probes["train"], probes["reference"], spec.train, spec.reference)
+        for arm in config.arms:
+            experiment = experiments[(scenario, arm)]
+            try:
+                _check_model(experiment, probes["train"])
+            except ConfigError as err:
+                raise ConfigError(f"arm {arm!r}: {err}") from None
+            if arm in config.evaluation.attribution_arms:
+                check(
+                    experiment.model.has_attention,
+                    f"evaluation.attribution_arms: arm {arm!r} uses model "
+                    f"'{experiment.model.name}', which has no attention maps",
+                )
 
 
 # ----------------------------------------------------------------------------- jobs
@@ -153,10 +202,6 @@ class Job:
             raise ConfigError(f"arm {self.arm!r}: {err}") from None
 
 
-def _override_text(key: str, value: Any) -> str:
-    return f"{key}={json.dumps(value) if not isinstance(value, str) else value}"
-
-
 def plan(config: BenchmarkConfig, runs_root: Path) -> list[Job]:
     """Every job, seeds outermost so that a partial benchmark covers all arms evenly."""
     jobs = []
@@ -164,24 +209,21 @@ def plan(config: BenchmarkConfig, runs_root: Path) -> list[Job]:
         for scenario, spec in config.scenarios.items():
             for arm, arm_overrides in config.arms.items():
                 name = f"{scenario}-{arm}-s{seed}"
-                overrides = [
-                    _override_text(k, v)
-                    for k, v in {
-                        "logging.wandb": "disabled",
-                        "logging.video": False,
-                        "train.eval_every": 0,
-                        "train.final_eval_episodes": 0,
-                        "train.torch_threads": 1,
-                        **config.overrides,
-                        **arm_overrides,
-                        "env.id": spec.train,
-                        "train.steps": config.steps,
-                        "train.seed": seed,
-                        "logging.root": str(runs_root),
-                        "logging.name": name,
-                        "logging.group": f"benchmark-{config.name}",
-                    }.items()
-                ]
+                settings = {
+                    "logging.wandb": "disabled",
+                    "logging.video": False,
+                    "train.eval_every": 0,
+                    "train.final_eval_episodes": 0,
+                    "train.torch_threads": 1,
+                    **config.overrides,
+                    **arm_overrides,
+                    "env.id": spec.train,
+                    "train.steps": config.steps,
+                    "train.seed": seed,
+                    "logging.root": str(runs_root),
+                    "logging.name": name,
+                    "logging.group": f"benchmark-{config.name}",
+                }
                 jobs.append(
                     Job(
                         scenario=scenario,
@@ -190,7 +232,8 @@ def plan(config: BenchmarkConfig, runs_root: Path) -> list[Job]:
                         train_id=spec.train,
                         reference_id=spec.reference,
                         base=config.base,
-                        overrides=overrides,
+                        # JSON is YAML: every value keeps its type ("on" stays a string)
+                        overrides=[f"{k}={json.dumps(v)}" for k, v in settings.items()],
                         run_dir=str(runs_root / name),
                         evaluation=asdict(config.evaluation),
                         attribution=arm in config.evaluation.attribution_arms,
@@ -201,6 +244,7 @@ def plan(config: BenchmarkConfig, runs_root: Path) -> list[Job]:
 
 
 def read_result(job: Job) -> dict[str, Any] | None:
+    """The job's recorded outcome (finished, interrupted or failed), if any."""
     path = Path(job.run_dir) / RESULT_FILE
     if not path.is_file():
         return None
@@ -210,8 +254,58 @@ def read_result(job: Job) -> dict[str, Any] | None:
         return None
 
 
+def stale(job: Job) -> list[str]:
+    """How the job's existing run directory differs from what the config asks now."""
+    import yaml
+
+    from agent.config import config_diff, to_dict
+    from agent.rundir import RunDir
+
+    run = RunDir(Path(job.run_dir))
+    changes = []
+    if run.config.is_file():
+        saved = yaml.safe_load(run.config.read_text()) or {}
+        wanted = to_dict(job.experiment())
+        changes += [line for line in config_diff(saved, wanted) if not line.startswith("logging.")]
+    done = read_result(job)
+    if done is not None and "evaluation_spec" in done:
+        changes += [
+            f"evaluation.{line}" for line in config_diff(done["evaluation_spec"], job.evaluation)
+        ]
+    return changes
+
+
+def ensure_fresh(jobs: Sequence[Job], runs_root: Path) -> None:
+    """Refuse (before any work) to mix in runs made with other settings."""
+    changed = {job.name: stale(job) for job in jobs}
+    changed = {name: lines for name, lines in changed.items() if lines}
+    if changed:
+        name, lines = next(iter(changed.items()))
+        raise ConfigError(
+            f"{len(changed)} run(s) in {runs_root} were made with other settings (e.g. {name}: "
+            f"{'; '.join(lines[:3])}); delete them, or give --runs a new folder"
+        )
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(_finite(data), indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities as null: strict JSON readers refuse them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def run_job(job: Job) -> dict[str, Any]:
-    """Train (or resume) and evaluate one job; in a worker process, output to its log file."""
+    """Train (or resume) and evaluate one job, output to its log file; records the outcome."""
     run_dir = Path(job.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with (
@@ -221,12 +315,13 @@ def run_job(job: Job) -> dict[str, Any]:
     ):
         try:
             result = _train_and_evaluate(job)
+        except KeyboardInterrupt:
+            result = {"status": "interrupted", "error": "interrupted during evaluation"}
         except Exception as err:  # reported, not dropped: the benchmark goes on
             traceback.print_exc()
             result = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
-    result = {**_identity(job), **result}
-    if result["status"] == "finished":
-        (run_dir / RESULT_FILE).write_text(json.dumps(result, indent=1) + "\n")
+        result = {**_identity(job), **result, "evaluation_spec": job.evaluation}
+        _write_json(run_dir / RESULT_FILE, result)
     return result
 
 
@@ -246,16 +341,26 @@ def _train_and_evaluate(job: Job) -> dict[str, Any]:
     resume = run.latest_checkpoint() is not None
     print(f"== {job.name}: {'resuming' if resume else 'training'} ({time.ctime()})", flush=True)
     if resume:
-        prepared = prepare(None, [], resume=run.path)
+        prepared = prepare(None, job.overrides, resume=run.path)
     else:
         prepared = prepare(job.base, job.overrides)
+    start_step = prepared.checkpoint.step if prepared.checkpoint else 0
+    trainer = Trainer(prepared)
     started = time.perf_counter()
-    code = Trainer(prepared).run()
-    train_seconds = time.perf_counter() - started
+    code = trainer.run()
+    segment = {
+        "from_step": start_step,
+        "steps": int(trainer.model.num_timesteps) - start_step if trainer.model else 0,
+        "seconds": time.perf_counter() - started,
+    }
+    with open(run.path / SEGMENTS_FILE, "a") as f:
+        f.write(json.dumps(segment) + "\n")
     if code != 0:
-        return {"status": "interrupted", "error": f"training exited with {code}"}
+        return {"status": "interrupted", "error": f"training stopped at a checkpoint ({code})"}
     config = prepared.config
-    steps_done = config.train.steps - (prepared.checkpoint.step if prepared.checkpoint else 0)
+    trained = [s for s in _segments(run.path) if s["steps"] > 0]
+    steps = sum(s["steps"] for s in trained)
+    seconds = sum(s["seconds"] for s in trained)
     return {
         "status": "finished",
         "steps": config.train.steps,
@@ -263,36 +368,55 @@ def _train_and_evaluate(job: Job) -> dict[str, Any]:
         "model": config.model.name,
         "curve": learning_curve(run.path / "metrics.jsonl"),
         "throughput": {
-            "train_steps_per_s": steps_done / train_seconds,
-            "train_seconds": train_seconds,
+            # training segments only: an evaluation-only rerun does not dilute the rate
+            "train_steps_per_s": steps / seconds if seconds > 0 else math.nan,
+            "train_seconds": seconds,
             "env_steps_per_s": raw_env_rate(config, job.throughput_seconds),
         },
         **evaluate_job(job),
     }
 
 
+SEGMENTS_FILE = "benchmark_segments.jsonl"
+
+
+def _segments(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / SEGMENTS_FILE
+    rows = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        with contextlib.suppress(json.JSONDecodeError):
+            rows.append(json.loads(line))
+    return rows
+
+
 def learning_curve(metrics: Path) -> dict[str, list[float]]:
     """Training-episode return against steps and seconds, from a run's ``metrics.jsonl``.
 
-    ``rollout/ep_rew_mean`` is SB3's mean over the last 100 finished training episodes.
-    ``seconds`` restarts from 0 on a resumed run's segment; it is accumulated here.
+    ``rollout/ep_rew_mean`` is SB3's mean over the last 100 finished training episodes. A resumed
+    run appends a new segment whose clock restarts at 0 and whose first steps may repeat steps
+    logged before the interruption: the repeated rows are dropped and the clock accumulated.
     """
-    steps, seconds, returns = [], [], []
-    offset, last = 0.0, 0.0
-    if not metrics.is_file():
-        return {"steps": steps, "seconds": seconds, "return": returns}
-    for line in metrics.read_text().splitlines():
-        row = json.loads(line)
+    points: list[tuple[int, float, float]] = []  # (step, seconds, return)
+    offset = 0.0
+    lines = metrics.read_text().splitlines() if metrics.is_file() else []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a hard kill
+            continue
         if "rollout/ep_rew_mean" not in row or "time/time_elapsed" not in row:
             continue
-        elapsed = float(row["time/time_elapsed"])
-        if elapsed + offset < last:  # a resumed segment
-            offset = last
-        last = elapsed + offset
-        steps.append(int(row["global_step"]))
-        seconds.append(last)
-        returns.append(float(row["rollout/ep_rew_mean"]))
-    return {"steps": steps, "seconds": seconds, "return": returns}
+        step, elapsed = int(row["global_step"]), float(row["time/time_elapsed"])
+        if points and (step <= points[-1][0] or elapsed + offset < points[-1][1]):
+            offset = points[-1][1]  # a new segment
+            while points and points[-1][0] >= step:
+                points.pop()
+        points.append((step, elapsed + offset, float(row["rollout/ep_rew_mean"])))
+    return {
+        "steps": [p[0] for p in points],
+        "seconds": [p[1] for p in points],
+        "return": [p[2] for p in points],
+    }
 
 
 def raw_env_rate(config: Any, seconds: float) -> float:
@@ -302,14 +426,10 @@ def raw_env_rate(config: Any, seconds: float) -> float:
     venv = make_vec_env(config.env, seed=12_345)
     try:
         venv.reset()
-        rng = np.random.default_rng(0)
         n = venv.num_envs
         steps, started = 0, time.perf_counter()
         while steps == 0 or time.perf_counter() - started < seconds:
-            actions = np.array([venv.action_space.sample() for _ in range(n)])
-            if actions.ndim == 1:
-                actions = rng.integers(0, venv.action_space.n, n)
-            venv.step(actions)
+            venv.step(np.array([venv.action_space.sample() for _ in range(n)]))
             steps += n
         return steps / (time.perf_counter() - started)
     finally:
@@ -339,7 +459,7 @@ def evaluate_job(job: Job) -> dict[str, Any]:
         print(f"{backend} ({env_id}): {out['evaluation'][backend]}", flush=True)
         if backend != "reference":
             continue
-        if job.attribution:
+        if job.attribution:  # attribution, occlusion check and the same three ablations
             attention = analyse_attention(
                 agent.policy,
                 env_id,
@@ -365,7 +485,7 @@ def evaluate_job(job: Job) -> dict[str, Any]:
             out["robustness"] = {
                 mode: {k: row[k] for k in METRICS} for mode, row in attention["modality"].items()
             }
-        elif spec["robustness"]:
+        else:
             out["robustness"]["intact"] = {k: out["evaluation"][backend][k] for k in METRICS}
             for mode in ABLATIONS:
                 ablated = ModalityAblation(make_env(env_id, kwargs), mode, spec["noise_std"], seed)
@@ -386,24 +506,35 @@ def _summary(report: Any) -> dict[str, Any]:
     }
 
 
-def reference_policies(config: BenchmarkConfig) -> dict[str, Any]:
-    """Random and idle policies on every scenario and backend (same episodes as the arms)."""
+def reference_policies(config: BenchmarkConfig, runs_root: Path) -> dict[str, Any]:
+    """Random and idle policies on every scenario and backend: the same env settings and seeded
+    episodes as the arms. Cached in ``<runs>/references.json`` (recomputed when they change)."""
     from agent.build import make_env, probe_env
-    from agent.config import load_config
     from agent.evaluation import IdlePolicy, RandomPolicy, evaluate
 
     ev = config.evaluation
+    cache = runs_root / "references.json"
+    jobs = {job.scenario: job for job in reversed(plan(config, runs_root))}  # first arm's
+    key = {
+        scenario: {"env": to_plain(job.experiment().env), "evaluation": job.evaluation}
+        for scenario, job in jobs.items()
+    }
+    if cache.is_file():
+        with contextlib.suppress(json.JSONDecodeError):
+            saved = json.loads(cache.read_text())
+            if saved.get("key") == json.loads(json.dumps(key)):
+                return saved["references"]
     out: dict[str, Any] = {}
-    for scenario, spec in config.scenarios.items():
-        base = load_config(config.base, [f"env.id={spec.train}"])
+    for scenario, job in jobs.items():
+        env_config = job.experiment().env
         out[scenario] = {}
-        for backend, env_id in (("batched", spec.train), ("reference", spec.reference)):
-            probe = probe_env(replace(base.env, id=env_id))
+        for backend, env_id in (("batched", job.train_id), ("reference", job.reference_id)):
+            probe = probe_env(replace(env_config, id=env_id))
             for name, policy in (
                 ("random", RandomPolicy(probe.action_space)),
                 ("idle", IdlePolicy(probe.idle_action)),
             ):
-                env = make_env(env_id, dict(base.env.kwargs))
+                env = make_env(env_id, dict(env_config.kwargs))
                 try:
                     report = evaluate(env, policy, ev.episodes, ev.seed, env_id=env_id)
                 finally:
@@ -411,18 +542,45 @@ def reference_policies(config: BenchmarkConfig) -> dict[str, Any]:
                 out[scenario].setdefault(name, {})[backend] = {
                     k: v for k, v in _summary(report).items() if k != "returns"
                 }
+    runs_root.mkdir(parents=True, exist_ok=True)
+    _write_json(cache, {"key": key, "references": out})
     return out
 
 
+def to_plain(value: Any) -> Any:
+    return json.loads(json.dumps(asdict(value), default=str))
+
+
 # ----------------------------------------------------------------------------- the study
+def _job_main(job: Job) -> None:
+    """A job's own process: its own process group, so a terminal's Ctrl-C reaches only the
+    scheduler, which forwards exactly one SIGINT (a second would abort without a checkpoint)."""
+    if hasattr(os, "setpgrp"):
+        os.setpgrp()
+    run_job(job)
+
+
+@dataclass
+class _Running:
+    job: Job
+    process: Any
+    interrupted: bool = False
+
+
 def run_benchmark(
     config: BenchmarkConfig,
     runs_root: Path,
     jobs: int | None = None,
     say: Callable[[str], None] = print,
-) -> list[dict[str, Any]]:
-    """Run every job not finished yet; return every job's result (finished or not)."""
+) -> tuple[list[dict[str, Any]], bool]:
+    """Run every job not finished yet, one process each, ``jobs`` at a time.
+
+    Returns every job's latest outcome (finished, interrupted, failed) and whether the study was
+    interrupted (Ctrl-C: running jobs save a checkpoint and stop; no new job starts)."""
+    import signal
+
     todo = plan(config, runs_root)
+    ensure_fresh(todo, runs_root)
     results: dict[str, dict[str, Any]] = {}
     pending = []
     for job in todo:
@@ -436,21 +594,48 @@ def run_benchmark(
         f"benchmark {config.name}: {len(todo)} runs ({len(todo) - len(pending)} already done), "
         f"{config.steps} steps each, {n_jobs} at a time; logs in {runs_root}/<run>/{LOG_FILE}"
     )
-    started = time.perf_counter()
     context = multiprocessing.get_context("spawn")
-    pool = futures.ProcessPoolExecutor(max_workers=n_jobs, mp_context=context)
-    try:
-        submitted = {pool.submit(run_job, job): job for job in pending}
-        for k, future in enumerate(futures.as_completed(submitted), start=1):
-            job = submitted[future]
-            try:
-                result = future.result()
-            except Exception as err:  # the worker itself died
-                result = {**_identity(job), "status": "failed", "error": repr(err)}
+    queue, running = list(pending), []
+    started, finished, interrupted = time.perf_counter(), 0, False
+    while queue or running:
+        try:
+            while queue and not interrupted and len(running) < n_jobs:
+                job = queue.pop(0)
+                process = context.Process(target=_job_main, args=(job,), name=job.name)
+                process.start()
+                running.append(_Running(job, process))
+            time.sleep(0.2)
+        except KeyboardInterrupt:
+            if interrupted:
+                raise
+            interrupted = True
+            say("interrupted: the running jobs save a checkpoint and stop; Ctrl-C again aborts")
+        if interrupted:
+            for item in running:
+                if not item.interrupted and item.process.is_alive():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(item.process.pid, signal.SIGINT)
+                    item.interrupted = True
+        for item in [r for r in running if not r.process.is_alive()]:
+            running.remove(item)
+            item.process.join()
+            job = item.job
+            result = read_result(job)
+            if result is None or result.get("status") not in (
+                "finished",
+                "interrupted",
+                "failed",
+            ):
+                result = {
+                    **_identity(job),
+                    "status": "failed",
+                    "error": f"the job's process died (exit code {item.process.exitcode})",
+                }
             results[job.name] = result
+            finished += 1
             elapsed = time.perf_counter() - started
-            eta = elapsed / k * (len(pending) - k)
-            line = f"[{k}/{len(pending)}] {job.name}: {result['status']}"
+            left = len(queue) + len(running)
+            line = f"[{finished}/{len(pending)}] {job.name}: {result['status']}"
             if result["status"] == "finished":
                 ev = result["evaluation"]
                 line += (
@@ -459,33 +644,30 @@ def run_benchmark(
                 )
             else:
                 line += f" ({result.get('error')}; see {job.run_dir}/{LOG_FILE})"
-            say(f"{line}; {elapsed / 60:.1f} min, about {eta / 60:.0f} min left")
-    except KeyboardInterrupt:
-        say("interrupted: running jobs save a checkpoint; the same command continues")
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-    return [results[job.name] for job in todo if job.name in results]
+            eta = "" if interrupted else f", about {elapsed / finished * left / 60:.0f} min left"
+            say(f"{line}; {elapsed / 60:.1f} min{eta}")
+    return [results[job.name] for job in todo if job.name in results], interrupted
 
 
 # ----------------------------------------------------------------------------- statistics
-# two-sided 95% quantiles of Student's t, by degrees of freedom
+# two-sided 95% quantiles of Student's t, by degrees of freedom (scipy is not a dependency)
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306}
-_T95.update({9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042})
+_T95.update({9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131})
+_T95.update({16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086, 25: 2.060, 30: 2.042})
+_T95.update({40: 2.021, 60: 2.000, 120: 1.980})
 
 
 def t95(df: int) -> float:
+    """The quantile at ``df``, or at the nearest tabulated smaller ``df`` (a wider interval)."""
     if df < 1:
         return math.nan
-    known = [d for d in _T95 if d <= df]
-    return _T95[max(known)] if df <= 30 else 1.96  # conservative between table entries
+    return _T95[max(d for d in _T95 if d <= df)]
 
 
 def interval(values: Sequence[float]) -> dict[str, Any]:
     """Mean and the half-width of its 95% t-interval (over seeds: the seed is the unit)."""
-    x = np.asarray(values, dtype=np.float64)
-    n = len(x)
+    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    n = len(x)  # unknown values (None, NaN) are left out
     if n == 0:
         return {"mean": math.nan, "ci95": math.nan, "n": 0, "values": []}
     half = t95(n - 1) * float(x.std(ddof=1)) / math.sqrt(n) if n > 1 else math.nan
@@ -534,6 +716,7 @@ def aggregate(
     present = {(r["scenario"], r["arm"], r["seed"]) for r in results}
     missing = sorted(expected - present)
     table: dict[str, Any] = {}
+    speed: dict[str, float] = {}  # attention / CombinedExtractor training steps/s
     for scenario in config.scenarios:
         table[scenario] = {}
         for arm in config.arms:
@@ -559,7 +742,11 @@ def aggregate(
                 "train_steps_per_s": interval([t["train_steps_per_s"] for t in tp]),
                 "env_steps_per_s": interval([t["env_steps_per_s"] for t in tp]),
                 "train_over_env": interval(
-                    [t["train_steps_per_s"] / t["env_steps_per_s"] for t in tp]
+                    [
+                        t["train_steps_per_s"] / t["env_steps_per_s"]
+                        for t in tp
+                        if t["train_steps_per_s"] and t["env_steps_per_s"]
+                    ]
                 ),
             }
             if all("attention" in r for r in runs):
@@ -575,11 +762,12 @@ def aggregate(
         if "attention" in arms and "combined" in arms:
             att = arms["attention"]["throughput"]["train_steps_per_s"]["mean"]
             comb = arms["combined"]["throughput"]["train_steps_per_s"]["mean"]
-            table[scenario]["_attention_over_combined_speed"] = att / comb
+            speed[scenario] = att / comb if comb > 0 else math.nan
     return {
         "name": config.name,
         "config": asdict(config),
         "results": table,
+        "attention_over_combined_speed": speed,
         "references": references,
         "runs": [{k: v for k, v in r.items() if k != "curve"} for r in results],
         "not_finished": [r for r in results if r.get("status") != "finished"],
@@ -657,8 +845,6 @@ def markdown(summary: dict[str, Any]) -> str:
             "| --- | ---: | ---: | ---: | ---: | ---: |",
         ]
         for arm, row in arms.items():
-            if arm.startswith("_"):
-                continue
             ref = row["reference"]
             lines.append(
                 f"| {arm} | {len(row['seeds'])} | {_ci(row['batched']['mean_return'])} | "
@@ -672,7 +858,7 @@ def markdown(summary: dict[str, Any]) -> str:
                 f"{r['success_rate']:.0%} | {r['collision_rate']:.0%} |"
             )
         lines.append("")
-        robust = {a: r["robustness"] for a, r in arms.items() if not a.startswith("_")}
+        robust = {a: r["robustness"] for a, r in arms.items()}
         modes = sorted({m for r in robust.values() for m in r}, key=_mode_order)
         if modes:
             lines += [
@@ -692,21 +878,19 @@ def markdown(summary: dict[str, Any]) -> str:
             "| --- | ---: | ---: | ---: |",
         ]
         for arm, row in arms.items():
-            if arm.startswith("_"):
-                continue
             tp = row["throughput"]
             lines.append(
                 f"| {arm} | {tp['train_steps_per_s']['mean']:.0f} | "
                 f"{tp['env_steps_per_s']['mean']:.0f} | {_ci(tp['train_over_env'])} |"
             )
-        if "_attention_over_combined_speed" in arms:
+        if scenario in summary["attention_over_combined_speed"]:
             lines.append(
                 f"\nattention / CombinedExtractor training speed: "
-                f"{arms['_attention_over_combined_speed']:.2f}x"
+                f"{summary['attention_over_combined_speed'][scenario]:.2f}x"
             )
         lines.append("")
         for arm, row in arms.items():
-            if arm.startswith("_") or "attention" not in row:
+            if "attention" not in row:
                 continue
             att = row["attention"]
             lines += [
@@ -750,7 +934,7 @@ def write_report(
     summary = aggregate(config, results, references)
     summary["command"] = command
     summary["plots"] = [p.name for p in plot_curves(config, results, out_dir)]
-    (out_dir / "results.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
+    _write_json(out_dir / "results.json", summary)
     text = markdown(summary)
     (out_dir / "results.md").write_text(f"Produced by `{command}`.\n\n{text}")
     summary["markdown"] = text

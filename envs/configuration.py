@@ -101,6 +101,18 @@ def build(cls: type[T], mapping: Mapping[str, Any] | None, prefix: str = "") -> 
                 f"unknown option '{prefix}{key}'{closest(key, list(fields))}; "
                 f"allowed: {', '.join(prefix + f for f in fields)}"
             )
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in mapping
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(
+            f"missing option '{prefix}{missing[0]}' (required: "
+            f"{', '.join(prefix + name for name in missing)})"
+        )
     kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in mapping.items()}
     try:
         return cls(**kwargs)

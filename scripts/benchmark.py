@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from agent.benchmark import (
         default_paths,
+        ensure_fresh,
         load_benchmark_config,
         plan,
         read_result,
@@ -68,20 +70,36 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     runs_root, out_dir = default_paths(config)
     runs_root, out_dir = args.runs or runs_root, args.out or out_dir
-    command = "python scripts/benchmark.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    if args.report_only:
-        results = [r for job in plan(config, runs_root) if (r := read_result(job)) is not None]
-    else:
+    command = shlex.join(
+        ["python", "scripts/benchmark.py", *(argv if argv is not None else sys.argv[1:])]
+    )
+    interrupted = False
+    try:
+        if args.report_only:
+            jobs = plan(config, runs_root)
+            ensure_fresh(jobs, runs_root)
+            results = [r for job in jobs if (r := read_result(job)) is not None]
+        else:
+            results, interrupted = run_benchmark(config, runs_root, jobs=args.jobs)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"aborted; continue with: {command}", file=sys.stderr)
+        return 130
+    references: dict = {}
+    if not interrupted:
+        print("reference policies (random, idle) on the same episodes ...", file=sys.stderr)
         try:
-            results = run_benchmark(config, runs_root, jobs=args.jobs)
-        except KeyboardInterrupt:
-            print(f"interrupted; continue with: {command}", file=sys.stderr)
-            return 130
-    print("reference policies (random, idle) on the same episodes ...", file=sys.stderr)
-    references = reference_policies(config)
-    summary = write_report(config, results, references, out_dir, command.strip())
+            references = reference_policies(config, runs_root)
+        except Exception as err:  # the report is still written, without the reference rows
+            print(f"reference policies failed: {err}", file=sys.stderr)
+    summary = write_report(config, results, references, out_dir, command)
     print(summary["markdown"])
     print(f"results: {out_dir}/results.json, {out_dir}/results.md, plots {summary['plots']}")
+    if interrupted:
+        print(f"interrupted; continue with: {command}", file=sys.stderr)
+        return 130
     unfinished = len(summary["not_finished"]) + len(summary["missing"])
     return 1 if unfinished else 0
 

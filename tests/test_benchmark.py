@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,7 @@ from agent.benchmark import (
     run_benchmark,
     write_report,
 )
+from agent.config import save_config
 from envs.configuration import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,6 +99,24 @@ def test_learning_curve_accumulates_time_over_resumed_segments(tmp_path):
     assert curve["return"] == [1.0, 2.0, 3.0]
 
 
+def test_learning_curve_drops_steps_replayed_after_a_hard_kill(tmp_path):
+    """Killed after logging step 300 but before its checkpoint (at 200): the resumed segment
+    logs step 300 again; the curve keeps the newer rows and stays increasing."""
+    rows = [
+        {"global_step": 100, "rollout/ep_rew_mean": 1.0, "time/time_elapsed": 10},
+        {"global_step": 200, "rollout/ep_rew_mean": 2.0, "time/time_elapsed": 20},
+        {"global_step": 300, "rollout/ep_rew_mean": 3.0, "time/time_elapsed": 30},
+        {"global_step": 300, "rollout/ep_rew_mean": 2.5, "time/time_elapsed": 40},  # resumed
+        {"global_step": 400, "rollout/ep_rew_mean": 4.0, "time/time_elapsed": 50},
+    ]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"global_step": 5')
+    curve = learning_curve(path)
+    assert curve["steps"] == [100, 200, 300, 400]
+    assert curve["return"] == [1.0, 2.0, 2.5, 4.0]
+    assert np.all(np.diff(curve["seconds"]) > 0)
+
+
 # ----------------------------------------------------------------------------- config and plan
 def test_plan_gives_every_arm_the_same_budget_and_backend(tmp_path):
     config = load_benchmark_config(write_config(tmp_path, TINY))
@@ -110,6 +131,18 @@ def test_plan_gives_every_arm_the_same_budget_and_backend(tmp_path):
     assert [j.attribution for j in jobs if j.arm == "attention"] == [True, True]
 
 
+def test_arms_differ_only_in_what_they_override(tmp_path):
+    """A nested mapping sets keys, never replaces a section (which would change the budget)."""
+    raw = {**TINY, "arms": {"a": {"model": {"name": "attention"}}, "b": {"model.name": "combined"}}}
+    raw["overrides"] = {**TINY["overrides"], "algo": {"clip_range": 0.1}}
+    raw["evaluation"] = {"attribution_arms": ["a"]}
+    config = load_benchmark_config(write_config(tmp_path, raw))
+    a, b = (job.experiment() for job in plan(config, tmp_path)[:2])
+    assert a.algo == b.algo and a.algo.clip_range == pytest.approx(0.1)
+    assert a.algo.learning_rate == pytest.approx(5e-4)  # configs/batched.yaml's, kept
+    assert a.env == b.env and a.train.steps == b.train.steps
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -119,6 +152,13 @@ def test_plan_gives_every_arm_the_same_budget_and_backend(tmp_path):
             "arm 'bad'.*model.name",
         ),
         ({"evaluation": {"attribution_arms": ["atention"]}}, "did you mean 'attention'"),
+        ({"evaluation": {"attribution_arms": ["combined"]}}, "no attention maps"),
+        (
+            {"scenarios": {"h": {"train": "DriveAttention/BatchedHighway-v0", "reference": "X"}}},
+            "scenarios.h.reference",
+        ),
+        ({"scenarios": {"h": {"train": "DriveAttention/BatchedHighway-v0"}}}, "missing option"),
+        ({"jobs": 0}, "jobs"),
         ({"scenarios": {"h": {"train": "DriveAttention/Highway-v0", "reference": "x"}}}, "batched"),
         ({"seeds": [0, 0]}, "repeated"),
         ({"stesp": 10}, "did you mean 'steps'"),
@@ -127,6 +167,16 @@ def test_plan_gives_every_arm_the_same_budget_and_backend(tmp_path):
 def test_bad_benchmark_configs_are_refused_before_any_work(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
         load_benchmark_config(write_config(tmp_path, {**TINY, **change}))
+
+
+def test_invalid_yaml_and_missing_sections_are_config_errors(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("arms: {attention: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_benchmark_config(path)
+    path.write_text(yaml.safe_dump({"scenarios": TINY["scenarios"]}))
+    with pytest.raises(ConfigError, match="missing option 'arms'"):
+        load_benchmark_config(path)
 
 
 def test_the_committed_benchmark_configs_are_valid():
@@ -143,7 +193,8 @@ def test_the_committed_benchmark_configs_are_valid():
 def test_tiny_study_trains_evaluates_resumes_and_reports(tmp_path):
     config = load_benchmark_config(write_config(tmp_path, TINY))
     runs = tmp_path / "runs"
-    results = run_benchmark(config, runs, say=lambda _: None)
+    results, interrupted = run_benchmark(config, runs, say=lambda _: None)
+    assert not interrupted
     assert [r["status"] for r in results] == ["finished"] * 4, results
     for r in results:
         assert r["evaluation"]["batched"]["episodes"] == 2
@@ -168,11 +219,15 @@ def test_tiny_study_trains_evaluates_resumes_and_reports(tmp_path):
     kept = Path(results[1]["run"]) / RESULT_FILE
     before = kept.stat().st_mtime_ns
     checkpoints = sorted((lost / "checkpoints").iterdir())
-    again = run_benchmark(config, runs, say=lambda _: None)
+    again, _ = run_benchmark(config, runs, say=lambda _: None)
     assert kept.stat().st_mtime_ns == before
     assert sorted((lost / "checkpoints").iterdir()) == checkpoints
     redone = next(r for r in again if r["run"] == str(lost))
     assert redone["status"] == "finished" and redone["resumed"] is True
+    # the training rate comes from the training segment, not the evaluation-only rerun
+    assert redone["throughput"]["train_steps_per_s"] == pytest.approx(
+        results[0]["throughput"]["train_steps_per_s"]
+    )
     assert redone["evaluation"]["reference"]["returns"] == pytest.approx(
         results[0]["evaluation"]["reference"]["returns"]
     )  # same checkpoint, same seeded episodes
@@ -193,6 +248,11 @@ def test_tiny_study_trains_evaluates_resumes_and_reports(tmp_path):
     assert "| attention | 2 |" in summary["markdown"]
     assert "Every planned run finished." in (out / "results.md").read_text()
 
+    # the same runs folder with another budget is refused, not silently mixed in
+    changed = load_benchmark_config(write_config(tmp_path, {**TINY, "steps": 1024}))
+    with pytest.raises(ConfigError, match=r"other settings.*train.steps: 512 -> 1024"):
+        run_benchmark(changed, runs, say=lambda _: None)
+
 
 def test_a_failing_run_is_reported_not_dropped(tmp_path):
     raw = {**TINY, "seeds": [0], "arms": {"attention": {"model.name": "attention"}}}
@@ -202,15 +262,54 @@ def test_a_failing_run_is_reported_not_dropped(tmp_path):
     broken = Path(job.run_dir)
     (broken / "checkpoints").mkdir(parents=True)
     (broken / "checkpoints" / "step_0000000256.safetensors").write_bytes(b"not a checkpoint")
-    (broken / "config.yaml").write_text((ROOT / "configs" / "batched.yaml").read_text())
-    results = run_benchmark(config, runs, say=lambda _: None)
+    save_config(job.experiment(), broken / "config.yaml")
+    results, _ = run_benchmark(config, runs, say=lambda _: None)
     assert results[0]["status"] == "failed"
-    assert "checkpoint" in results[0]["error"].lower()
-    assert not (broken / RESULT_FILE).exists()  # retried by the next invocation
+    assert results[0]["error"].startswith("CheckpointError"), results[0]["error"]
+    recorded = json.loads((broken / RESULT_FILE).read_text())
+    assert recorded["status"] == "failed"  # on disk for --report-only; retried next time
     summary = aggregate(config, results, {})
     assert summary["not_finished"][0]["arm"] == "attention"
     assert "highway-attention-s0" in markdown(summary)
     assert summary["results"]["highway"] == {}
+
+
+def test_ctrl_c_saves_a_checkpoint_and_the_same_command_resumes(tmp_path):
+    raw = {**TINY, "steps": 4096, "seeds": [0], "arms": {"attention": {"model.name": "attention"}}}
+    path = write_config(tmp_path, raw)
+    command = [
+        sys.executable,
+        str(ROOT / "scripts" / "benchmark.py"),
+        "--config",
+        str(path),
+        "--runs",
+        str(tmp_path / "runs"),
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    run_dir = tmp_path / "runs" / "highway-attention-s0"
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not list((run_dir / "checkpoints").glob("step_*")):  # first periodic checkpoint
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "continue with" in err
+    result = json.loads((run_dir / RESULT_FILE).read_text())
+    assert result["status"] == "interrupted"
+    saved = sorted(p.name for p in (run_dir / "checkpoints").glob("step_*"))
+    assert saved and saved[-1] < "step_0000004096"
+
+    out = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads((run_dir / RESULT_FILE).read_text())
+    assert result["status"] == "finished" and result["resumed"] is True
+    # the stop came mid-rollout: the resumed run ends on its own rollout boundary
+    assert 4096 <= result["curve"]["steps"][-1] < 4096 + 4 * 64
+    assert np.all(np.diff(result["curve"]["steps"]) > 0)
+    assert result["throughput"]["train_steps_per_s"] > 0
 
 
 def test_script_refuses_a_bad_config_with_a_clear_error(tmp_path):
