@@ -832,63 +832,83 @@ def _ci(cell: Mapping[str, Any], percent: bool = False) -> str:
     return f"{mean:.2f}" + ("" if math.isnan(half) else f" ± {half:.2f}")
 
 
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A markdown table, first column left-aligned, the others right-aligned."""
+    return [
+        "| " + " | ".join(header) + " |",
+        "| --- |" + " ---: |" * (len(header) - 1),
+        *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+    ]
+
+
 def markdown(summary: dict[str, Any]) -> str:
     """The Results tables (markdown), as the README shows them."""
     config = summary["config"]
     lines: list[str] = []
     for scenario, arms in summary["results"].items():
         spec = config["scenarios"][scenario]
+        rows = [
+            [
+                arm,
+                str(len(row["seeds"])),
+                _ci(row["batched"]["mean_return"]),
+                _ci(row["reference"]["mean_return"]),
+                _ci(row["reference"]["success_rate"], True),
+                _ci(row["reference"]["collision_rate"], True),
+            ]
+            for arm, row in arms.items()
+        ]
+        rows += [
+            [
+                f"{name} policy",
+                "-",
+                f"{b['batched']['mean_return']:.2f}",
+                f"{b['reference']['mean_return']:.2f}",
+                f"{b['reference']['success_rate']:.0%}",
+                f"{b['reference']['collision_rate']:.0%}",
+            ]
+            for name, b in summary["references"].get(scenario, {}).items()
+        ]
         lines += [
             f"#### {scenario}: trained on `{spec['train']}`, evaluated on both backends",
             "",
-            "| arm | seeds | return, batched | return, highway-env | success | collision |",
-            "| --- | ---: | ---: | ---: | ---: | ---: |",
+            "Return on each backend; success and collision on highway-env:",
+            "",
+            *_table(
+                ["arm", "seeds", "return, batched", "return, highway-env", "success", "collision"],
+                rows,
+            ),
         ]
-        for arm, row in arms.items():
-            ref = row["reference"]
-            lines.append(
-                f"| {arm} | {len(row['seeds'])} | {_ci(row['batched']['mean_return'])} | "
-                f"{_ci(ref['mean_return'])} | {_ci(ref['success_rate'], True)} | "
-                f"{_ci(ref['collision_rate'], True)} |"
-            )
-        for name, backends in summary["references"].get(scenario, {}).items():
-            b, r = backends["batched"], backends["reference"]
-            lines.append(
-                f"| {name} policy | - | {b['mean_return']:.2f} | {r['mean_return']:.2f} | "
-                f"{r['success_rate']:.0%} | {r['collision_rate']:.0%} |"
-            )
-        lines.append("")
+        if not arms:
+            continue
         robust = {a: r["robustness"] for a, r in arms.items()}
         modes = sorted({m for r in robust.values() for m in r}, key=_mode_order)
         if modes:
-            lines += [
-                f"Robustness on highway-env ({scenario}), return:",
-                "",
-                "| arm | " + " | ".join(m.replace("_", " ") for m in modes) + " |",
-                "| --- |" + " ---: |" * len(modes),
-            ]
-            for arm, r in robust.items():
-                cells = [_ci(r[m]["mean_return"]) if m in r else "" for m in modes]
-                lines.append(f"| {arm} | " + " | ".join(cells) + " |")
-            lines.append("")
-        lines += [
-            f"Throughput ({scenario}), steps/s per run on one core:",
-            "",
-            "| arm | training | raw env (same run) | training / env |",
-            "| --- | ---: | ---: | ---: |",
-        ]
-        for arm, row in arms.items():
-            tp = row["throughput"]
-            lines.append(
-                f"| {arm} | {tp['train_steps_per_s']['mean']:.0f} | "
-                f"{tp['env_steps_per_s']['mean']:.0f} | {_ci(tp['train_over_env'])} |"
+            lines += [f"Robustness on highway-env ({scenario}), return:", ""]
+            lines += _table(
+                ["arm", *(m.replace("_", " ") for m in modes)],
+                [
+                    [arm, *(_ci(r[m]["mean_return"]) if m in r else "" for m in modes)]
+                    for arm, r in robust.items()
+                ],
             )
+        lines += [f"Throughput ({scenario}), steps/s of each run on one core:", ""]
+        lines += _table(
+            ["arm", "training", "raw env (same run)", "training / env"],
+            [
+                [
+                    arm,
+                    f"{row['throughput']['train_steps_per_s']['mean']:.0f}",
+                    f"{row['throughput']['env_steps_per_s']['mean']:.0f}",
+                    _ci(row["throughput"]["train_over_env"]),
+                ]
+                for arm, row in arms.items()
+            ],
+        )
         if scenario in summary["attention_over_combined_speed"]:
-            lines.append(
-                f"\nattention / CombinedExtractor training speed: "
-                f"{summary['attention_over_combined_speed'][scenario]:.2f}x"
-            )
-        lines.append("")
+            ratio = summary["attention_over_combined_speed"][scenario]
+            lines += [f"attention / CombinedExtractor training speed: {ratio:.2f}x", ""]
         for arm, row in arms.items():
             if "attention" not in row:
                 continue
@@ -898,15 +918,19 @@ def markdown(summary: dict[str, Any]) -> str:
                 f"camera share {_ci(att['camera_share'], True)}, occlusion ratio "
                 f"{_ci(att['occlusion_ratio'])}",
                 "",
-                "| road element | share of image | attention mass | lift |",
-                "| --- | ---: | ---: | ---: |",
             ]
-            for cls, mass in att["class_mass"].items():
-                lines.append(
-                    f"| {cls} | {_ci(att['class_share'][cls], True)} | {_ci(mass, True)} | "
-                    f"{_ci(att['class_lift'][cls])} |"
-                )
-            lines.append("")
+            lines += _table(
+                ["road element", "share of image", "attention mass", "lift"],
+                [
+                    [
+                        cls,
+                        _ci(att["class_share"][cls], True),
+                        _ci(mass, True),
+                        _ci(att["class_lift"][cls]),
+                    ]
+                    for cls, mass in att["class_mass"].items()
+                ],
+            )
     bad = summary["not_finished"]
     if bad or summary["missing"]:
         lines.append("Runs that did not finish:")
