@@ -70,8 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     runs_root, out_dir = default_paths(config)
     runs_root, out_dir = args.runs or runs_root, args.out or out_dir
+    given = argv if argv is not None else sys.argv[1:]
+    # the command that makes (or continues) the runs; --report-only only rebuilds the report
     command = shlex.join(
-        ["python", "scripts/benchmark.py", *(argv if argv is not None else sys.argv[1:])]
+        ["python", "scripts/benchmark.py", *(a for a in given if a != "--report-only")]
     )
     interrupted = False
     try:
