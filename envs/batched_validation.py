@@ -5,7 +5,9 @@
 - :func:`traffic_statistics`: over many episodes of each backend, traffic speeds, headways,
   lane-change rate and the ego's collision rate, under an idle or random ego policy;
 - :func:`policy_transfer`: the return of a policy (any ``obs -> action`` callable, e.g. a
-  trained SB3 model's ``predict``) on both backends, and their ratio.
+  trained SB3 model's ``predict``) on both backends, and their ratio;
+- :func:`paired_transfer`: the same policy from the *same* initial states on both backends, and
+  on highway-env without its predictive collision rule, which the batched simulator lacks.
 """
 
 from __future__ import annotations
@@ -236,3 +238,110 @@ def policy_transfer(
         "ratio": reference / batched if batched else float("nan"),
         "episodes": episodes,
     }
+
+
+def _run_reference(env: gym.Env, policy: Callable, seed: int) -> tuple[float, int, bool]:
+    obs, _ = env.reset(seed=seed)
+    total, length = 0.0, 0
+    while True:
+        action = np.asarray(policy({k: v[None] for k, v in obs.items()}))[0]
+        obs, reward, terminated, truncated, info = env.step(action)
+        total, length = total + float(reward), length + 1
+        if terminated or truncated:
+            return total, length, bool(info["collision"])
+
+
+def _run_batched_from(
+    core: BatchedDrive, traffic: Any, policy: Callable
+) -> tuple[float, int, bool]:
+    """One episode of ``core`` (B=1) started from ``traffic``."""
+    core.reset()
+    core.traffic = traffic
+    core.labels = core.raster.draw(traffic)[:, None].repeat(1, core.config.frame_stack, 1, 1)
+    obs = {
+        "camera": core.camera(core.labels).numpy(),
+        "sensors": core.sensors(traffic, core.last_action).numpy(),
+    }
+    total, length = 0.0, 0
+    while True:
+        out = core.step(torch.as_tensor(np.asarray(policy(obs))))
+        total, length = total + float(out.reward[0]), length + 1
+        obs = {"camera": core.camera(out.labels).numpy(), "sensors": out.sensors.numpy()}
+        if bool(out.terminated[0] or out.truncated[0]):
+            return total, length, bool(out.episode["collision"][0])
+
+
+def paired_transfer(
+    policy: Callable[[dict[str, np.ndarray]], np.ndarray],
+    scenario: str = "highway",
+    episodes: int = 20,
+    seed: int = 0,
+    **options: Any,
+) -> dict[str, Any]:
+    """Where a policy's return differs between the backends, episode by episode.
+
+    Per seed: ``batched`` (the batched backend's own initial state), ``batched_same_start``
+    (highway-env's initial state copied in), ``highway_env``, and ``highway_env_overlap_only``
+    (highway-env with its predictive collision test off: a crash only when the boxes overlap, as
+    in the batched simulator). highway-env also counts a crash when two boxes *would* touch within
+    the next simulation frame; ``predictive_only_crashes`` counts the episodes that crash on
+    highway-env but not from the same start on the batched simulator.
+    """
+    from highway_env.vehicle.objects import RoadObject
+
+    import envs  # registers both backends' ids
+
+    batched_id = {name: env_id for env_id, name in envs.BATCHED_IDS.items()}[scenario]
+    ref = gym.make(REFERENCE_IDS[scenario], **options)
+    own = gym.make(batched_id, **options)
+    core = BatchedDrive(scenario=scenario, **options)
+    core.reset()
+    original = RoadObject._is_colliding
+
+    def overlap_only(self: Any, other: Any, dt: float) -> tuple[bool, bool, Any]:
+        intersecting, _, transition = original(self, other, dt)
+        return intersecting, False, transition
+
+    rows: dict[str, list[tuple[float, int, bool]]] = {
+        "batched": [],
+        "batched_same_start": [],
+        "highway_env": [],
+        "highway_env_overlap_only": [],
+    }
+    try:
+        for s in range(seed, seed + episodes):
+            rows["batched"].append(_run_reference(own, policy, s))
+            ref.reset(seed=s)
+            start = import_state(ref.unwrapped.sim, core.road, core.traffic.x.shape[1])
+            rows["batched_same_start"].append(_run_batched_from(core, start, policy))
+            rows["highway_env"].append(_run_reference(ref, policy, s))
+            RoadObject._is_colliding = overlap_only
+            try:
+                rows["highway_env_overlap_only"].append(_run_reference(ref, policy, s))
+            finally:
+                RoadObject._is_colliding = original
+    finally:
+        ref.close()
+        own.close()
+    out: dict[str, Any] = {"scenario": scenario, "episodes": episodes, "seed": seed}
+    for name, runs in rows.items():
+        a = np.array(runs, dtype=np.float64)
+        out[name] = {
+            "mean_return": float(a[:, 0].mean()),
+            "stderr_return": float(a[:, 0].std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else 0.0,
+            "collision_rate": float(a[:, 2].mean()),
+            "mean_length": float(a[:, 1].mean()),
+            "lengths": [int(v) for v in a[:, 1]],
+        }
+    same, ref_c = np.array(rows["batched_same_start"]), np.array(rows["highway_env"])
+    out["predictive_only_crashes"] = int(((ref_c[:, 2] == 1) & (same[:, 2] == 0)).sum())
+    out["batched_only_crashes"] = int(((ref_c[:, 2] == 0) & (same[:, 2] == 1)).sum())
+    out["same_length_overlap_only"] = int(
+        sum(
+            a == b
+            for a, b in zip(
+                out["batched_same_start"]["lengths"], out["highway_env_overlap_only"]["lengths"]
+            )
+        )
+    )
+    return out

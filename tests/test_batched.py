@@ -191,6 +191,23 @@ def test_trajectories_agree_with_highway_env(scenario: str, action: str) -> None
     assert errors and max(errors) < 0.05, f"position errors {errors} [m]"
 
 
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_same_start_episodes_match_highway_env_with_its_collision_rule(scenario: str) -> None:
+    """From highway-env's initial state, a whole episode of the batched simulator lasts exactly
+    as long, and earns the same return, as highway-env with its predictive collision test off
+    (the one rule the batched simulator does not model; see paired_transfer)."""
+    from envs.batched_validation import paired_transfer
+
+    def faster(obs: dict) -> np.ndarray:  # a function of the observation only (here constant)
+        return np.full(len(obs["sensors"]), 3)
+
+    out = paired_transfer(faster, scenario, episodes=4, seed=7, camera_size=(32, 32))
+    same, overlap = out["batched_same_start"], out["highway_env_overlap_only"]
+    assert out["same_length_overlap_only"] >= 3, (same["lengths"], overlap["lengths"])
+    assert same["collision_rate"] == pytest.approx(overlap["collision_rate"], abs=0.25)
+    assert out["batched_only_crashes"] <= 1
+
+
 def test_collision_and_off_road_detected() -> None:
     core = BatchedDrive(num_envs=2, action="continuous")
     core.reset()
