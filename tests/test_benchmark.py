@@ -248,6 +248,36 @@ def test_tiny_study_trains_evaluates_resumes_and_reports(tmp_path):
     assert "| attention | 2 |" in summary["markdown"]
     assert "Every planned run finished." in (out / "results.md").read_text()
 
+    # scripts/transfer_gap.py on a trained benchmark run: both backends from the same starts
+    gap_json = tmp_path / "gap.json"
+    gap = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "transfer_gap.py"),
+            "--run",
+            results[0]["run"],
+            "--episodes",
+            "2",
+            "--seed",
+            "7",
+            "--json",
+            str(gap_json),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert gap.returncode == 0, gap.stderr[-3000:]
+    measured = json.loads(gap_json.read_text())
+    assert measured["scenario"] == "highway" and measured["episodes"] == 2
+    assert len(measured["highway_env_overlap_only"]["lengths"]) == 2
+    refused = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "transfer_gap.py"), "--run", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 2 and "config.yaml" in refused.stderr
+
     # the same runs folder with another budget is refused, not silently mixed in
     changed = load_benchmark_config(write_config(tmp_path, {**TINY, "steps": 1024}))
     with pytest.raises(ConfigError, match=r"other settings.*train.steps: 512 -> 1024"):
