@@ -515,8 +515,9 @@ def reference_policies(config: BenchmarkConfig, runs_root: Path) -> dict[str, An
     ev = config.evaluation
     cache = runs_root / "references.json"
     jobs = {job.scenario: job for job in reversed(plan(config, runs_root))}  # first arm's
+    env_configs = {scenario: job.experiment().env for scenario, job in jobs.items()}
     key = {
-        scenario: {"env": to_plain(job.experiment().env), "evaluation": job.evaluation}
+        scenario: {"env": to_plain(env_configs[scenario]), "evaluation": job.evaluation}
         for scenario, job in jobs.items()
     }
     if cache.is_file():
@@ -526,7 +527,7 @@ def reference_policies(config: BenchmarkConfig, runs_root: Path) -> dict[str, An
                 return saved["references"]
     out: dict[str, Any] = {}
     for scenario, job in jobs.items():
-        env_config = job.experiment().env
+        env_config = env_configs[scenario]
         out[scenario] = {}
         for backend, env_id in (("batched", job.train_id), ("reference", job.reference_id)):
             probe = probe_env(replace(env_config, id=env_id))
@@ -730,10 +731,7 @@ def aggregate(
                 }
             modes = [m for m in runs[0].get("robustness", {}) if m != "intact"]
             row["robustness"] = {
-                mode: {
-                    m: interval([r["robustness"][mode][m] for r in runs if mode in r["robustness"]])
-                    for m in METRICS
-                }
+                mode: {m: interval([r["robustness"][mode][m] for r in runs]) for m in METRICS}
                 for mode in ["intact", *modes]
                 if all(mode in r.get("robustness", {}) for r in runs)
             }

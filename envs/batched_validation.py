@@ -210,17 +210,7 @@ def policy_transfer(
     import envs  # noqa: F401
 
     ref = gym.make(REFERENCE_IDS[scenario], **options)
-    ref_returns = []
-    for episode in range(episodes):
-        obs, _ = ref.reset(seed=seed + episode)
-        total, done = 0.0, False
-        while not done:
-            batch = {k: v[None] for k, v in obs.items()}
-            action = np.asarray(policy(batch))[0]
-            obs, reward, terminated, truncated, _ = ref.step(action)
-            total += reward
-            done = terminated or truncated
-        ref_returns.append(total)
+    ref_returns = [_run_gym(ref, policy, seed + episode)[0] for episode in range(episodes)]
     venv = BatchedDriveVecEnv(num_envs=episodes, scenario=scenario, **options)
     venv.seed(seed)
     obs = venv.reset()
@@ -240,7 +230,9 @@ def policy_transfer(
     }
 
 
-def _run_reference(env: gym.Env, policy: Callable, seed: int) -> tuple[float, int, bool]:
+def _run_gym(env: gym.Env, policy: Callable, seed: int) -> tuple[float, int, bool]:
+    """(return, length, collision) of one seeded episode of a single env; ``policy`` takes and
+    gives batches of one."""
     obs, _ = env.reset(seed=seed)
     total, length = 0.0, 0
     while True:
@@ -310,14 +302,14 @@ def paired_transfer(
     }
     try:
         for s in range(seed, seed + episodes):
-            rows["batched"].append(_run_reference(own, policy, s))
+            rows["batched"].append(_run_gym(own, policy, s))
             ref.reset(seed=s)
             start = import_state(ref.unwrapped.sim, core.road, core.traffic.x.shape[1])
             rows["batched_same_start"].append(_run_batched_from(core, start, policy))
-            rows["highway_env"].append(_run_reference(ref, policy, s))
+            rows["highway_env"].append(_run_gym(ref, policy, s))
             RoadObject._is_colliding = overlap_only
             try:
-                rows["highway_env_overlap_only"].append(_run_reference(ref, policy, s))
+                rows["highway_env_overlap_only"].append(_run_gym(ref, policy, s))
             finally:
                 RoadObject._is_colliding = original
     finally:

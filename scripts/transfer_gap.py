@@ -55,12 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    policy = agent.policy
-
-    def act(obs: dict) -> object:
-        return policy.model.predict(policy.prepare(obs), deterministic=True)[0]
-
-    result = paired_transfer(act, scenario, args.episodes, args.seed, **config.env.kwargs)
+    # TrainedPolicy.act takes a batch as well as one observation
+    result = paired_transfer(
+        agent.policy.act, scenario, args.episodes, args.seed, **config.env.kwargs
+    )
     result["run"] = args.run
     print(f"{args.run}: {scenario}, {args.episodes} episodes from seed {args.seed}")
     print(f"{'':28s} {'return':>14s} {'collision':>10s} {'length':>7s}")

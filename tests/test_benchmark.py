@@ -81,7 +81,7 @@ def test_curve_band_interpolates_runs_onto_a_common_grid():
     mean, half = curve_band([([0, 10], [0, 10]), ([0, 10], [2, 12])], grid)
     assert mean[:3] == pytest.approx([1.0, 6.0, 11.0])
     assert np.isnan(mean[3])  # beyond one run's data: no mean from a subset of runs
-    assert half[1] == pytest.approx(12.706 * math.sqrt(2) / math.sqrt(2), rel=1e-3)
+    assert half[1] == pytest.approx(12.706, rel=1e-3)  # t(1) * std sqrt(2) / sqrt(n = 2)
 
 
 def test_learning_curve_accumulates_time_over_resumed_segments(tmp_path):
