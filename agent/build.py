@@ -141,7 +141,7 @@ def make_vec_env(env_config: EnvConfig, seed: int) -> VecEnv:
     VecEnv; any other id gets one copy per subprocess (in-process when ``n_envs`` is 1).
     """
     if "Batched" in env_config.id:
-        from envs.batched import make_vec_env as make_batched
+        from envs.batched.env import make_vec_env as make_batched
 
         try:
             venv = make_batched(env_config.id, env_config.n_envs, seed=seed, **env_config.kwargs)

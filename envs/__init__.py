@@ -7,7 +7,7 @@ simulator is imported only when one of its envs is made):
   the embedded highway-env backend (:mod:`envs.highway`);
 - ``DriveAttention/BatchedHighway-v0``, ``-/BatchedMerge-v0``: the batched torch simulator
   (:mod:`envs.batched`), B environments per call, also as an SB3 VecEnv;
-- ``DriveAttention/Carla-v0``: CARLA through its official client (:mod:`envs.carla_env`,
+- ``DriveAttention/Carla-v0``: CARLA through its official client (:mod:`envs.carla`,
   needs ``pip install -e '.[carla]'`` and a running server).
 """
 
@@ -49,7 +49,7 @@ def _register() -> None:
             )
     if CARLA_ID not in registry:
         # CARLA is not deterministic under a seed; the env truncates episodes itself
-        register(CARLA_ID, entry_point="envs.carla_env:CarlaDriveEnv", nondeterministic=True)
+        register(CARLA_ID, entry_point="envs.carla.env:CarlaDriveEnv", nondeterministic=True)
 
 
 _register()

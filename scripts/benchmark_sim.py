@@ -6,7 +6,7 @@ Throughput: environment steps per second with camera frames (the VecEnv's numpy 
 at B = 1, 16, 256, beside the highway-env backend (DriveAttention/Highway-v0, same frame size,
 one process, one core) measured in the same run. ``ratio_per_core`` = (batched steps/s / torch
 threads) / (reference steps/s). On a GPU the frames stay on the device (tensor API), as a GPU
-training pipeline would consume them. Validation: see :mod:`envs.batched_validation`.
+training pipeline would consume them. Validation: see :mod:`agent.backend_validation`.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 import envs  # noqa: F401
-from envs.batched import BatchedDrive, BatchedDriveVecEnv
-from envs.batched_validation import traffic_statistics, trajectory_error
+from envs.batched.env import BatchedDrive, BatchedDriveVecEnv
+from agent.backend_validation import traffic_statistics, trajectory_error
 
 
 def reference_rate(camera: tuple[int, int], seconds: float) -> float:
@@ -149,7 +149,7 @@ def main() -> None:
                 "ratio": None,
                 "missing": "needs a policy trained on DriveAttention/BatchedHighway-v0: add the "
                 "training switch (agent/build.py), train, then call "
-                "envs.batched_validation.policy_transfer(model_predict)",
+                "agent.backend_validation.policy_transfer(model_predict)",
             },
         }
         result["validation"] = validation

@@ -5,7 +5,7 @@
 Runs a policy trained on a batched scenario, episode by episode: on the batched backend from its
 own initial states, on the batched backend from highway-env's initial states (copied in), on
 highway-env, and on highway-env with its predictive collision test off (a crash only when boxes
-overlap, as in the batched simulator). See ``envs.batched_validation.paired_transfer``.
+overlap, as in the batched simulator). See ``agent.backend_validation.paired_transfer``.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     from agent.config import ConfigError
     from agent.loading import load_agent, run_config
     from agent.rundir import RunDir
-    from envs.batched_validation import REFERENCE_IDS, paired_transfer
+    from agent.backend_validation import REFERENCE_IDS, paired_transfer
 
     torch.set_num_threads(1)
     try:

@@ -11,9 +11,9 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import envs
 from envs import BATCHED_IDS, ConfigError
-from envs.batched import BatchedDrive, BatchedDriveVecEnv
-from envs.batched_scenarios import export_positions, import_state
-from envs.batched_sim import EGO, IDM
+from envs.batched.env import BatchedDrive, BatchedDriveVecEnv
+from envs.batched.scenarios import export_positions, import_state
+from envs.batched.sim import EGO, IDM
 from envs.contract import CLASS_ID, PALETTE
 
 REFERENCE = {"highway": "DriveAttention/Highway-v0", "merge": "DriveAttention/Merge-v0"}
@@ -131,7 +131,7 @@ def _imported(scenario: str, seed: int, steps: int = 0, **options):
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_raster_agrees_with_envs_raster(scenario: str) -> None:
-    """Same labels as envs.raster for the same state, along a drive (merge: past the ramp)."""
+    """Same labels as envs.highway.raster for the same state, along a drive (merge: past the ramp)."""
     ramp_seen = False
     for seed, size in [(0, (64, 64)), (1, (48, 80)), (2, (96, 96))]:
         ref, core, _, info = _imported(scenario, seed, road_labels=True, camera_size=size)
@@ -196,7 +196,7 @@ def test_same_start_episodes_match_highway_env_with_its_collision_rule(scenario:
     """From highway-env's initial state, a whole episode of the batched simulator lasts exactly
     as long, and earns the same return, as highway-env with its predictive collision test off
     (the one rule the batched simulator does not model; see paired_transfer)."""
-    from envs.batched_validation import paired_transfer
+    from agent.backend_validation import paired_transfer
 
     def faster(obs: dict) -> np.ndarray:  # a function of the observation only (here constant)
         return np.full(len(obs["sensors"]), 3)

@@ -32,8 +32,8 @@ import numpy as np
 import pytest
 
 import envs  # noqa: F401  (registers the ids)
-from envs.carla_config import DEFAULT_REWARD_WEIGHTS, CarlaEnvConfig, default_host, default_port
-from envs.carla_core import (
+from envs.carla.config import DEFAULT_REWARD_WEIGHTS, CarlaEnvConfig, default_host, default_port
+from envs.carla.core import (
     CARLA_TAGS,
     LIGHT_STATES,
     EpisodeStats,
@@ -58,7 +58,7 @@ from envs.carla_core import (
     weigh,
     world_to_ego,
 )
-from envs.carla_runtime import (
+from envs.carla.runtime import (
     ActorRegistry,
     CarlaConnectionError,
     CarlaServerLost,
@@ -78,9 +78,9 @@ carla = pytest.importorskip(
 
 ENV_ID = "DriveAttention/Carla-v0"
 if ENV_ID not in gym.registry:  # until envs/__init__.py registers it
-    gym.register(id=ENV_ID, entry_point="envs.carla_env:CarlaDriveEnv")
+    gym.register(id=ENV_ID, entry_point="envs.carla.env:CarlaDriveEnv")
 
-from envs.carla_env import CarlaDriveEnv  # noqa: E402  (after the importorskip)
+from envs.carla.env import CarlaDriveEnv  # noqa: E402  (after the importorskip)
 
 
 def free_port() -> int:
@@ -1411,7 +1411,7 @@ def _python(code: str) -> subprocess.CompletedProcess[str]:
 
 def test_import_envs_does_not_import_carla() -> None:
     done = _python(
-        "import sys, envs, envs.carla_config, envs.carla_core, envs.carla_runtime\n"
+        "import sys, envs, envs.carla.config, envs.carla.core, envs.carla.runtime\n"
         "assert 'carla' not in sys.modules, 'importing envs imported carla'"
     )
     assert done.returncode == 0, done.stderr
@@ -1422,7 +1422,7 @@ def test_missing_carla_package_says_how_to_install_it() -> None:
         "import sys; sys.modules['carla'] = None\n"
         "import gymnasium as gym, envs\n"
         f"if {ENV_ID!r} not in gym.registry:\n"
-        f"    gym.register(id={ENV_ID!r}, entry_point='envs.carla_env:CarlaDriveEnv')\n"
+        f"    gym.register(id={ENV_ID!r}, entry_point='envs.carla.env:CarlaDriveEnv')\n"
         f"gym.make({ENV_ID!r})"
     )
     assert done.returncode != 0 and "pip install -e '.[carla]'" in done.stderr

@@ -17,7 +17,7 @@ import torch
 from highway_env.road.lane import AbstractLane, LineType, SineLane, StraightLane
 from highway_env.road.road import RoadNetwork
 
-from envs.raster import STRIPE_LENGTH, STRIPE_SPACING, _lane_samples
+from envs.highway.raster import STRIPE_LENGTH, STRIPE_SPACING, _lane_samples
 
 VEHICLE_LENGTH = AbstractLane.VEHICLE_LENGTH  # [m] lane end margins of highway-env
 
@@ -42,7 +42,7 @@ class LaneTable:
     right: torch.Tensor  # long, lane on the right (id + 1) or -1
     next_lane: torch.Tensor  # long, highway-env's next_lane() at the lane end (itself if none)
     ramp: torch.Tensor  # bool, lane of the merge ramp (roads from "j" or "k")
-    # What envs.raster draws: every lane traced by centre-line samples (its two ends if straight,
+    # What envs.highway.raster draws: every lane traced by centre-line samples (its two ends if straight,
     # every CURVE_STEP metres along a sine lane), one flat table: lane l owns samples
     # trace_y[trace_start[l] : trace_start[l] + trace_pieces[l] + 1], evenly spaced along x from
     # x0 to x0 + length (a lane along +x puts its point at s exactly at x = x0 + s).
@@ -107,7 +107,7 @@ class LaneTable:
         )
 
     def traced_centre(self, s: torch.Tensor) -> torch.Tensor:
-        """Centre ordinate [m] of every lane as envs.raster traces it (a polyline).
+        """Centre ordinate [m] of every lane as envs.highway.raster traces it (a polyline).
 
         ``s``: (..., L) longitudinal positions [m] on every lane; returns (..., L), linear
         between the samples and extended linearly beyond the lane ends.
@@ -169,7 +169,7 @@ def lane_table(network: RoadNetwork, device: torch.device | str = "cpu") -> Lane
                 ramp=a in ("j", "k"),
             )
         )
-        samples = _lane_samples(lane)  # as envs.raster traces the lane
+        samples = _lane_samples(lane)  # as envs.highway.raster traces the lane
         trace_start.append(len(trace_y))
         trace_pieces.append(len(samples) - 1)
         trace_y.extend(float(lane.position(float(si), 0.0)[1]) for si in samples)
@@ -211,4 +211,4 @@ def lane_table(network: RoadNetwork, device: torch.device | str = "cpu") -> Lane
     )
 
 
-STRIPES = (STRIPE_SPACING, STRIPE_LENGTH)  # [m] dash period and length, as envs.raster
+STRIPES = (STRIPE_SPACING, STRIPE_LENGTH)  # [m] dash period and length, as envs.highway.raster

@@ -1,6 +1,6 @@
 """What the CARLA backend computes from simulator data, as pure functions (no carla import).
 
-The env (``envs.carla_env``) reads the simulator and calls these; tests call them directly.
+The env (``envs.carla.env``) reads the simulator and calls these; tests call them directly.
 
 Frames: CARLA's (Unreal's) world frame is left-handed, x forward, y to the right, z up, yaw in
 degrees turning x towards y (clockwise seen from above). The ego frame is the car's: x forward,

@@ -19,9 +19,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from envs.batched import BatchedDrive, BatchedDriveVecEnv
-from envs.batched_scenarios import export_positions, import_state
-from envs.batched_sim import EGO, IDM
+from envs.batched.env import BatchedDrive, BatchedDriveVecEnv
+from envs.batched.scenarios import export_positions, import_state
+from envs.batched.sim import EGO, IDM
 
 REFERENCE_IDS = {"highway": "DriveAttention/Highway-v0", "merge": "DriveAttention/Merge-v0"}
 HEADWAY_RANGE = 100.0  # [m] gaps beyond this are free driving, not headways

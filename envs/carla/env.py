@@ -4,7 +4,7 @@ The env connects to a running CARLA 0.9.15/0.9.16 server (host, port and timeout
 CARLA_HOST/CARLA_PORT honoured), runs it in synchronous mode with a fixed step, spawns the ego,
 background traffic (traffic manager, synchronous) and pedestrians, and drives a route from the
 spawn point to a random destination. See envs.contract for the observation/reward/info contract
-and envs.carla_config.CarlaEnvConfig for the options.
+and envs.carla.config.CarlaEnvConfig for the options.
 
 Robustness: every spawned actor is destroyed on reset and close (also after errors); a server
 that stops answering raises CarlaServerLost from step (or ends the episode with
@@ -35,8 +35,8 @@ except ImportError as _err:  # pragma: no cover - exercised in a subprocess test
         "pip install -e '.[carla]'  (it pins carla==0.9.16, which also talks to 0.9.15 servers)"
     ) from _err
 
-from envs.carla_config import WEATHER_PRESETS, CarlaEnvConfig
-from envs.carla_core import (
+from envs.carla.config import WEATHER_PRESETS, CarlaEnvConfig
+from envs.carla.core import (
     LIGHT_STATES,
     EpisodeStats,
     FrameStack,
@@ -58,7 +58,7 @@ from envs.carla_core import (
     weigh,
     world_to_ego,
 )
-from envs.carla_runtime import (
+from envs.carla.runtime import (
     ActorRegistry,
     CarlaConnectionError,
     CarlaServerLost,

@@ -3,7 +3,7 @@
 highway-env simulates the road and the traffic (IDM and MOBIL drivers, the ego's kinematic
 bicycle model, collisions); this module replaces its observation, reward and episode logic:
 
-- camera: an ego-centred top-down raster (:mod:`envs.raster`) drawn from the road state, with
+- camera: an ego-centred top-down raster (:mod:`envs.highway.raster`) drawn from the road state, with
   the road-element label map for free;
 - sensors: ego state, highway-env's lidar (distance and closing speed per ray) and the route;
 - reward: the named terms of :data:`envs.contract.REWARD_TERMS`, weighted by config.
@@ -29,7 +29,7 @@ from highway_env.vehicle.behavior import IDMVehicle
 
 from envs.configuration import ConfigError, build, check, closest
 from envs.contract import EPISODE_KEYS, REWARD_TERMS, sensor_groups
-from envs.raster import Rasterizer, box_mask, colorize, vehicle_corners
+from envs.highway.raster import Rasterizer, box_mask, colorize, vehicle_corners
 
 
 class IntersectionIDMVehicle(IDMVehicle):

@@ -20,8 +20,8 @@ from highway_env.envs.merge_env import MergeEnv
 from highway_env.vehicle.controller import MDPVehicle
 from highway_env.vehicle.objects import Obstacle
 
-from envs.batched_road import LaneTable, lane_table
-from envs.batched_sim import (
+from envs.batched.road import LaneTable, lane_table
+from envs.batched.sim import (
     DELTA,
     DELTA_RANGE,
     EGO,

@@ -1,9 +1,9 @@
-"""Batched camera raster and lidar in torch, matching :mod:`envs.raster` and highway-env's lidar.
+"""Batched camera raster and lidar in torch, matching :mod:`envs.highway.raster` and highway-env's lidar.
 
-Raster: the (B, H, W) label map is drawn class by class like :class:`envs.raster.Rasterizer`
+Raster: the (B, H, W) label map is drawn class by class like :class:`envs.highway.raster.Rasterizer`
 (off road, lane surfaces, continuous and dashed markings, vehicles, ego last) with the same
 viewer transform: pixel ``(col, row)`` is the world point ``origin + (col, row) / scaling`` with
-``origin = ego - centering * (W, H) / scaling``. Lanes are traced as :mod:`envs.raster` traces
+``origin = ego - centering * (W, H) / scaling``. Lanes are traced as :mod:`envs.highway.raster` traces
 them (straight lanes by their ends, the merge ramp's sine lane every metre), so in every column a
 lane surface or a marking covers one interval of rows: the intervals are scattered into a
 per-pixel count and summed down the columns (cost (B, L + M, W) plus one pass over the frame).
@@ -25,8 +25,8 @@ import math
 
 import torch
 
-from envs.batched_road import STRIPES, LaneTable
-from envs.batched_sim import EGO, IDM, Traffic
+from envs.batched.road import STRIPES, LaneTable
+from envs.batched.sim import EGO, IDM, Traffic
 from envs.contract import CLASS_ID, PALETTE
 
 
@@ -45,7 +45,7 @@ class TorchRasterizer:
         self.height, self.width = height, width
         self.scaling = scaling  # [px/m]
         self.centering = centering
-        self.line_px = max(1, round(0.3 * scaling))  # marking width [px], as envs.raster
+        self.line_px = max(1, round(0.3 * scaling))  # marking width [px], as envs.highway.raster
         device = road.x0.device
         self.cols = torch.arange(width, device=device, dtype=torch.float32)
         self.palette = torch.as_tensor(PALETTE, device=device)
@@ -68,7 +68,7 @@ class TorchRasterizer:
         ox, oy = origin[:, 0:1], origin[:, 1:2]  # (B, 1)
         wx = ox + self.cols / sc  # (B, W) world x of each column [m]
 
-        # Pixel rules of cv2 with fixed-point vertices (envs.raster): vertices are rounded to
+        # Pixel rules of cv2 with fixed-point vertices (envs.highway.raster): vertices are rounded to
         # 1/16 px; fillPoly fills pixel p when lo - 1/2 < p <= hi + 1/2 along each axis of an
         # axis-aligned polygon, a one-pixel line at y takes the row floor(y + 1/2). Each lane
         # surface and marking covers one interval of rows per column: the intervals are
@@ -177,7 +177,7 @@ assert (CLASS_ID["off_road"], CLASS_ID["road"], CLASS_ID["lane_marking"]) == (0,
 
 
 def _q(v: torch.Tensor) -> torch.Tensor:
-    """Pixel coordinates rounded to cv2's 1/16 px fixed point (as envs.raster.to_pixels)."""
+    """Pixel coordinates rounded to cv2's 1/16 px fixed point (as envs.highway.raster.to_pixels)."""
     return torch.round(v * 16) / 16
 
 

@@ -32,7 +32,7 @@ from highway_env.vehicle.behavior import IDMVehicle
 from highway_env.vehicle.controller import ControlledVehicle, MDPVehicle
 from highway_env.vehicle.kinematics import Vehicle
 
-from envs.batched_road import VEHICLE_LENGTH, LaneTable, wrap_to_pi
+from envs.batched.road import VEHICLE_LENGTH, LaneTable, wrap_to_pi
 
 # Vehicle kinds (slot types).
 EGO, IDM, OBSTACLE, EMPTY = 0, 1, 2, 3

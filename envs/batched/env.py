@@ -3,8 +3,8 @@
 Same contract as the highway-env backend (:mod:`envs.highway`): the camera raster of the same
 look, scale and ego-centring, the same sensor names, groups and normalisation, the same reward
 terms and episode-end keys, ``road_labels`` for free. Traffic is simulated by
-:mod:`envs.batched_sim` (highway-env's IDM, MOBIL, controllers and bicycle model, vectorised)
-on roads read from highway-env (:mod:`envs.batched_road`).
+:mod:`envs.batched.sim` (highway-env's IDM, MOBIL, controllers and bicycle model, vectorised)
+on roads read from highway-env (:mod:`envs.batched.road`).
 
 Three views of one core (:class:`BatchedDrive`, tensors in and out):
 
@@ -26,9 +26,9 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecEnv
 
-from envs.batched_render import TorchRasterizer, lidar
-from envs.batched_scenarios import SIM_FREQUENCY, SIM_KEYS, road_for, spawn
-from envs.batched_sim import (
+from envs.batched.render import TorchRasterizer, lidar
+from envs.batched.scenarios import SIM_FREQUENCY, SIM_KEYS, road_for, spawn
+from envs.batched.sim import (
     EGO,
     FASTER,
     IDLE,
@@ -41,7 +41,7 @@ from envs.batched_sim import (
 )
 from envs.configuration import ConfigError, build, check, closest
 from envs.contract import EPISODE_KEYS, REWARD_TERMS, sensor_groups
-from envs.highway import (
+from envs.highway.env import (
     CLOSING_SCALE,
     DEFAULT_REWARD_WEIGHTS,
     EDGE_SCALE,

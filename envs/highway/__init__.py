@@ -1,0 +1,9 @@
+"""The embedded highway-env backend: highway-env's scenarios behind the camera + sensors contract.
+
+- :mod:`envs.highway.env`: :class:`DriveEnv`, the Gymnasium env;
+- :mod:`envs.highway.raster`: the top-down camera and its road labels, drawn with OpenCV.
+"""
+
+from envs.highway.env import DriveEnv
+
+__all__ = ["DriveEnv"]
