@@ -18,18 +18,24 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from highway_env.vehicle.objects import RoadObject
 
-from envs.batched.env import BatchedDrive, BatchedDriveVecEnv
+import envs
+from envs.batched import BatchedDrive, BatchedDriveVecEnv
 from envs.batched.scenarios import export_positions, import_state
 from envs.batched.sim import EGO, IDM
+from envs.contract import idle_action
 
-REFERENCE_IDS = {"highway": "DriveAttention/Highway-v0", "merge": "DriveAttention/Merge-v0"}
+REFERENCE_IDS: dict[str, str] = {
+    name: env_id for env_id, name in envs.HIGHWAY_IDS.items() if name in envs.BATCHED_IDS.values()
+}
+"""Scenario name -> the highway-env id that the batched version is validated against."""
 HEADWAY_RANGE = 100.0  # [m] gaps beyond this are free driving, not headways
 
 
 def _policy_action(policy: str, space: gym.Space, rng: np.random.Generator) -> Any:
     if policy == "idle":
-        return 1 if isinstance(space, gym.spaces.Discrete) else np.zeros(2, np.float32)
+        return idle_action("discrete" if isinstance(space, gym.spaces.Discrete) else "continuous")
     if isinstance(space, gym.spaces.Discrete):
         return int(rng.integers(space.n))
     return rng.uniform(-1, 1, 2).astype(np.float32)
@@ -47,16 +53,13 @@ def trajectory_error(
     Episodes where highway-env's ego crashes are left out after the crash (its impact push is
     not modelled) and counted.
     """
-    import envs  # noqa: F401  (registers the reference ids)
-
     per_step: list[list[float]] = [[] for _ in range(steps)]
     crashed = 0
     for seed in range(seeds):
         ref = gym.make(REFERENCE_IDS[scenario], action=action).unwrapped
         ref.reset(seed=seed)
         core = BatchedDrive(scenario=scenario, action=action)
-        core.reset()
-        core.traffic = import_state(ref.sim, core.road)
+        core.restart_from(import_state(ref.sim, core.road, core.traffic_spec.n_slots()))
         rng = np.random.default_rng(seed)
         for k in range(steps):
             a = _policy_action(policy, ref.action_space, rng)
@@ -115,8 +118,6 @@ def reference_statistics(
     scenario: str, episodes: int, policy: str, action: str, seed: int = 0
 ) -> dict[str, float]:
     """Traffic statistics of the highway-env backend (traffic = every vehicle but the ego)."""
-    import envs  # noqa: F401
-
     env = gym.make(REFERENCE_IDS[scenario], action=action).unwrapped
     rng = np.random.default_rng(seed)
     speeds, headways, ends = [], [], []
@@ -207,8 +208,6 @@ def policy_transfer(
     earned on the batched backend survives on the reference. A trained SB3 model plugs in as
     ``lambda obs: model.predict(obs, deterministic=True)[0]``.
     """
-    import envs  # noqa: F401
-
     ref = gym.make(REFERENCE_IDS[scenario], **options)
     ref_returns = [_run_gym(ref, policy, seed + episode)[0] for episode in range(episodes)]
     venv = BatchedDriveVecEnv(num_envs=episodes, scenario=scenario, **options)
@@ -247,13 +246,9 @@ def _run_batched_from(
     core: BatchedDrive, traffic: Any, policy: Callable
 ) -> tuple[float, int, bool]:
     """One episode of ``core`` (B=1) started from ``traffic``."""
-    core.reset()
-    core.traffic = traffic
-    core.labels = core.raster.draw(traffic)[:, None].repeat(1, core.config.frame_stack, 1, 1)
-    obs = {
-        "camera": core.camera(core.labels).numpy(),
-        "sensors": core.sensors(traffic, core.last_action).numpy(),
-    }
+    core.restart_from(traffic)
+    labels, sensors = core.observe()
+    obs = {"camera": core.camera(labels).numpy(), "sensors": sensors.numpy()}
     total, length = 0.0, 0
     while True:
         out = core.step(torch.as_tensor(np.asarray(policy(obs))))
@@ -279,15 +274,10 @@ def paired_transfer(
     the next simulation frame; ``predictive_only_crashes`` counts the episodes that crash on
     highway-env but not from the same start on the batched simulator.
     """
-    from highway_env.vehicle.objects import RoadObject
-
-    import envs  # registers both backends' ids
-
     batched_id = {name: env_id for env_id, name in envs.BATCHED_IDS.items()}[scenario]
     ref = gym.make(REFERENCE_IDS[scenario], **options)
     own = gym.make(batched_id, **options)
     core = BatchedDrive(scenario=scenario, **options)
-    core.reset()
     original = RoadObject._is_colliding
 
     def overlap_only(self: Any, other: Any, dt: float) -> tuple[bool, bool, Any]:
@@ -304,7 +294,7 @@ def paired_transfer(
         for s in range(seed, seed + episodes):
             rows["batched"].append(_run_gym(own, policy, s))
             ref.reset(seed=s)
-            start = import_state(ref.unwrapped.sim, core.road, core.traffic.x.shape[1])
+            start = import_state(ref.unwrapped.sim, core.road, core.traffic_spec.n_slots())
             rows["batched_same_start"].append(_run_batched_from(core, start, policy))
             rows["highway_env"].append(_run_gym(ref, policy, s))
             RoadObject._is_colliding = overlap_only

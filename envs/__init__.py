@@ -19,22 +19,19 @@ from gymnasium.envs.registration import register, registry
 
 from envs.configuration import ConfigError
 from envs.contract import EPISODE_KEYS, REWARD_TERMS, ROAD_CLASSES, sensor_groups
+from envs.scenarios import SCENARIOS
 
 if not os.environ.get("DISPLAY"):
     # highway-env imports pygame; without a display it must render off screen ("dummy" draws
     # nothing at all).
     os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")
 
-HIGHWAY_IDS: dict[str, str] = {
-    "DriveAttention/Highway-v0": "highway",
-    "DriveAttention/Merge-v0": "merge",
-    "DriveAttention/Roundabout-v0": "roundabout",
-    "DriveAttention/Intersection-v0": "intersection",
-}
+HIGHWAY_IDS: dict[str, str] = {f"DriveAttention/{s.title}-v0": s.name for s in SCENARIOS.values()}
+"""highway-env backend ids -> scenario names (every scenario of :mod:`envs.scenarios`)."""
 BATCHED_IDS: dict[str, str] = {
-    "DriveAttention/BatchedHighway-v0": "highway",
-    "DriveAttention/BatchedMerge-v0": "merge",
+    f"DriveAttention/Batched{s.title}-v0": s.name for s in SCENARIOS.values() if s.batched
 }
+"""Batched backend ids -> scenario names (the scenarios with a batched version)."""
 CARLA_ID = "DriveAttention/Carla-v0"
 
 

@@ -90,7 +90,7 @@ def test_vec_env_auto_resets_with_terminal_observation() -> None:
         assert set(envs.EPISODE_KEYS) <= set(info)
         assert info["TimeLimit.truncated"] or info["collision"] or info["off_road"]
         assert info["terminal_observation"]["camera"].shape == (64, 64, 3)
-    assert np.array_equal(venv.core.steps.numpy(), np.zeros(6)), "finished envs start anew"
+    assert np.array_equal(venv.core.stats.steps.numpy(), np.zeros(6)), "finished envs start anew"
     # the returned observation is the new episode's first frame
     assert np.array_equal(obs["camera"], venv.core.camera(venv.core.labels).numpy())
 

@@ -36,8 +36,6 @@ from envs.carla.config import DEFAULT_REWARD_WEIGHTS, CarlaEnvConfig, default_ho
 from envs.carla.core import (
     CARLA_TAGS,
     LIGHT_STATES,
-    EpisodeStats,
-    FrameStack,
     Readings,
     RouteTracker,
     SensorScales,
@@ -53,9 +51,7 @@ from envs.carla.core import (
     make_sensor_names,
     project_box_mask,
     random_route,
-    reward_terms,
     rotation_matrix,
-    weigh,
     world_to_ego,
 )
 from envs.carla.runtime import (
@@ -478,45 +474,12 @@ def test_action_mapping() -> None:
             action_to_control(bad)
 
 
-def test_reward_terms_and_weights() -> None:
-    calm = dict(speed_range=(0.0, 10.0), lane_width=4.0, previous_action=np.zeros(2))
-    terms = reward_terms(speed_along_route=5.0, collided=False, off_road=False, lane_offset=1.0,
-                         action=np.zeros(2), reached_goal=False, **calm)  # fmt: skip
-    assert tuple(terms) == REWARD_TERMS
-    assert terms == {"progress": 0.5, "collision": 0.0, "off_road": 0.0, "lane_keeping": -0.5,
-                     "comfort": -0.0, "goal": 0.0}  # fmt: skip
-    worst = reward_terms(speed_along_route=-3.0, collided=True, off_road=True, lane_offset=-9.0,
-                         action=np.array([1.0, -1.0]), reached_goal=True,
-                         **{**calm, "previous_action": np.array([-1.0, 1.0])})  # fmt: skip
-    assert worst == {"progress": 0.0, "collision": -1.0, "off_road": -1.0, "lane_keeping": -1.0,
-                     "comfort": -1.0, "goal": 1.0}  # fmt: skip
-    weighted = weigh(worst, DEFAULT_REWARD_WEIGHTS)
-    assert weighted["collision"] == -DEFAULT_REWARD_WEIGHTS["collision"]
-    assert all(-1.0 <= v <= 1.0 for v in terms.values())
-
-
-def test_episode_stats_and_stuck_detector() -> None:
-    stats = EpisodeStats(dt=0.5)
-    for speed in (2.0, -2.0, 4.0):
-        stats.record(speed, collided=False, off_road=speed < 0)
-    summary = stats.summary()
-    assert tuple(summary) == EPISODE_KEYS
-    assert summary == {"collision": False, "off_road": True, "success": False, "distance": 4.0,
-                       "mean_speed": pytest.approx(4.0 / 1.5)}  # fmt: skip
-    assert EpisodeStats(dt=0.1).summary()["mean_speed"] == 0.0
+def test_stuck_detector() -> None:
     stuck = StuckDetector(steps=3, speed=0.5)
     assert [stuck.update(0.0, False) for _ in range(2)] == [False, False]
     assert not stuck.update(0.0, True)  # waiting at a red light resets
     assert [stuck.update(0.1, False) for _ in range(3)] == [False, False, True]
     assert not stuck.update(2.0, False)
-
-
-def test_frame_stack() -> None:
-    frames = FrameStack(3)
-    a, b = np.zeros((2, 2, 3), np.uint8), np.ones((2, 2, 3), np.uint8)
-    assert frames.reset(a).shape == (2, 2, 9)
-    out = frames.push(b)
-    assert out[..., :6].max() == 0 and out[..., 6:].min() == 1  # oldest first
 
 
 # ==============================================================================================

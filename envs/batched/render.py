@@ -1,12 +1,14 @@
-"""Batched camera raster and lidar in torch, matching :mod:`envs.highway.raster` and highway-env's lidar.
+"""Batched camera raster and lidar in torch, matching the highway-env backend's camera and
+highway-env's lidar.
 
-Raster: the (B, H, W) label map is drawn class by class like :class:`envs.highway.raster.Rasterizer`
-(off road, lane surfaces, continuous and dashed markings, vehicles, ego last) with the same
-viewer transform: pixel ``(col, row)`` is the world point ``origin + (col, row) / scaling`` with
-``origin = ego - centering * (W, H) / scaling``. Lanes are traced as :mod:`envs.highway.raster` traces
-them (straight lanes by their ends, the merge ramp's sine lane every metre), so in every column a
-lane surface or a marking covers one interval of rows: the intervals are scattered into a
-per-pixel count and summed down the columns (cost (B, L + M, W) plus one pass over the frame).
+Raster: the (B, H, W) label map is drawn class by class like the highway-env backend's OpenCV
+rasteriser (off road, lane surfaces, continuous and dashed markings, vehicles, ego last) with the
+same viewer transform: pixel ``(col, row)`` is the world point ``origin + (col, row) / scaling``
+with ``origin = ego - centering * (W, H) / scaling``. Lanes are traced as that camera traces
+them (:func:`envs.contract.lane_samples`: straight lanes by their ends, the merge ramp's sine
+lane every metre), so in every column a lane surface or a marking covers one interval of rows:
+the intervals are scattered into a per-pixel count and summed down the columns (cost
+(B, L + M, W) plus one pass over the frame).
 Vehicle boxes are tested on a small pixel patch around each vehicle that can reach the frame
 and scattered into the map, so the cost does not grow with the frame size times N.
 
@@ -68,7 +70,7 @@ class TorchRasterizer:
         ox, oy = origin[:, 0:1], origin[:, 1:2]  # (B, 1)
         wx = ox + self.cols / sc  # (B, W) world x of each column [m]
 
-        # Pixel rules of cv2 with fixed-point vertices (envs.highway.raster): vertices are rounded to
+        # Pixel rules of cv2 with fixed-point vertices (the OpenCV camera): vertices are rounded to
         # 1/16 px; fillPoly fills pixel p when lo - 1/2 < p <= hi + 1/2 along each axis of an
         # axis-aligned polygon, a one-pixel line at y takes the row floor(y + 1/2). Each lane
         # surface and marking covers one interval of rows per column: the intervals are

@@ -17,7 +17,7 @@ import torch
 from highway_env.road.lane import AbstractLane, LineType, SineLane, StraightLane
 from highway_env.road.road import RoadNetwork
 
-from envs.highway.raster import STRIPE_LENGTH, STRIPE_SPACING, _lane_samples
+from envs.contract import STRIPE_LENGTH, STRIPE_SPACING, lane_samples
 
 VEHICLE_LENGTH = AbstractLane.VEHICLE_LENGTH  # [m] lane end margins of highway-env
 
@@ -41,8 +41,7 @@ class LaneTable:
     left: torch.Tensor  # long, lane on the left (id - 1) or -1
     right: torch.Tensor  # long, lane on the right (id + 1) or -1
     next_lane: torch.Tensor  # long, highway-env's next_lane() at the lane end (itself if none)
-    ramp: torch.Tensor  # bool, lane of the merge ramp (roads from "j" or "k")
-    # What envs.highway.raster draws: every lane traced by centre-line samples (its two ends if straight,
+    # What the camera draws: every lane traced by centre-line samples (its two ends if straight,
     # every CURVE_STEP metres along a sine lane), one flat table: lane l owns samples
     # trace_y[trace_start[l] : trace_start[l] + trace_pieces[l] + 1], evenly spaced along x from
     # x0 to x0 + length (a lane along +x puts its point at s exactly at x = x0 + s).
@@ -166,10 +165,9 @@ def lane_table(network: RoadNetwork, device: torch.device | str = "cpu") -> Lane
                 left=indexes.index((a, b, i - 1)) if i > 0 else -1,
                 right=indexes.index((a, b, i + 1)) if i < n_edge - 1 else -1,
                 next_lane=indexes.index(tuple(nxt)),
-                ramp=a in ("j", "k"),
             )
         )
-        samples = _lane_samples(lane)  # as envs.highway.raster traces the lane
+        samples = lane_samples(lane)  # as the highway-env backend traces the lane
         trace_start.append(len(trace_y))
         trace_pieces.append(len(samples) - 1)
         trace_y.extend(float(lane.position(float(si), 0.0)[1]) for si in samples)
@@ -199,7 +197,6 @@ def lane_table(network: RoadNetwork, device: torch.device | str = "cpu") -> Lane
         left=col("left", i64),
         right=col("right", i64),
         next_lane=col("next_lane", i64),
-        ramp=col("ramp", torch.bool),
         trace_y=torch.tensor(trace_y, dtype=f, device=device),
         trace_start=torch.tensor(trace_start, dtype=i64, device=device),
         trace_pieces=torch.tensor(trace_pieces, dtype=i64, device=device),
@@ -211,4 +208,4 @@ def lane_table(network: RoadNetwork, device: torch.device | str = "cpu") -> Lane
     )
 
 
-STRIPES = (STRIPE_SPACING, STRIPE_LENGTH)  # [m] dash period and length, as envs.highway.raster
+STRIPES = (STRIPE_SPACING, STRIPE_LENGTH)  # [m] dash period and length of the camera

@@ -1,5 +1,9 @@
 """Scenarios of the batched simulator: road from highway-env, initial traffic, state import.
 
+A :class:`BatchedScenario` is the batched part of one scenario of :mod:`envs.scenarios`: the
+highway-env settings it honours, vehicle slots per environment, and its initial traffic.
+:data:`BATCHED` maps scenario names to them; a scenario with ``batched=True`` must have one.
+
 Spawning follows highway-env's ``_create_vehicles`` / ``_make_vehicles`` of each scenario with
 torch random draws (same distributions, not the same random stream): for the highway,
 ``Vehicle.create_random`` places each new vehicle ``offset * U(0.9, 1.1)`` ahead of the last one,
@@ -8,15 +12,14 @@ which is a cumulative sum over the batch.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from highway_env.envs.highway_env import HighwayEnvFast
-from highway_env.envs.merge_env import MergeEnv
 from highway_env.vehicle.controller import MDPVehicle
 from highway_env.vehicle.objects import Obstacle
 
@@ -35,55 +38,123 @@ from envs.batched.sim import (
     Simulator,
     Traffic,
 )
-
-
-@dataclass(frozen=True)
-class HighwaySettings:
-    """highway-env settings the batched highway honours (HighwayEnvFast's defaults)."""
-
-    lanes_count: int = 3
-    vehicles_count: int = 20
-    vehicles_density: float = 1.0
-    ego_spacing: float = 1.5
-    simulation_frequency: int = 5  # [Hz]
-
-
-SIM_KEYS: dict[str, tuple[str, ...]] = {
-    "highway": (
-        "lanes_count",
-        "vehicles_count",
-        "vehicles_density",
-        "ego_spacing",
-        "simulation_frequency",
-    ),
-    "merge": ("simulation_frequency",),
-}
-SIM_FREQUENCY = {"highway": 5, "merge": 10}  # [Hz] defaults, as envs.highway.SCENARIOS
+from envs.configuration import build
+from envs.scenarios import SCENARIOS, Scenario
 
 
 @functools.cache
-def _reference_road(scenario: str, lanes_count: int) -> tuple[Any, LaneTable]:
-    """highway-env's road network of ``scenario`` and its lane table (built once)."""
-    if scenario == "highway":
-        env = HighwayEnvFast(config={"lanes_count": lanes_count, "vehicles_count": 0})
-    elif scenario == "merge":
-        env = MergeEnv()
-    else:
-        raise NotImplementedError(f"scenario {scenario!r} has no batched version yet")
+def _reference_road(name: str, settings: tuple[tuple[str, Any], ...]) -> LaneTable:
+    """The lane table of highway-env's road network of scenario ``name`` (built once)."""
+    spec = SCENARIOS[name]
+    env = spec.simulator_class()(config={**spec.sim_config, **dict(settings), "vehicles_count": 0})
     env.reset(seed=0)
-    return env.road, lane_table(env.road.network)
+    return lane_table(env.road.network)
 
 
-def road_for(scenario: str, settings: dict[str, Any], device: torch.device) -> LaneTable:
-    lanes = int(settings.get("lanes_count", HighwaySettings.lanes_count))
-    return _reference_road(scenario, lanes)[1].to(device)
+class BatchedScenario:
+    """The batched part of a scenario: settings, slots, initial traffic."""
+
+    @dataclass(frozen=True)
+    class Settings:
+        """highway-env settings the batched scenario honours (defaults: the simulator's own,
+        then the scenario's)."""
+
+        simulation_frequency: int  # [Hz]
+
+    all_collisions: ClassVar[bool] = True  # every vehicle checks collisions (highway-env)
+
+    def __init__(self, spec: Scenario, sim: dict[str, Any]) -> None:
+        self.spec = spec
+        defaults = {**spec.simulator_class().default_config(), **spec.sim_config}
+        names = self.setting_names()
+        self.settings = build(self.Settings, {k: {**defaults, **sim}[k] for k in names})
+
+    @classmethod
+    def setting_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls.Settings))
+
+    def road(self, device: torch.device) -> LaneTable:
+        items = tuple(sorted(dataclasses.asdict(self.settings).items()))
+        return _reference_road(self.spec.name, items).to(device)
+
+    def n_slots(self) -> int:
+        """Vehicle slots per environment, ego included."""
+        raise NotImplementedError
+
+    def place(self, t: Traffic, sim: Simulator, gen: torch.Generator) -> None:
+        """Fill ``t`` (k environments, :meth:`n_slots` each) with the initial vehicles."""
+        raise NotImplementedError
+
+    def spawn(self, k: int, sim: Simulator, gen: torch.Generator, discrete: bool) -> Traffic:
+        """Initial traffic of ``k`` new environments."""
+        t = empty_traffic(k, self.n_slots(), sim.road.x0.device)
+        self.place(t, sim, gen)
+        return _finish(t, sim, discrete)
 
 
-def n_slots(scenario: str, settings: dict[str, Any]) -> int:
-    """Vehicle slots per environment, ego included."""
-    if scenario == "highway":
-        return 1 + int(settings.get("vehicles_count", HighwaySettings.vehicles_count))
-    return 1 + 4 + 1  # merge: ego, three highway vehicles, the merging one, the obstacle
+class HighwayTraffic(BatchedScenario):
+    """HighwayEnvFast's ``_create_vehicles``: the ego, then vehicles ahead of it in random lanes."""
+
+    @dataclass(frozen=True)
+    class Settings:
+        lanes_count: int
+        vehicles_count: int
+        vehicles_density: float
+        ego_spacing: float
+        simulation_frequency: int  # [Hz]
+
+    all_collisions = False  # HighwayEnvFast: only the ego checks collisions
+
+    def n_slots(self) -> int:
+        return 1 + self.settings.vehicles_count
+
+    def place(self, t: Traffic, sim: Simulator, gen: torch.Generator) -> None:
+        cfg, (k, n), device = self.settings, t.x.shape, t.x.device
+        lanes = cfg.lanes_count
+        limit = float(sim.road.speed_limit[0])
+        decay = math.exp(-5 / 40 * lanes)
+        ego_offset = cfg.ego_spacing * (12 + 25.0) * decay
+        ego_x = 3 * ego_offset + ego_offset * _uniform(gen, (k,), 0.9, 1.1, device)
+        m = n - 1
+        speed = _uniform(gen, (k, m), 0.7 * limit, 0.8 * limit, device)
+        offset = (1 / cfg.vehicles_density) * (12 + speed) * decay
+        x = ego_x[:, None] + torch.cumsum(offset * _uniform(gen, (k, m), 0.9, 1.1, device), 1)
+        lane = torch.randint(lanes, (k, n), generator=gen, device=device)
+        width = float(sim.road.width[0])
+        t.x = torch.cat([ego_x[:, None], x], 1)
+        t.y = lane.float() * width
+        t.speed = torch.cat([torch.full((k, 1), 25.0, device=device), speed], 1)
+        t.target_speed = t.speed.clone()
+        t.delta[:, 1:] = _uniform(gen, (k, m), *DELTA_RANGE, device)
+        t.kind[:, 0], t.kind[:, 1:] = EGO, IDM
+        t.check_collisions[:, 1:] = False  # HighwayEnvFast: only the ego checks collisions
+
+
+class MergeTraffic(BatchedScenario):
+    """MergeEnv's ``_make_vehicles``: three highway vehicles, one on the ramp, an obstacle."""
+
+    def n_slots(self) -> int:
+        return 1 + 4 + 1  # ego, three highway vehicles, the merging one, the obstacle
+
+    def place(self, t: Traffic, sim: Simulator, gen: torch.Generator) -> None:
+        k, device = t.x.shape[0], t.x.device
+        t.kind[:, 0], t.kind[:, 1:5], t.kind[:, 5] = EGO, IDM, OBSTACLE
+        t.x[:, 0], t.y[:, 0], t.speed[:, 0] = 30.0, 4.0, 30.0
+        base = torch.tensor([90.0, 70.0, 5.0], device=device)
+        speed = torch.tensor([29.0, 31.0, 31.5], device=device)
+        t.x[:, 1:4] = base + _uniform(gen, (k, 3), -5.0, 5.0, device)
+        t.y[:, 1:4] = 4.0 * torch.randint(2, (k, 3), generator=gen, device=device).float()
+        t.speed[:, 1:4] = speed + _uniform(gen, (k, 3), -1.0, 1.0, device)
+        t.target_speed = t.speed.clone()
+        t.x[:, 4], t.y[:, 4], t.speed[:, 4] = 110.0, 14.5, 20.0
+        t.target_speed[:, 4] = 30.0
+        t.x[:, 5], t.y[:, 5] = 310.0, 8.0
+        t.length[:, 5], t.width[:, 5] = Obstacle.LENGTH, Obstacle.WIDTH
+
+
+BATCHED: dict[str, type[BatchedScenario]] = {"highway": HighwayTraffic, "merge": MergeTraffic}
+"""The batched part of each scenario that has one (``batched=True`` in :mod:`envs.scenarios`)."""
+assert set(BATCHED) == {name for name, spec in SCENARIOS.items() if spec.batched}
 
 
 def empty_traffic(k: int, n: int, device: torch.device) -> Traffic:
@@ -128,61 +199,6 @@ def _finish(t: Traffic, sim: Simulator, discrete: bool) -> Traffic:
         t.target_speed[:, 0] = speeds[t.speed_index]
     else:  # a plain Vehicle has no target speed (getattr(..., 0) in IDM)
         t.target_speed[:, 0] = 0.0
-    return t
-
-
-def spawn(
-    scenario: str,
-    k: int,
-    sim: Simulator,
-    settings: dict[str, Any],
-    gen: torch.Generator,
-    discrete: bool,
-) -> Traffic:
-    """Initial traffic of ``k`` new environments."""
-    device = sim.road.x0.device
-    n = n_slots(scenario, settings)
-    t = empty_traffic(k, n, device)
-    if scenario == "highway":
-        cfg = HighwaySettings(
-            **{key: settings[key] for key in settings if key in SIM_KEYS[scenario]}
-        )
-        lanes = cfg.lanes_count
-        limit = float(sim.road.speed_limit[0])
-        decay = math.exp(-5 / 40 * lanes)
-        ego_offset = cfg.ego_spacing * (12 + 25.0) * decay
-        ego_x = 3 * ego_offset + ego_offset * _uniform(gen, (k,), 0.9, 1.1, device)
-        m = n - 1
-        speed = _uniform(gen, (k, m), 0.7 * limit, 0.8 * limit, device)
-        offset = (1 / cfg.vehicles_density) * (12 + speed) * decay
-        x = ego_x[:, None] + torch.cumsum(offset * _uniform(gen, (k, m), 0.9, 1.1, device), 1)
-        lane = torch.randint(lanes, (k, n), generator=gen, device=device)
-        width = float(sim.road.width[0])
-        t.x = torch.cat([ego_x[:, None], x], 1)
-        t.y = lane.float() * width
-        t.speed = torch.cat([torch.full((k, 1), 25.0, device=device), speed], 1)
-        t.target_speed = t.speed.clone()
-        t.delta[:, 1:] = _uniform(gen, (k, m), *DELTA_RANGE, device)
-        t.kind[:, 0], t.kind[:, 1:] = EGO, IDM
-        t.check_collisions[:, 1:] = False  # HighwayEnvFast: only the ego checks collisions
-    elif scenario == "merge":
-        t.kind[:, 0], t.kind[:, 1:5], t.kind[:, 5] = EGO, IDM, OBSTACLE
-        t.x[:, 0], t.y[:, 0], t.speed[:, 0] = 30.0, 4.0, 30.0
-        base = torch.tensor([90.0, 70.0, 5.0], device=device)
-        speed = torch.tensor([29.0, 31.0, 31.5], device=device)
-        t.x[:, 1:4] = base + _uniform(gen, (k, 3), -5.0, 5.0, device)
-        t.y[:, 1:4] = 4.0 * torch.randint(2, (k, 3), generator=gen, device=device).float()
-        t.speed[:, 1:4] = speed + _uniform(gen, (k, 3), -1.0, 1.0, device)
-        t.target_speed = t.speed.clone()
-        t.x[:, 4], t.y[:, 4], t.speed[:, 4] = 110.0, 14.5, 20.0
-        t.target_speed[:, 4] = 30.0
-        t.x[:, 5], t.y[:, 5] = 310.0, 8.0
-        t.length[:, 5], t.width[:, 5] = Obstacle.LENGTH, Obstacle.WIDTH
-    else:
-        raise NotImplementedError(f"scenario {scenario!r} has no batched version yet")
-    t = _finish(t, sim, discrete)
-    if scenario == "merge":
-        t.target_speed[:, 4] = 30.0
     return t
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import cv2
 import numpy as np
 
-from envs.contract import CLASS_ID, EPISODE_KEYS
+from envs.contract import CLASS_ID
 
 # ----------------------------------------------------------------------------------------------
 # Semantic tags -> road-label classes
@@ -354,7 +354,7 @@ def assemble_sensors(r: Readings, scales: SensorScales) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------
-# Actions, reward, episode bookkeeping
+# Actions, stuck detection
 # ----------------------------------------------------------------------------------------------
 
 
@@ -376,66 +376,6 @@ def action_to_control(action: Any) -> Control:
     return Control(
         throttle=float(max(accel, 0.0)), steer=float(steer), brake=float(max(-accel, 0.0))
     )
-
-
-def reward_terms(
-    *,
-    speed_along_route: float,  # [m/s]
-    speed_range: tuple[float, float],  # [m/s]
-    collided: bool,
-    off_road: bool,
-    lane_offset: float,  # [m]
-    lane_width: float,  # [m]
-    action: np.ndarray,
-    previous_action: np.ndarray,
-    reached_goal: bool,
-) -> dict[str, float]:
-    """Unweighted reward terms of envs.contract.REWARD_TERMS, each in [-1, 1]."""
-    lo, hi = speed_range
-    change = np.abs(np.asarray(action, float) - np.asarray(previous_action, float))  # in [0, 2]
-    return {
-        "progress": float(np.clip((speed_along_route - lo) / (hi - lo), 0.0, 1.0)),
-        "collision": -1.0 if collided else 0.0,
-        "off_road": -1.0 if off_road else 0.0,
-        "lane_keeping": -float(min(abs(lane_offset) / max(lane_width / 2.0, 1e-3), 1.0)),
-        "comfort": -float(min(change.mean() / 2.0, 1.0)),
-        "goal": 1.0 if reached_goal else 0.0,
-    }
-
-
-def weigh(terms: dict[str, float], weights: dict[str, float]) -> dict[str, float]:
-    """Weighted terms (what info["reward_terms"] holds; the reward is their sum)."""
-    return {name: float(weights.get(name, 0.0) * value) for name, value in terms.items()}
-
-
-@dataclass
-class EpisodeStats:
-    """Per-episode totals for the episode-end keys of envs.contract.EPISODE_KEYS."""
-
-    dt: float  # [s] per step
-    steps: int = 0
-    distance: float = 0.0  # [m] driven
-    collision: bool = False
-    off_road: bool = False
-    success: bool = False
-
-    def record(self, speed: float, collided: bool, off_road: bool) -> None:
-        self.steps += 1
-        self.distance += abs(speed) * self.dt
-        self.collision |= collided
-        self.off_road |= off_road
-
-    def summary(self) -> dict[str, Any]:
-        duration = self.steps * self.dt  # [s]
-        out = {
-            "collision": bool(self.collision),
-            "off_road": bool(self.off_road),
-            "success": bool(self.success),
-            "distance": float(self.distance),
-            "mean_speed": float(self.distance / duration) if duration > 0 else 0.0,
-        }
-        assert tuple(out) == EPISODE_KEYS
-        return out
 
 
 @dataclass
@@ -558,22 +498,3 @@ class RouteTracker:
 
     def done(self, tolerance: float) -> bool:
         return self.remaining <= tolerance
-
-
-@dataclass
-class FrameStack:
-    """The last ``n`` camera frames (H, W, 3) concatenated along channels, oldest first."""
-
-    n: int
-    frames: list[np.ndarray] = field(default_factory=list)
-
-    def reset(self, frame: np.ndarray) -> np.ndarray:
-        self.frames = [frame] * self.n
-        return self.stacked()
-
-    def push(self, frame: np.ndarray) -> np.ndarray:
-        self.frames = [*self.frames[1:], frame] if self.frames else [frame] * self.n
-        return self.stacked()
-
-    def stacked(self) -> np.ndarray:
-        return np.concatenate(self.frames, axis=2)  # (H, W, 3 * n)

@@ -25,7 +25,6 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
 try:
     import carla
@@ -38,8 +37,6 @@ except ImportError as _err:  # pragma: no cover - exercised in a subprocess test
 from envs.carla.config import WEATHER_PRESETS, CarlaEnvConfig
 from envs.carla.core import (
     LIGHT_STATES,
-    EpisodeStats,
-    FrameStack,
     Readings,
     RouteTracker,
     SensorScales,
@@ -53,9 +50,7 @@ from envs.carla.core import (
     lane_errors,
     make_sensor_names,
     random_route,
-    reward_terms,
     waypoint_xy,
-    weigh,
     world_to_ego,
 )
 from envs.carla.runtime import (
@@ -71,7 +66,18 @@ from envs.carla.runtime import (
     with_retries,
 )
 from envs.configuration import build
-from envs.contract import REWARD_TERMS, sensor_groups
+from envs.contract import (
+    REWARD_TERMS,
+    EpisodeStats,
+    FrameStack,
+    action_change,
+    action_space,
+    check_render_mode,
+    observation_space,
+    reward_terms,
+    sensor_groups,
+    weigh,
+)
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +120,7 @@ class _Frame:
 
     rgb: np.ndarray  # (H, W, 3) uint8
     labels: np.ndarray | None  # (H, W) uint8
+    position: np.ndarray  # (2,) [m] ego position (world frame)
     readings: Readings
     speed: float  # [m/s] forward
     speed_along_route: float  # [m/s]
@@ -135,20 +142,14 @@ class CarlaDriveEnv(gym.Env):
 
     def __init__(self, render_mode: str | None = None, **kwargs: Any) -> None:
         self.config: CarlaEnvConfig = build(CarlaEnvConfig, kwargs)
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode {render_mode!r} is not supported; use 'rgb_array'")
-        self.render_mode = render_mode
+        self.render_mode = check_render_mode(render_mode)
         c = self.config
-        h, w = c.camera_size
         self.sensor_names: tuple[str, ...] = make_sensor_names(c.n_route_points, c.n_rays)
         self.sensor_groups: dict[str, list[int]] = sensor_groups(self.sensor_names)
-        self.observation_space = spaces.Dict(
-            {
-                "camera": spaces.Box(0, 255, (h, w, 3 * c.frame_stack), np.uint8),
-                "sensors": spaces.Box(-np.inf, np.inf, (len(self.sensor_names),), np.float32),
-            }
+        self.observation_space = observation_space(
+            c.camera_size, c.frame_stack, len(self.sensor_names)
         )
-        self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.action_space = action_space("continuous")
         self.metadata = {**self.metadata, "render_fps": round(1.0 / c.fixed_delta_s)}
         self._scales = SensorScales(
             speed=c.speed_range[1],
@@ -367,6 +368,7 @@ class CarlaDriveEnv(gym.Env):
         ep.invasions.drain()
         observed = self._read_frame(ep, frame)
         self._episode = ep
+        ep.stats.start(observed.position)
         obs = {
             "camera": ep.frames.reset(observed.rgb),
             "sensors": assemble_sensors(observed.readings, self._scales),
@@ -605,6 +607,7 @@ class CarlaDriveEnv(gym.Env):
         return _Frame(
             rgb=rgb,
             labels=labels,
+            position=xy,
             readings=readings,
             speed=speed,
             speed_along_route=float(v_xy @ ep.route.direction()),
@@ -689,19 +692,18 @@ class CarlaDriveEnv(gym.Env):
         collided = bool(f.collided_with)
         reached = ep.route.done(c.goal_tolerance_m)
         terms = reward_terms(
-            speed_along_route=f.speed_along_route,
+            forward_speed=f.speed_along_route,
             speed_range=c.speed_range,
-            collided=collided,
+            collision=collided,
             off_road=f.off_road,
-            lane_offset=f.readings.lane_offset,
+            lateral=f.readings.lane_offset,
             lane_width=f.readings.lane_width,
-            action=action,
-            previous_action=ep.previous_action,
-            reached_goal=reached,
+            change=action_change(action, ep.previous_action, "continuous"),
+            goal=reached,
         )
         weighted = weigh(terms, c.reward_weights)
         ep.previous_action = action
-        ep.stats.record(f.speed, collided, f.off_road)
+        ep.stats.record(f.position, collided, f.off_road)
         ep.stats.success |= reached
         stuck = ep.stuck.update(f.speed, f.waiting_at_red)
 

@@ -15,11 +15,8 @@ import cv2
 import numpy as np
 from highway_env.road.lane import AbstractLane, LineType, StraightLane
 
-from envs.contract import CLASS_ID, PALETTE
+from envs.contract import CLASS_ID, PALETTE, STRIPE_LENGTH, STRIPE_SPACING, lane_samples
 
-STRIPE_SPACING = 4.33  # [m] highway-env's dash period
-STRIPE_LENGTH = 3.0  # [m] highway-env's dash length
-CURVE_STEP = 1.0  # [m] sampling step along curved lanes
 _SHIFT = 4  # fixed-point bits for sub-pixel polygon vertices
 _ONE = 1 << _SHIFT
 
@@ -34,14 +31,6 @@ class RoadGeometry:
     dash_mid: np.ndarray  # (M, 2) dash mid-points [m], for culling
 
 
-def _lane_samples(lane: AbstractLane) -> np.ndarray:
-    """Longitudinal positions [m] that trace the lane: its ends if straight, else every metre."""
-    if type(lane) is StraightLane:  # not its subclasses (highway-env's SineLane is one)
-        return np.array([0.0, lane.length])
-    n = max(2, int(np.ceil(lane.length / CURVE_STEP)) + 1)
-    return np.linspace(0.0, lane.length, n)
-
-
 def _points(lane: AbstractLane, s: np.ndarray, lateral: float) -> np.ndarray:
     """(len(s), 2) world points [m] of the lane at longitudinal ``s`` and lateral offset."""
     if type(lane) is StraightLane:
@@ -53,7 +42,7 @@ def road_geometry(lanes: list[AbstractLane]) -> RoadGeometry:
     """Sample every lane's surface polygon, continuous lines and dashes in world coordinates."""
     surfaces, lines, dashes = [], [], []
     for lane in lanes:
-        s = _lane_samples(lane)
+        s = lane_samples(lane)
         half = np.array([lane.width_at(float(si)) / 2 for si in s])
         left = np.array([lane.position(float(si), -h) for si, h in zip(s, half)])
         right = np.array([lane.position(float(si), h) for si, h in zip(s, half)])

@@ -1,0 +1,310 @@
+"""The batched core: B driving environments stepped at once with torch, on CPU or GPU.
+
+Same contract as the highway-env backend: the camera raster of the same look, scale and
+ego-centring, the same sensor names, groups and normalisation (:mod:`envs.scenarios`), the same
+reward terms and episode statistics (:mod:`envs.batched.contract`, the torch twins of
+:mod:`envs.contract`), ``road_labels`` for free. Traffic is simulated by :mod:`envs.batched.sim`
+(highway-env's IDM, MOBIL, controllers and bicycle model, vectorised) on roads read from
+highway-env (:mod:`envs.batched.road`), started by the scenario's :mod:`envs.batched.scenarios`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from envs.batched import contract
+from envs.batched.render import TorchRasterizer, lidar
+from envs.batched.scenarios import BATCHED, BatchedScenario
+from envs.batched.sim import EGO, IDM, Simulator, Traffic
+from envs.configuration import ConfigError, build, check, closest
+from envs.contract import DISCRETE_ACTIONS, REWARD_TERMS, action_space, observation_space
+from envs.contract import sensor_groups as group_sensors
+from envs.scenarios import CLOSING_SCALE, EDGE_SCALE, SPEED_SCALE, ScenarioConfig, sensor_names
+
+
+@dataclass
+class BatchedDriveConfig(ScenarioConfig):
+    """The embedded backends' options (:class:`envs.scenarios.ScenarioConfig`) plus batching."""
+
+    num_envs: int = 1  # B, environments stepped together
+    device: str = "cpu"  # torch device of the simulation ("cpu", "cuda", "cuda:1")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(
+            self.scenario in BATCHED,
+            f"scenario: {self.scenario!r} has no batched version yet; use one of "
+            f"{', '.join(BATCHED)} (or the highway-env backend)",
+        )
+        check(self.num_envs >= 1, f"num_envs: {self.num_envs} must be at least 1")
+        allowed = BATCHED[self.scenario].setting_names()
+        for key in self.sim:
+            check(
+                key in allowed,
+                f"sim.{key}: not supported by the batched {self.scenario}"
+                f"{closest(key, allowed)}; supported: {', '.join(allowed)}",
+            )
+        self.check_policy_frequency()
+        try:
+            torch.device(self.device)
+        except RuntimeError as err:
+            raise ConfigError(f"device: {self.device!r} is not a torch device ({err})") from None
+
+
+@dataclass
+class StepOutput:
+    """One batched step; tensors on the simulation device, (B, ...) each."""
+
+    labels: torch.Tensor  # (B, S, H, W) uint8, the stacked label maps (newest last)
+    sensors: torch.Tensor  # (B, D) float32
+    reward: torch.Tensor  # (B,)
+    terms: torch.Tensor  # (B, len(REWARD_TERMS)) weighted terms
+    terminated: torch.Tensor  # (B,) bool
+    truncated: torch.Tensor  # (B,) bool
+    episode: dict[str, torch.Tensor]  # EPISODE_KEYS -> (B,), meaningful where done
+    speed: torch.Tensor  # (B,) ego speed [m/s]
+
+
+class BatchedDrive:
+    """The batched core: traffic, episode bookkeeping, sensors, rewards and frames."""
+
+    def __init__(self, **options: Any) -> None:
+        self.config = build(BatchedDriveConfig, options)
+        cfg = self.config
+        self.device = torch.device(cfg.device)
+        self.num_envs = cfg.num_envs
+        self.scenario = cfg.spec
+        self.traffic_spec: BatchedScenario = BATCHED[cfg.scenario](cfg.spec, cfg.sim)
+        self.discrete = cfg.action == "discrete"
+        self.weights = cfg.weights
+        self.weight_vec = torch.tensor(
+            [self.weights[k] for k in REWARD_TERMS], device=self.device, dtype=torch.float32
+        )
+        self.duration = cfg.episode_duration  # [s]
+        self.sim_frequency = cfg.sim_frequency  # [Hz]
+        self.frames_per_step = self.sim_frequency // cfg.policy_frequency
+        self.road = self.traffic_spec.road(self.device)
+        self.sim = Simulator(
+            self.road, all_collisions=self.traffic_spec.all_collisions, discrete=self.discrete
+        )
+        h, w = cfg.camera_size
+        self.raster = TorchRasterizer(self.road, h, w, w / cfg.view, self.scenario.centering)
+        self.sensor_names = sensor_names(cfg)
+        self.sensor_groups = group_sensors(self.sensor_names)
+        self.action_dim = len(DISCRETE_ACTIONS) if self.discrete else 2
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(int(np.random.SeedSequence().generate_state(1)[0]))
+        self.traffic: Traffic | None = None
+        self._from_nodes: dict[tuple[str, ...], torch.Tensor] = {}
+
+    # ----------------------------------------------------------------- spaces
+    def observation_space(self) -> spaces.Dict:
+        cfg = self.config
+        return observation_space(cfg.camera_size, cfg.frame_stack, len(self.sensor_names))
+
+    def action_space(self) -> spaces.Space:
+        return action_space(self.config.action)
+
+    def seed(self, seed: int) -> None:
+        self.generator.manual_seed(int(seed))
+
+    # ----------------------------------------------------------------- reset and step
+    def _spawn(self, k: int) -> Traffic:
+        return self.traffic_spec.spawn(k, self.sim, self.generator, self.discrete)
+
+    def reset(self) -> StepOutput:
+        """Start every environment anew."""
+        b, dev = self.num_envs, self.device
+        self.traffic = self._spawn(b)
+        self.stats = contract.EpisodeStats.zeros(1.0 / self.config.policy_frequency, b, dev)
+        self.stats.start(self._ego_position(self.traffic))
+        self.last_action = torch.zeros(b, self.action_dim, device=dev)
+        labels = self.raster.draw(self.traffic)
+        self.labels = labels[:, None].repeat(1, self.config.frame_stack, 1, 1)
+        zeros = torch.zeros(b, device=dev)
+        return StepOutput(
+            labels=self.labels,
+            sensors=self.sensors(self.traffic, self.last_action),
+            reward=zeros,
+            terms=torch.zeros(b, len(REWARD_TERMS), device=dev),
+            terminated=zeros.bool(),
+            truncated=zeros.bool(),
+            episode={},
+            speed=self.traffic.speed[:, 0],
+        )
+
+    def reset_envs(self, done: torch.Tensor) -> None:
+        """Start the environments of the (B,) bool mask ``done`` anew, in place."""
+        idx = done.nonzero()[:, 0]
+        if idx.numel() == 0:
+            return
+        fresh = self._spawn(len(idx))
+        self.traffic.assign(idx, fresh)
+        self.stats.start(self._ego_position(fresh), idx)
+        self.last_action[idx] = 0.0
+        labels = self.raster.draw(fresh)
+        self.labels[idx] = labels[:, None].repeat(1, self.config.frame_stack, 1, 1)
+
+    def restart_from(self, traffic: Traffic) -> None:
+        """Start every environment's episode from ``traffic`` (e.g. a state imported from
+        highway-env) instead of a spawned one."""
+        if self.traffic is None:
+            self.reset()
+        self.traffic = traffic
+        self.stats.start(self._ego_position(traffic))
+        self.last_action.zero_()
+        labels = self.raster.draw(traffic)
+        self.labels = labels[:, None].repeat(1, self.config.frame_stack, 1, 1)
+
+    def observe(self, which: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Current (labels (B, S, H, W), sensors (B, D)) of every environment.
+
+        ``which``: a (B,) bool mask or (K,) index tensor to observe only those (K rows out).
+        """
+        if which is None:
+            return self.labels, self.sensors(self.traffic, self.last_action)
+        t = self.traffic.select(which)
+        return self.labels[which], self.sensors(t, self.last_action[which])
+
+    def step(self, action: torch.Tensor) -> StepOutput:
+        """Advance every environment by one policy period (no automatic reset).
+
+        ``action``: (B,) long meta-actions or (B, 2) float [steer, accel] in [-1, 1].
+        """
+        t, cfg, scenario = self.traffic, self.config, self.scenario
+        assert t is not None, "call reset() before step()"
+        if self.discrete:
+            action = action.to(self.device).long().reshape(-1)
+            action_vec = torch.nn.functional.one_hot(action, self.action_dim).float()
+            sim_action = action
+        else:
+            action_vec = action.to(self.device, torch.float32).reshape(-1, 2).clamp(-1, 1)
+            sim_action = action_vec[:, [1, 0]]  # highway-env's order is [accel, steer]
+        dt = 1.0 / self.sim_frequency
+        for frame in range(self.frames_per_step):
+            self.sim.step(t, dt, sim_action if frame == 0 else None)
+
+        lane = t.lane[:, 0]
+        s, lat = self._ego_lane_coordinates(t)
+        forward = t.speed[:, 0] * torch.cos(t.heading[:, 0] - self.road.heading_at(lane, s))
+        collision = t.crashed[:, 0]
+        off_road = ~self._on_road(t, s, lat)
+        self.stats.record(self._ego_position(t), collision, off_road)
+        if scenario.has_goal:
+            arrived = scenario.arrived(_EgoView(self, t))
+        else:
+            arrived = torch.zeros_like(collision)
+        timeout = self.stats.steps.float() * self.stats.dt >= self.duration - 1e-9
+        success = scenario.success(arrived, timeout, collision)
+
+        terms = contract.reward_terms(
+            forward_speed=forward,
+            speed_range=scenario.speed_range,
+            collision=collision,
+            off_road=off_road,
+            lateral=lat,
+            lane_width=self.road.width[lane],
+            change=contract.action_change(action_vec, self.last_action, self.discrete),
+            goal=success,
+        )
+        terms = terms * self.weight_vec
+        self.last_action = action_vec
+
+        terminated = collision | (off_road & cfg.offroad_terminal) | arrived
+        truncated = timeout & ~terminated
+        labels = self.raster.draw(t)
+        self.labels = torch.cat([self.labels[:, 1:], labels[:, None]], 1)
+        return StepOutput(
+            labels=self.labels,
+            sensors=self.sensors(t, self.last_action),
+            reward=terms.sum(1),
+            terms=terms,
+            terminated=terminated,
+            truncated=truncated,
+            episode=self.stats.summary(success),
+            speed=t.speed[:, 0].clone(),
+        )
+
+    # ----------------------------------------------------------------- observation parts
+    @staticmethod
+    def _ego_position(t: Traffic) -> torch.Tensor:
+        return torch.stack([t.x[:, 0], t.y[:, 0]], 1)  # (B, 2) [m]
+
+    def _ego_lane_coordinates(self, t: Traffic) -> tuple[torch.Tensor, torch.Tensor]:
+        lane = t.lane[:, 0]
+        s = t.x[:, 0] - self.road.x0[lane]
+        return s, t.y[:, 0] - self.road.centre(lane, s)
+
+    def _on_road(self, t: Traffic, s: torch.Tensor, lat: torch.Tensor) -> torch.Tensor:
+        lane = t.lane[:, 0]
+        road = self.road
+        length = road.length[lane]
+        return (lat.abs() <= road.width[lane] / 2) & (s >= -5.0) & (s < length + 5.0)
+
+    def lanes_from(self, nodes: tuple[str, ...]) -> torch.Tensor:
+        """(L,) bool: lanes of roads that start at one of highway-env's ``nodes``."""
+        if nodes not in self._from_nodes:
+            mask = [index[0] in nodes for index in self.road.indexes]
+            self._from_nodes[nodes] = torch.tensor(mask, dtype=torch.bool, device=self.device)
+        return self._from_nodes[nodes]
+
+    def sensors(self, t: Traffic, last_action: torch.Tensor) -> torch.Tensor:
+        """(B, D) float32 sensor vectors in [-1, 1], in :attr:`sensor_names` order."""
+        cfg, road = self.config, self.road
+        lane = t.lane[:, 0]
+        s, lat = self._ego_lane_coordinates(t)
+        width = road.width[lane]
+        heading_error = t.heading[:, 0] - road.heading_at(lane, s)
+        idx = road.lane_id[lane].float()
+        count = road.edge_lanes[lane].float()
+        edge_left = width / 2 + lat + width * idx
+        edge_right = width / 2 - lat + width * (count - 1 - idx)
+        on_road = torch.where(self._on_road(t, s, lat), 1.0, -1.0)
+        ego = torch.stack(
+            [
+                t.speed[:, 0] / SPEED_SCALE,
+                torch.sin(heading_error),
+                torch.cos(heading_error),
+                lat / width,
+                edge_left / EDGE_SCALE,
+                edge_right / EDGE_SCALE,
+                on_road,
+            ],
+            1,
+        )
+        distance, rel_speed = lidar(t, cfg.n_rays, cfg.ray_range)
+        hit = distance < cfg.ray_range
+        closing = torch.where(hit, -rel_speed, 0.0) / CLOSING_SCALE
+        rays = torch.stack([distance / cfg.ray_range, closing], 2).reshape(len(lane), -1)
+        parts = [ego, last_action, rays]
+        route = self.scenario.route_values(_EgoView(self, t))
+        if route:
+            parts.append(torch.stack(route, 1))
+        return torch.cat(parts, 1).clamp(-1.0, 1.0)
+
+    def camera(self, labels: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, 3 S) uint8 frames from stacked label maps (B, S, H, W)."""
+        frames = self.raster.colorize(labels)  # (B, S, H, W, 3)
+        return frames.permute(0, 2, 3, 1, 4).reshape(*frames.shape[0:1], *frames.shape[2:4], -1)
+
+
+class _EgoView:
+    """What :mod:`envs.scenarios` reads from the batched core, as (B,) tensors (its ``EgoView``;
+    the route-scenario parts are not batched yet)."""
+
+    def __init__(self, core: BatchedDrive, t: Traffic) -> None:
+        self.core, self.t = core, t
+        self.x = t.x[:, 0]
+
+    def vehicles_near(self, roads: tuple[str, ...], radius: float) -> torch.Tensor:
+        t = self.t
+        on = self.core.lanes_from(roads)[t.lane] & ((t.kind == EGO) | (t.kind == IDM))
+        return (on & ((t.x - t.x[:, :1]).abs() < radius)).any(1).float()
+
+    def route_ahead(self, ahead: float) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError("route scenarios have no batched version yet")

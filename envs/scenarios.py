@@ -1,0 +1,344 @@
+"""The scenarios, one definition each: what the task is and how it is judged, for every backend.
+
+A scenario names its highway-env simulator and settings (both embedded backends read their road
+from it), its camera framing, its speed range and duration, its route sensors and how they are
+computed, where it ends and what counts as success. A backend asks its scenario instead of
+branching on its name; what a backend must supply is the small :class:`EgoView` (floats for one
+environment, (B,) tensors for a batch: the scenario's arithmetic works on both).
+
+The embedded backends (highway-env and batched) also share their options (:class:`ScenarioConfig`),
+the sensor layout (:func:`sensor_names`) and its normalisation, and the default reward weights.
+
+Adding a scenario: subclass :class:`Scenario` (or :class:`RouteScenario`), put an instance in
+:data:`SCENARIOS`; ``import envs`` then registers its ids. A batched version is a spawn function
+in :mod:`envs.batched.scenarios` plus ``batched=True`` here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Protocol
+
+import numpy as np
+
+from envs.configuration import check, closest
+from envs.contract import DISCRETE_ACTIONS, REWARD_TERMS
+
+SPEED_SCALE = 40.0  # [m/s] ego speed normalisation
+CLOSING_SCALE = 30.0  # [m/s] ray closing-speed normalisation
+EDGE_SCALE = 12.0  # [m] road-edge distance normalisation
+
+DEFAULT_REWARD_WEIGHTS: dict[str, float] = {
+    "progress": 0.5,
+    "collision": 1.0,
+    "off_road": 1.0,
+    "lane_keeping": 0.05,
+    "comfort": 0.02,
+    "goal": 1.0,
+}
+"""The embedded backends' reward weights (CARLA has its own, in :mod:`envs.carla.config`)."""
+
+
+class EgoView(Protocol):
+    """What a scenario reads from a backend: floats for one env, (B,) tensors for a batch."""
+
+    x: Any  # [m] ego abscissa in the road frame
+    lane_index: Any  # highway-env lane (from, to, id) of the ego (route scenarios)
+    s: Any  # [m] ego position along that lane (route scenarios)
+    destination: Any  # the episode's exit node (route scenarios)
+    turn: Any  # one-hot (left, straight, right) of the episode's route (route scenarios)
+
+    def vehicles_near(self, roads: tuple[str, ...], radius: float) -> Any:
+        """1.0 where a vehicle on a road starting at one of ``roads`` (highway-env node names)
+        is within ``radius`` [m] of the ego along x, else 0.0."""
+
+    def route_ahead(self, ahead: float) -> tuple[Any, Any]:
+        """The route's centre point ``ahead`` [m] further along, in the ego frame [m]."""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A scenario on a highway-env road; subclasses add a place to reach and route sensors."""
+
+    name: str
+    sim_class: str  # highway-env simulator, "module:Class"
+    sim_config: dict[str, Any]  # its settings that make the scenario (simulation_frequency too)
+    view_m: float = 64.0  # [m] width of road seen across the frame
+    centering: tuple[float, float] = (0.3, 0.5)  # ego position in the frame, fractions of (W, H)
+    speed_range: tuple[float, float] = (20.0, 30.0)  # [m/s] mapped to progress 0..1
+    duration: float = 30.0  # [s] episode length
+    batched: bool = False  # the batched simulator has it (envs.batched.scenarios)
+
+    route_sensors: ClassVar[tuple[str, ...]] = ()  # names after "route."
+    has_goal: ClassVar[bool] = False  # a place to reach (else: surviving is the task)
+
+    @property
+    def title(self) -> str:
+        """The name as in the Gymnasium ids (``Highway``, ``Merge`` ...)."""
+        return self.name.capitalize()
+
+    @property
+    def sim_frequency(self) -> int:
+        """[Hz] simulation steps per second, unless the options override it."""
+        return int(self.sim_config["simulation_frequency"])
+
+    def simulator_class(self) -> type:
+        module, name = self.sim_class.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    def success(self, arrived: Any, timeout: Any, collision: Any) -> Any:
+        """Whether the episode succeeded at its last step (numpy bools or torch bool tensors):
+        a scenario with a goal succeeds on arrival, the others by lasting until the time limit;
+        never with a collision."""
+        done = arrived if self.has_goal else timeout
+        return done & ~collision
+
+    def arrived(self, ego: EgoView) -> Any:
+        """Whether the ego has reached the goal (only asked when :attr:`has_goal`)."""
+        raise NotImplementedError(f"{self.name} has no goal")
+
+    def route_values(self, ego: EgoView) -> list[Any]:
+        """Values of the :attr:`route_sensors`, in [-1, 1] before clipping."""
+        return []
+
+
+@dataclass(frozen=True)
+class Highway(Scenario):
+    """Drive along a multi-lane highway in traffic until the time limit."""
+
+
+@dataclass(frozen=True)
+class Merge(Scenario):
+    """Pass the merge zone, where a vehicle joins from the ramp, without a crash."""
+
+    end_x: float = 370.0  # [m] where the merge zone ends (highway-env's merge road)
+    ramp_roads: tuple[str, ...] = ("j", "k")  # highway-env's nodes of the ramp
+    ramp_radius: float = 40.0  # [m] a ramp vehicle this close along x is "alongside"
+    distance_scale: float = 400.0  # [m] merge-distance normalisation
+
+    route_sensors: ClassVar[tuple[str, ...]] = ("merge_distance", "ramp_vehicle")
+    has_goal: ClassVar[bool] = True
+
+    def arrived(self, ego: EgoView) -> Any:
+        return ego.x > self.end_x
+
+    def route_values(self, ego: EgoView) -> list[Any]:
+        return [
+            (self.end_x - ego.x) / self.distance_scale,
+            ego.vehicles_near(self.ramp_roads, self.ramp_radius),
+        ]
+
+
+@dataclass(frozen=True)
+class RouteScenario(Scenario):
+    """Leave through one of several exits, picked at random each episode; the route sensors say
+    which way to turn and where the route goes next."""
+
+    destinations: tuple[str, ...] = ()  # highway-env end nodes of the exits
+    exit_distance: float = 20.0  # [m] along the exit road that counts as arrived
+    exit_prefix: str = ""  # the exit road's start node begins with this
+    ahead: float = 20.0  # [m] route look-ahead point
+
+    route_sensors: ClassVar[tuple[str, ...]] = (
+        "turn_left",
+        "straight",
+        "turn_right",
+        "ahead_x",
+        "ahead_y",
+    )
+    has_goal: ClassVar[bool] = True
+
+    def is_exit(self, lane_index: tuple[str, str, int], destination: str) -> bool:
+        """Whether the lane ``(from, to, id)`` is on the exit road of ``destination``: the road
+        from a node named ``exit_prefix...`` to it, or, without a prefix, the road from it."""
+        if self.exit_prefix:
+            return lane_index[0].startswith(self.exit_prefix) and lane_index[1] == destination
+        return lane_index[0] == destination
+
+    def arrived_at(self, lane_index: tuple[str, str, int], s: float, destination: str) -> bool:
+        """On the exit road of ``destination``, ``exit_distance`` [m] out (``s`` along it)."""
+        return self.is_exit(lane_index, destination) and s >= self.exit_distance
+
+    def arrived(self, ego: EgoView) -> Any:
+        return self.arrived_at(ego.lane_index, ego.s, ego.destination)
+
+    @staticmethod
+    def turn(start_heading: float, end_heading: float) -> tuple[float, float, float]:
+        """One-hot (left, straight, right) of the heading change [rad] of a route (screen
+        coordinates: y points down, so a positive change turns right)."""
+        change = (end_heading - start_heading + np.pi) % (2 * np.pi) - np.pi
+        if change > np.pi / 4:
+            return (0.0, 0.0, 1.0)
+        if change < -np.pi / 4:
+            return (1.0, 0.0, 0.0)
+        return (0.0, 1.0, 0.0)
+
+    def route_values(self, ego: EgoView) -> list[Any]:
+        ahead_x, ahead_y = ego.route_ahead(self.ahead)
+        return [*ego.turn, ahead_x / self.ahead, ahead_y / self.ahead]
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Highway(
+            "highway",
+            "highway_env.envs.highway_env:HighwayEnvFast",
+            {"lanes_count": 3, "vehicles_count": 20, "simulation_frequency": 5},
+            duration=30.0,
+            batched=True,
+        ),
+        Merge(
+            "merge",
+            "highway_env.envs.merge_env:MergeEnv",
+            {"simulation_frequency": 10},
+            duration=20.0,
+            batched=True,
+        ),
+        RouteScenario(
+            "roundabout",
+            "highway_env.envs.roundabout_env:RoundaboutEnv",
+            {"simulation_frequency": 10},
+            centering=(0.5, 0.5),
+            speed_range=(4.0, 16.0),
+            duration=20.0,
+            destinations=("exs", "nxs", "wxs"),
+            exit_distance=20.0,
+        ),
+        RouteScenario(
+            "intersection",
+            "highway_env.envs.intersection_env:IntersectionEnv",
+            {
+                "simulation_frequency": 10,
+                # a driver class of its own: IntersectionEnv rewrites its drivers' class-wide
+                # gap and comfort parameters, which would change every other scenario's traffic
+                # in the same process if they shared the class (see __getattr__ below)
+                "other_vehicles_type": f"{__name__}.IntersectionIDMVehicle",
+            },
+            centering=(0.5, 0.5),
+            speed_range=(4.0, 9.0),
+            duration=15.0,
+            destinations=("o1", "o2", "o3"),
+            exit_distance=25.0,
+            exit_prefix="il",
+        ),
+    )
+}
+"""Every scenario by name; ``import envs`` registers ``DriveAttention/<Title>-v0`` for each and
+``DriveAttention/Batched<Title>-v0`` for those with ``batched=True``."""
+
+ScenarioName = Literal["highway", "merge", "roundabout", "intersection"]
+assert set(ScenarioName.__args__) == set(SCENARIOS)  # type: ignore[attr-defined]
+
+
+def __getattr__(name: str) -> Any:
+    """``IntersectionIDMVehicle``, made on first use so that importing this module does not
+    import highway-env (highway-env finds it by its dotted path)."""
+    if name == "IntersectionIDMVehicle":
+        from highway_env.vehicle.behavior import IDMVehicle
+
+        cls = type(name, (IDMVehicle,), {"__module__": __name__})
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# ------------------------------------------------------------------ the embedded backends' options
+@dataclass
+class ScenarioConfig:
+    """Options of the embedded backends (``gymnasium.make(id, **options)``)."""
+
+    scenario: ScenarioName = "highway"
+    camera_size: tuple[int, int] = (64, 64)  # (H, W) [px]
+    frame_stack: int = 1  # frames stacked along the channel axis
+    view_m: float | None = None  # [m] road width seen across the frame; None: scenario's
+    action: Literal["discrete", "continuous"] = "discrete"
+    road_labels: bool = False  # put info["road_labels"] in every step
+    n_rays: int = 16  # lidar directions
+    ray_range: float = 60.0  # [m]
+    duration: float | None = None  # [s] episode length; None: scenario's
+    policy_frequency: int | None = None  # [Hz] decisions per second; None: 1 discrete, 5 cont.
+    reward_weights: dict[str, float] = field(default_factory=dict)
+    offroad_terminal: bool = True  # leaving the road ends the episode
+    sim: dict[str, Any] = field(default_factory=dict)  # extra simulator settings
+
+    def __post_init__(self) -> None:
+        h, w = self.camera_size
+        check(
+            16 <= h <= 512 and 16 <= w <= 512,
+            f"camera_size: {self.camera_size} must be within 16..512 px",
+        )
+        check(1 <= self.frame_stack <= 8, f"frame_stack: {self.frame_stack} must be within 1..8")
+        check(
+            self.view_m is None or 10.0 <= self.view_m <= 500.0, "view_m: must be within 10..500 m"
+        )
+        check(4 <= self.n_rays <= 128, f"n_rays: {self.n_rays} must be within 4..128")
+        check(
+            5.0 <= self.ray_range <= 500.0, f"ray_range: {self.ray_range} must be within 5..500 m"
+        )
+        check(self.duration is None or self.duration > 0, "duration: must be positive [s]")
+        if self.policy_frequency is None:
+            self.policy_frequency = 1 if self.action == "discrete" else 5
+        check(1 <= self.policy_frequency <= 30, "policy_frequency: must be within 1..30 Hz")
+        for key in self.reward_weights:
+            check(
+                key in REWARD_TERMS,
+                f"reward_weights.{key}: unknown reward term{closest(key, REWARD_TERMS)}; "
+                f"terms: {', '.join(REWARD_TERMS)}",
+            )
+
+    # what the options resolve to for their scenario
+    @property
+    def spec(self) -> Scenario:
+        return SCENARIOS[self.scenario]
+
+    @property
+    def episode_duration(self) -> float:
+        """[s] the episode's time limit."""
+        return self.duration or self.spec.duration
+
+    @property
+    def view(self) -> float:
+        """[m] road width seen across the frame."""
+        return self.view_m or self.spec.view_m
+
+    @property
+    def sim_frequency(self) -> int:
+        """[Hz] simulation steps per second."""
+        return int(self.sim.get("simulation_frequency", self.spec.sim_frequency))
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Reward weights: the defaults, overridden by ``reward_weights``."""
+        return {**DEFAULT_REWARD_WEIGHTS, **self.reward_weights}
+
+    def check_policy_frequency(self) -> None:
+        """The decision rate must divide the simulation rate (whole frames per decision)."""
+        check(
+            self.sim_frequency % self.policy_frequency == 0,
+            f"policy_frequency: {self.policy_frequency} Hz must divide the simulation "
+            f"frequency {self.sim_frequency} Hz (set sim.simulation_frequency or "
+            "policy_frequency)",
+        )
+
+
+def sensor_names(cfg: ScenarioConfig) -> tuple[str, ...]:
+    """Names of the sensor elements for a scenario and options (every embedded backend's)."""
+    names = [
+        "ego.speed",
+        "ego.heading_sin",
+        "ego.heading_cos",
+        "ego.lateral_offset",
+        "ego.edge_left",
+        "ego.edge_right",
+        "ego.on_road",
+    ]
+    if cfg.action == "discrete":
+        names += [f"ego.last_action_{k}" for k in DISCRETE_ACTIONS]
+    else:
+        names += ["ego.last_steer", "ego.last_accel"]
+    for k in range(cfg.n_rays):
+        names += [f"rays.{k:02d}.distance", f"rays.{k:02d}.closing_speed"]
+    names += [f"route.{name}" for name in cfg.spec.route_sensors]
+    return tuple(names)
