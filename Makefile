@@ -3,7 +3,6 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-export SDL_VIDEODRIVER ?= offscreen
 export WANDB_SILENT ?= true
 
 .PHONY: train test test-slow lint format bench benchmark clean

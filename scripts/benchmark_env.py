@@ -21,7 +21,7 @@ from pathlib import Path
 import gymnasium as gym
 
 import envs
-from envs.highway.env import DriveEnv
+from envs.highway import DriveEnv
 
 
 def make_stock(ours: DriveEnv) -> gym.Env:

@@ -17,15 +17,13 @@ import os
 import time
 from pathlib import Path
 
-os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")
-
 import gymnasium as gym
 import numpy as np
 import torch
 
 import envs  # noqa: F401
-from envs.batched.env import BatchedDrive, BatchedDriveVecEnv
 from agent.backend_validation import traffic_statistics, trajectory_error
+from envs.batched import BatchedDrive, BatchedDriveVecEnv
 
 
 def reference_rate(camera: tuple[int, int], seconds: float) -> float:

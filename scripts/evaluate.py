@@ -11,12 +11,8 @@ length) and writes the same figures with per-episode rows as JSON (default:
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")  # headless rendering
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,21 +52,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from agent.evaluate_run import (
-        CheckpointError,
-        ConfigError,
-        EvaluationRequest,
-        main_table,
-        run_evaluation,
-    )
+    from agent.cli import guarded
+    from agent.evaluate_run import EvaluationRequest, main_table, run_evaluation
 
-    try:
+    def body() -> int:
         report, json_path = run_evaluation(EvaluationRequest(**vars(args)))
-    except (ConfigError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(main_table(report, json_path))
-    return 0
+        print(main_table(report, json_path))
+        return 0
+
+    return guarded(body)
 
 
 if __name__ == "__main__":

@@ -7,12 +7,7 @@ ends with a comparison against the random and idle policies. See ``agent/`` for 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")  # headless rendering
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -33,8 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from agent.checkpoint import CheckpointError
-    from agent.config import ConfigError
+    from agent.cli import fail, guarded
     from agent.training import Trainer, prepare
 
     overrides = list(args.overrides)
@@ -48,20 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None:
             overrides.append(f"{key}={value}")
     if args.resume and args.config:
-        print(
-            "error: --resume takes the run's own config; drop --config (overrides still apply)",
-            file=sys.stderr,
-        )
-        return 2
+        return fail("--resume takes the run's own config; drop --config (overrides still apply)")
     if args.resume and args.name:
-        print("error: --resume continues the run in place; drop --name", file=sys.stderr)
-        return 2
-    try:
-        prepared = prepare(args.config, overrides, resume=args.resume)
-        return Trainer(prepared).run()
-    except (ConfigError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return fail("--resume continues the run in place; drop --name")
+    return guarded(lambda: Trainer(prepare(args.config, overrides, resume=args.resume)).run())
 
 
 if __name__ == "__main__":

@@ -12,12 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")  # headless rendering
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,32 +25,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=20_000, help="episode k uses seed + k")
     parser.add_argument("--json", type=Path, help="write the result here")
     args = parser.parse_args(argv)
-    if args.episodes < 2:
-        print("error: --episodes must be at least 2", file=sys.stderr)
-        return 2
+    from agent.cli import fail, guarded
 
+    if args.episodes < 2:
+        return fail("--episodes must be at least 2")
+    return guarded(lambda: report(args))
+
+
+def report(args: argparse.Namespace) -> int:
     import torch
 
     import envs
-    from agent.checkpoint import CheckpointError
+    from agent.backend_validation import REFERENCE_IDS, paired_transfer
     from agent.config import ConfigError
     from agent.loading import load_agent, run_config
     from agent.rundir import RunDir
-    from agent.backend_validation import REFERENCE_IDS, paired_transfer
 
     torch.set_num_threads(1)
-    try:
-        config = run_config(RunDir(Path(args.run)))
-        scenario = envs.BATCHED_IDS.get(config.env.id)
-        if scenario not in REFERENCE_IDS:
-            raise ConfigError(
-                f"--run {args.run}: trained on {config.env.id}; give a run trained on one of "
-                f"{', '.join(envs.BATCHED_IDS)}"
-            )
-        agent = load_agent(args.run, env_id=REFERENCE_IDS[scenario], device="cpu")
-    except (ConfigError, CheckpointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    config = run_config(RunDir(Path(args.run)))
+    scenario = envs.BATCHED_IDS.get(config.env.id)
+    if scenario not in REFERENCE_IDS:
+        raise ConfigError(
+            f"--run {args.run}: trained on {config.env.id}; give a run trained on one of "
+            f"{', '.join(envs.BATCHED_IDS)}"
+        )
+    agent = load_agent(args.run, env_id=REFERENCE_IDS[scenario], device="cpu")
     # TrainedPolicy.act takes a batch as well as one observation
     result = paired_transfer(
         agent.policy.act, scenario, args.episodes, args.seed, **config.env.kwargs

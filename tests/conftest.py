@@ -1,6 +1,5 @@
 import os
 
-# Headless rendering for highway-env's pygame ("dummy" would draw black frames), W&B offline.
-os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")
+# W&B offline (headless rendering is set by ``import envs``).
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")

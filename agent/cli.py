@@ -1,0 +1,27 @@
+"""What every script's entry point shares: an error the user can fix (a bad config, option,
+argument or checkpoint) is one line on stderr and exit status 2, never a traceback."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from envs.configuration import ConfigError
+
+USAGE_ERROR = 2  # exit status of a command the user must correct
+
+
+def fail(message: object) -> int:
+    """Print ``error: message`` to stderr; the exit status for the caller to return."""
+    print(f"error: {message}", file=sys.stderr)
+    return USAGE_ERROR
+
+
+def guarded(body: Callable[[], int]) -> int:
+    """Run a script's ``body``; a ConfigError or CheckpointError becomes :func:`fail`."""
+    from agent.checkpoint import CheckpointError  # imports torch: only once a script runs
+
+    try:
+        return body()
+    except (ConfigError, CheckpointError) as err:
+        return fail(err)
