@@ -36,7 +36,7 @@ def make_stock(ours: DriveEnv) -> gym.Env:
         offscreen_rendering=True,
         duration=ours.duration,
     )
-    return ours.scenario.sim_class(config=config, render_mode="rgb_array")
+    return ours.scenario.simulator_class()(config=config, render_mode="rgb_array")
 
 
 def stock_step(env: gym.Env, action: object) -> bool:

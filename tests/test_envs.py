@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -261,3 +266,19 @@ def test_episode_distance_is_the_distance_travelled() -> None:
     # the average speed over the episode: distance over duration (1 decision per second)
     duration = steps / env.unwrapped.config.policy_frequency  # [s]
     assert info["mean_speed"] == pytest.approx(info["distance"] / duration)
+
+
+def test_benchmark_env_script_measures_every_scenario(tmp_path) -> None:
+    """``scripts/benchmark_env.py`` runs each highway-env id beside stock highway-env (a few
+    steps here; the figures themselves come from a full run)."""
+    out = tmp_path / "env.json"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "benchmark_env.py"
+    cmd = [sys.executable, str(script), "--steps", "3", "--rounds", "1", "--json", str(out)]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+    rows = json.loads(out.read_text())["scenarios"]
+    assert set(rows) == set(envs.HIGHWAY_IDS)
+    for row in rows.values():
+        assert row["steps_per_s"] > 0 and row["stock_steps_per_s"] > 0
+        assert row["ratio"] == pytest.approx(
+            row["steps_per_s"] / row["stock_steps_per_s"], rel=0.01
+        )
