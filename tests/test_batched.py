@@ -131,7 +131,8 @@ def _imported(scenario: str, seed: int, steps: int = 0, **options):
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_raster_agrees_with_envs_raster(scenario: str) -> None:
-    """Same labels as envs.highway.raster for the same state, along a drive (merge: past the ramp)."""
+    """Same labels as the highway-env backend's camera for the same state, along a drive
+    (merge: past the ramp)."""
     ramp_seen = False
     for seed, size in [(0, (64, 64)), (1, (48, 80)), (2, (96, 96))]:
         ref, core, _, info = _imported(scenario, seed, road_labels=True, camera_size=size)
