@@ -25,6 +25,7 @@ from stable_baselines3.common.vec_env import (
 
 from agent.config import ConfigError, EnvConfig, ExperimentConfig
 from envs.configuration import closest
+from envs.contract import idle_action
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC}
 
@@ -118,10 +119,9 @@ def describe_env(env: gym.Env) -> EnvSpec:
         if isinstance(names, dict):
             action_names = {int(k): str(v) for k, v in names.items()}
     idle = getattr(base, "idle_action", None)
-    if idle is None:
-        idle = (
-            1 if isinstance(env.action_space, spaces.Discrete) else np.zeros(env.action_space.shape)
-        )
+    if idle is None:  # an env outside this project: the contract's idle action for its space
+        discrete = isinstance(env.action_space, spaces.Discrete)
+        idle = idle_action("discrete") if discrete else np.zeros(env.action_space.shape)
     return EnvSpec(env.observation_space, env.action_space, sensor_names, idle, action_names)
 
 
