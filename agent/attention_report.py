@@ -7,8 +7,8 @@ Three passes over seeded episodes (episode ``k`` uses seed ``seed + k``, as the 
    sensor tokens, mass per sensor group (:class:`agent.attribution.Attribution`);
 2. faithfulness: :func:`agent.attribution.occlusion_test` on up to ``max_frames`` of those frames;
 3. modality reliance: the same episodes with the camera blanked, the sensors zeroed and noisy
-   sensors (:class:`agent.attribution.ModalityAblation`), and the attention's camera share on the
-   ablated frames.
+   sensors (:func:`evaluate_ablations`, which the benchmark also uses), and the attention's camera
+   share on the ablated frames.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from agent.attribution import (
     occlusion_test,
 )
 from agent.build import make_env
-from agent.evaluation import EvalReport, TrainedPolicy, evaluate
+from agent.evaluation import EvalReport, Policy, TrainedPolicy, evaluate
 from envs.contract import ROAD_CLASSES
 
 
@@ -121,13 +121,16 @@ def analyse_attention(
             "camera_share": float(batch_maps["camera_share"][:, -1].mean()),
         }
     }
-    for mode in ABLATIONS:
-        say(f"attention: {episodes} episodes with {mode.replace('_', ' ')}")
-        ablated = ModalityAblation(make_env(env_id, env_kwargs), mode, noise_std, seed)
-        try:
-            report = evaluate(ablated, policy, episodes, seed, env_id=env_id)
-        finally:
-            ablated.close()
+    ablations = evaluate_ablations(
+        policy,
+        env_id,
+        env_kwargs,
+        episodes,
+        seed,
+        noise_std,
+        lambda line: say(f"attention: {line}"),
+    )
+    for mode, (report, ablated) in ablations.items():
         modality[mode] = {
             **_figures(report),
             "camera_share": camera_share(policy, ablated.observation(batch)),
@@ -144,6 +147,32 @@ def analyse_attention(
         "modality": modality,
         "noise_std": noise_std,
     }
+
+
+def evaluate_ablations(
+    policy: Policy,
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    episodes: int,
+    seed: int,
+    noise_std: float = 0.3,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, tuple[EvalReport, ModalityAblation]]:
+    """The evaluation's seeded episodes once under each modality ablation (:data:`ABLATIONS`).
+
+    Each report comes with its ablation wrapper (its env closed): ``wrapper.observation(obs)``
+    still ablates other observations, continuing the same noise stream.
+    """
+    out: dict[str, tuple[EvalReport, ModalityAblation]] = {}
+    for mode in ABLATIONS:
+        if progress is not None:
+            progress(f"{episodes} episodes with {mode.replace('_', ' ')}")
+        ablated = ModalityAblation(make_env(env_id, env_kwargs), mode, noise_std, seed)
+        try:
+            out[mode] = (evaluate(ablated, policy, episodes, seed, env_id=env_id), ablated)
+        finally:
+            ablated.close()
+    return out
 
 
 def _figures(report: EvalReport) -> dict[str, float]:

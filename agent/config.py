@@ -1,4 +1,4 @@
-"""Experiment configuration: the typed schema of ``configs/*.yaml`` and command-line overrides.
+"""Experiment configuration: the typed schema of ``configs/*.yaml`` and its overrides.
 
 An experiment has five sections, each one dataclass validated at construction::
 
@@ -11,6 +11,10 @@ An experiment has five sections, each one dataclass validated at construction::
 Unknown keys, wrong types and out-of-range values raise :class:`ConfigError` naming the key (and
 the closest valid one) before any work starts. ``env.kwargs`` is checked by the environment
 itself (see :func:`agent.build.probe_env`).
+
+Overrides set one dotted key each, given either as data (``{"algo.n_epochs": 2}``: values kept as
+they are) or as command-line items (``["algo.n_epochs=2"]``: values read as YAML).
+:func:`read_yaml` is the one reader of YAML files (experiments, run directories, benchmarks).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ __all__ = [
     "EnvConfig",
     "ExperimentConfig",
     "LoggingConfig",
+    "Overrides",
     "PPOConfig",
     "SACConfig",
     "TrainConfig",
@@ -40,6 +45,7 @@ __all__ = [
     "config_diff",
     "load_config",
     "parse_overrides",
+    "read_yaml",
     "resolve_config",
     "save_config",
     "to_dict",
@@ -284,30 +290,49 @@ def resolve_config(raw: Mapping[str, Any]) -> ExperimentConfig:
     )
 
 
-def parse_overrides(items: Sequence[str]) -> list[tuple[list[str], Any]]:
-    """Parse ``key.sub=value`` items; values are read as YAML (``3``, ``true``, ``[64, 64]``)."""
+Overrides = Mapping[str, Any] | Sequence[str]
+"""``{"section.key": value}`` (data, values kept as they are) or ``["section.key=value", ...]``
+(command-line items, values read as YAML); later keys win."""
+
+
+def parse_overrides(overrides: Overrides) -> list[tuple[list[str], Any]]:
+    """``(key path, value)`` of each override. Command-line items ``key.sub=value`` have their
+    values read as YAML (``3``, ``true``, ``[64, 64]``); a mapping's values are taken as given."""
+    if isinstance(overrides, Mapping):
+        items = list(overrides.items())
+    elif isinstance(overrides, str):
+        raise ConfigError(
+            f"overrides: expected a list of section.key=value items, got {overrides!r}"
+        )
+    else:
+        items = [_parse_item(item) for item in overrides]
     parsed = []
-    for item in items:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key or any(not part for part in key.split(".")):
-            raise ConfigError(
-                f"override {item!r} must look like section.key=value, e.g. model.layers=3"
-            )
-        try:
-            value = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError as err:
-            raise ConfigError(
-                f"{key}: cannot read value {text!r} ({err.__class__.__name__})"
-            ) from None
-        parsed.append((key.split("."), value))
+    for key, value in items:
+        path = str(key).split(".")
+        if not key or any(not part for part in path):
+            raise ConfigError(f"override {key!r}: give section.key (e.g. model.layers)")
+        parsed.append((path, value))
     return parsed
 
 
-def apply_overrides(raw: Mapping[str, Any], items: Sequence[str]) -> dict[str, Any]:
-    """A deep copy of ``raw`` with each ``key.sub=value`` override set."""
+def _parse_item(item: str) -> tuple[str, Any]:
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(
+            f"override {item!r} must look like section.key=value, e.g. model.layers=3"
+        )
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{key}: cannot read value {text!r} ({err.__class__.__name__})") from None
+    return key, value
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Overrides) -> dict[str, Any]:
+    """A deep copy of ``raw`` with each override set (see :data:`Overrides`)."""
     out: dict[str, Any] = _deep_copy(raw)
-    for path, value in parse_overrides(items):
+    for path, value in parse_overrides(overrides):
         node = out
         for depth, part in enumerate(path[:-1]):
             child = node.get(part)
@@ -319,19 +344,40 @@ def apply_overrides(raw: Mapping[str, Any], items: Sequence[str]) -> dict[str, A
                     f"{'.'.join(path)}: cannot set a sub-key of {where}, which is {child!r}"
                 )
             node = child
-        node[path[-1]] = value
+        node[path[-1]] = _deep_copy(value)
     return out
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """Read a YAML experiment, apply overrides and validate everything."""
+def read_yaml(path: str | Path, missing: str | None = None) -> dict[str, Any]:
+    """The mapping a YAML file holds (an empty file holds an empty one).
+
+    Raises :class:`ConfigError` when the file does not exist (with the message ``missing``, which
+    should say what to do, or a generic one), is not valid YAML, or holds no mapping.
+    """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist; see configs/ for the experiments")
+        raise ConfigError(missing or f"{path}: no such file")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        with path.open() as stream:
+            raw = yaml.safe_load(stream)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(
+            f"{path}: not valid YAML; fix it at the line and column named here: {err}"
+        ) from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(
+            f"{path}: expected a mapping of settings (key: value lines), got a {type(raw).__name__}"
+        )
+    return dict(raw)
+
+
+def load_config(path: str | Path, overrides: Overrides = ()) -> ExperimentConfig:
+    """Read a YAML experiment, apply overrides and validate everything."""
+    raw = read_yaml(
+        path, missing=f"config file {path} does not exist; see configs/ for the experiments"
+    )
     return resolve_config(apply_overrides(raw, overrides))
 
 

@@ -6,12 +6,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from agent.build import EnvFactory, EnvSpec, make_algo, probe_env, resolve_device, wrap_normalize
 from agent.checkpoint import Checkpoint, CheckpointError, load_checkpoint, restore_algo_state
-from agent.config import ConfigError, ExperimentConfig, resolve_config
+from agent.config import ConfigError, ExperimentConfig, read_yaml, resolve_config
 from agent.evaluation import TrainedPolicy
 from agent.rundir import RunDir
 
@@ -29,9 +28,8 @@ class LoadedAgent:
 
 def run_config(run: RunDir) -> ExperimentConfig:
     """The resolved config saved in a run directory."""
-    if not run.config.is_file():
-        raise ConfigError(f"{run.path} has no config.yaml; is it a run directory (runs/<name>)?")
-    return resolve_config(yaml.safe_load(run.config.read_text()) or {})
+    missing = f"{run.path} has no config.yaml; is it a run directory (runs/<name>)?"
+    return resolve_config(read_yaml(run.config, missing=missing))
 
 
 def with_env(config: ExperimentConfig, env_id: str | None) -> ExperimentConfig:
@@ -71,7 +69,7 @@ def load_agent(
     config = with_env(trained_config, env_id)
     spec = probe_env(config.env)
     if config is not trained_config:
-        _check_same_observation(
+        check_same_observation(
             probe_env(trained_config.env), spec, trained_config.env.id, config.env.id
         )
 
@@ -94,9 +92,11 @@ def load_agent(
     return LoadedAgent(config, ckpt, spec, model, TrainedPolicy(model, normalize))
 
 
-def _check_same_observation(
+def check_same_observation(
     trained: EnvSpec, target: EnvSpec, trained_id: str, target_id: str
 ) -> None:
+    """Refuse to run a policy trained on ``trained_id`` on ``target_id`` unless both give the
+    same camera and sensor layout and the same kind of action space."""
     problems = []
     for key in ("camera", "sensors"):
         a, b = trained.observation_space[key].shape, target.observation_space[key].shape

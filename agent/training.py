@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,9 +43,11 @@ from agent.checkpoint import (
 from agent.config import (
     ConfigError,
     ExperimentConfig,
+    Overrides,
     apply_overrides,
     config_diff,
     load_config,
+    read_yaml,
     resolve_config,
     save_config,
     to_dict,
@@ -81,23 +82,23 @@ class Prepared:
 
 def prepare(
     config_path: str | Path | None,
-    overrides: Sequence[str] = (),
+    overrides: Overrides = (),
     resume: str | Path | None = None,
 ) -> Prepared:
-    """Validate everything a run needs, before any work: config, env kwargs, model, checkpoint."""
-    import yaml
+    """Validate everything a run needs, before any work: config, env kwargs, model, checkpoint.
 
+    ``overrides`` are command-line items or data (see :data:`agent.config.Overrides`)."""
     checkpoint = None
     if resume is not None:
         run = RunDir(Path(resume))
-        if not run.config.is_file():
-            raise ConfigError(f"--resume {resume}: no config.yaml there; is it a run directory?")
+        raw = read_yaml(
+            run.config, missing=f"--resume {resume}: no config.yaml there; is it a run directory?"
+        )
         found = run.latest_checkpoint()
         if found is None:
             raise CheckpointError(f"--resume {resume}: no checkpoint in {run.checkpoints}")
         checkpoint = load_checkpoint(found)
-        raw = yaml.safe_load(run.config.read_text()) or {}
-        raw = apply_overrides(raw, [*overrides, f"logging.name={run.name}"])
+        raw = apply_overrides(apply_overrides(raw, overrides), {"logging.name": run.name})
         config = resolve_config(raw)
         changed = config_diff(checkpoint.config, to_dict(config))
         if changed:
@@ -116,13 +117,13 @@ def prepare(
             )
     device = resolve_device(config.train.device)
     spec = probe_env(config.env)  # validates env.id and env.kwargs
-    _check_model(config, spec)
+    check_model(config, spec)
     if checkpoint is not None:
         _check_checkpoint_fits(config, spec, checkpoint)
     return Prepared(config, run, spec, device, checkpoint)
 
 
-def _check_model(config: ExperimentConfig, spec: EnvSpec) -> None:
+def check_model(config: ExperimentConfig, spec: EnvSpec) -> None:
     """Build the policy once on the probe spaces so model errors surface before any work."""
     try:
         kwargs = policy_kwargs(config, spec)

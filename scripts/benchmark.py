@@ -7,19 +7,15 @@ step budgets, evaluates each on the batched backend and on highway-env (plus mod
 and attention attribution), then writes ``results.json``, ``results.md`` and learning-curve PNGs
 to ``docs/results/<name>/``. Runs live in ``runs/benchmark/<name>/``; running the same command
 again skips finished runs and resumes interrupted ones from their last checkpoint. See
-``agent/benchmark.py``.
+``agent/benchmark/``.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")  # headless rendering
 
 QUICK = "configs/benchmark/quick.yaml"
 FULL = "configs/benchmark/full.yaml"
@@ -47,6 +43,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # imported after parsing: --help answers without loading torch and the simulators
+    from agent.cli import fail, guarded
+
+    if args.jobs is not None and args.jobs < 1:
+        return fail(f"--jobs must be at least 1, got {args.jobs}")
+    given = argv if argv is not None else sys.argv[1:]
+    return guarded(lambda: study(args, given))
+
+
+def study(args: argparse.Namespace, given: list[str]) -> int:
     from agent.benchmark import (
         default_paths,
         ensure_fresh,
@@ -57,20 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         run_benchmark,
         write_report,
     )
-    from envs.configuration import ConfigError
 
-    if args.jobs is not None and args.jobs < 1:
-        print(f"error: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
-        return 2
     path = QUICK if args.quick else (args.config or FULL)
-    try:
-        config = load_benchmark_config(path, steps=args.steps, seeds=args.seeds)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    config = load_benchmark_config(path, steps=args.steps, seeds=args.seeds)
     runs_root, out_dir = default_paths(config)
     runs_root, out_dir = args.runs or runs_root, args.out or out_dir
-    given = argv if argv is not None else sys.argv[1:]
     # the command that makes (or continues) the runs; --report-only only rebuilds the report
     command = shlex.join(
         ["python", "scripts/benchmark.py", *(a for a in given if a != "--report-only")]
@@ -83,9 +80,6 @@ def main(argv: list[str] | None = None) -> int:
             results = [r for job in jobs if (r := read_result(job)) is not None]
         else:
             results, interrupted = run_benchmark(config, runs_root, jobs=args.jobs)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"aborted; continue with: {command}", file=sys.stderr)
         return 130

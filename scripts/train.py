@@ -29,23 +29,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from agent.cli import fail, guarded
+    from agent.config import parse_overrides
     from agent.training import Trainer, prepare
 
-    overrides = list(args.overrides)
-    for flag, key in (
-        ("name", "logging.name"),
-        ("steps", "train.steps"),
-        ("wandb", "logging.wandb"),
-        ("device", "train.device"),
-    ):
-        value = getattr(args, flag)
-        if value is not None:
-            overrides.append(f"{key}={value}")
     if args.resume and args.config:
         return fail("--resume takes the run's own config; drop --config (overrides still apply)")
     if args.resume and args.name:
         return fail("--resume continues the run in place; drop --name")
-    return guarded(lambda: Trainer(prepare(args.config, overrides, resume=args.resume)).run())
+
+    def body() -> int:
+        # key.sub=value items are read as YAML; the flags' values are taken as given (data), so
+        # --name 2024 names a run "2024" rather than setting a number
+        overrides = {".".join(path): value for path, value in parse_overrides(args.overrides)}
+        for flag, key in (
+            ("name", "logging.name"),
+            ("steps", "train.steps"),
+            ("wandb", "logging.wandb"),
+            ("device", "train.device"),
+        ):
+            if getattr(args, flag) is not None:
+                overrides[key] = getattr(args, flag)
+        return Trainer(prepare(args.config, overrides, resume=args.resume)).run()
+
+    return guarded(body)
 
 
 if __name__ == "__main__":

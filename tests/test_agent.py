@@ -28,7 +28,7 @@ from agent.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from agent.config import ConfigError, load_config, to_dict
+from agent.config import ConfigError, load_config, read_yaml, to_dict
 from agent.evaluation import SUMMARY_KEYS
 from agent.video import FrameText, VideoWriter, read_video, render_frame
 from agent.wandb_logger import RunLogger
@@ -38,7 +38,6 @@ DEFAULT = ROOT / "configs" / "default.yaml"
 PYTHON = sys.executable
 ENV = {
     **os.environ,
-    "SDL_VIDEODRIVER": "offscreen",
     "WANDB_MODE": "offline",
     "WANDB_SILENT": "true",
 }
@@ -104,6 +103,35 @@ def test_bad_config_names_the_key(override: str, expected: list[str]) -> None:
         load_config(DEFAULT, [override])
     for text in expected:
         assert text in str(info.value)
+
+
+def test_overrides_given_as_data_keep_their_values() -> None:
+    config = load_config(DEFAULT, {"logging.name": "2024", "model.layers": 3, "algo.n_epochs": 2})
+    assert config.logging.name == "2024"  # read as YAML, the item logging.name=2024 is a number
+    assert config.model.layers == 3 and config.algo.n_epochs == 2
+    assert config == load_config(
+        DEFAULT, ["logging.name='2024'", "model.layers=3", "algo.n_epochs=2"]
+    )
+    with pytest.raises(ConfigError, match=r"section\.key"):
+        load_config(DEFAULT, {"model..layers": 3})
+    with pytest.raises(ConfigError, match=r"model\.layer.*model\.layers"):
+        load_config(DEFAULT, {"model.layer": 3})
+
+
+def test_read_yaml_says_what_is_wrong(tmp_path: Path) -> None:
+    path = tmp_path / "experiment.yaml"
+    with pytest.raises(ConfigError, match="see configs/"):
+        read_yaml(path, missing=f"{path} does not exist; see configs/")
+    path.write_text("train: {steps: [1,\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML.*line"):
+        read_yaml(path)
+    path.write_text("- train\n- model\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        read_yaml(path)
+    path.write_text("")
+    assert read_yaml(path) == {}
+    path.write_text("train: {steps: 10}\n")
+    assert read_yaml(path) == {"train": {"steps": 10}}
 
 
 def test_train_script_fails_fast_on_bad_config(tmp_path: Path) -> None:

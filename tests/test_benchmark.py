@@ -1,4 +1,4 @@
-"""The benchmark study (agent/benchmark.py, scripts/benchmark.py): statistics, planning, a tiny
+"""The benchmark study (agent/benchmark/, scripts/benchmark.py): statistics, planning, a tiny
 real study end to end (train on the batched simulator, evaluate on both backends), resuming and
 reporting runs that fail."""
 
@@ -26,9 +26,10 @@ from agent.benchmark import (
     markdown,
     plan,
     run_benchmark,
+    stale,
     write_report,
 )
-from agent.config import save_config
+from agent.config import load_config, save_config, to_dict
 from envs.configuration import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,6 +142,22 @@ def test_arms_differ_only_in_what_they_override(tmp_path):
     assert a.algo == b.algo and a.algo.clip_range == pytest.approx(0.1)
     assert a.algo.learning_rate == pytest.approx(5e-4)  # configs/batched.yaml's, kept
     assert a.env == b.env and a.train.steps == b.train.steps
+
+
+def test_runs_made_when_overrides_were_strings_are_still_the_same_settings(tmp_path):
+    """Jobs pass their overrides as data; runs made when they were ``key=<JSON>`` items (which
+    the config layer read back as YAML) must not be refused as made with other settings."""
+    raw = {**TINY, "overrides": {**TINY["overrides"], "algo.learning_rate": 1e-5}}
+    raw["overrides"]["logging.tags"] = ["on", "1", "null"]  # strings YAML would read otherwise
+    config = load_benchmark_config(write_config(tmp_path, raw))
+    for job in plan(config, tmp_path / "runs"):
+        assert job.overrides["train.steps"] == 512 and job.overrides["logging.tags"][0] == "on"
+        before = load_config(job.base, [f"{k}={json.dumps(v)}" for k, v in job.overrides.items()])
+        assert to_dict(before) == to_dict(job.experiment())
+        run_dir = Path(job.run_dir)
+        run_dir.mkdir(parents=True)
+        save_config(before, run_dir / "config.yaml")
+        assert stale(job) == []
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,125 @@
+"""Evaluating the study's policies: each trained policy on both backends, with modality ablations
+and attention attribution on highway-env, and the random and idle references on the same seeded
+episodes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from agent.attention_report import analyse_attention, evaluate_ablations
+from agent.benchmark.config import METRICS, BenchmarkConfig
+from agent.benchmark.jobs import Job, plan, write_json
+from agent.build import make_env, probe_env
+from agent.evaluation import EvalReport, IdlePolicy, RandomPolicy, evaluate
+from agent.loading import load_agent
+
+# what a job's result keeps of the attribution (agent.attention_report.analyse_attention)
+ATTENTION_KEYS = (
+    "class_mass",
+    "class_lift",
+    "class_share",
+    "camera_share",
+    "occlusion_ratio",
+    "frames",
+)
+
+
+def evaluate_job(job: Job) -> dict[str, Any]:
+    """The trained policy on both backends; robustness and attribution on the reference."""
+    spec = job.evaluation
+    episodes, seed = spec["episodes"], spec["seed"]
+    out: dict[str, Any] = {"evaluation": {}, "robustness": {}}
+    for backend, env_id in (("batched", job.train_id), ("reference", job.reference_id)):
+        agent = load_agent(job.run_dir, env_id=env_id, device="cpu")
+        kwargs = dict(agent.config.env.kwargs)
+        env = make_env(env_id, kwargs)
+        try:
+            report = evaluate(env, agent.policy, episodes, seed, env_id=env_id)
+        finally:
+            env.close()
+        out["evaluation"][backend] = {"env_id": env_id, **_summary(report)}
+        print(f"{backend} ({env_id}): {out['evaluation'][backend]}", flush=True)
+        if backend != "reference":
+            continue
+        if job.attribution:  # attribution, occlusion check and the same three ablations
+            attention = analyse_attention(
+                agent.policy,
+                env_id,
+                kwargs,
+                report,
+                episodes,
+                seed,
+                cell=(agent.config.model.patch, agent.config.model.patch),
+                noise_std=spec["noise_std"],
+                progress=lambda line: print(line, flush=True),
+            )
+            out["attention"] = {key: attention[key] for key in ATTENTION_KEYS}
+            out["robustness"] = {
+                mode: {k: row[k] for k in METRICS} for mode, row in attention["modality"].items()
+            }
+        else:
+            out["robustness"]["intact"] = {k: out["evaluation"][backend][k] for k in METRICS}
+            ablations = evaluate_ablations(
+                agent.policy, env_id, kwargs, episodes, seed, spec["noise_std"]
+            )
+            for mode, (ablated_report, _) in ablations.items():
+                figures = ablated_report.summary()
+                out["robustness"][mode] = {k: figures[k] for k in METRICS}
+    return out
+
+
+def _summary(report: EvalReport) -> dict[str, Any]:
+    """The report's summary with the episode count and every episode's return."""
+    return {
+        **report.summary(),
+        "episodes": len(report.episodes),
+        "returns": [e.episode_return for e in report.episodes],
+    }
+
+
+def reference_policies(config: BenchmarkConfig, runs_root: Path) -> dict[str, Any]:
+    """Random and idle policies on every scenario and backend: the same env settings and seeded
+    episodes as the arms. Cached in ``<runs>/references.json`` (recomputed when they change)."""
+    ev = config.evaluation
+    cache = runs_root / "references.json"
+    jobs = {job.scenario: job for job in reversed(plan(config, runs_root))}  # first arm's
+    env_configs = {scenario: job.experiment().env for scenario, job in jobs.items()}
+    key = {
+        scenario: {"env": _plain(asdict(env_configs[scenario])), "evaluation": job.evaluation}
+        for scenario, job in jobs.items()
+    }
+    if cache.is_file():
+        with contextlib.suppress(json.JSONDecodeError):
+            saved = json.loads(cache.read_text())
+            if saved.get("key") == _plain(key):
+                return saved["references"]
+    out: dict[str, Any] = {}
+    for scenario, job in jobs.items():
+        env_config = env_configs[scenario]
+        out[scenario] = {}
+        for backend, env_id in (("batched", job.train_id), ("reference", job.reference_id)):
+            probe = probe_env(replace(env_config, id=env_id))
+            for name, policy in (
+                ("random", RandomPolicy(probe.action_space)),
+                ("idle", IdlePolicy(probe.idle_action)),
+            ):
+                env = make_env(env_id, dict(env_config.kwargs))
+                try:
+                    report = evaluate(env, policy, ev.episodes, ev.seed, env_id=env_id)
+                finally:
+                    env.close()
+                out[scenario].setdefault(name, {})[backend] = {
+                    k: v for k, v in _summary(report).items() if k != "returns"
+                }
+    runs_root.mkdir(parents=True, exist_ok=True)
+    write_json(cache, {"key": key, "references": out})
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """As it reads back from JSON (tuples as lists, anything else unusual as a string)."""
+    return json.loads(json.dumps(value, default=str))

@@ -1,0 +1,134 @@
+"""The study's jobs: what each one is, where it lives and what it left on disk.
+
+A job is one training run and its evaluation, in ``<runs>/<scenario>-<arm>-s<seed>/`` (an
+ordinary run directory) with its outcome in ``benchmark.json`` and its output in
+``benchmark.log``. A run directory made with other settings than the config asks now is refused
+(:func:`ensure_fresh`) rather than mixed in.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.benchmark.config import BenchmarkConfig, arm_experiment
+from agent.config import ConfigError, ExperimentConfig, config_diff, read_yaml, to_dict
+from agent.rundir import RunDir
+
+RESULT_FILE = "benchmark.json"
+LOG_FILE = "benchmark.log"
+
+
+@dataclass
+class Job:
+    """One training run and its evaluation (plain data: it is sent to a worker process)."""
+
+    scenario: str
+    arm: str
+    seed: int
+    train_id: str
+    reference_id: str
+    base: str
+    overrides: dict[str, Any]  # section.key -> value, applied to base
+    run_dir: str
+    evaluation: dict[str, Any]
+    attribution: bool
+    throughput_seconds: float
+
+    @property
+    def name(self) -> str:
+        return Path(self.run_dir).name
+
+    def experiment(self) -> ExperimentConfig:
+        """The run's validated experiment."""
+        return arm_experiment(self.base, self.overrides, self.arm)
+
+    def identity(self) -> dict[str, Any]:
+        """Which run a result belongs to: the first keys of its ``benchmark.json``."""
+        return {"scenario": self.scenario, "arm": self.arm, "seed": self.seed, "run": self.run_dir}
+
+
+def plan(config: BenchmarkConfig, runs_root: Path) -> list[Job]:
+    """Every job, seeds outermost so that a partial benchmark covers all arms evenly."""
+    jobs = []
+    for seed in config.seeds:
+        for scenario, spec in config.scenarios.items():
+            for arm in config.arms:
+                jobs.append(
+                    Job(
+                        scenario=scenario,
+                        arm=arm,
+                        seed=seed,
+                        train_id=spec.train,
+                        reference_id=spec.reference,
+                        base=config.base,
+                        overrides=config.run_overrides(scenario, arm, seed, runs_root),
+                        run_dir=str(runs_root / config.run_name(scenario, arm, seed)),
+                        evaluation=asdict(config.evaluation),
+                        attribution=arm in config.evaluation.attribution_arms,
+                        throughput_seconds=config.throughput_seconds,
+                    )
+                )
+    return jobs
+
+
+def read_result(job: Job) -> dict[str, Any] | None:
+    """The job's recorded outcome (finished, interrupted or failed), if any."""
+    path = Path(job.run_dir) / RESULT_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write one of the study's JSON files atomically; NaN and infinities become null."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(_finite(data), indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities as null: strict JSON readers refuse them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def stale(job: Job) -> list[str]:
+    """How the job's existing run directory differs from what the config asks now."""
+    run = RunDir(Path(job.run_dir))
+    changes = []
+    if run.config.is_file():
+        saved = read_yaml(run.config)
+        wanted = to_dict(job.experiment())
+        changes += [line for line in config_diff(saved, wanted) if not line.startswith("logging.")]
+    done = read_result(job)
+    if done is not None and "evaluation_spec" in done:
+        changes += [
+            f"evaluation.{line}" for line in config_diff(done["evaluation_spec"], job.evaluation)
+        ]
+    return changes
+
+
+def ensure_fresh(jobs: Sequence[Job], runs_root: Path) -> None:
+    """Refuse (before any work) to mix in runs made with other settings."""
+    changed = {job.name: stale(job) for job in jobs}
+    changed = {name: lines for name, lines in changed.items() if lines}
+    if changed:
+        name, lines = next(iter(changed.items()))
+        raise ConfigError(
+            f"{len(changed)} run(s) in {runs_root} were made with other settings (e.g. {name}: "
+            f"{'; '.join(lines[:3])}); delete them, or give --runs a new folder"
+        )

@@ -1,0 +1,201 @@
+"""The study's report: ``results.json``, ``results.md`` (the README's Results tables) and the
+learning-curve PNGs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.benchmark.config import BenchmarkConfig
+from agent.benchmark.jobs import write_json
+from agent.benchmark.stats import aggregate, curve_band
+
+
+def plot_curves(
+    config: BenchmarkConfig, results: Sequence[dict[str, Any]], out_dir: Path
+) -> list[Path]:
+    """Per scenario, training return against steps and against wall time (mean, 95% band)."""
+    # imported on first use: matplotlib is slow to import, and picking its backend is a
+    # process-wide side effect that importing this module should not have
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    finished = [r for r in results if r.get("status") == "finished" and r["curve"]["steps"]]
+    for scenario in config.scenarios:
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for arm in config.arms:
+            runs = [r for r in finished if r["scenario"] == scenario and r["arm"] == arm]
+            if not runs:
+                continue
+            for ax, key, scale in ((axes[0], "steps", 1.0), (axes[1], "seconds", 1 / 60)):
+                top = min(r["curve"][key][-1] for r in runs)
+                grid = np.linspace(0, top, 100)
+                mean, half = curve_band(
+                    [(r["curve"][key], r["curve"]["return"]) for r in runs], grid
+                )
+                (line,) = ax.plot(grid * scale, mean, label=f"{arm} (n={len(runs)})")
+                ax.fill_between(
+                    grid * scale, mean - half, mean + half, color=line.get_color(), alpha=0.15
+                )
+        axes[0].set_xlabel("environment steps")
+        axes[1].set_xlabel("wall time [min] (one core per run)")
+        for ax in axes:
+            ax.set_ylabel("training episode return (last 100)")
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=8)
+        fig.suptitle(f"{scenario}: {config.steps} steps per run, mean and 95% interval over seeds")
+        fig.tight_layout()
+        path = out_dir / f"curves_{scenario}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _ci(cell: Mapping[str, Any], percent: bool = False) -> str:
+    mean, half = cell["mean"], cell["ci95"]
+    if math.isnan(mean):
+        return "n/a"
+    if percent:
+        return f"{mean:.0%}" + ("" if math.isnan(half) else f" ± {half * 100:.0f}")
+    return f"{mean:.2f}" + ("" if math.isnan(half) else f" ± {half:.2f}")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A markdown table, first column left-aligned, the others right-aligned."""
+    return [
+        "| " + " | ".join(header) + " |",
+        "| --- |" + " ---: |" * (len(header) - 1),
+        *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+    ]
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The Results tables (markdown), as the README shows them."""
+    config = summary["config"]
+    lines: list[str] = []
+    for scenario, arms in summary["results"].items():
+        spec = config["scenarios"][scenario]
+        rows = [
+            [
+                arm,
+                str(len(row["seeds"])),
+                _ci(row["batched"]["mean_return"]),
+                _ci(row["reference"]["mean_return"]),
+                _ci(row["reference"]["success_rate"], True),
+                _ci(row["reference"]["collision_rate"], True),
+            ]
+            for arm, row in arms.items()
+        ]
+        rows += [
+            [
+                f"{name} policy",
+                "-",
+                f"{b['batched']['mean_return']:.2f}",
+                f"{b['reference']['mean_return']:.2f}",
+                f"{b['reference']['success_rate']:.0%}",
+                f"{b['reference']['collision_rate']:.0%}",
+            ]
+            for name, b in summary["references"].get(scenario, {}).items()
+        ]
+        lines += [
+            f"#### {scenario}: trained on `{spec['train']}`, evaluated on both backends",
+            "",
+            "Return on each backend; success and collision on highway-env:",
+            "",
+            *_table(
+                ["arm", "seeds", "return, batched", "return, highway-env", "success", "collision"],
+                rows,
+            ),
+        ]
+        if not arms:
+            continue
+        robust = {a: r["robustness"] for a, r in arms.items()}
+        modes = sorted({m for r in robust.values() for m in r}, key=_mode_order)
+        if modes:
+            lines += [f"Robustness on highway-env ({scenario}), return:", ""]
+            lines += _table(
+                ["arm", *(m.replace("_", " ") for m in modes)],
+                [
+                    [arm, *(_ci(r[m]["mean_return"]) if m in r else "" for m in modes)]
+                    for arm, r in robust.items()
+                ],
+            )
+        lines += [f"Throughput ({scenario}), steps/s of each run on one core:", ""]
+        lines += _table(
+            ["arm", "training", "raw env (same run)", "training / env"],
+            [
+                [
+                    arm,
+                    f"{row['throughput']['train_steps_per_s']['mean']:.0f}",
+                    f"{row['throughput']['env_steps_per_s']['mean']:.0f}",
+                    _ci(row["throughput"]["train_over_env"]),
+                ]
+                for arm, row in arms.items()
+            ],
+        )
+        if scenario in summary["attention_over_combined_speed"]:
+            ratio = summary["attention_over_combined_speed"][scenario]
+            lines += [f"attention / CombinedExtractor training speed: {ratio:.2f}x", ""]
+        for arm, row in arms.items():
+            if "attention" not in row:
+                continue
+            att = row["attention"]
+            lines += [
+                f"Attention attribution ({scenario}, {arm}, last layer, mean over seeds): "
+                f"camera share {_ci(att['camera_share'], True)}, occlusion ratio "
+                f"{_ci(att['occlusion_ratio'])}",
+                "",
+            ]
+            lines += _table(
+                ["road element", "share of image", "attention mass", "lift"],
+                [
+                    [
+                        cls,
+                        _ci(att["class_share"][cls], True),
+                        _ci(mass, True),
+                        _ci(att["class_lift"][cls]),
+                    ]
+                    for cls, mass in att["class_mass"].items()
+                ],
+            )
+    bad = summary["not_finished"]
+    if bad or summary["missing"]:
+        lines.append("Runs that did not finish:")
+        lines += [f"- {r['scenario']}-{r['arm']}-s{r['seed']}: {r.get('error')}" for r in bad]
+        lines += [f"- {m['scenario']}-{m['arm']}-s{m['seed']}: not run" for m in summary["missing"]]
+    else:
+        lines.append("Every planned run finished.")
+    return "\n".join(lines) + "\n"
+
+
+def _mode_order(mode: str) -> int:
+    order = ("intact", "camera_blanked", "sensors_zeroed", "sensor_noise")
+    return order.index(mode) if mode in order else len(order)
+
+
+def write_report(
+    config: BenchmarkConfig,
+    results: Sequence[dict[str, Any]],
+    references: dict[str, Any],
+    out_dir: Path,
+    command: str,
+) -> dict[str, Any]:
+    """``results.json``, ``results.md`` and the learning-curve PNGs in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = aggregate(config, results, references)
+    summary["command"] = command
+    summary["plots"] = [p.name for p in plot_curves(config, results, out_dir)]
+    write_json(out_dir / "results.json", summary)
+    text = markdown(summary)
+    (out_dir / "results.md").write_text(f"Produced by `{command}`.\n\n{text}")
+    summary["markdown"] = text
+    return summary

@@ -1,0 +1,133 @@
+"""The study's statistics: means with 95% Student-t intervals over seeds (the seed is the unit),
+learning-curve bands, and :func:`aggregate`, which turns the job results into the study's
+numbers."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from agent.benchmark.config import METRICS, BenchmarkConfig
+
+# two-sided 95% quantiles of Student's t, by degrees of freedom (scipy is not a dependency)
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306}
+_T95.update({9: 2.262, 10: 2.228, 11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131})
+_T95.update({16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086, 25: 2.060, 30: 2.042})
+_T95.update({40: 2.021, 60: 2.000, 120: 1.980})
+
+
+def t95(df: int) -> float:
+    """The quantile at ``df``, or at the nearest tabulated smaller ``df`` (a wider interval)."""
+    if df < 1:
+        return math.nan
+    return _T95[max(d for d in _T95 if d <= df)]
+
+
+def interval(values: Sequence[float]) -> dict[str, Any]:
+    """Mean and the half-width of its 95% t-interval (over seeds: the seed is the unit)."""
+    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    n = len(x)  # unknown values (None, NaN) are left out
+    if n == 0:
+        return {"mean": math.nan, "ci95": math.nan, "n": 0, "values": []}
+    half = t95(n - 1) * float(x.std(ddof=1)) / math.sqrt(n) if n > 1 else math.nan
+    return {"mean": float(x.mean()), "ci95": half, "n": n, "values": [float(v) for v in x]}
+
+
+def curve_band(
+    curves: Sequence[tuple[Sequence[float], Sequence[float]]], grid: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and 95% half-width over runs of curves interpolated onto ``grid`` (NaN outside)."""
+    rows = []
+    for xs, ys in curves:
+        xs_a, ys_a = np.asarray(xs, float), np.asarray(ys, float)
+        row = np.full(len(grid), np.nan)
+        if len(xs_a):
+            inside = (grid >= xs_a[0]) & (grid <= xs_a[-1])
+            row[inside] = np.interp(grid[inside], xs_a, ys_a)
+        rows.append(row)
+    data = np.array(rows)
+    n = np.sum(~np.isnan(data), axis=0)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: NaN, as wanted
+        mean = np.nanmean(data, axis=0)
+        std = np.nanstd(data, axis=0, ddof=1)
+    half = np.array([t95(int(k) - 1) for k in n]) * std / np.sqrt(np.maximum(n, 1))
+    mean[n < len(curves)] = np.nan  # only where every run has data
+    return mean, half
+
+
+def aggregate(
+    config: BenchmarkConfig, results: Sequence[dict[str, Any]], references: dict[str, Any]
+) -> dict[str, Any]:
+    """The study's numbers: per scenario and arm, means and 95% intervals over seeds."""
+    finished = [r for r in results if r.get("status") == "finished"]
+    expected = {
+        (s, a, seed) for seed in config.seeds for s in config.scenarios for a in config.arms
+    }
+    present = {(r["scenario"], r["arm"], r["seed"]) for r in results}
+    missing = sorted(expected - present)
+    table: dict[str, Any] = {}
+    speed: dict[str, float] = {}  # attention / CombinedExtractor training steps/s
+    for scenario in config.scenarios:
+        table[scenario] = {}
+        for arm in config.arms:
+            runs = [r for r in finished if r["scenario"] == scenario and r["arm"] == arm]
+            if not runs:
+                continue
+            row: dict[str, Any] = {"seeds": [r["seed"] for r in runs]}
+            for backend in ("batched", "reference"):
+                row[backend] = {
+                    m: interval([r["evaluation"][backend][m] for r in runs]) for m in METRICS
+                }
+            modes = [m for m in runs[0].get("robustness", {}) if m != "intact"]
+            row["robustness"] = {
+                mode: {m: interval([r["robustness"][mode][m] for r in runs]) for m in METRICS}
+                for mode in ["intact", *modes]
+                if all(mode in r.get("robustness", {}) for r in runs)
+            }
+            tp = [r["throughput"] for r in runs]
+            row["throughput"] = {
+                "train_steps_per_s": interval([t["train_steps_per_s"] for t in tp]),
+                "env_steps_per_s": interval([t["env_steps_per_s"] for t in tp]),
+                "train_over_env": interval(
+                    [
+                        t["train_steps_per_s"] / t["env_steps_per_s"]
+                        for t in tp
+                        if t["train_steps_per_s"] and t["env_steps_per_s"]
+                    ]
+                ),
+            }
+            if all("attention" in r for r in runs):
+                row["attention"] = {
+                    "class_mass": _per_class([r["attention"]["class_mass"] for r in runs]),
+                    "class_lift": _per_class([r["attention"]["class_lift"] for r in runs]),
+                    "class_share": _per_class([r["attention"]["class_share"] for r in runs]),
+                    "camera_share": interval([r["attention"]["camera_share"] for r in runs]),
+                    "occlusion_ratio": interval([r["attention"]["occlusion_ratio"] for r in runs]),
+                }
+            table[scenario][arm] = row
+        arms = table[scenario]
+        if "attention" in arms and "combined" in arms:
+            att = arms["attention"]["throughput"]["train_steps_per_s"]["mean"]
+            comb = arms["combined"]["throughput"]["train_steps_per_s"]["mean"]
+            speed[scenario] = att / comb if comb > 0 else math.nan
+    return {
+        "name": config.name,
+        "config": asdict(config),
+        "results": table,
+        "attention_over_combined_speed": speed,
+        "references": references,
+        "runs": [{k: v for k, v in r.items() if k != "curve"} for r in results],
+        "not_finished": [r for r in results if r.get("status") != "finished"],
+        "missing": [{"scenario": s, "arm": a, "seed": seed} for s, a, seed in missing],
+    }
+
+
+def _per_class(rows: Sequence[Mapping[str, float]]) -> dict[str, Any]:
+    names = [k for k in rows[0] if all(k in r for r in rows)]
+    return {k: interval([r[k] for r in rows]) for k in names}
