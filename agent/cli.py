@@ -1,5 +1,6 @@
 """What every script's entry point shares: an error the user can fix (a bad config, option,
-argument or checkpoint) is one line on stderr and exit status 2, never a traceback."""
+argument or checkpoint, a simulator that is not running) is one line on stderr and exit status
+2, never a traceback."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from collections.abc import Callable
 
 from envs.configuration import ConfigError
+from envs.contract import SimulatorUnavailable
 
 USAGE_ERROR = 2  # exit status of a command the user must correct
 
@@ -18,10 +20,11 @@ def fail(message: object) -> int:
 
 
 def guarded(body: Callable[[], int]) -> int:
-    """Run a script's ``body``; a ConfigError or CheckpointError becomes :func:`fail`."""
+    """Run a script's ``body``; a ConfigError, CheckpointError or SimulatorUnavailable becomes
+    :func:`fail`."""
     from agent.checkpoint import CheckpointError  # imports torch: only once a script runs
 
     try:
         return body()
-    except (ConfigError, CheckpointError) as err:
+    except (ConfigError, CheckpointError, SimulatorUnavailable) as err:
         return fail(err)

@@ -123,6 +123,48 @@ def idle_action(kind: ActionKind) -> Any:
     return IDLE if kind == "discrete" else np.zeros(2, np.float32)
 
 
+class SimulatorUnavailable(RuntimeError):
+    """The simulator a backend needs cannot be reached (e.g. no CARLA server is listening); the
+    message says how to start it."""
+
+
+class ActionError(ValueError):
+    """An action outside the env's action space: wrong shape, not a number, not finite, or not
+    one of the meta-actions. Raised before anything is simulated, so the env stays usable."""
+
+
+def describe_actions(kind: ActionKind) -> str:
+    if kind == "discrete":
+        listed = ", ".join(f"{i} {name}" for i, name in enumerate(DISCRETE_ACTIONS))
+        return f"one integer meta-action ({listed})"
+    return "two finite numbers [steer, accel] (clipped to [-1, 1])"
+
+
+def check_action(action: Any, kind: ActionKind, env: str) -> Any:
+    """``action`` as a backend applies it (a meta-action index, or ``[steer, accel]`` clipped to
+    [-1, 1]), or :class:`ActionError` naming ``env`` and the action.
+
+    Finite continuous actions outside [-1, 1] are clipped (as SB3 clips its policies'); a NaN or
+    infinity, a wrong shape, a non-integer or out-of-range meta-action is refused.
+    """
+    try:
+        a = np.asarray(action)
+        numeric = a.dtype.kind in "iuf" and bool(np.isfinite(a).all())
+    except (TypeError, ValueError):
+        numeric = False
+    if kind == "discrete":
+        if numeric and a.size == 1 and float(a.reshape(())) % 1 == 0:
+            index = int(a.reshape(()))
+            if 0 <= index < len(DISCRETE_ACTIONS):
+                return index
+    elif numeric and a.size == 2:
+        return np.clip(a.astype(np.float32).reshape(2), -1.0, 1.0)
+    raise ActionError(
+        f"{env}: action {action!r} is not {describe_actions(kind)}; nothing was simulated, the "
+        "env can go on with a valid action"
+    )
+
+
 def action_vector(action: Any, kind: ActionKind) -> np.ndarray:
     """The action as the ``ego.last_action_*`` / ``ego.last_*`` sensors hold it: a one-hot
     (5,) for meta-actions, the clipped (2,) ``[steer, accel]`` otherwise."""

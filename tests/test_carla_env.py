@@ -28,7 +28,15 @@ import envs  # noqa: F401  (registers the ids)
 from envs.carla.config import DEFAULT_REWARD_WEIGHTS, default_host, default_port
 from envs.carla.runtime import CarlaConnectionError, CarlaServerLost, probe_server
 from envs.configuration import ConfigError
-from envs.contract import CLASS_ID, EPISODE_KEYS, REWARD_TERMS, ROAD_CLASSES, sensor_groups
+from envs.contract import (
+    CLASS_ID,
+    EPISODE_KEYS,
+    REWARD_TERMS,
+    ROAD_CLASSES,
+    ActionError,
+    SimulatorUnavailable,
+    sensor_groups,
+)
 
 carla = pytest.importorskip(
     "carla", reason="the carla client is not installed: pip install -e '.[carla]'"
@@ -72,6 +80,18 @@ def test_reset_without_a_server_fails_within_the_timeout_with_instructions() -> 
     text = str(err.value)
     assert "no CARLA server is listening" in text and "carlasim/carla:0.9.16" in text
     assert "CARLA_HOST" in text
+    env.close()
+
+
+def test_first_connection_fails_at_once_even_with_many_retries() -> None:
+    """No server at all when training starts: one clear error now, not retries for minutes
+    (configs/carla.yaml allows 20 retries 10 s apart, for a server coming back)."""
+    env = CarlaDriveEnv(host="127.0.0.1", port=free_port(), timeout_s=2.0, connect_retries=20,
+                        retry_delay_s=10.0)  # fmt: skip
+    start = time.monotonic()
+    with pytest.raises(SimulatorUnavailable, match="no CARLA server is listening"):
+        env.reset(seed=0)
+    assert time.monotonic() - start < 2.5
     env.close()
 
 
@@ -207,6 +227,17 @@ def test_collision_ends_the_episode_with_a_penalty(fake: dict[str, Any]) -> None
     assert info["collided_with"] == ["vehicle.audi.tt"]
     ray_ahead = dict(zip(env.sensor_names, obs["sensors"]))["rays.00.distance"]
     assert ray_ahead < 0.1  # the ray straight ahead touches the parked car
+    env.close()
+
+
+def test_a_bad_action_is_refused_and_the_episode_goes_on(fake: dict[str, Any]) -> None:
+    env = CarlaDriveEnv(**{**FAST, "n_vehicles": 0, "n_pedestrians": 0})
+    env.reset(seed=0)
+    for bad in ([np.nan, 0.0], [0.0, np.inf], [0.1, 0.2, 0.3], "fast"):
+        with pytest.raises(ActionError, match="Carla-v0: action"):
+            env.step(bad)
+    _, reward, terminated, truncated, _ = env.step([0.0, 0.5])
+    assert np.isfinite(reward) and not (terminated or truncated)
     env.close()
 
 

@@ -10,13 +10,14 @@ import torch
 
 import envs
 from envs import ConfigError
-from envs.batched import BatchedDrive
+from envs.batched import BatchedDrive, BatchedDriveVecEnv
 from envs.batched import contract as twin
 from envs.batched.scenarios import import_state
 from envs.contract import (
     EPISODE_KEYS,
     IDLE,
     REWARD_TERMS,
+    ActionError,
     EpisodeStats,
     FrameStack,
     action_change,
@@ -236,3 +237,49 @@ def test_sensor_layout_follows_the_scenario() -> None:
 
 def envs_id(name: str) -> str:
     return {scenario: i for i, scenario in envs.HIGHWAY_IDS.items()}[name]
+
+
+# ----------------------------------------------------------------------------- bad actions
+BAD_DISCRETE = [5, -1, 1.5, float("nan"), "left", [1, 2], None]
+BAD_CONTINUOUS = [[float("nan"), 0.0], [0.0, float("inf")], [0.1, 0.2, 0.3], "fast", None]
+
+
+@pytest.mark.parametrize("env_id", ["DriveAttention/Highway-v0", "DriveAttention/BatchedMerge-v0"])
+@pytest.mark.parametrize("kind", ["discrete", "continuous"])
+def test_a_bad_action_is_refused_and_the_env_goes_on(env_id: str, kind: str) -> None:
+    env = gym.make(env_id, action=kind)
+    env.reset(seed=0)
+    for bad in BAD_DISCRETE if kind == "discrete" else BAD_CONTINUOUS:
+        with pytest.raises(ActionError, match=r"nothing was simulated|no env was stepped"):
+            env.step(bad)
+    obs, reward, *_ = env.step(env.unwrapped.idle_action)  # still usable
+    assert np.isfinite(reward) and np.isfinite(obs["sensors"]).all()
+    if kind == "continuous":  # finite values beyond the range are clipped, as SB3 clips
+        _, _, _, _, info = env.step(np.array([0.0, 5.0]))
+        assert np.isfinite(info["speed"])
+    env.close()
+
+
+def test_a_bad_row_stops_no_env_and_leaves_every_state_as_it_was() -> None:
+    venv = BatchedDriveVecEnv(num_envs=4, action="continuous")
+    venv.seed(0)
+    venv.reset()
+    traffic = venv.core.traffic
+    x_before = traffic.x.clone()
+    actions = np.zeros((4, 2), np.float32)
+    actions[2, 0] = np.nan
+    with pytest.raises(ActionError, match=r"env\(s\) 2:"):
+        venv.step(actions)
+    assert torch.equal(venv.core.traffic.x, x_before), "no env moved"
+    with pytest.raises(ActionError, match="shape"):
+        venv.step(np.zeros((3, 2), np.float32))
+    actions[2, 0] = 0.0
+    _, rewards, _, _ = venv.step(actions)
+    assert np.isfinite(rewards).all()
+    assert (venv.core.traffic.x[:, 0] > x_before[:, 0]).all(), "every env drives on"
+
+    discrete = BatchedDriveVecEnv(num_envs=3)
+    discrete.reset()
+    with pytest.raises(ActionError, match=r"env\(s\) 1:"):
+        discrete.step(np.array([1, 7, 1]))
+    discrete.step(np.array([1, 3, 1]))

@@ -10,7 +10,43 @@ from dataclasses import dataclass
 
 import torch
 
-from envs.contract import EPISODE_KEYS, IDLE, REWARD_TERMS
+from envs.contract import (
+    DISCRETE_ACTIONS,
+    EPISODE_KEYS,
+    IDLE,
+    REWARD_TERMS,
+    ActionError,
+    describe_actions,
+)
+
+
+def check_actions(action: torch.Tensor, discrete: bool, num_envs: int, env: str) -> torch.Tensor:
+    """(B,) long meta-actions or (B, 2) ``[steer, accel]`` clipped to [-1, 1]: the batched
+    :func:`envs.contract.check_action`. A bad row raises :class:`ActionError` naming the rows
+    before any environment is stepped, so every environment's state is kept and the next call
+    with valid actions goes on (no row is silently replaced)."""
+    kind = "discrete" if discrete else "continuous"
+    shape = (num_envs,) if discrete else (num_envs, 2)
+    if action.is_complex() or action.dtype == torch.bool or action.numel() != num_envs * (
+        1 if discrete else 2
+    ):
+        raise ActionError(
+            f"{env}: actions of shape {tuple(action.shape)} for {num_envs} envs; give {shape}, "
+            f"each {describe_actions(kind)}"
+        )
+    action = action.reshape(shape)
+    values = action.double()
+    bad = ~torch.isfinite(values)
+    if discrete:
+        bad |= (values % 1 != 0) | (values < 0) | (values >= len(DISCRETE_ACTIONS))
+    rows = bad.reshape(num_envs, -1).any(1).nonzero()[:, 0].tolist()
+    if rows:
+        shown = ", ".join(f"{i}: {action[i].tolist()}" for i in rows[:5])
+        raise ActionError(
+            f"{env}: the actions of env(s) {shown}{' ...' if len(rows) > 5 else ''} are not "
+            f"{describe_actions(kind)}; no env was stepped, all can go on with valid actions"
+        )
+    return action.long() if discrete else action.float().clamp(-1.0, 1.0)
 
 
 def action_change(action: torch.Tensor, previous: torch.Tensor, discrete: bool) -> torch.Tensor:

@@ -100,6 +100,7 @@ class BatchedDrive:
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(int(np.random.SeedSequence().generate_state(1)[0]))
         self.traffic: Traffic | None = None
+        self.name = f"the batched {cfg.scenario} ({cfg.num_envs} envs)"  # for error messages
         self._from_nodes: dict[tuple[str, ...], torch.Tensor] = {}
 
     # ----------------------------------------------------------------- spaces
@@ -178,12 +179,14 @@ class BatchedDrive:
         """
         t, cfg, scenario = self.traffic, self.config, self.scenario
         assert t is not None, "call reset() before step()"
+        action = contract.check_actions(
+            torch.as_tensor(action, device=self.device), self.discrete, self.num_envs, self.name
+        )
         if self.discrete:
-            action = action.to(self.device).long().reshape(-1)
             action_vec = torch.nn.functional.one_hot(action, self.action_dim).float()
             sim_action = action
         else:
-            action_vec = action.to(self.device, torch.float32).reshape(-1, 2).clamp(-1, 1)
+            action_vec = action
             sim_action = action_vec[:, [1, 0]]  # highway-env's order is [accel, steer]
         dt = 1.0 / self.sim_frequency
         for frame in range(self.frames_per_step):

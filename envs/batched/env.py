@@ -19,7 +19,13 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from envs.batched.core import BatchedDrive, StepOutput
 from envs.configuration import ConfigError
-from envs.contract import EPISODE_KEYS, REWARD_TERMS, check_render_mode, idle_action
+from envs.contract import (
+    EPISODE_KEYS,
+    REWARD_TERMS,
+    check_action,
+    check_render_mode,
+    idle_action,
+)
 
 
 def _episode_info(out: StepOutput, i: int, cpu: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -166,11 +172,8 @@ class BatchedDriveEnv(gym.Env):
         return self._obs(out.labels, out.sensors), info
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
-        if self.core.discrete:
-            act = torch.tensor([int(action)])
-        else:
-            act = torch.as_tensor(np.asarray(action, np.float32).reshape(1, 2))
-        out = self.core.step(act)
+        checked = check_action(action, self.config.action, self.core.name)
+        out = self.core.step(torch.as_tensor(np.asarray(checked)).reshape(1, -1))
         terms = out.terms[0].cpu().numpy()
         info: dict[str, Any] = {
             "reward_terms": dict(zip(REWARD_TERMS, terms.tolist())),

@@ -72,6 +72,7 @@ from envs.contract import (
     FrameStack,
     action_change,
     action_space,
+    check_action,
     check_render_mode,
     observation_space,
     reward_terms,
@@ -158,6 +159,7 @@ class CarlaDriveEnv(gym.Env):
             ray=c.ray_range,
         )
         self._client: Any = None
+        self._connected_once = False  # a server answered this env once (then retries apply)
         self._world: Any = None
         self._map: Any = None
         self._tm: Any = None
@@ -207,8 +209,8 @@ class CarlaDriveEnv(gym.Env):
         ep = self._episode
         if ep is None or ep.done:
             raise RuntimeError("call reset() before step() (and after an episode ended)")
-        control = action_to_control(action)
-        act = np.clip(np.asarray(action, dtype=np.float64).reshape(2), -1.0, 1.0)
+        act = check_action(action, "continuous", "DriveAttention/Carla-v0").astype(np.float64)
+        control = action_to_control(act)
         try:
             ep.ego.apply_control(
                 carla.VehicleControl(
@@ -263,6 +265,10 @@ class CarlaDriveEnv(gym.Env):
 
     def _connect(self) -> None:
         c = self.config
+        if not self._connected_once:
+            # nothing listening at all on the first connection: say so now; the retries are for
+            # a server that is coming back during training
+            self.probe(c.host, c.port, c.timeout_s)
         client, world = with_retries(
             self._attempt_connection,
             c.connect_retries,
@@ -273,6 +279,7 @@ class CarlaDriveEnv(gym.Env):
         if server.split("-")[0] != mine.split("-")[0]:
             log.warning("CARLA server %s, client %s: versions differ", server, mine)
         self._client, self._world = client, world
+        self._connected_once = True
         purged = self._actors.purge_orphans(world)
         if purged:
             log.info("destroyed %d actor(s) left over from a lost connection", purged)

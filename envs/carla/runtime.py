@@ -16,11 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from envs.contract import SimulatorUnavailable
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class CarlaConnectionError(RuntimeError):
+class CarlaConnectionError(SimulatorUnavailable):
     """No usable CARLA server at the configured address (after the configured retries)."""
 
 

@@ -28,6 +28,7 @@ from envs.contract import (
     action_change,
     action_space,
     action_vector,
+    check_action,
     check_render_mode,
     idle_action,
     observation_space,
@@ -137,9 +138,10 @@ class DriveEnv(gym.Env):
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         cfg, scenario = self.config, self.scenario
+        action = check_action(action, cfg.action, self.spec.id if self.spec else cfg.scenario)
         action_vec = action_vector(action, cfg.action)
         if cfg.action == "discrete":
-            sim_action: Any = int(action)
+            sim_action: Any = action
         else:
             sim_action = action_vec[[1, 0]]  # highway-env's order is [accel, steer]
         self._advance(sim_action)
