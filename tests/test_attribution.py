@@ -74,6 +74,33 @@ def test_attribution_averages_frames_and_groups_sensors() -> None:
     assert summary["lead_vehicle_lift"] == pytest.approx(1.0)
 
 
+def test_attribution_normalises_each_frame_before_lead_mass_and_lift() -> None:
+    """Maps of any total (a layer's raw weights, a head sum) count as their share per frame."""
+    labels = np.full((4, 4), ROAD, np.uint8)
+    labels[:, 2:] = VEHICLE  # right half
+    lead = np.zeros((4, 4), bool)
+    lead[0, 0:2] = True  # two pixels of the top-left patch
+    raw = np.array([[3.0, 1.0], [0.0, 0.0]])  # total 4: patch (0, 0) holds 3/4 of the attention
+    attribution = Attribution()
+    row = attribution.add(
+        raw,
+        labels,
+        lead_mask=lead,
+        sensor_map=np.array([1.0, 2.0, 1.0]),
+        sensor_token_names=("ego", "rays.00", "rays.01"),
+    )
+    assert row["vehicle"] == pytest.approx(1 / 4) and row["road"] == pytest.approx(3 / 4)
+    summary = attribution.summary()
+    # the top-left patch's 3/4 spread over its 4 pixels: 3/16 per pixel, 2 lead pixels
+    assert summary["lead_vehicle_mass"] == pytest.approx(6 / 16)
+    assert summary["lead_vehicle_lift"] == pytest.approx((6 / 16) / (2 / 16))
+    assert summary["class_lift"]["road"] == pytest.approx((3 / 4) / (1 / 2))
+    assert summary["sensor_group_mass"] == pytest.approx({"ego": 0.25, "rays": 0.75})
+    # a second frame with ten times the raw weight counts the same as the first
+    attribution.add(raw * 10, labels, lead_mask=lead)
+    assert attribution.summary()["lead_vehicle_mass"] == pytest.approx(6 / 16)
+
+
 def test_patch_pixels_tile_uneven_frames_and_keep_mass() -> None:
     index = patch_pixels((2, 2), 5, 5)
     assert index[0, 0] == 0 and index[4, 4] == 3 and index[2, 3] == 1 and index[3, 0] == 2
@@ -215,3 +242,55 @@ def test_lift_counts_area_only_where_attention_can_fall() -> None:
     assert summary["class_share"]["vehicle"] == pytest.approx(1 / 16)
     assert summary["class_lift"]["vehicle"] == pytest.approx(1.0)
     assert summary["class_lift"]["road"] == pytest.approx(1.0)
+
+
+class _CameraReader:
+    """Slows down when its camera is black, else keeps lane and speed: what each modality
+    ablation should make of it is known without running it."""
+
+    name = "camera_reader"
+
+    def reset(self, seed: int) -> None:
+        pass
+
+    def act(self, obs: dict[str, np.ndarray]) -> int:
+        return 4 if obs["camera"].max() == 0 else 1
+
+    def attention(self, obs: dict[str, np.ndarray]) -> None:
+        return None
+
+
+class _Constant(_CameraReader):
+    def __init__(self, action: int) -> None:
+        self.action = action
+
+    def act(self, obs: dict[str, np.ndarray]) -> int:
+        return self.action
+
+
+def test_modality_ablations_give_the_figures_of_the_policy_they_leave() -> None:
+    """camera_blanked turns the camera reader into a constant "slower" driver; the sensor
+    ablations leave it the idle driver: their reports must be those policies' reports."""
+    from agent.attention_report import evaluate_ablations
+    from agent.build import make_env
+    from agent.evaluation import evaluate
+
+    env_id, kwargs, episodes, seed = "DriveAttention/Highway-v0", {"duration": 6.0}, 2, 11
+    reports = evaluate_ablations(_CameraReader(), env_id, kwargs, episodes, seed)
+
+    def reference(action: int) -> dict:
+        env = make_env(env_id, kwargs)
+        try:
+            return evaluate(env, _Constant(action), episodes, seed, env_id=env_id).summary()
+        finally:
+            env.close()
+
+    slower, idle = reference(4), reference(1)
+    assert slower["mean_length"] != idle["mean_length"] or slower["mean_speed"] != pytest.approx(
+        idle["mean_speed"]
+    ), "the two reference drivers must differ for this test to mean anything"
+    expected = {"camera_blanked": slower, "sensors_zeroed": idle, "sensor_noise": idle}
+    for mode, (report, _) in reports.items():
+        got = report.summary()
+        for key in ("mean_return", "success_rate", "collision_rate", "mean_speed", "mean_length"):
+            assert got[key] == pytest.approx(expected[mode][key]), (mode, key)
