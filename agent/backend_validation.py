@@ -26,9 +26,7 @@ from envs.batched.scenarios import export_positions, import_state
 from envs.batched.sim import EGO, IDM
 from envs.contract import idle_action
 
-REFERENCE_IDS: dict[str, str] = {
-    name: env_id for env_id, name in envs.HIGHWAY_IDS.items() if name in envs.BATCHED_IDS.values()
-}
+REFERENCE_IDS: dict[str, str] = {name: envs.env_id(name) for name in envs.BATCHED_IDS.values()}
 """Scenario name -> the highway-env id that the batched version is validated against."""
 HEADWAY_RANGE = 100.0  # [m] gaps beyond this are free driving, not headways
 
@@ -274,7 +272,7 @@ def paired_transfer(
     the next simulation frame; ``predictive_only_crashes`` counts the episodes that crash on
     highway-env but not from the same start on the batched simulator.
     """
-    batched_id = {name: env_id for env_id, name in envs.BATCHED_IDS.items()}[scenario]
+    batched_id = envs.env_id(scenario, batched=True)
     ref = gym.make(REFERENCE_IDS[scenario], **options)
     own = gym.make(batched_id, **options)
     core = BatchedDrive(scenario=scenario, **options)

@@ -26,10 +26,19 @@ if not os.environ.get("DISPLAY"):
     # nothing at all).
     os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")
 
-HIGHWAY_IDS: dict[str, str] = {f"DriveAttention/{s.title}-v0": s.name for s in SCENARIOS.values()}
+
+def env_id(scenario: str, batched: bool = False) -> str:
+    """The Gymnasium id of ``scenario`` on the highway-env backend, or on the batched one."""
+    spec = SCENARIOS[scenario]
+    if batched and not spec.batched:
+        raise ValueError(f"{scenario} has no batched version")
+    return f"DriveAttention/{'Batched' if batched else ''}{spec.title}-v0"
+
+
+HIGHWAY_IDS: dict[str, str] = {env_id(name): name for name in SCENARIOS}
 """highway-env backend ids -> scenario names (every scenario of :mod:`envs.scenarios`)."""
 BATCHED_IDS: dict[str, str] = {
-    f"DriveAttention/Batched{s.title}-v0": s.name for s in SCENARIOS.values() if s.batched
+    env_id(n, batched=True): n for n, s in SCENARIOS.items() if s.batched
 }
 """Batched backend ids -> scenario names (the scenarios with a batched version)."""
 CARLA_ID = "DriveAttention/Carla-v0"
@@ -59,5 +68,6 @@ __all__ = [
     "REWARD_TERMS",
     "ROAD_CLASSES",
     "ConfigError",
+    "env_id",
     "sensor_groups",
 ]

@@ -57,23 +57,6 @@ PALETTE = np.array(
     dtype=np.uint8,
 )
 
-# How the embedded backends draw lane markings (highway-env's look).
-STRIPE_SPACING = 4.33  # [m] dash period
-STRIPE_LENGTH = 3.0  # [m] dash length
-CURVE_STEP = 1.0  # [m] sampling step along curved lanes
-
-
-def lane_samples(lane: Any) -> np.ndarray:
-    """Longitudinal positions [m] that trace a highway-env lane on the camera: its ends if it is
-    straight, else every :data:`CURVE_STEP` metres."""
-    from highway_env.road.lane import StraightLane  # only the embedded backends draw lanes
-
-    if type(lane) is StraightLane:  # not its subclasses (highway-env's SineLane is one)
-        return np.array([0.0, lane.length])
-    n = max(2, int(np.ceil(lane.length / CURVE_STEP)) + 1)
-    return np.linspace(0.0, lane.length, n)
-
-
 REWARD_TERMS: tuple[str, ...] = (
     "progress",  # forward speed mapped to [0, 1] over the scenario's speed range
     "collision",  # -1 on the step the ego collides
@@ -255,7 +238,7 @@ class EpisodeStats:
       decision rate), whatever its speed sensor says;
     - ``mean_speed`` [m/s]: ``distance`` over the episode's duration (steps x ``dt``);
     - ``collision`` / ``off_road``: whether it happened at any step of the episode;
-    - ``success``: set by the backend from its scenario at the last step.
+    - ``success``: given by the backend (its scenario's verdict at the last step).
     """
 
     dt: float  # [s] per policy step
@@ -264,13 +247,12 @@ class EpisodeStats:
     distance: float = 0.0  # [m]
     collision: bool = False
     off_road: bool = False
-    success: bool = False
 
     def start(self, position: Any) -> None:
         """A new episode with the ego at ``position`` (2,) [m]."""
         self.position = np.asarray(position, float)[:2].copy()
         self.steps, self.distance = 0, 0.0
-        self.collision = self.off_road = self.success = False
+        self.collision = self.off_road = False
 
     def record(self, position: Any, collision: bool, off_road: bool) -> None:
         """One policy step that ended with the ego at ``position`` (2,) [m]."""
@@ -288,11 +270,12 @@ class EpisodeStats:
         duration = self.steps * self.dt  # [s]
         return self.distance / duration if duration > 0 else 0.0
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self, success: bool) -> dict[str, Any]:
+        """The :data:`EPISODE_KEYS` of the episode so far."""
         out = {
             "collision": bool(self.collision),
             "off_road": bool(self.off_road),
-            "success": bool(self.success),
+            "success": bool(success),
             "distance": float(self.distance),
             "mean_speed": float(self.mean_speed),
         }

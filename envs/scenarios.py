@@ -7,11 +7,12 @@ branching on its name; what a backend must supply is the small :class:`EgoView` 
 environment, (B,) tensors for a batch: the scenario's arithmetic works on both).
 
 The embedded backends (highway-env and batched) also share their options (:class:`ScenarioConfig`),
-the sensor layout (:func:`sensor_names`) and its normalisation, and the default reward weights.
+the sensor layout (:func:`sensor_names`) and its normalisation, the default reward weights and
+how the camera draws a road.
 
-Adding a scenario: subclass :class:`Scenario` (or :class:`RouteScenario`), put an instance in
-:data:`SCENARIOS`; ``import envs`` then registers its ids. A batched version is a spawn function
-in :mod:`envs.batched.scenarios` plus ``batched=True`` here.
+Adding a scenario: an instance of :class:`Scenario` (or a subclass with new behaviour) in
+:data:`SCENARIOS`; ``import envs`` then registers its ids. Its batched version is a
+:class:`envs.batched.scenarios.BatchedScenario` (its initial traffic) and ``batched=True`` here.
 """
 
 from __future__ import annotations
@@ -28,6 +29,34 @@ from envs.contract import DISCRETE_ACTIONS, REWARD_TERMS
 SPEED_SCALE = 40.0  # [m/s] ego speed normalisation
 CLOSING_SCALE = 30.0  # [m/s] ray closing-speed normalisation
 EDGE_SCALE = 12.0  # [m] road-edge distance normalisation
+
+# ------------------------------------------------------------------ the embedded backends' camera
+# How both embedded backends draw a highway-env road (highway-env's look), so their frames agree
+# pixel for pixel (tests/test_batched.py holds them to it).
+STRIPE_SPACING = 4.33  # [m] dash period
+STRIPE_LENGTH = 3.0  # [m] dash length
+CURVE_STEP = 1.0  # [m] sampling step along curved lanes
+
+
+def lane_samples(lane: Any) -> np.ndarray:
+    """Longitudinal positions [m] that trace a highway-env lane on the camera: its ends if it is
+    straight, else every :data:`CURVE_STEP` metres."""
+    from highway_env.road.lane import StraightLane  # only the embedded backends draw lanes
+
+    if type(lane) is StraightLane:  # not its subclasses (highway-env's SineLane is one)
+        return np.array([0.0, lane.length])
+    n = max(2, int(np.ceil(lane.length / CURVE_STEP)) + 1)
+    return np.linspace(0.0, lane.length, n)
+
+
+MARKING_WIDTH = 0.3  # [m] lane marking width (at least one pixel)
+SUBPIXEL_BITS = 4  # vertices are rounded to 1/16 px (OpenCV's fixed-point shift)
+
+
+def marking_px(scaling: float) -> int:
+    """Marking width [px] at ``scaling`` [px/m]."""
+    return max(1, round(MARKING_WIDTH * scaling))
+
 
 DEFAULT_REWARD_WEIGHTS: dict[str, float] = {
     "progress": 0.5,
@@ -68,6 +97,8 @@ class Scenario:
     centering: tuple[float, float] = (0.3, 0.5)  # ego position in the frame, fractions of (W, H)
     speed_range: tuple[float, float] = (20.0, 30.0)  # [m/s] mapped to progress 0..1
     duration: float = 30.0  # [s] episode length
+    destinations: tuple[str, ...] = ()  # exits, one drawn per episode (route scenarios)
+    respawns_traffic: bool = False  # the simulator spawns traffic every step (intersection)
     batched: bool = False  # the batched simulator has it (envs.batched.scenarios)
 
     route_sensors: ClassVar[tuple[str, ...]] = ()  # names after "route."
@@ -135,7 +166,6 @@ class RouteScenario(Scenario):
     """Leave through one of several exits, picked at random each episode; the route sensors say
     which way to turn and where the route goes next."""
 
-    destinations: tuple[str, ...] = ()  # highway-env end nodes of the exits
     exit_distance: float = 20.0  # [m] along the exit road that counts as arrived
     exit_prefix: str = ""  # the exit road's start node begins with this
     ahead: float = 20.0  # [m] route look-ahead point
@@ -163,20 +193,20 @@ class RouteScenario(Scenario):
     def arrived(self, ego: EgoView) -> Any:
         return self.arrived_at(ego.lane_index, ego.s, ego.destination)
 
-    @staticmethod
-    def turn(start_heading: float, end_heading: float) -> tuple[float, float, float]:
-        """One-hot (left, straight, right) of the heading change [rad] of a route (screen
-        coordinates: y points down, so a positive change turns right)."""
-        change = (end_heading - start_heading + np.pi) % (2 * np.pi) - np.pi
-        if change > np.pi / 4:
-            return (0.0, 0.0, 1.0)
-        if change < -np.pi / 4:
-            return (1.0, 0.0, 0.0)
-        return (0.0, 1.0, 0.0)
-
     def route_values(self, ego: EgoView) -> list[Any]:
         ahead_x, ahead_y = ego.route_ahead(self.ahead)
         return [*ego.turn, ahead_x / self.ahead, ahead_y / self.ahead]
+
+
+def turn_of(start_heading: float, end_heading: float) -> tuple[float, float, float]:
+    """One-hot (left, straight, right) of a route's heading change [rad] (screen coordinates: y
+    points down, so a positive change turns right)."""
+    change = (end_heading - start_heading + np.pi) % (2 * np.pi) - np.pi
+    if change > np.pi / 4:
+        return (0.0, 0.0, 1.0)
+    if change < -np.pi / 4:
+        return (1.0, 0.0, 0.0)
+    return (0.0, 1.0, 0.0)
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -222,14 +252,12 @@ SCENARIOS: dict[str, Scenario] = {
             destinations=("o1", "o2", "o3"),
             exit_distance=25.0,
             exit_prefix="il",
+            respawns_traffic=True,
         ),
     )
 }
 """Every scenario by name; ``import envs`` registers ``DriveAttention/<Title>-v0`` for each and
 ``DriveAttention/Batched<Title>-v0`` for those with ``batched=True``."""
-
-ScenarioName = Literal["highway", "merge", "roundabout", "intersection"]
-assert set(ScenarioName.__args__) == set(SCENARIOS)  # type: ignore[attr-defined]
 
 
 def __getattr__(name: str) -> Any:
@@ -249,7 +277,7 @@ def __getattr__(name: str) -> Any:
 class ScenarioConfig:
     """Options of the embedded backends (``gymnasium.make(id, **options)``)."""
 
-    scenario: ScenarioName = "highway"
+    scenario: str = "highway"  # a name in SCENARIOS
     camera_size: tuple[int, int] = (64, 64)  # (H, W) [px]
     frame_stack: int = 1  # frames stacked along the channel axis
     view_m: float | None = None  # [m] road width seen across the frame; None: scenario's
@@ -264,6 +292,12 @@ class ScenarioConfig:
     sim: dict[str, Any] = field(default_factory=dict)  # extra simulator settings
 
     def __post_init__(self) -> None:
+        hint = closest(self.scenario, list(SCENARIOS))
+        check(
+            self.scenario in SCENARIOS,
+            f"scenario: {self.scenario!r} is not a scenario{hint}; use one of "
+            f"{', '.join(SCENARIOS)}",
+        )
         h, w = self.camera_size
         check(
             16 <= h <= 512 and 16 <= w <= 512,

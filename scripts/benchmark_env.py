@@ -15,12 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import gymnasium as gym
 
 import envs
+from agent.cli import fail, guarded
 from envs.highway import DriveEnv
 
 
@@ -73,14 +75,19 @@ def measure(envs_and_steps: dict, steps: int, seed: int) -> dict[str, float]:
     return {name: steps / t for name, t in elapsed.items()}
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200, help="steps per round and variant")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--camera", type=int, nargs=2, default=(64, 64), metavar=("H", "W"))
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
+    if args.steps < 1 or args.rounds < 1:
+        return fail("--steps and --rounds must be at least 1")
+    return guarded(lambda: measure_all(args))
 
+
+def measure_all(args: argparse.Namespace) -> int:
     results = {}
     print(f"{'scenario':32s} {'ours/s':>8s} {'stock/s':>8s} {'ratio':>6s} {'labels':>7s}")
     for env_id in envs.HIGHWAY_IDS:
@@ -119,7 +126,8 @@ def main() -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=2))
         print(f"wrote {args.json}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

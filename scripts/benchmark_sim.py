@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import torch
 
 import envs  # noqa: F401
 from agent.backend_validation import traffic_statistics, trajectory_error
+from agent.cli import guarded
 from envs.batched import BatchedDrive, BatchedDriveVecEnv
 
 
@@ -74,7 +76,7 @@ def device_rate(b: int, camera: tuple[int, int], device: str, seconds: float) ->
     return calls * b / (time.perf_counter() - start)
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--quick", action="store_true", help="short timings, few episodes")
@@ -83,6 +85,10 @@ def main() -> None:
     parser.add_argument("--camera", type=int, nargs=2, default=(64, 64), metavar=("H", "W"))
     parser.add_argument("--skip-validation", action="store_true")
     args = parser.parse_args()
+    return guarded(lambda: measure(args))
+
+
+def measure(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     camera = tuple(args.camera)
     seconds = 2.0 if args.quick else 8.0
@@ -145,9 +151,8 @@ def main() -> None:
             + [traffic_statistics("merge", episodes, policy="idle")],
             "policy_transfer": {
                 "ratio": None,
-                "missing": "needs a policy trained on DriveAttention/BatchedHighway-v0: add the "
-                "training switch (agent/build.py), train, then call "
-                "agent.backend_validation.policy_transfer(model_predict)",
+                "missing": "needs a policy trained on DriveAttention/BatchedHighway-v0: train "
+                "one (configs/batched.yaml), then run scripts/transfer_gap.py --run runs/NAME",
             },
         }
         result["validation"] = validation
@@ -174,7 +179,8 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -6,7 +6,7 @@
 - :mod:`envs.batched.sim`: traffic (highway-env's IDM, MOBIL, controllers, bicycle model);
 - :mod:`envs.batched.road`: the lane table read from highway-env's road network;
 - :mod:`envs.batched.render`: camera raster, road labels and lidar in torch;
-- :mod:`envs.batched.scenarios`: each scenario's road, initial traffic and route sensors.
+- :mod:`envs.batched.scenarios`: each scenario's settings, road and initial traffic.
 """
 
 from envs.batched.core import BatchedDrive

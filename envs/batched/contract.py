@@ -27,8 +27,10 @@ def check_actions(action: torch.Tensor, discrete: bool, num_envs: int, env: str)
     with valid actions goes on (no row is silently replaced)."""
     kind = "discrete" if discrete else "continuous"
     shape = (num_envs,) if discrete else (num_envs, 2)
-    if action.is_complex() or action.dtype == torch.bool or action.numel() != num_envs * (
-        1 if discrete else 2
+    if (
+        action.is_complex()
+        or action.dtype == torch.bool
+        or action.numel() != num_envs * (1 if discrete else 2)
     ):
         raise ActionError(
             f"{env}: actions of shape {tuple(action.shape)} for {num_envs} envs; give {shape}, "

@@ -118,15 +118,26 @@ class BatchedDrive:
     def _spawn(self, k: int) -> Traffic:
         return self.traffic_spec.spawn(k, self.sim, self.generator, self.discrete)
 
+    def _start(self, traffic: Traffic) -> None:
+        """Every environment starts an episode from ``traffic`` (B environments)."""
+        b, dev = self.num_envs, self.device
+        expected = (b, self.traffic_spec.n_slots())
+        if tuple(traffic.x.shape) != expected:
+            raise ValueError(
+                f"traffic of {tuple(traffic.x.shape)} (envs, vehicle slots) for a core of "
+                f"{expected}; import it with that many slots (import_state(..., n=...))"
+            )
+        self.traffic = traffic
+        self.stats = contract.EpisodeStats.zeros(1.0 / self.config.policy_frequency, b, dev)
+        self.stats.start(self._ego_position(traffic))
+        self.last_action = torch.zeros(b, self.action_dim, device=dev)
+        labels = self.raster.draw(traffic)
+        self.labels = labels[:, None].repeat(1, self.config.frame_stack, 1, 1)
+
     def reset(self) -> StepOutput:
         """Start every environment anew."""
         b, dev = self.num_envs, self.device
-        self.traffic = self._spawn(b)
-        self.stats = contract.EpisodeStats.zeros(1.0 / self.config.policy_frequency, b, dev)
-        self.stats.start(self._ego_position(self.traffic))
-        self.last_action = torch.zeros(b, self.action_dim, device=dev)
-        labels = self.raster.draw(self.traffic)
-        self.labels = labels[:, None].repeat(1, self.config.frame_stack, 1, 1)
+        self._start(self._spawn(b))
         zeros = torch.zeros(b, device=dev)
         return StepOutput(
             labels=self.labels,
@@ -154,13 +165,7 @@ class BatchedDrive:
     def restart_from(self, traffic: Traffic) -> None:
         """Start every environment's episode from ``traffic`` (e.g. a state imported from
         highway-env) instead of a spawned one."""
-        if self.traffic is None:
-            self.reset()
-        self.traffic = traffic
-        self.stats.start(self._ego_position(traffic))
-        self.last_action.zero_()
-        labels = self.raster.draw(traffic)
-        self.labels = labels[:, None].repeat(1, self.config.frame_stack, 1, 1)
+        self._start(traffic)
 
     def observe(self, which: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Current (labels (B, S, H, W), sensors (B, D)) of every environment.

@@ -17,10 +17,11 @@ import numpy as np
 import torch
 from stable_baselines3.common.vec_env import VecEnv
 
-from envs.batched.core import BatchedDrive, StepOutput
+from envs.batched.core import BatchedDrive
 from envs.configuration import ConfigError
 from envs.contract import (
     EPISODE_KEYS,
+    RENDER_MODES,
     REWARD_TERMS,
     check_action,
     check_render_mode,
@@ -28,14 +29,9 @@ from envs.contract import (
 )
 
 
-def _episode_info(out: StepOutput, i: int, cpu: dict[str, np.ndarray]) -> dict[str, Any]:
-    return {
-        "collision": bool(cpu["collision"][i]),
-        "off_road": bool(cpu["off_road"][i]),
-        "success": bool(cpu["success"][i]),
-        "distance": float(cpu["distance"][i]),
-        "mean_speed": float(cpu["mean_speed"][i]),
-    }
+def _episode_info(cpu: dict[str, np.ndarray], i: int) -> dict[str, Any]:
+    """The :data:`EPISODE_KEYS` of environment ``i`` as plain Python values."""
+    return {key: cpu[key][i].item() for key in EPISODE_KEYS}
 
 
 class BatchedDriveVecEnv(VecEnv):
@@ -95,7 +91,7 @@ class BatchedDriveVecEnv(VecEnv):
             cpu = {k: v.cpu().numpy() for k, v in out.episode.items()}
             truncated = out.truncated.cpu().numpy()
             for i in np.flatnonzero(done_np):
-                infos[i].update(_episode_info(out, i, cpu))
+                infos[i].update(_episode_info(cpu, i))
                 infos[i]["terminal_observation"] = {k: v[i].copy() for k, v in obs.items()}
                 infos[i]["TimeLimit.truncated"] = bool(truncated[i])
                 assert all(k in infos[i] for k in EPISODE_KEYS)
@@ -137,7 +133,7 @@ class BatchedDriveVecEnv(VecEnv):
 class BatchedDriveEnv(gym.Env):
     """One batched environment (B = 1) behind the Gymnasium API, for ``gymnasium.make``."""
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 5}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": list(RENDER_MODES), "render_fps": 5}
 
     def __init__(self, render_mode: str | None = None, **options: Any) -> None:
         check_render_mode(render_mode)
@@ -184,7 +180,7 @@ class BatchedDriveEnv(gym.Env):
         terminated, truncated = bool(out.terminated[0]), bool(out.truncated[0])
         if terminated or truncated:
             cpu = {k: v.cpu().numpy() for k, v in out.episode.items()}
-            info.update(_episode_info(out, 0, cpu))
+            info.update(_episode_info(cpu, 0))
         reward = float(sum(info["reward_terms"].values()))
         return self._obs(out.labels, out.sensors), reward, terminated, truncated, info
 

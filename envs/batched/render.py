@@ -30,6 +30,7 @@ import torch
 from envs.batched.road import STRIPES, LaneTable
 from envs.batched.sim import EGO, IDM, Traffic
 from envs.contract import CLASS_ID, PALETTE
+from envs.scenarios import SUBPIXEL_BITS, marking_px
 
 
 class TorchRasterizer:
@@ -47,7 +48,7 @@ class TorchRasterizer:
         self.height, self.width = height, width
         self.scaling = scaling  # [px/m]
         self.centering = centering
-        self.line_px = max(1, round(0.3 * scaling))  # marking width [px], as envs.highway.raster
+        self.line_px = marking_px(scaling)  # [px]
         device = road.x0.device
         self.cols = torch.arange(width, device=device, dtype=torch.float32)
         self.palette = torch.as_tensor(PALETTE, device=device)
@@ -173,14 +174,15 @@ class TorchRasterizer:
         return flat.reshape(*labels.shape, 3)
 
 
+_ONE = float(1 << SUBPIXEL_BITS)
 _MARK = 1024.0  # weight of a marking in TorchRasterizer._fill (more than any lane count)
 # _fill's labels are the covering count's classes: 0 nothing, 1 a surface, 2 a marking
 assert (CLASS_ID["off_road"], CLASS_ID["road"], CLASS_ID["lane_marking"]) == (0, 1, 2)
 
 
 def _q(v: torch.Tensor) -> torch.Tensor:
-    """Pixel coordinates rounded to cv2's 1/16 px fixed point (as envs.highway.raster.to_pixels)."""
-    return torch.round(v * 16) / 16
+    """Pixel coordinates rounded to cv2's fixed point (1/16 px, as the OpenCV camera rounds)."""
+    return torch.round(v * _ONE) / _ONE
 
 
 def _round(v: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch
 from highway_env.road.lane import AbstractLane, LineType, SineLane, StraightLane
 from highway_env.road.road import RoadNetwork
 
-from envs.contract import STRIPE_LENGTH, STRIPE_SPACING, lane_samples
+from envs.scenarios import STRIPE_LENGTH, STRIPE_SPACING, lane_samples
 
 VEHICLE_LENGTH = AbstractLane.VEHICLE_LENGTH  # [m] lane end margins of highway-env
 

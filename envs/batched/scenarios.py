@@ -67,7 +67,9 @@ class BatchedScenario:
         self.spec = spec
         defaults = {**spec.simulator_class().default_config(), **spec.sim_config}
         names = self.setting_names()
-        self.settings = build(self.Settings, {k: {**defaults, **sim}[k] for k in names})
+        self.settings = build(
+            self.Settings, {k: {**defaults, **sim}[k] for k in names}, prefix="sim."
+        )
 
     @classmethod
     def setting_names(cls) -> tuple[str, ...]:

@@ -33,6 +33,7 @@ from highway_env.vehicle.controller import ControlledVehicle, MDPVehicle
 from highway_env.vehicle.kinematics import Vehicle
 
 from envs.batched.road import VEHICLE_LENGTH, LaneTable, wrap_to_pi
+from envs.contract import DISCRETE_ACTIONS
 
 # Vehicle kinds (slot types).
 EGO, IDM, OBSTACLE, EMPTY = 0, 1, 2, 3
@@ -64,8 +65,10 @@ STEERING_RANGE = tuple(ContinuousAction.STEERING_RANGE)  # [rad]
 VEHICLE_HALF = VEHICLE_LENGTH / 2  # [m] lane.after_end margin
 SQRT_AB = math.sqrt(-COMFORT_ACC_MAX * COMFORT_ACC_MIN)  # [m/s2]
 
-# Meta-actions (highway-env's DiscreteMetaAction.ACTIONS_ALL)
-LANE_LEFT, IDLE, LANE_RIGHT, FASTER, SLOWER = range(5)
+# Meta-actions, in the contract's order (highway-env's DiscreteMetaAction.ACTIONS_ALL)
+LANE_LEFT, IDLE, LANE_RIGHT, FASTER, SLOWER = (
+    DISCRETE_ACTIONS.index(name) for name in ("left", "idle", "right", "faster", "slower")
+)
 
 
 @dataclass

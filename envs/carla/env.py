@@ -343,7 +343,7 @@ class CarlaDriveEnv(gym.Env):
             "server_lost": True,
             "error": str(err),
             "termination": "server_lost",
-            **ep.stats.summary(),
+            **ep.stats.summary(success=False),
         }
         return {k: v.copy() for k, v in ep.last_obs.items()}, 0.0, False, True, info
 
@@ -711,7 +711,6 @@ class CarlaDriveEnv(gym.Env):
         weighted = weigh(terms, c.reward_weights)
         ep.previous_action = action
         ep.stats.record(f.position, collided, f.off_road)
-        ep.stats.success |= reached
         stuck = ep.stuck.update(f.speed, f.waiting_at_red)
 
         reason = None
@@ -747,6 +746,6 @@ class CarlaDriveEnv(gym.Env):
             info["road_labels"] = f.labels
         if terminated or truncated:
             ep.done = True
-            info.update(ep.stats.summary())
+            info.update(ep.stats.summary(success=reached))
             info["termination"] = reason
         return obs, float(sum(weighted.values())), terminated, truncated, info

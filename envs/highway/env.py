@@ -23,6 +23,7 @@ from highway_env.envs.common.observation import LidarObservation
 from envs.configuration import ConfigError, build, closest
 from envs.contract import (
     EPISODE_KEYS,
+    RENDER_MODES,
     EpisodeStats,
     FrameStack,
     action_change,
@@ -41,9 +42,9 @@ from envs.scenarios import (
     CLOSING_SCALE,
     EDGE_SCALE,
     SPEED_SCALE,
-    RouteScenario,
     ScenarioConfig,
     sensor_names,
+    turn_of,
 )
 
 
@@ -64,7 +65,7 @@ def _simulator(sim_class: type) -> type:
 class DriveEnv(gym.Env):
     """A highway-env scenario with the camera + sensors observation of drive-attention."""
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 5}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": list(RENDER_MODES), "render_fps": 5}
 
     def __init__(self, render_mode: str | None = None, **options: Any) -> None:
         self.config = build(ScenarioConfig, options)
@@ -178,8 +179,7 @@ class DriveEnv(gym.Env):
         if cfg.road_labels:
             info.update(self._label_info())
         if terminated or truncated:
-            self._stats.success = success
-            info.update(self._stats.summary())
+            info.update(self._stats.summary(success))
             assert all(k in info for k in EPISODE_KEYS)
         return self._observation(), reward, terminated, truncated, info
 
@@ -197,8 +197,7 @@ class DriveEnv(gym.Env):
         sim = self.sim
         sim.time += 1 / sim.config["policy_frequency"]
         sim._simulate(sim_action)
-        # what scenarios with spawning traffic (IntersectionEnv) add to the base step
-        if hasattr(sim, "_spawn_vehicle"):
+        if self.scenario.respawns_traffic:  # what IntersectionEnv.step adds to the base step
             sim._clear_vehicles()
             sim._spawn_vehicle(spawn_probability=sim.config["spawn_probability"])
 
@@ -286,7 +285,7 @@ class DriveEnv(gym.Env):
         self._turn = (0.0, 1.0, 0.0)
         self._route: list[tuple[str, str]] = []
         self._destination: str | None = None
-        if not isinstance(self.scenario, RouteScenario):
+        if not self.scenario.destinations:
             return
         self._destination = str(self.np_random.choice(self.scenario.destinations))
         if hasattr(self.ego, "plan_route_to"):
@@ -298,9 +297,7 @@ class DriveEnv(gym.Env):
         if len(self._route) < 2:
             return
         end_lane = network.graph[self._route[-1][0]][self._route[-1][1]][0]
-        self._turn = self.scenario.turn(
-            self.ego.lane.heading_at(0.0), end_lane.heading_at(end_lane.length)
-        )
+        self._turn = turn_of(self.ego.lane.heading_at(0.0), end_lane.heading_at(end_lane.length))
 
     def _route_ahead(self, ahead: float) -> tuple[float, float]:
         """The route's centre point ``ahead`` [m] further along, in the ego frame [m]."""

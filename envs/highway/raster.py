@@ -15,9 +15,16 @@ import cv2
 import numpy as np
 from highway_env.road.lane import AbstractLane, LineType, StraightLane
 
-from envs.contract import CLASS_ID, PALETTE, STRIPE_LENGTH, STRIPE_SPACING, lane_samples
+from envs.contract import CLASS_ID, PALETTE
+from envs.scenarios import (
+    STRIPE_LENGTH,
+    STRIPE_SPACING,
+    SUBPIXEL_BITS,
+    lane_samples,
+    marking_px,
+)
 
-_SHIFT = 4  # fixed-point bits for sub-pixel polygon vertices
+_SHIFT = SUBPIXEL_BITS  # fixed-point bits for sub-pixel polygon vertices
 _ONE = 1 << _SHIFT
 
 
@@ -80,7 +87,7 @@ class Rasterizer:
         self.height, self.width = height, width
         self.scaling = scaling  # [px/m]
         self.centering = np.asarray(centering, dtype=float)
-        self.line_px = max(1, round(0.3 * scaling))  # marking width [px], at least one pixel
+        self.line_px = marking_px(scaling)  # [px]
         self._labels = np.zeros((height, width), np.uint8)
         self.geometry: RoadGeometry | None = None
 
