@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+from agent.files import UnsafePathError
 from envs.configuration import ConfigError
 from envs.contract import SimulatorUnavailable
 
@@ -20,11 +21,11 @@ def fail(message: object) -> int:
 
 
 def guarded(body: Callable[[], int]) -> int:
-    """Run a script's ``body``; a ConfigError, CheckpointError or SimulatorUnavailable becomes
-    :func:`fail`."""
+    """Run a script's ``body``; a ConfigError, CheckpointError, SimulatorUnavailable or
+    UnsafePathError becomes :func:`fail`."""
     from agent.checkpoint import CheckpointError  # imports torch: only once a script runs
 
     try:
         return body()
-    except (ConfigError, CheckpointError, SimulatorUnavailable) as err:
+    except (ConfigError, CheckpointError, SimulatorUnavailable, UnsafePathError) as err:
         return fail(err)

@@ -48,6 +48,7 @@ def write_atomic(path: str | Path, write: Callable[[Path], None], sync: bool = F
     path = check_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
+    tmp.unlink(missing_ok=True)  # a link planted at the temporary name is removed, not followed
     try:
         write(tmp)
         if sync:
@@ -61,7 +62,12 @@ def write_atomic(path: str | Path, write: Callable[[Path], None], sync: bool = F
 
 def write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically, refusing symbolic links."""
-    return write_atomic(path, lambda tmp: tmp.write_text(text))
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "x") as f:  # exclusive: fails rather than follow anything at that name
+            f.write(text)
+
+    return write_atomic(path, write)
 
 
 def append_line(path: str | Path, line: str) -> None:
