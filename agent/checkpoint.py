@@ -7,15 +7,21 @@ temporary name and renamed, so a crash never leaves half a checkpoint under the 
 
 Layout of the metadata (all strings): ``format`` (= :data:`FORMAT`), ``version``, ``step``,
 ``config`` (JSON of the resolved config), ``tree`` (JSON of the nested state, in which every
-tensor is replaced by ``{"__tensor__": key}``) and ``sha256`` (of all tensor bytes, so damage
-inside the data is caught as well as damage to the header).
+tensor is replaced by ``{"__tensor__": key}``) and ``sha256``.
+
+The checksum (version 2, written since issue 14) covers the whole checkpoint: the header fields
+``format``, ``version``, ``step``, ``config`` and ``tree``, and every tensor's name, dtype, shape
+and bytes; so damage anywhere, or a hand edit of the step or the config, is refused. Version 1
+checkpoints (written before) hashed the tensors only; they still load, by their own rule, but an
+edit of their header cannot be detected (re-save them to protect it). The checksum catches damage
+and careless edits, not a forger (there is no secret key: anyone can recompute it), which is why
+loading also never runs code from the file and the caller validates the config it carries.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,8 +31,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from agent.files import UnsafePathError, write_atomic
+
 FORMAT = "drive-attention/checkpoint"
-VERSION = 1
+VERSION = 2  # the version written; the checksum covers the header and the tensors
+TENSORS_ONLY_VERSION = 1  # still read: its checksum covers the tensors only (header unprotected)
+_HEADER_FIELDS: tuple[str, ...] = ("format", "version", "step", "config", "tree")
+_METADATA_KEYS = frozenset({*_HEADER_FIELDS, "sha256"})
 _STEP_FILE = re.compile(r"^step_(\d+)\.safetensors$")
 
 
@@ -96,9 +107,19 @@ def _decode(node: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
     raise CheckpointError(f"unknown entry type {tag!r} in the checkpoint's state tree")
 
 
-def _digest(tensors: Mapping[str, torch.Tensor]) -> str:
-    """SHA-256 over the names, dtypes, shapes and bytes of ``tensors``, in sorted name order."""
+def _digest(tensors: Mapping[str, torch.Tensor], header: Mapping[str, str] | None = None) -> str:
+    """SHA-256 over the header fields (version 2; ``None`` for the version 1 rule) and the
+    names, dtypes, shapes and bytes of ``tensors``, in sorted name order.
+
+    Each header field is hashed as ``name:length:value`` so that no two headers give the same
+    byte stream. Raises KeyError when ``header`` lacks a field.
+    """
     h = hashlib.sha256()
+    if header is not None:
+        for name in _HEADER_FIELDS:
+            value = header[name].encode()
+            h.update(f"{name}:{len(value)}:".encode())
+            h.update(value)
     for key in sorted(tensors):
         t = tensors[key].detach().cpu().contiguous()
         h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
@@ -111,11 +132,15 @@ def _digest(tensors: Mapping[str, torch.Tensor]) -> str:
 
 
 def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
-    """Write ``checkpoint`` to ``path`` atomically (temporary file, fsync, rename)."""
-    from safetensors.torch import save_file
+    """Write ``checkpoint`` to ``path`` atomically (temporary file, fsync, rename).
+
+    Never writes through a symbolic link. On any failure (a full disk, a folder that cannot be
+    written) raises :class:`CheckpointError`; then no temporary file is left and a checkpoint
+    already at ``path`` is untouched.
+    """
+    from safetensors.torch import save
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     tree = _encode(checkpoint.state, "state", tensors)
     metadata = {
@@ -124,17 +149,28 @@ def save_checkpoint(path: str | Path, checkpoint: Checkpoint) -> Path:
         "step": str(int(checkpoint.step)),
         "config": json.dumps(checkpoint.config),
         "tree": json.dumps(tree),
-        "sha256": _digest(tensors),
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    metadata["sha256"] = _digest(tensors, metadata)
+    data = save(tensors, metadata=metadata)  # in memory: every write error is an OSError below
     try:
-        save_file(tensors, str(tmp), metadata=metadata)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        write_atomic(path, lambda tmp: _write_new(tmp, data), sync=True)
+    except UnsafePathError as err:
+        raise CheckpointError(f"cannot save the checkpoint: {err}") from None
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise CheckpointError(
+            f"could not write the checkpoint {path} ({reason}): the disk may be full or the "
+            "folder not writable; free some space (or fix the folder's permissions) and save "
+            "again. Checkpoints saved before are untouched."
+        ) from None
     return path
+
+
+def _write_new(tmp: Path, data: bytes) -> None:
+    """Create ``tmp`` and write ``data``; never through a link planted at the temporary name."""
+    tmp.unlink(missing_ok=True)  # left by a killed save of a process with the same id
+    with tmp.open("xb") as f:  # exclusive creation: fails on anything already there
+        f.write(data)
 
 
 def _refuse_pickle(path: Path, head: bytes) -> None:
@@ -182,21 +218,19 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             f"{metadata.get('format')!r}, expected {FORMAT!r})"
         )
     version = metadata.get("version", "?")
-    if version != str(VERSION):
+    if version not in (str(VERSION), str(TENSORS_ONLY_VERSION)):
         raise CheckpointError(
-            f"{path} has checkpoint format version {version}; this code reads version {VERSION}"
+            f"{path} has checkpoint format version {version}; this code reads versions "
+            f"{TENSORS_ONLY_VERSION} and {VERSION} (a newer drive-attention wrote it? update this "
+            "checkout)"
         )
+    _check_digest(path, version, metadata, tensors)
     try:
         step = int(metadata["step"])
         config = json.loads(metadata["config"])
         tree = json.loads(metadata["tree"])
     except (KeyError, ValueError) as err:
         raise CheckpointError(f"{path}: damaged checkpoint metadata ({err!r})") from None
-    if metadata.get("sha256") != _digest(tensors):
-        raise CheckpointError(
-            f"{path} is corrupted: its tensor data does not match the checksum written with it; "
-            "use another checkpoint from the run's checkpoints/ folder or train again"
-        )
     try:
         state = _decode(tree, tensors)
     except (TypeError, ValueError, KeyError, IndexError) as err:
@@ -206,6 +240,38 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             f"{path}: damaged checkpoint metadata (state or config not a mapping)"
         )
     return Checkpoint(step=step, config=config, state=state, path=path)
+
+
+def _check_digest(
+    path: Path, version: str, metadata: Mapping[str, str], tensors: Mapping[str, torch.Tensor]
+) -> None:
+    """Refuse a checkpoint whose checksum does not match (the rule of its ``version``)."""
+    advice = (
+        "use another checkpoint from the run's checkpoints/ folder (or the original file), or "
+        "train again"
+    )
+    if version == str(TENSORS_ONLY_VERSION):
+        # Version 1 hashed the tensors only: its header (step, config, tree) is not protected,
+        # so an edit there cannot be detected. Loading it is kept for runs saved before.
+        if metadata.get("sha256") != _digest(tensors):
+            raise CheckpointError(
+                f"{path} is corrupted: its tensor data does not match the checksum written "
+                f"with it; {advice}"
+            )
+        return
+    extra = sorted(set(metadata) - _METADATA_KEYS)
+    try:
+        expected = _digest(tensors, metadata)
+    except KeyError as err:
+        raise CheckpointError(
+            f"{path} is corrupted or was edited: its metadata lacks {err}; {advice}"
+        ) from None
+    if extra or metadata.get("sha256") != expected:
+        what = f"unknown metadata {', '.join(extra)}" if extra else "its contents"
+        raise CheckpointError(
+            f"{path} is corrupted or was edited: {what} (header: step, config, state tree; or "
+            f"tensor data) does not match the checksum written with it; {advice}"
+        )
 
 
 def checkpoint_path(directory: str | Path, step: int) -> Path:
@@ -220,7 +286,14 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
         directory = directory / "checkpoints"
     if not directory.is_dir():
         return None
-    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _STEP_FILE.match(p.name))]
+    # Only step_<N>.safetensors files: a save in progress or killed mid-write leaves a
+    # temporary ".step_<N>.safetensors.tmp-<pid>" (agent.files.temp_path), which never counts,
+    # and neither does a folder that merely has a checkpoint's name.
+    found = [
+        (int(m.group(1)), p)
+        for p in directory.iterdir()
+        if (m := _STEP_FILE.match(p.name)) and p.is_file()
+    ]
     return max(found)[1] if found else None
 
 

@@ -6,6 +6,8 @@ Writes the JSON (documented keys plus per-episode rows), optional attention vide
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +16,7 @@ import torch
 
 from agent.attention_report import analyse_attention, format_attention
 from agent.build import make_env, probe_env
-from agent.checkpoint import CheckpointError
+from agent.checkpoint import Checkpoint, CheckpointError
 from agent.config import ConfigError, load_config
 from agent.evaluation import (
     TABLE_COLUMNS,
@@ -25,8 +27,10 @@ from agent.evaluation import (
     evaluate,
     format_table,
     table_rows,
+    video_path,
 )
-from agent.loading import load_agent, run_config, with_env
+from agent.files import UnsafePathError, check_writable
+from agent.loading import check_env_id, load_agent, run_config, with_env
 from agent.rundir import RunDir
 from agent.wandb_logger import RunLogger
 
@@ -50,27 +54,45 @@ class EvaluationRequest:
     attention: bool = False  # attribution, occlusion check and modality reliance
 
 
+SEED_MAX = 2**31 - 1  # seeds stay 32-bit signed for every simulator's random generator
+
+
 def run_evaluation(request: EvaluationRequest) -> tuple[EvalReport, Path]:
-    """Evaluate as requested; returns the report and the JSON path it was written to."""
-    if request.episodes < 1:
-        raise ConfigError(f"--episodes: must be at least 1, got {request.episodes}")
+    """Evaluate as requested; returns the report and the JSON path it was written to.
+
+    Output goes only where the command line says: the run folder of ``--run`` (or of the run
+    that holds ``--checkpoint``), or beside ``--json``; never where a checkpoint's or run's own
+    config (``logging.root``) points. Options and output paths are checked before any episode.
+    """
+    _check_options(request)
     run = RunDir(request.run) if request.run is not None else None
-    if run is None and request.checkpoint is not None:  # runs/<name>/checkpoints/step_*.safetensors
-        owner = RunDir(Path(request.checkpoint).resolve().parent.parent)
-        run = owner if owner.config.is_file() else None
+    if run is None and request.checkpoint is not None:
+        run = _owner_run(Path(request.checkpoint))
+    if request.policy == "trained" and run is None:
+        if request.checkpoint is None:
+            raise ConfigError("give --run runs/<name> (or --checkpoint PATH with --json OUT)")
+        if request.json_path is None:
+            raise ConfigError(
+                f"--checkpoint {request.checkpoint} is not inside a run folder "
+                "(runs/<name>/checkpoints/), so there is no run to write the results into: give "
+                "--run runs/<name> (results go to its eval/ folder) or --json OUT"
+            )
     step = None
     cell_px = None
+    label = None
     if request.policy == "trained":
         agent = load_agent(
             run.path if run else None, request.checkpoint, request.env_id, request.device
         )
         config, spec, policy, step = agent.config, agent.spec, agent.policy, agent.checkpoint.step
         cell_px = (config.model.patch, config.model.patch)
+        label = _checkpoint_label(run, agent.checkpoint)
     else:
         if run is not None:
             config = run_config(run)
         elif request.config is not None:
             config = load_config(request.config)
+            check_env_id(config.env.id, str(request.config))
         else:
             raise ConfigError(
                 "--policy random/idle needs --run runs/<name> or --config configs/X.yaml"
@@ -87,9 +109,31 @@ def run_evaluation(request: EvaluationRequest) -> tuple[EvalReport, Path]:
 
     env_short = config.env.id.split("/")[-1]
     tag = f"evaluate_{request.policy}_{env_short}_seed{request.seed}"
-    out_dir = run.path if run is not None else Path(config.logging.root) / "evaluations"
+    if label is not None:  # not the run's own latest checkpoint: keep its results apart
+        tag = f"{tag}_{label}"
+    if run is not None:
+        out_dir = run.path
+    elif request.json_path is not None:
+        out_dir = request.json_path.parent
+    else:  # a reference policy of the user's own --config: its logging.root
+        out_dir = Path(config.logging.root) / "evaluations"
     video_dir = (out_dir / "videos") if request.video else None
     json_path = request.json_path or out_dir / "eval" / f"{tag}.json"
+    _check_output(json_path, "--json" if request.json_path else "the evaluation JSON")
+    if video_dir is not None:
+        videos = [
+            video_path(video_dir, f"{tag}_", k)
+            for k in range(min(request.video_episodes, request.episodes))
+        ]
+        _check_writable([video_dir, *videos], "--video")
+    if request.wandb != "disabled":
+        _check_writable([out_dir / "metrics.jsonl"], "--wandb")
+    if label is not None and run is not None and request.json_path is None:
+        print(
+            f"note: {agent.checkpoint.path} is not {run.path}'s latest checkpoint; its results "
+            f"go to {json_path}",
+            file=sys.stderr,
+        )
 
     if request.attention and request.policy != "trained":
         raise ConfigError("--attention needs the trained policy (not --policy random/idle)")
@@ -136,12 +180,95 @@ def run_evaluation(request: EvaluationRequest) -> tuple[EvalReport, Path]:
             progress=lambda line: print(line, file=sys.stderr),
         )
         print(format_attention(extra["attention"]))
-    report.write_json(json_path, extra)
+    try:
+        report.write_json(json_path, extra)
+    except OSError as err:  # checked before, so: the disk filled up, or a link appeared since
+        figures = ", ".join(f"{k} {v:.4g}" for k, v in report.summary().items())
+        raise ConfigError(
+            f"could not write {json_path} ({err}); the results were: {figures}; free some space "
+            "or choose another path with --json and evaluate again"
+        ) from None
     if request.wandb != "disabled":
         _log_wandb(
             report, request, out_dir, config.logging.project, step or 0, tag, extra.get("attention")
         )
     return report, json_path
+
+
+def _check_options(request: EvaluationRequest) -> None:
+    """Refuse options that would fail (or be lost) only after the evaluation."""
+    if request.episodes < 1:
+        raise ConfigError(f"--episodes: must be at least 1, got {request.episodes}")
+    if not 0 <= request.seed <= SEED_MAX - request.episodes + 1:
+        raise ConfigError(
+            f"--seed: must be in [0, {SEED_MAX - request.episodes + 1}] (episode k uses seed "
+            f"SEED + k, and seeds are non-negative 32-bit numbers), got {request.seed}"
+        )
+    if request.video_episodes < 0:
+        raise ConfigError(
+            f"--video-episodes: must be 0 or more (episodes rendered with --video), got "
+            f"{request.video_episodes}"
+        )
+    if request.json_path is not None:
+        _check_output(request.json_path, "--json")
+
+
+def _check_output(path: Path, what: str) -> None:
+    """Refuse an output file that cannot be written, or must not be: a folder, a symbolic link,
+    an existing file that is not JSON, a path under a file or an unwritable folder."""
+    hint = "choose another path with --json OUT"
+    if path.is_dir():
+        raise ConfigError(
+            f"{what} {path} is a folder; give a file name, e.g. --json {path / 'eval.json'}"
+        )
+    _check_writable([path], what)
+    if path.exists() and path.suffix.lower() != ".json":
+        raise ConfigError(
+            f"{what} {path} exists and is not a .json file; refusing to overwrite it ({hint})"
+        )
+    folder = path.parent
+    while not folder.exists() and not folder.is_symlink() and folder != folder.parent:
+        folder = folder.parent  # the nearest folder that exists, where creation starts
+    if not folder.is_dir():
+        raise ConfigError(f"{what} {path}: {folder} is not a folder, so it cannot hold it; {hint}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {path}: {folder} is not writable; {hint}")
+
+
+def _check_writable(paths: list[Path], what: str) -> None:
+    """Each path can be written without following a symbolic link (see agent.files)."""
+    for path in paths:
+        try:
+            check_writable(path)
+        except UnsafePathError as err:
+            raise ConfigError(f"{what}: {err}") from None
+
+
+def _owner_run(checkpoint: Path) -> RunDir | None:
+    """The run folder holding ``checkpoint`` (``<run>/checkpoints/step_*.safetensors`` or
+    ``<run>`` itself), if it is one (has a config.yaml)."""
+    path = checkpoint.resolve()
+    if (path / "config.yaml").is_file():  # --checkpoint runs/<name>
+        return RunDir(path)
+    if path.parent.name == "checkpoints" and (path.parent.parent / "config.yaml").is_file():
+        return RunDir(path.parent.parent)
+    return None
+
+
+def _checkpoint_label(run: RunDir | None, checkpoint: Checkpoint) -> str | None:
+    """None for the run's latest checkpoint (the default); else what tells this checkpoint's
+    results apart in file names: ``step<N>`` for an older one of the run, ``<run>-step<N>`` for
+    another run's (named by its folder, never by the config inside it)."""
+    path = Path(checkpoint.path).resolve()
+    if run is not None:
+        latest = run.latest_checkpoint()
+        if latest is not None and latest.resolve() == path:
+            return None
+        if path.parent == run.checkpoints.resolve():
+            return f"step{checkpoint.step}"
+    source = path.parent.parent.name if path.parent.name == "checkpoints" else path.stem
+    label = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{source}-step{checkpoint.step}").strip(".-")
+    return label[:100] or f"step{checkpoint.step}"
 
 
 def _print_episode(e: EpisodeResult) -> None:

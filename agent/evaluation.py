@@ -19,6 +19,7 @@ import numpy as np
 from gymnasium import spaces
 
 from agent.attribution import Attribution
+from agent.files import write_text
 from agent.video import FrameText, VideoWriter, render_frame
 
 SUMMARY_KEYS: tuple[str, ...] = (
@@ -197,10 +198,10 @@ class EvalReport:
         }
 
     def write_json(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({**self.to_json(), **(extra or {})}, indent=2) + "\n")
-        return path
+        """Write the report (plus ``extra`` keys) atomically; never through a symbolic link
+        (:class:`agent.files.UnsafePathError`)."""
+        text = json.dumps({**self.to_json(), **(extra or {})}, indent=2) + "\n"
+        return write_text(path, text)
 
 
 def describe_action(action: Any, action_names: dict[int, str] | None) -> str:
@@ -320,6 +321,11 @@ def _frame(
     )
 
 
+def video_path(video_dir: str | Path, prefix: str, episode: int) -> Path:
+    """Where :func:`evaluate` writes the video of ``episode``: ``<video_dir>/<prefix>ep<k>.mp4``."""
+    return Path(video_dir) / f"{prefix}ep{episode:02d}.mp4"
+
+
 def evaluate(
     env: gym.Env,
     policy: Policy,
@@ -343,7 +349,7 @@ def evaluate(
     for k in range(episodes):
         video = None
         if video_dir is not None and k < video_episodes:
-            video = Path(video_dir) / f"{video_prefix}ep{k:02d}.mp4"
+            video = video_path(video_dir, video_prefix, k)
         result = run_episode(
             env, policy, k, seed + k, video, action_names, fps=fps, scale=scale, cell_px=cell_px
         )

@@ -15,12 +15,15 @@ Frame layout (``scale`` = video pixels per camera pixel)::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from agent.files import check_writable, temp_path
 
 PANEL_WIDTH = 256  # [px] width of the text and bars panel
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -143,12 +146,18 @@ def _round_up(value: int, multiple: int) -> int:
 
 
 class VideoWriter:
-    """H.264 mp4 through imageio-ffmpeg; frames must all have the size of the first."""
+    """H.264 mp4 through imageio-ffmpeg; frames must all have the size of the first.
+
+    The video is written to a temporary file beside ``path`` and renamed into place by
+    :meth:`close`, so a symbolic link at ``path`` is refused (never written through) and a crash
+    leaves no half-written video under the real name.
+    """
 
     def __init__(self, path: str | Path, fps: int = 8) -> None:
         self.path = Path(path)
         self.fps = fps
         self._writer = None
+        self._tmp: Path | None = None
         self._size: tuple[int, int] | None = None
         self.frames = 0
 
@@ -156,10 +165,18 @@ class VideoWriter:
         import imageio_ffmpeg
 
         if self._writer is None:
+            check_writable(self.path)  # UnsafePathError (an OSError) for a link
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._size = (frame.shape[1], frame.shape[0])
+            self._tmp = temp_path(self.path)
+            self._tmp.unlink(missing_ok=True)  # left by a killed process with the same id
             self._writer = imageio_ffmpeg.write_frames(
-                str(self.path), self._size, fps=self.fps, codec="libx264", macro_block_size=16
+                str(self._tmp),
+                self._size,
+                fps=self.fps,
+                codec="libx264",
+                macro_block_size=16,
+                output_params=["-f", "mp4"],  # the temporary name has no .mp4 suffix
             )
             self._writer.send(None)  # start the generator
         if (frame.shape[1], frame.shape[0]) != self._size:
@@ -171,8 +188,13 @@ class VideoWriter:
         """Finish the file; returns its path, or None when no frame was written."""
         if self._writer is None:
             return None
-        self._writer.close()
-        self._writer = None
+        writer, tmp = self._writer, self._tmp
+        self._writer = self._tmp = None
+        try:
+            writer.close()
+            os.replace(tmp, self.path)  # replaces a link at path itself, never its target
+        finally:
+            tmp.unlink(missing_ok=True)
         return self.path
 
     def __enter__(self) -> VideoWriter:

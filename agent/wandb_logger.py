@@ -18,6 +18,9 @@ from typing import Any
 
 from stable_baselines3.common.logger import KVWriter
 
+from agent.files import UnsafePathError, append_line, check_writable
+from envs.configuration import ConfigError
+
 STEP_KEY = "global_step"  # the x-axis of every W&B chart (environment steps)
 
 
@@ -56,6 +59,10 @@ class RunLogger:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path = self.run_dir / "metrics.jsonl"
+        try:  # appends never follow a link (agent.files.append_line); refuse one up front
+            check_writable(self.metrics_path)
+        except UnsafePathError as err:
+            raise ConfigError(f"cannot log metrics: {err}") from None
         self.mode = wandb_mode(mode) if mode != "disabled" else "disabled"
         self.run: Any = None
         self._wandb: Any = None
@@ -123,8 +130,7 @@ class RunLogger:
         numbers = {k: v for k, v in numbers.items() if v is not None}
         if not numbers:
             return
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps({STEP_KEY: int(step), **numbers}) + "\n")
+        append_line(self.metrics_path, json.dumps({STEP_KEY: int(step), **numbers}))
         self._wandb_call("log", lambda: self.run.log({STEP_KEY: int(step), **numbers}))
 
     def log_video(self, key: str, path: str | Path, step: int, caption: str | None = None) -> None:

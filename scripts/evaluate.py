@@ -5,7 +5,14 @@
 
 Prints a table (mean and std of return, success and collision rates, mean speed, episode
 length) and writes the same figures with per-episode rows as JSON (default:
-``runs/NAME/eval/evaluate_<policy>_<env>_seed<S>.json``).
+``runs/NAME/eval/evaluate_<policy>_<env>_seed<S>.json``; with a --checkpoint that is not the
+run's latest, ``..._seed<S>_step<N>.json``, or ``..._seed<S>_<other run>-step<N>.json`` for
+another run's checkpoint, so no result overwrites another).
+
+Output goes only to the --run folder (or the run folder that holds --checkpoint) or to --json
+(videos beside it); a checkpoint outside a run folder needs --json. Seeds must be >= 0; the
+output paths are checked before any episode runs, and nothing is written through a symbolic
+link.
 """
 
 from __future__ import annotations
@@ -32,7 +39,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--video-episodes", type=int, default=1, help="episodes rendered with --video"
     )
-    parser.add_argument("--json", dest="json_path", type=Path, help="where to write the JSON")
+    parser.add_argument(
+        "--json",
+        dest="json_path",
+        type=Path,
+        help="where to write the JSON (default: the run's eval/ folder); videos go beside it "
+        "when there is no run folder",
+    )
     parser.add_argument(
         "--wandb",
         nargs="?",
