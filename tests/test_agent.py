@@ -115,7 +115,7 @@ def test_overrides_given_as_data_keep_their_values() -> None:
     )
     with pytest.raises(ConfigError, match=r"section\.key"):
         load_config(DEFAULT, {"model..layers": 3})
-    with pytest.raises(ConfigError, match=r"model\.layer.*model\.layers"):
+    with pytest.raises(ConfigError, match=r"model\.layer.*did you mean 'layers'"):
         load_config(DEFAULT, {"model.layer": 3})
 
 

@@ -180,13 +180,14 @@ def test_collision_ends_episode_with_penalty() -> None:
 @pytest.mark.parametrize(
     ("options", "words"),
     [
-        ({"camera_szie": (64, 64)}, ["camera_szie", "camera_size"]),
+        ({"camera_szie": (64, 64)}, ["camera_szie", "did you mean 'camera_size'"]),
         ({"camera_size": (8, 8)}, ["camera_size", "16..512"]),
         ({"camera_size": "big"}, ["camera_size", "list"]),
-        ({"action": "continous"}, ["action", "continuous"]),
+        ({"action": "continous"}, ["action", "did you mean 'continuous'"]),
         ({"frame_stack": 1.5}, ["frame_stack", "integer"]),
-        ({"reward_weights": {"colision": 1.0}}, ["colision", "collision"]),
-        ({"sim": {"lanes_cont": 4}}, ["lanes_cont", "lanes_count"]),
+        ({"reward_weights": {"colision": 1.0}}, ["colision", "did you mean 'collision'"]),
+        ({"sim": {"lanes_cont": 4}}, ["lanes_cont", "did you mean 'lanes_count'"]),
+        ({"scenario": "merg"}, ["scenario", "did you mean 'merge'"]),
         ({"policy_frequency": 3}, ["policy_frequency", "divide"]),
     ],
 )
