@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export WANDB_SILENT ?= true
 
-.PHONY: train test test-slow lint format bench benchmark clean
+.PHONY: train test test-slow lint format bench benchmark mutation clean
 
 $(STAMP): pyproject.toml scripts/install_torch.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,5 +38,12 @@ bench: $(STAMP)
 benchmark: $(STAMP)
 	$(PY) scripts/benchmark.py $(ARGS)
 
+mutation: $(STAMP)
+	# mutants of the modules users read numbers from (pyproject's [tool.mutmut]); about
+	# MUTATION_MINUTES on 2 cores from scratch, less when mutants/ holds a previous run
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[mutation]'
+	$(VENV)/bin/mutmut run --max-children 2 > mutation.log 2>&1 || (tail -c 2000 mutation.log; exit 1)
+	$(PY) scripts/mutation_report.py --json mutants/report.json
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache mutants mutation.log
