@@ -9,17 +9,22 @@ An experiment has five sections, each one dataclass validated at construction::
     logging: LoggingConfig    run name, W&B mode and naming, videos
 
 Unknown keys, wrong types and out-of-range values raise :class:`ConfigError` naming the key (and
-the closest valid one) before any work starts. ``env.kwargs`` is checked by the environment
-itself (see :func:`agent.build.probe_env`).
+the closest valid one) before any work starts: so do non-finite numbers (``.nan``, ``.inf``) in
+any option, an ``env.id`` that is not one of this project's environments, and a run name that
+cannot be a folder name. ``env.kwargs`` is checked by the environment itself (see
+:func:`agent.build.probe_env`).
 
 Overrides set one dotted key each, given either as data (``{"algo.n_epochs": 2}``: values kept as
 they are) or as command-line items (``["algo.n_epochs=2"]``: values read as YAML).
-:func:`read_yaml` is the one reader of YAML files (experiments, run directories, benchmarks).
+:func:`read_yaml` is the one reader of YAML files (experiments, run directories, benchmarks); it
+refuses binary files and a key given twice in one mapping (plain YAML keeps the last silently).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +47,7 @@ __all__ = [
     "SACConfig",
     "TrainConfig",
     "apply_overrides",
+    "check_env_id",
     "config_diff",
     "load_config",
     "parse_overrides",
@@ -52,8 +58,79 @@ __all__ = [
 ]
 
 SECTIONS: tuple[str, ...] = ("env", "model", "algo", "train", "logging")
-_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+NAME_MAX = 100  # characters of a run name (a folder name; file systems allow 255 bytes)
+_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+_INT64_MAX = 2**63 - 1
+SEED_MAX = 2**31 - 1  # numpy seeds are 32-bit; the margin leaves room for seed + env index
+MAX_CONFIG_BYTES = 16 * 2**20  # a YAML experiment is a few kB; anything this large is not one
+# keyword arguments of gymnasium.make itself: in env.kwargs they would never reach the env
+_GYM_MAKE_KWARGS = {
+    "render_mode": "the training and evaluation code set the render mode; remove it",
+    "max_episode_steps": "an option of gymnasium.make, not of this project's envs; set the "
+    "episode length with env.kwargs.duration (seconds)",
+    "disable_env_checker": "an option of gymnasium.make, not of this project's envs; remove it",
+}
+
+
+def _check_finite(config: Any) -> None:
+    """Refuse ``.nan`` and ``.inf`` in every float option of the dataclass ``config``: none of
+    this schema's numbers means anything when not finite (call first in ``__post_init__``)."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            default = f.default
+            hint = (
+                f" (the default is {default})"
+                if isinstance(default, (int, float)) and not isinstance(default, bool)
+                else ""
+            )
+            raise ConfigError(
+                f"{f.name}: must be a finite number, got {value}; give a number{hint}"
+            )
+
+
+def project_env_ids() -> list[str]:
+    """The Gymnasium ids this project registers (``import envs``), in a fixed order."""
+    import envs
+
+    return [*envs.HIGHWAY_IDS, *envs.BATCHED_IDS, envs.CARLA_ID]
+
+
+def check_env_id(env_id: Any, key: str = "env.id") -> None:
+    """Refuse an id that is not one of this project's environments (:func:`project_env_ids`).
+
+    Any other registered id lacks the camera + sensors observation the agent needs, and the
+    ``module:Env-v0`` form would make Gymnasium import ``module`` (running its code) before it
+    even looks the id up; this check runs first, so nothing is imported.
+    """
+    ids = project_env_ids()
+    if env_id in ids:
+        return
+    text = str(env_id)
+    hint = _closest_env_id(text, ids)
+    allowed = ", ".join(ids)
+    if ":" in text:
+        module = text.rsplit(":", 1)[0]
+        raise ConfigError(
+            f"{key}: {text!r} asks Gymnasium to import the module {module!r} first, which this "
+            f"project never does; give the id alone{hint}, one of: {allowed}"
+        )
+    raise ConfigError(
+        f"{key}: {text!r} is not an environment of this project{hint}; give one of: {allowed}"
+    )
+
+
+def _closest_env_id(text: str, ids: list[str]) -> str:
+    """' (did you mean X?)': by the whole id, else by the name after '/' and ':' in any case
+    (``highway-v0``, ``merge``, ``envs:DriveAttention/Highway-v0``)."""
+    hint = closest(text, ids)
+    if hint:
+        return hint
+    short = {i.rsplit("/", 1)[-1].lower(): i for i in ids}
+    name = text.rsplit(":", 1)[-1].rsplit("/", 1)[-1].lower()
+    match = difflib.get_close_matches(name, list(short), n=1, cutoff=0.5)
+    return f" (did you mean '{short[match[0]]}'?)" if match else ""
 
 
 @dataclass
@@ -68,10 +145,31 @@ class EnvConfig:
     normalize_reward: bool = False  # running return scaling (VecNormalize)
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         check(self.n_envs >= 1, f"n_envs: must be at least 1, got {self.n_envs}")
-        check(
-            bool(self.id), "id: must name a registered environment, e.g. DriveAttention/Highway-v0"
-        )
+        check_env_id(self.id)
+        self._check_kwargs_keys()
+
+    def _check_kwargs_keys(self) -> None:
+        """Keys of ``kwargs`` that would not reach the env, or contradict ``id``/``n_envs``."""
+        import envs
+
+        for key, why in _GYM_MAKE_KWARGS.items():
+            check(key not in self.kwargs, f"env.kwargs.{key}: {why}")
+        scenarios = {**envs.HIGHWAY_IDS, **envs.BATCHED_IDS}
+        if self.id in scenarios and "scenario" in self.kwargs:
+            same = envs.BATCHED_IDS if self.id in envs.BATCHED_IDS else envs.HIGHWAY_IDS
+            wanted = [i for i, s in same.items() if s == self.kwargs["scenario"]]
+            hint = f"use env.id={wanted[0]}" if wanted else f"use one of {', '.join(same)}"
+            raise ConfigError(
+                f"env.kwargs.scenario: the scenario comes from env.id ({self.id}); remove it and "
+                f"{hint}"
+            )
+        if self.id in envs.BATCHED_IDS and "num_envs" in self.kwargs:
+            raise ConfigError(
+                "env.kwargs.num_envs: the number of environments is env.n_envs; remove it and set "
+                f"env.n_envs={self.kwargs['num_envs']}"
+            )
 
 
 @dataclass
@@ -94,6 +192,7 @@ class PPOConfig:
     net_arch: list[int] = field(default_factory=lambda: [64, 64])  # policy and value heads
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         _check_common(self.learning_rate, self.gamma, self.net_arch)
         check(self.n_steps >= 1, f"n_steps: must be at least 1, got {self.n_steps}")
         check(self.batch_size >= 2, f"batch_size: must be at least 2, got {self.batch_size}")
@@ -127,10 +226,12 @@ class SACConfig:
     gamma: float = 0.99
     train_freq: int = 1  # env steps (per env) between updates
     gradient_steps: int = 1
-    ent_coef: str | float = "auto"  # "auto", "auto_<initial>" or a fixed number
+    # "auto", "auto_<initial>" or a fixed number (float first: a bad number is named as one)
+    ent_coef: float | str = "auto"
     net_arch: list[int] = field(default_factory=lambda: [256, 256])
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         _check_common(self.learning_rate, self.gamma, self.net_arch)
         check(self.buffer_size >= 1, f"buffer_size: must be at least 1, got {self.buffer_size}")
         check(
@@ -174,7 +275,15 @@ class TrainConfig:
     final_eval_episodes: int = 20  # trained vs random vs idle at the end; 0 skips it
 
     def __post_init__(self) -> None:
+        _check_finite(self)
         check(self.steps >= 1, f"steps: must be at least 1, got {self.steps}")
+        for name in ("seed", "eval_seed"):
+            value = getattr(self, name)
+            check(
+                0 <= value <= SEED_MAX,
+                f"{name}: must be in [0, {SEED_MAX}] (numpy takes non-negative 32-bit seeds), "
+                f"got {value}",
+            )
         check(self.torch_threads >= 0, f"torch_threads: must be >= 0, got {self.torch_threads}")
         check(self.eval_every >= 0, f"eval_every: must be >= 0 (0 = off), got {self.eval_every}")
         check(
@@ -206,11 +315,17 @@ class LoggingConfig:
     video_scale: int = 4  # camera pixels are drawn as video_scale x video_scale blocks
 
     def __post_init__(self) -> None:
-        check(
-            self.name is None or bool(_NAME_PATTERN.match(self.name)),
-            f"name: {self.name!r} must be letters, digits, '-', '_' or '.', starting with a "
-            "letter or digit",
-        )
+        _check_finite(self)
+        if self.name is not None:
+            shown = repr(self.name)
+            if len(self.name) > 40:
+                shown = f"{self.name[:40]!r}... ({len(self.name)} characters)"
+            check(
+                len(self.name) <= NAME_MAX and bool(_NAME_PATTERN.fullmatch(self.name)),
+                f"name: {shown} must be at most {NAME_MAX} characters of letters, digits, '-', "
+                f"'_' or '.', starting with a letter or digit (it names the folder "
+                f"{self.root}/NAME); e.g. --name highway-ppo-1",
+            )
         check(self.video_fps >= 1, f"video_fps: must be at least 1, got {self.video_fps}")
         check(
             1 <= self.video_scale <= 16, f"video_scale: must be in [1, 16], got {self.video_scale}"
@@ -262,6 +377,7 @@ def resolve_config(raw: Mapping[str, Any]) -> ExperimentConfig:
             hint = closest(str(key), SECTIONS)
             raise ConfigError(f"unknown section '{key}'{hint}; allowed: {', '.join(SECTIONS)}")
     raw = _read_exponent_floats(raw)
+    _check_integer_sizes(raw)
     sections = {name: raw.get(name) or {} for name in SECTIONS}
     for name, value in sections.items():
         if not isinstance(value, Mapping):
@@ -323,8 +439,10 @@ def _parse_item(item: str) -> tuple[str, Any]:
             f"override {item!r} must look like section.key=value, e.g. model.layers=3"
         )
     try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError as err:
+        value = _load_yaml(text) if text.strip() else None
+    except _DuplicateKey as err:
+        raise ConfigError(f"{key}: in {text!r}, {err.describe()}") from None
+    except (yaml.YAMLError, RecursionError) as err:
         raise ConfigError(f"{key}: cannot read value {text!r} ({err.__class__.__name__})") from None
     return key, value
 
@@ -348,28 +466,126 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Overrides) -> dict[str, A
     return out
 
 
+class _DuplicateKey(yaml.YAMLError):
+    """A key given twice in one YAML mapping."""
+
+    def __init__(self, key: Any, first: yaml.Mark, again: yaml.Mark) -> None:
+        super().__init__(f"key {key!r} appears twice")
+        self.key, self.first, self.again = key, first, again
+
+    def describe(self) -> str:
+        return (
+            f"line {self.again.line + 1}: key {self.key!r} appears twice in the same mapping "
+            f"(first at line {self.first.line + 1}); keep one of them"
+        )
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (plain YAML loading
+    keeps the last one silently). Merge keys (``<<: *base``) still override what they merge."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        self._check_duplicate_keys(node)
+        return super().construct_document(node)
+
+    def _check_duplicate_keys(self, root: yaml.Node) -> None:
+        # on the composed nodes, before merge keys are flattened into their mappings
+        stack, visited = [root], set()
+        while stack:
+            node = stack.pop()
+            if id(node) in visited:  # an alias: already checked (or a cycle)
+                continue
+            visited.add(id(node))
+            if isinstance(node, yaml.SequenceNode):
+                stack.extend(reversed(node.value))
+            elif isinstance(node, yaml.MappingNode):
+                seen: dict[Any, yaml.Node] = {}
+                for key_node, value_node in node.value:
+                    stack.append(value_node)
+                    if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                        continue
+                    key = self.construct_object(key_node)
+                    if key in seen:
+                        raise _DuplicateKey(key, seen[key].start_mark, key_node.start_mark)
+                    seen[key] = key_node
+
+
+def _load_yaml(source: str | bytes) -> Any:
+    return yaml.load(source, Loader=_StrictLoader)  # a SafeLoader: plain data only
+
+
+def _check_acyclic(value: Any, where: str, active: frozenset[int] = frozenset()) -> None:
+    """Refuse a YAML alias that contains itself (``a: &x [*x]``), which has no end."""
+    if isinstance(value, (Mapping, list)):
+        if id(value) in active:
+            raise ConfigError(
+                f"{where}: a YAML alias (*name) refers to the anchor (&name) it is inside of; "
+                "copy the values out instead"
+            )
+        inner = active | {id(value)}
+        for item in value.values() if isinstance(value, Mapping) else value:
+            _check_acyclic(item, where, inner)
+
+
 def read_yaml(path: str | Path, missing: str | None = None) -> dict[str, Any]:
     """The mapping a YAML file holds (an empty file holds an empty one).
 
     Raises :class:`ConfigError` when the file does not exist (with the message ``missing``, which
-    should say what to do, or a generic one), is not valid YAML, or holds no mapping.
+    should say what to do, or a generic one), is a folder, cannot be read, is not text (a binary
+    file), is not valid YAML, gives a key twice in one mapping, or holds no mapping.
     """
     path = Path(path)
+    example = "a YAML experiment such as configs/default.yaml"
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.yaml"))[:5]
+        inside = f" (it holds {', '.join(found)})" if found else ""
+        raise ConfigError(f"{path}: is a folder, not a YAML file{inside}; give {example}")
     if not path.is_file():
+        if path.exists():
+            raise ConfigError(f"{path}: not a regular file; give {example}")
         raise ConfigError(missing or f"{path}: no such file")
     try:
-        with path.open() as stream:
-            raw = yaml.safe_load(stream)
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(
+                f"{path}: {size / 2**20:.0f} MiB is far too large for a YAML settings file; "
+                f"give {example}"
+            )
+        data = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(
+            f"{path}: cannot be read ({err.strerror or err}); check that it is a file you may read"
+        ) from None
+    try:
+        raw = _load_yaml(data)  # bytes: PyYAML reads UTF-8, or UTF-16/32 with a byte-order mark
+    except yaml.reader.ReaderError as err:
+        what = (
+            f"byte {err.character:#04x} at position {err.position} is not {err.encoding} text"
+            if isinstance(err.character, int)
+            else f"it holds the control character #x{ord(err.character):04x} at position "
+            f"{err.position}"
+        )
+        raise ConfigError(
+            f"{path}: not a YAML text file ({what}; is it a binary file?); give {example}"
+        ) from None
+    except _DuplicateKey as err:
+        raise ConfigError(f"{path}: {err.describe()}") from None
     except yaml.YAMLError as err:
         raise ConfigError(
             f"{path}: not valid YAML; fix it at the line and column named here: {err}"
+        ) from None
+    except RecursionError:
+        raise ConfigError(
+            f"{path}: nested too deeply to be a settings file; give {example}"
         ) from None
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
         raise ConfigError(
-            f"{path}: expected a mapping of settings (key: value lines), got a {type(raw).__name__}"
+            f"{path}: expected a mapping of settings (key: value lines, e.g. 'train:' then "
+            f"'  steps: 1000'), got a {type(raw).__name__}; see {example}"
         )
+    _check_acyclic(raw, str(path))
     return dict(raw)
 
 
@@ -415,6 +631,23 @@ def _read_exponent_floats(value: Any) -> Any:
     if isinstance(value, str) and _EXPONENT_FLOAT.match(value.strip()):
         return float(value)
     return value
+
+
+def _check_integer_sizes(value: Any, key: str = "") -> None:
+    """Refuse integers beyond 64 bits anywhere (``env.kwargs`` too): no option means them, and
+    they overflow when read as a float or handed to numpy and torch."""
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _check_integer_sizes(v, f"{key}.{k}" if key else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_integer_sizes(v, f"{key}[{i}]")
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > _INT64_MAX:
+        digits = len(str(abs(value)))
+        raise ConfigError(
+            f"{key}: a {digits}-digit number is too large; numbers must fit in 64 bits "
+            f"(at most {_INT64_MAX})"
+        )
 
 
 def _plain(value: Any) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -50,6 +52,13 @@ class ExtractorConfig:
     bf16: bool = False  # bfloat16 autocast when the inputs are on CUDA (ignored on CPU)
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # also when built directly, not from a config file
+            value = getattr(self, f.name)
+            check(
+                not isinstance(value, float) or math.isfinite(value),
+                f"{f.name}: must be a finite number, got {value}; give a number (the default is "
+                f"{f.default})",
+            )
         check(
             self.name in EXTRACTOR_NAMES,
             f"name: {self.name!r} is not an extractor; use one of {', '.join(EXTRACTOR_NAMES)}",
