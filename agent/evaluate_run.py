@@ -17,7 +17,7 @@ import torch
 from agent.attention_report import analyse_attention, format_attention
 from agent.build import make_env, probe_env
 from agent.checkpoint import Checkpoint, CheckpointError
-from agent.config import ConfigError, load_config
+from agent.config import ConfigError, check_env_id, load_config
 from agent.evaluation import (
     TABLE_COLUMNS,
     EpisodeResult,
@@ -30,7 +30,7 @@ from agent.evaluation import (
     video_path,
 )
 from agent.files import UnsafePathError, check_writable
-from agent.loading import check_env_id, load_agent, run_config, with_env
+from agent.loading import load_agent, run_config, with_env
 from agent.rundir import RunDir
 from agent.wandb_logger import RunLogger
 
@@ -92,7 +92,7 @@ def run_evaluation(request: EvaluationRequest) -> tuple[EvalReport, Path]:
             config = run_config(run)
         elif request.config is not None:
             config = load_config(request.config)
-            check_env_id(config.env.id, str(request.config))
+            check_env_id(config.env.id, key=f"{request.config}: env.id")
         else:
             raise ConfigError(
                 "--policy random/idle needs --run runs/<name> or --config configs/X.yaml"

@@ -16,10 +16,9 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from agent.build import EnvFactory, EnvSpec, make_algo, probe_env, resolve_device, wrap_normalize
 from agent.checkpoint import Checkpoint, CheckpointError, load_checkpoint, restore_algo_state
-from agent.config import ConfigError, ExperimentConfig, read_yaml, resolve_config
+from agent.config import ConfigError, ExperimentConfig, check_env_id, read_yaml, resolve_config
 from agent.evaluation import TrainedPolicy
 from agent.rundir import RunDir
-from envs.configuration import closest
 
 
 @dataclass
@@ -33,39 +32,6 @@ class LoadedAgent:
     policy: TrainedPolicy
 
 
-PROJECT_NAMESPACE = "DriveAttention"
-
-
-def project_env_ids() -> list[str]:
-    """The Gymnasium ids this project registers (``import envs``), sorted."""
-    import gymnasium
-
-    import envs  # noqa: F401  (registers them)
-
-    prefix = f"{PROJECT_NAMESPACE}/"
-    return sorted(i for i in gymnasium.registry if i.startswith(prefix) and ":" not in i)
-
-
-def check_env_id(env_id: object, where: str = "") -> str:
-    """``env_id`` if it is one of this project's registered ids, else a ConfigError naming
-    ``where`` it came from. Call before any ``gymnasium.make``: an id ``module:Env-v0`` would make
-    Gymnasium import ``module`` (running its code) before it looks the id up."""
-    ids = project_env_ids()
-    if isinstance(env_id, str) and env_id in ids:
-        return env_id
-    text = str(env_id)
-    hint = closest(text, ids)
-    if ":" in text:
-        why = (
-            f"names a Python module to import ({text.rsplit(':', 1)[0]!r}); no module is "
-            "imported for an environment"
-        )
-    else:
-        why = "is not a registered environment of this project"
-    prefix = f"{where}: " if where else ""
-    raise ConfigError(f"{prefix}env.id {text!r} {why}{hint}; use one of: {', '.join(ids)}")
-
-
 def run_config(run: RunDir) -> ExperimentConfig:
     """The resolved config saved in a run directory, validated (env id included)."""
     missing = f"{run.path} has no config.yaml; is it a run directory (runs/<name>)?"
@@ -76,7 +42,7 @@ def run_config(run: RunDir) -> ExperimentConfig:
             f"{run.config}: invalid run config ({err}); fix the file or use the run's "
             "checkpoint with --checkpoint"
         ) from None
-    check_env_id(config.env.id, str(run.config))
+    check_env_id(config.env.id, key=f"{run.config}: env.id")
     return config
 
 
@@ -84,7 +50,7 @@ def with_env(config: ExperimentConfig, env_id: str | None) -> ExperimentConfig:
     """``config`` evaluated on another registered env id (same env kwargs)."""
     if env_id is None or env_id == config.env.id:
         return config
-    check_env_id(env_id, "--env")
+    check_env_id(env_id, key="--env")
     return replace(config, env=replace(config.env, id=env_id))
 
 
@@ -111,7 +77,7 @@ def load_agent(
     ckpt = load_checkpoint(checkpoint)
     try:
         trained_config = resolve_config(ckpt.config)
-        check_env_id(trained_config.env.id)
+        check_env_id(trained_config.env.id, key="checkpoint env.id")
     except ConfigError as err:
         raise CheckpointError(
             f"{ckpt.path}: the config stored in the checkpoint is invalid here: {err}"
