@@ -18,6 +18,7 @@ Adding a scenario: an instance of :class:`Scenario` (or a subclass with new beha
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -273,6 +274,43 @@ def __getattr__(name: str) -> Any:
 
 
 # ------------------------------------------------------------------ the embedded backends' options
+SIM_INTEGERS: dict[str, tuple[int, int]] = {  # highway-env settings and their sensible range
+    "lanes_count": (1, 10),
+    "vehicles_count": (0, 200),
+    "simulation_frequency": (1, 100),  # [Hz]
+}
+SIM_POSITIVE: tuple[str, ...] = ("vehicles_density", "ego_spacing")
+SIM_OWNED: dict[str, str] = {  # highway-env settings this env decides, and the option instead
+    "observation": "camera_size, n_rays, ray_range",
+    "action": "action",
+    "policy_frequency": "policy_frequency",
+    "duration": "duration",
+}
+
+
+def check_sim(sim: dict[str, Any]) -> None:
+    """Range checks of the highway-env settings passed through ``sim`` (both backends)."""
+    for key, instead in SIM_OWNED.items():
+        check(key not in sim, f"sim.{key}: set by this env; use the option {instead} instead")
+    for key, (lo, hi) in SIM_INTEGERS.items():
+        if key in sim:
+            value = sim[key]
+            check(
+                isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi,
+                f"sim.{key}: {value!r} must be an integer within {lo}..{hi}",
+            )
+    for key in SIM_POSITIVE:
+        if key in sim:
+            value = sim[key]
+            check(
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+                and value > 0,
+                f"sim.{key}: {value!r} must be a positive number",
+            )
+
+
 @dataclass
 class ScenarioConfig:
     """Options of the embedded backends (``gymnasium.make(id, **options)``)."""
@@ -315,6 +353,7 @@ class ScenarioConfig:
         if self.policy_frequency is None:
             self.policy_frequency = 1 if self.action == "discrete" else 5
         check(1 <= self.policy_frequency <= 30, "policy_frequency: must be within 1..30 Hz")
+        check_sim(self.sim)
         for key in self.reward_weights:
             check(
                 key in REWARD_TERMS,

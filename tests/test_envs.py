@@ -283,3 +283,36 @@ def test_benchmark_env_script_measures_every_scenario(tmp_path) -> None:
         assert row["ratio"] == pytest.approx(
             row["steps_per_s"] / row["stock_steps_per_s"], rel=0.01
         )
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"view_m": 10**400}, ["view_m", "too large"]),
+        ({"sim": {"vehicles_count": -1}}, ["sim.vehicles_count", "0..200"]),
+        ({"sim": {"vehicles_count": 10**30}}, ["sim.vehicles_count", "0..200"]),
+        ({"sim": {"simulation_frequency": 0}}, ["sim.simulation_frequency", "1..100"]),
+        ({"sim": {"lanes_count": 2.5}}, ["sim.lanes_count", "integer"]),
+        ({"sim": {"vehicles_density": -1.0}}, ["sim.vehicles_density", "positive"]),
+        ({"sim": {"observation": {"type": "Kinematics"}}}, ["sim.observation", "camera_size"]),
+        ({"sim": {"action": {"type": "ContinuousAction"}}}, ["sim.action", "option action"]),
+    ],
+)
+@pytest.mark.parametrize(
+    "env_id", ["DriveAttention/Highway-v0", "DriveAttention/BatchedHighway-v0"]
+)
+def test_simulator_settings_are_checked_before_anything_is_built(
+    env_id: str, options: dict, words: list[str]
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        gym.make(env_id, **options)
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_a_cuda_device_that_is_not_there_is_one_line() -> None:
+    import torch
+
+    missing = f"cuda:{torch.cuda.device_count() + 3}"
+    with pytest.raises(ConfigError, match="is not available here"):
+        gym.make("DriveAttention/BatchedHighway-v0", device=missing)

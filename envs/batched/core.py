@@ -51,9 +51,16 @@ class BatchedDriveConfig(ScenarioConfig):
             )
         self.check_policy_frequency()
         try:
-            torch.device(self.device)
+            device = torch.device(self.device)
         except RuntimeError as err:
             raise ConfigError(f"device: {self.device!r} is not a torch device ({err})") from None
+        if device.type == "cuda":
+            count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            check(
+                count > 0 and (device.index or 0) < count,
+                f"device: {self.device!r} is not available here ({count} CUDA device(s)); use "
+                "device=cpu, or cuda:0 .. cuda:N-1",
+            )
 
 
 @dataclass
