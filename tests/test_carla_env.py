@@ -2,9 +2,13 @@
 
 - its spaces, built without a server;
 - what happens with no server at all (fails fast, says how to start one);
-- the env glued to ``FakeServer`` (tests/carla_fakes.py), a tiny in-process stand-in for a CARLA
+- the env glued to ``FakeServer`` (tests/carla_fakes.py), an in-process stand-in for a CARLA
   server: set-up, synchronous ticking, observation, reward, episode end, actor clean-up, settings
   restore, server loss and reconnection, the gymnasium contract;
+- the env against the server's behaviour as the fake models it: sensor data streamed on another
+  thread (late, shuffled, after a stale copy, lost: each observation must hold its own frame, a
+  lost frame must end in the time-out error), traffic and walkers moving on their own (the rays
+  follow them), collisions from the collision sensor's events on overlapping boxes, reversing;
 - integration tests against a real server (``@pytest.mark.carla``), skipped when none answers at
   CARLA_HOST:CARLA_PORT (default localhost:2000).
 
@@ -16,13 +20,24 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import pytest
-from carla_fakes import FakeBlueprint, FakeClient, FakeServer, FakeWaypoint, free_port
+from carla_fakes import (
+    FakeActor,
+    FakeBlueprint,
+    FakeClient,
+    FakeServer,
+    FakeWalker,
+    FakeWaypoint,
+    Stream,
+    free_port,
+)
 
 import envs  # noqa: F401  (registers the ids)
 from envs.carla.config import DEFAULT_REWARD_WEIGHTS, default_host, default_port
@@ -114,7 +129,7 @@ def test_reset_without_the_probe_relies_on_the_client_timeout(
 
 
 @pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     """Route the env's client to a FakeServer (replaceable: state['server'] = FakeServer())."""
     state: dict[str, Any] = {"server": FakeServer(), "connects": 0}
 
@@ -128,7 +143,11 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
     monkeypatch.setattr(CarlaDriveEnv, "client_factory", staticmethod(factory))
     monkeypatch.setattr(CarlaDriveEnv, "probe", staticmethod(probe))
-    return state
+    threads = threading.active_count()
+    yield state
+    assert FakeServer.shutdown_all() == []  # no callback raised on the stream threads
+    assert threading.active_count() <= threads  # every stream thread joined
+    assert not [t for t in threading.enumerate() if t.name == "fake-carla-stream"]
 
 
 FAST = {
@@ -188,7 +207,9 @@ def test_env_episode_on_the_fake_server(fake: dict[str, Any]) -> None:
     assert set(EPISODE_KEYS) <= set(info) and isinstance(info["collision"], bool)
     assert info["distance"] > 0 and info["mean_speed"] == pytest.approx(info["distance"] / 1.0)
     sensors = dict(zip(names, obs["sensors"]))
-    assert sensors["ego.speed"] > 0 and sensors["ego.accel"] == pytest.approx(0.1)
+    # full throttle: 4 m/s^2 in the fake (its IMU measures it), for 20 steps of 0.05 s
+    assert sensors["ego.speed"] == pytest.approx(4.0 / 12.0)  # speed_range top: 12 m/s
+    assert sensors["ego.accel"] == pytest.approx(4.0 / 10.0)  # accel scale: 10 m/s^2
     assert sensors["route.00.x"] > 0 and abs(sensors["route.00.y"]) < 1e-3
     assert ret > 0
     with pytest.raises(RuntimeError, match="reset"):
@@ -344,6 +365,266 @@ def test_close_on_a_dead_server_does_not_raise_or_hang(fake: dict[str, Any]) -> 
     env.close()
     env.close()
     assert time.monotonic() - start < 1.0
+
+
+# ==============================================================================================
+# The env against the server's behaviour: streamed sensor data, moving traffic and walkers,
+# collisions from the collision sensor's events, reversing
+# ==============================================================================================
+
+
+def place(server: FakeServer, type_id: str, x: float, y: float = 0.0, yaw: float = 0.0,
+          role: str = "parked") -> FakeActor:  # fmt: skip
+    """An actor put at (x, y) [m] with yaw [deg], overlapping whatever is there."""
+    attrs = {"role_name": role} if type_id.startswith(("vehicle.", "walker.")) else {}
+    far = carla.Transform(carla.Location(x=-1e4 - 10.0 * len(server.actors)))
+    actor = server.spawn(FakeBlueprint(type_id, **attrs), far, None)
+    assert actor is not None
+    actor.set_transform(carla.Transform(carla.Location(x=x, y=y), carla.Rotation(yaw=yaw)))
+    return actor
+
+
+def sensors_of(env: CarlaDriveEnv, obs: dict[str, np.ndarray]) -> dict[str, float]:
+    return {name: float(v) for name, v in zip(env.sensor_names, obs["sensors"])}
+
+
+def rgb_frame(obs: dict[str, np.ndarray]) -> int:
+    """The frame number the fake wrote into the bottom row of the newest RGB image."""
+    r, g, b = (int(v) for v in obs["camera"][-1, 0, -3:])
+    return r | g << 8 | b << 16
+
+
+def labels_frame(labels: np.ndarray) -> int:
+    """The frame number (mod 2**16) the fake wrote into the segmentation's bottom row."""
+    bits = labels[-1, :16] == CLASS_ID["vehicle"]
+    return sum(int(bit) << i for i, bit in enumerate(bits))
+
+
+NO_TRAFFIC = {**FAST, "n_vehicles": 0, "n_pedestrians": 0}
+CAR, WALKER = "vehicle.audi.tt", "walker.pedestrian.0001"
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        pytest.param(Stream(), id="in-server-order"),
+        pytest.param(
+            Stream(
+                delay_ms={"sensor.camera.rgb": 3.0, "sensor.camera.*": 1.0},
+                stale=True,
+                shuffle=True,
+                seed=1,
+            ),
+            id="late-shuffled-stale-first",
+        ),
+        pytest.param(
+            Stream(delay_ms={"sensor.other.imu": 2.0}, shuffle=True, seed=2), id="late-imu"
+        ),
+    ],
+)
+def test_each_observation_carries_the_data_of_its_own_frame(
+    fake: dict[str, Any], stream: Stream
+) -> None:
+    """Sensor data arrive on another thread, late, out of order, after a stale copy of the
+    previous frame: the observation of step k still holds frame k's image, labels and IMU."""
+    server: FakeServer = fake["server"]
+    server.stream, server.tag_frames = stream, True
+    env = CarlaDriveEnv(**NO_TRAFFIC, road_labels=True)
+    obs, info = env.reset(seed=0)
+    assert rgb_frame(obs) == server.frame and labels_frame(info["road_labels"]) == server.frame
+    assert sensors_of(env, obs)["ego.accel"] == 0.0  # braked at a standstill
+    for k in range(1, 9):
+        obs, _, terminated, truncated, info = env.step([0.0, 0.1 * k])  # throttle 0.1 k
+        assert not (terminated or truncated)
+        assert rgb_frame(obs) == server.frame
+        assert labels_frame(info["road_labels"]) == server.frame & 0xFFFF
+        # this step's acceleration (4 m/s^2 at full throttle, IMU scale 10 m/s^2), not the last's
+        assert sensors_of(env, obs)["ego.accel"] == pytest.approx(0.04 * k, abs=1e-5)
+    env.close()
+    assert server.streamer.flush()
+    rgb = [frame for kind, frame in server.streamer.log if kind == "sensor.camera.rgb"]
+    if stream.stale:  # the test did exercise stale copies
+        assert len(rgb) > len(set(rgb)) and rgb != sorted(set(rgb))
+
+
+@pytest.mark.parametrize(
+    ("lost", "name"),
+    [
+        ("sensor.camera.rgb", "rgb camera"),
+        ("sensor.camera.instance_segmentation", "segmentation camera"),
+        ("sensor.other.imu", "imu"),
+    ],
+)
+def test_a_frame_that_never_arrives_raises_the_timeout_error_within_timeout_s(
+    fake: dict[str, Any], lost: str, name: str
+) -> None:
+    server: FakeServer = fake["server"]
+    env = CarlaDriveEnv(**{**NO_TRAFFIC, "timeout_s": 0.3}, road_labels=True)
+    env.reset(seed=0)
+    missing = server.frame + 2
+    server.stream = Stream(lose=lambda type_id, frame: (type_id, frame) == (lost, missing))
+    env.step([0.0, 0.0])  # the frame before arrives
+    start = time.monotonic()
+    with pytest.raises(CarlaServerLost) as err:
+        env.step([0.0, 0.0])
+    elapsed = time.monotonic() - start
+    assert f"the {name} sensor sent no data for frame {missing} within 0.3 s" in str(err.value)
+    assert isinstance(err.value.__cause__, TimeoutError)
+    assert 0.3 <= elapsed < 2 * 0.3  # waited for it, and not a second time-out
+    env.close()
+
+
+def test_rays_follow_an_oncoming_vehicle(fake: dict[str, Any]) -> None:
+    """A traffic-manager car drives towards the braked ego along its lane: the ray straight
+    ahead shortens by its speed each step and reports it as a positive closing speed."""
+    server: FakeServer = fake["server"]
+    env = CarlaDriveEnv(**{**NO_TRAFFIC, "n_rays": 8})
+    env.reset(seed=0)
+    ego = server.ego()
+    x_ego = ego.location.x
+    other = place(server, "vehicle.audi.tt", x_ego + 30.0, yaw=180.0, role="autopilot")
+    other.set_autopilot(True, 8000)
+    other.speed = v = server.tm.target_speed  # 6 m/s, towards the ego
+    for k in range(1, 6):
+        obs, _, terminated, _, _ = env.step([0.0, -1.0])
+        s = sensors_of(env, obs)
+        assert ego.location.x == x_ego and not terminated
+        # its rear face (its half length is 2.4 m) from the ego's centre, 0.05 s per step
+        assert s["rays.00.distance"] == pytest.approx((30.0 - 2.4 - v * 0.05 * k) / 50.0, abs=1e-5)
+        assert s["rays.00.closing_speed"] == pytest.approx(v / 12.0, abs=1e-5)
+        assert s["rays.04.distance"] == 1.0 and s["rays.04.closing_speed"] == 0.0  # behind
+    env.close()
+
+
+def test_traffic_drives_and_walkers_walk_on_their_own(fake: dict[str, Any]) -> None:
+    server: FakeServer = fake["server"]
+    env = CarlaDriveEnv(**FAST)
+    env.reset(seed=0)
+    traffic = [a for a in server.movers() if a.attributes.get("role_name") == "autopilot"]
+    walkers = [a for a in server.movers() if isinstance(a, FakeWalker)]
+    assert len(traffic) == 4 and len(walkers) == 3
+    x0 = {v.id: v.location.x for v in traffic}
+    remaining = {}
+    for w in walkers:
+        goal = w._controller.destination
+        assert goal is not None and 1.0 <= w._controller.max_speed <= 1.5  # set after start()
+        remaining[w.id] = math.hypot(goal.x - w.location.x, goal.y - w.location.y)
+    for _ in range(10):
+        env.step([0.0, -1.0])
+    for v in traffic:
+        assert v.location.x > x0[v.id] and v.speed > 0  # the traffic manager drives them
+    for w in walkers:
+        goal = w._controller.destination
+        walked = remaining[w.id] - math.hypot(goal.x - w.location.x, goal.y - w.location.y)
+        assert walked == pytest.approx(10 * 0.05 * w._controller.max_speed, abs=1e-3)  # float32
+    env.close()
+
+
+@pytest.mark.parametrize(
+    ("type_id", "dx", "dy", "yaw", "collides", "ahead"),
+    [
+        # the ego's half extents are 2.4 m x 1.0 m, a walker's 0.3 m x 0.3 m; ``ahead``: what
+        # the ray straight ahead measures from the ego's centre [m] (None: nothing in range)
+        pytest.param(CAR, 0.0, 2.5, 0.0, False, None, id="car-beside-0.5m-apart"),
+        pytest.param(CAR, 3.9, 0.0, 90.0, False, 3.9 - 1.0, id="car-across-ahead-0.5m-apart"),
+        pytest.param(CAR, 4.7, 0.0, 0.0, True, 4.7 - 2.4, id="car-ahead-0.1m-overlap"),
+        pytest.param(WALKER, 2.6, 0.0, 0.0, True, 2.6 - 0.3, id="walker-0.1m-overlap"),
+        pytest.param(WALKER, 0.0, 1.8, 0.0, False, None, id="walker-beside-0.5m-apart"),
+    ],
+)
+def test_a_collision_is_an_overlap_of_boxes_not_a_near_miss(
+    fake: dict[str, Any],
+    type_id: str,
+    dx: float,
+    dy: float,
+    yaw: float,
+    collides: bool,
+    ahead: float | None,
+) -> None:
+    server: FakeServer = fake["server"]
+    env = CarlaDriveEnv(**{**NO_TRAFFIC, "n_rays": 8})
+    env.reset(seed=0)
+    ego = server.ego()
+    place(server, type_id, ego.location.x + dx, ego.location.y + dy, yaw)
+    obs, _, terminated, _, info = env.step([0.0, -1.0])  # the ego stays where it is
+    assert info["collided_with"] == ([type_id] if collides else [])
+    assert terminated == collides and info.get("termination") == ("collision" if collides else None)
+    penalty = -DEFAULT_REWARD_WEIGHTS["collision"] if collides else 0.0
+    assert info["reward_terms"]["collision"] == penalty
+    expected = 1.0 if ahead is None else ahead / 50.0  # ray_range 50 m
+    assert sensors_of(env, obs)["rays.00.distance"] == pytest.approx(expected, abs=1e-5)
+    env.close()
+
+
+def test_a_collision_whose_event_arrives_a_tick_late_is_reported_at_the_next_step(
+    fake: dict[str, Any],
+) -> None:
+    """The event is streamed like any data and can come after the frame's images: counted once,
+    one step late, not lost."""
+    server: FakeServer = fake["server"]
+    server.stream = Stream(hold_ticks={"sensor.other.collision": 1})
+    env = CarlaDriveEnv(**NO_TRAFFIC)
+    env.reset(seed=0)
+    ego = server.ego()
+    walker = place(server, "walker.pedestrian.0001", ego.location.x + 2.6)  # overlapping
+    _, _, terminated, _, info = env.step([0.0, -1.0])
+    assert info["collided_with"] == [] and not terminated  # its event is still on the way
+    walker.set_transform(carla.Transform(carla.Location(x=ego.location.x + 20.0)))  # gone
+    _, _, terminated, _, info = env.step([0.0, -1.0])
+    assert info["collided_with"] == ["walker.pedestrian.0001"] and terminated
+    env.close()
+
+
+def test_a_late_event_of_a_bump_during_warmup_is_not_the_agents_collision(
+    fake: dict[str, Any],
+) -> None:
+    server: FakeServer = fake["server"]
+    server.stream = Stream(hold_ticks={"sensor.other.collision": 1})
+    env = CarlaDriveEnv(**{**NO_TRAFFIC, "warmup_steps": 3})
+    last_warmup_tick = server.frame + 3
+    bump: dict[str, FakeActor] = {}
+
+    def on_tick(server: FakeServer, frame: int) -> None:
+        if frame == last_warmup_tick:  # a walker bumps into the ego just before the episode
+            bump["walker"] = place(server, "walker.pedestrian.0001", server.ego().location.x + 2.6)
+        elif "walker" in bump:  # and is gone by the first step
+            bump.pop("walker").set_transform(carla.Transform(carla.Location(x=-500.0)))
+
+    server.on_tick = on_tick
+    env.reset(seed=0)
+    assert server.frame == last_warmup_tick
+    _, _, terminated, _, info = env.step([0.0, -1.0])
+    assert info["collided_with"] == [] and not terminated
+    env.close()
+
+
+def test_reversing_into_a_parked_car(fake: dict[str, Any]) -> None:
+    """Rolling backwards: negative speed, no progress reward, not 'stuck', the ray behind closes
+    in at the ego's speed, and the bump behind is a collision."""
+    server: FakeServer = fake["server"]
+    env = CarlaDriveEnv(**{**NO_TRAFFIC, "n_rays": 8, "stuck_steps": 3})
+    env.reset(seed=0)
+    ego = server.ego()
+    x_ego = ego.location.x
+    place(server, "vehicle.audi.tt", x_ego - 8.0)  # boxes 8 - 2 x 2.4 = 3.2 m apart
+    ego.speed = -3.0
+    for k in range(1, 30):
+        obs, _, terminated, truncated, info = env.step([0.0, 0.0])  # coasting backwards
+        gap = 3.2 - 3.0 * 0.05 * k  # [m] between the boxes
+        if gap > 0:
+            s = sensors_of(env, obs)
+            assert not (terminated or truncated) and info["speed"] == pytest.approx(-3.0)
+            assert s["ego.speed"] == pytest.approx(-3.0 / 12.0, abs=1e-5)
+            assert info["reward_terms"]["progress"] == 0.0
+            assert s["rays.04.distance"] == pytest.approx((gap + 2.4) / 50.0, abs=1e-5)
+            assert s["rays.04.closing_speed"] == pytest.approx(3.0 / 12.0, abs=1e-5)
+            assert s["rays.00.distance"] == 1.0
+        else:
+            assert terminated and info["termination"] == "collision"
+            assert info["collided_with"] == ["vehicle.audi.tt"]
+            break
+    assert k == 22  # the gap closes 0.15 m a step
+    env.close()
 
 
 # ==============================================================================================
