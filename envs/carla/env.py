@@ -112,6 +112,7 @@ class _Episode:
     last_obs: dict[str, np.ndarray] | None = None
     last_rgb: np.ndarray | None = None
     steps: int = 0
+    start_frame: int = -1  # events of this frame or earlier (spawning, warm-up) are not the agent's
     done: bool = False
 
 
@@ -371,8 +372,7 @@ class CarlaDriveEnv(gym.Env):
             controller.set_max_speed(float(1.0 + 0.5 * rng.random()))  # [m/s]
         for _ in range(c.warmup_steps - 1):
             frame = world.tick(c.timeout_s)
-        ep.collisions.drain()  # spawning bumps are not the agent's
-        ep.invasions.drain()
+        ep.start_frame = frame  # events up to here, even if they arrive later, are not the agent's
         observed = self._read_frame(ep, frame)
         self._episode = ep
         ep.stats.start(observed.position)
@@ -567,8 +567,9 @@ class CarlaDriveEnv(gym.Env):
             bgra = np.frombuffer(seg.raw_data, dtype=np.uint8).reshape(h, w, 4)
             labels = labels_from_segmentation(bgra, ep.ego_region, c.segmentation == "instance")
         imu = ep.imu.get(frame, c.timeout_s)
-        collided_with = [str(e.other_actor.type_id) for e in ep.collisions.drain()]
-        lane_invasion = bool(ep.invasions.drain())
+        mine = [e for e in ep.collisions.drain() if e.frame > ep.start_frame]
+        collided_with = [str(e.other_actor.type_id) for e in mine]
+        lane_invasion = any(e.frame > ep.start_frame for e in ep.invasions.drain())
 
         transform = ep.ego.get_transform()
         location, yaw = transform.location, math.radians(transform.rotation.yaw)
