@@ -24,6 +24,20 @@ EPISODE_METRICS: dict[str, str] = {
 }
 
 
+def signal_name(signum: int) -> str:
+    """``SIGINT``, ``SIGTERM``, ... (or the number of a signal Python does not name)."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def exit_status(signum: int) -> int:
+    """The exit status of a process stopped by ``signum``, as shells report it: 128 + the signal
+    number (130 for Ctrl-C's SIGINT, 143 for SIGTERM)."""
+    return 128 + int(signum)
+
+
 class StopFlag:
     """Set by SIGINT/SIGTERM while :func:`graceful_stop` is active."""
 
@@ -33,6 +47,11 @@ class StopFlag:
     @property
     def is_set(self) -> bool:
         return self.signal is not None
+
+    @property
+    def exit_status(self) -> int | None:
+        """130 after SIGINT, 143 after SIGTERM; None while no signal has come."""
+        return None if self.signal is None else exit_status(self.signal)
 
 
 @contextmanager
@@ -45,7 +64,7 @@ def graceful_stop() -> Iterator[StopFlag]:
             raise KeyboardInterrupt
         flag.signal = signum
         print(
-            f"\n{signal.Signals(signum).name} received: stopping after this step and saving a "
+            f"\n{signal_name(signum)} received: stopping after this step and saving a "
             "checkpoint (send it again to abort without saving)",
             file=sys.stderr,
         )
@@ -114,6 +133,10 @@ class ProgressBar(BaseCallback):
             print(text, file=sys.stderr)
 
     def _on_training_end(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End the bar's line (also when training stops with an error)."""
         if self.bar is not None:
             self.bar.close()
             self.bar = None

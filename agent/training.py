@@ -1,12 +1,15 @@
 """A training run from a validated config: build, learn with callbacks, checkpoint, evaluate.
 
-:func:`prepare` does every check (config, env kwargs, model, checkpoint) before any work starts;
-:class:`Trainer` then runs and returns the process exit status.
+:func:`prepare` does every check (config, env kwargs, model, checkpoint, run folder) before any
+work starts and takes the run's lock; :class:`Trainer` then runs, holding it, and returns the
+process exit status. Nothing is written to the run folder until every check has passed.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -15,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import VecNormalize
 
@@ -29,7 +33,15 @@ from agent.build import (
     resolve_device,
     wrap_normalize,
 )
-from agent.callbacks import EpisodeMetrics, Periodic, ProgressBar, StopOnSignal, graceful_stop
+from agent.callbacks import (
+    EpisodeMetrics,
+    Periodic,
+    ProgressBar,
+    StopOnSignal,
+    exit_status,
+    graceful_stop,
+    signal_name,
+)
 from agent.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -63,64 +75,185 @@ from agent.evaluation import (
     format_table,
     table_rows,
 )
-from agent.rundir import RunDir, default_run_name
+from agent.files import UnsafePathError, remove_orphan_temps, write_atomic, write_text
+from agent.rundir import STEP_FILE, RunDir, RunDirError, RunLock, default_run_name
 from agent.wandb_logger import RunLogger, SB3Writer
 
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT); SIGTERM exits 143: 128 + the signal number
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+WRITE_FAILURES = (*DISK_FULL, errno.EROFS)  # reported in one line, not as a traceback
 
 
 @dataclass
 class Prepared:
-    """A validated run, ready to train."""
+    """A validated run, ready to train; holds the run's lock until :meth:`Trainer.run` ends."""
 
     config: ExperimentConfig
     run: RunDir
     spec: EnvSpec
     device: str
     checkpoint: Checkpoint | None = None
+    lock: RunLock | None = None
+
+    def release(self) -> None:
+        """Give the run's lock back (a prepared run that will not be trained)."""
+        if self.lock is not None:
+            self.lock.release()
 
 
 def prepare(
     config_path: str | Path | None,
     overrides: Overrides = (),
     resume: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    *,
+    empty_folder: bool = False,
 ) -> Prepared:
-    """Validate everything a run needs, before any work: config, env kwargs, model, checkpoint.
+    """Validate everything a run needs, before any work: config, env kwargs, model, checkpoint,
+    run folder; then take the run's lock (a run that another process trains is refused at once).
 
-    ``overrides`` are command-line items or data (see :data:`agent.config.Overrides`)."""
-    checkpoint = None
+    Nothing is written but the lock file (and, for a new run, its folder). ``overrides`` are
+    command-line items or data (see :data:`agent.config.Overrides`). ``resume``: continue that
+    run from its latest checkpoint, or from ``checkpoint`` (one of the run's own); the config is
+    the one stored in the checkpoint with ``overrides`` on top (``config.yaml``, which anyone can
+    edit, is only compared with it). A new run never reuses a folder that holds a run;
+    ``empty_folder`` (the command line) refuses any non-empty folder, else files that are not a
+    run's (a benchmark's log) may be there already.
+    """
     if resume is not None:
-        run = RunDir(Path(resume))
-        raw = read_yaml(
-            run.config, missing=f"--resume {resume}: no config.yaml there; is it a run directory?"
+        return _prepare_resume(RunDir(Path(resume)), overrides, checkpoint)
+    if checkpoint is not None:
+        raise ConfigError(
+            "--checkpoint picks the checkpoint a run continues from: give the run with --resume "
+            "runs/<name> (to evaluate a checkpoint, use scripts/evaluate.py --checkpoint)"
         )
-        found = run.latest_checkpoint()
-        if found is None:
-            raise CheckpointError(f"--resume {resume}: no checkpoint in {run.checkpoints}")
-        checkpoint = load_checkpoint(found)
-        raw = apply_overrides(apply_overrides(raw, overrides), {"logging.name": run.name})
-        config = resolve_config(raw)
-        changed = config_diff(checkpoint.config, to_dict(config))
-        if changed:
-            print("resuming with changed options:\n  " + "\n  ".join(changed), file=sys.stderr)
-    else:
-        if config_path is None:
-            raise ConfigError("give --config configs/<experiment>.yaml (or --resume runs/<name>)")
-        config = load_config(config_path, overrides)
-        if config.logging.name is None:
-            config.logging.name = default_run_name(config_path)
-        run = RunDir(Path(config.logging.root) / config.logging.name)
-        if run.latest_checkpoint() is not None:
-            raise ConfigError(
-                f"logging.name: {run.path} already holds a run; continue it with "
-                f"--resume {run.path}, or pick another --name"
-            )
+    if config_path is None:
+        raise ConfigError("give --config configs/<experiment>.yaml (or --resume runs/<name>)")
+    config = load_config(config_path, overrides)
+    if config.logging.name is None:
+        config.logging.name = default_run_name(config_path)
+    run = RunDir(Path(config.logging.root) / config.logging.name)
+    run.check_writable()
+    run.check_not_in_use()
+    run.check_new(strict=empty_folder)
     device = resolve_device(config.train.device)
     spec = probe_env(config.env)  # validates env.id and env.kwargs
     check_model(config, spec)
+    lock = run.lock()
+    try:
+        run.check_new(strict=empty_folder)  # under the lock: nobody started it meanwhile
+    except BaseException:
+        lock.release()
+        raise
+    return Prepared(config, run, spec, device, None, lock)
+
+
+def _prepare_resume(run: RunDir, overrides: Overrides, checkpoint: str | Path | None) -> Prepared:
+    if not run.path.is_dir():
+        raise ConfigError(
+            f"--resume {run.path}: no such run folder; give runs/<name> of a run that "
+            "scripts/train.py wrote"
+        )
+    run.check_writable()
+    lock = run.lock()  # before reading the checkpoints: no other process writes them now
+    try:
+        config, ckpt = _resume_config(run, overrides, checkpoint)
+        device = resolve_device(config.train.device)
+        spec = probe_env(config.env)
+        check_model(config, spec)
+        _check_checkpoint_fits(config, spec, ckpt)
+    except BaseException:
+        lock.release()
+        raise
+    return Prepared(config, run, spec, device, ckpt, lock)
+
+
+def _resume_config(
+    run: RunDir, overrides: Overrides, checkpoint: str | Path | None
+) -> tuple[ExperimentConfig, Checkpoint]:
+    """The checkpoint to continue from and the run's config: the checkpoint's own, overrides on
+    top. ``config.yaml`` is only compared with it (and a difference reported)."""
     if checkpoint is not None:
-        _check_checkpoint_fits(config, spec, checkpoint)
-    return Prepared(config, run, spec, device, checkpoint)
+        ckpt = load_checkpoint(run.own_checkpoint(checkpoint))
+    else:
+        found = run.latest_checkpoint()
+        if found is None:
+            raise CheckpointError(
+                f"--resume {run.path}: no checkpoint in {run.checkpoints}, so there is nothing to "
+                "continue; start a new run with --config and another --name"
+            )
+        try:
+            ckpt = load_checkpoint(found)
+        except CheckpointError as err:
+            raise CheckpointError(f"{err}{_fallback_hint(run, found)}") from None
+    try:
+        resolve_config(ckpt.config)
+    except ConfigError as err:
+        raise CheckpointError(
+            f"{ckpt.path}: the config stored in the checkpoint is invalid here: {err}"
+        ) from None
+    note = _config_yaml_note(run, ckpt)
+    if note:
+        print(note, file=sys.stderr)
+    raw = apply_overrides(apply_overrides(ckpt.config, overrides), {"logging.name": run.name})
+    config = resolve_config(raw)
+    changed = config_diff(ckpt.config, to_dict(config))
+    if changed:
+        print("resuming with changed options:\n  " + "\n  ".join(changed), file=sys.stderr)
+    return config, ckpt
+
+
+def _fallback_hint(run: RunDir, damaged: Path) -> str:
+    """What to run instead when the latest checkpoint cannot be read: the newest readable one."""
+    match = STEP_FILE.match(damaged.name)
+    damaged_step = int(match.group(1)) if match else None
+    for step, path in reversed(run.checkpoint_files()):
+        if path == damaged or (damaged_step is not None and step >= damaged_step):
+            continue
+        try:
+            load_checkpoint(path)
+        except CheckpointError:
+            continue
+        return (
+            "; to continue from the previous checkpoint instead, run: python scripts/train.py "
+            f"--resume {run.path} --checkpoint {path}"
+        )
+    return f"; {run.path} has no earlier readable checkpoint: start a new run (--config, --name)"
+
+
+def _config_yaml_note(run: RunDir, ckpt: Checkpoint) -> str | None:
+    """One line when ``config.yaml`` is missing, unreadable or differs from the checkpoint's."""
+    saved = f"the config saved in the checkpoint {ckpt.path.name if ckpt.path else ''}".rstrip()
+    rewritten = (
+        "(config.yaml is rewritten from it; to change an option, give key.sub=value on the "
+        "command line)"
+    )
+    using = f"using {saved} {rewritten}"
+    if not run.config.is_file():
+        return f"warning: {run.config} is missing; {using}"
+    try:
+        raw = read_yaml(run.config)
+    except (ConfigError, ValueError, OSError):
+        return (
+            f"warning: {run.config} is corrupted (not a readable YAML mapping) and ignored; {using}"
+        )
+    if not raw:
+        return f"warning: {run.config} is empty and ignored; {using}"
+    try:  # read as a config is read (5e-4 as a number, defaults for what is left out)
+        resolved = to_dict(resolve_config(raw))
+    except Exception:  # whatever is wrong with it, it is compared as written
+        resolved = raw
+    try:
+        keys = [line.split(":", 1)[0] for line in config_diff(ckpt.config, resolved)]
+    except Exception:
+        return f"warning: {run.config} is corrupted (not a config) and ignored; {using}"
+    if not keys:
+        return None
+    shown = ", ".join(keys[:8]) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
+    return (
+        f"warning: {run.config} differs from {saved} in {shown} and is ignored: using the "
+        f"checkpoint's {rewritten}"
+    )
 
 
 def check_model(config: ExperimentConfig, spec: EnvSpec) -> None:
@@ -142,6 +275,13 @@ def _check_checkpoint_fits(config: ExperimentConfig, spec: EnvSpec, checkpoint: 
         raise CheckpointError(
             f"{checkpoint.path} was written by {checkpoint.state.get('algo')}, the config asks for "
             f"{algo_class.__name__}; keep algo.name as it was"
+        )
+    normalizes = config.env.normalize_sensors or config.env.normalize_reward
+    if normalizes and not checkpoint.state.get("vec_normalize"):
+        raise CheckpointError(
+            f"{checkpoint.path}: the config normalises sensors or rewards (env.normalize_*) but "
+            "the checkpoint holds no normalisation statistics; resume with the options it was "
+            "trained with"
         )
     policy = algo_class.policy_aliases["MultiInputPolicy"](
         spec.observation_space,
@@ -166,6 +306,7 @@ class Trainer:
         self.spec = prepared.spec
         self.device = prepared.device
         self.checkpoint = prepared.checkpoint
+        self.lock = prepared.lock
         self.model: Any = None
         self.vec_normalize: VecNormalize | None = None
         self.logger: RunLogger | None = None
@@ -178,8 +319,34 @@ class Trainer:
         step = self.model.num_timesteps if step is None else step
         path = checkpoint_path(self.run_dir.checkpoints, step)
         state = algo_state(self.model, self.vec_normalize)
-        save_checkpoint(path, Checkpoint(step=step, config=to_dict(self.config), state=state))
+        try:
+            save_checkpoint(path, Checkpoint(step=step, config=to_dict(self.config), state=state))
+        except (OSError, SafetensorError, CheckpointError) as err:
+            # save_checkpoint reports a failed write as a CheckpointError raised while handling
+            # the OSError: name the OSError's cause (a full disk) and what to do next
+            cause = err.__context__ if isinstance(err, CheckpointError) else err
+            if not isinstance(cause, (OSError, SafetensorError)):
+                raise
+            raise RunDirError(self._write_failure(path, cause)) from None
         return path
+
+    def _write_failure(self, path: Path, err: BaseException) -> str:
+        """One line: what could not be written, why, what is kept and how to go on."""
+        code = getattr(err, "errno", None)
+        text = str(err)
+        if code in DISK_FULL or "No space left" in text or "os error 28" in text:
+            reason = "disk full"
+        else:
+            reason = getattr(err, "strerror", None) or text
+        run = self.run_dir
+        latest = run.latest_checkpoint()
+        if latest is None:
+            kept = "no checkpoint had been saved yet"
+            then = f"start the run again (remove {run.path} or pick another --name)"
+        else:
+            kept = f"the checkpoints saved before are intact (latest: {latest.name})"
+            then = f"continue with: python scripts/train.py --resume {run.path}"
+        return f"cannot write {path}: {reason}; {kept}. Free space or fix the folder, then {then}"
 
     def _trained_policy(self) -> TrainedPolicy:
         normalize = None
@@ -264,12 +431,13 @@ class Trainer:
         for name, report in reports.items():
             report.write_json(self.run_dir.eval / f"final_{name}.json", {"step": step})
         comparison = {name: report.summary() for name, report in reports.items()}
-        (self.run_dir.eval / "final.json").write_text(
+        write_text(
+            self.run_dir.eval / "final.json",
             json.dumps(
                 {"step": step, "episodes": episodes, "seed": cfg.train.eval_seed, **comparison},
                 indent=2,
             )
-            + "\n"
+            + "\n",
         )
         self._log_report("final", reports["trained"], step)
         self.logger.summary(
@@ -291,9 +459,22 @@ class Trainer:
 
     # ------------------------------------------------------------------ the run
     def run(self) -> int:
+        """Train, holding the run's lock throughout (taken here if :func:`prepare` did not)."""
+        lock = self.lock if self.lock is not None and self.lock.held else self.run_dir.lock()
+        try:
+            return self._run()
+        except OSError as err:
+            if isinstance(err, UnsafePathError):
+                raise RunDirError(str(err)) from None
+            if err.errno in WRITE_FAILURES:
+                path = Path(err.filename) if err.filename else self.run_dir.path
+                raise RunDirError(self._write_failure(path, err)) from None
+            raise
+        finally:
+            lock.release()
+
+    def _run(self) -> int:
         cfg = self.config
-        run = self.run_dir.create()
-        save_config(cfg, run.config)
         if cfg.train.torch_threads:
             torch.set_num_threads(cfg.train.torch_threads)
         start_step = self.checkpoint.step if self.checkpoint else 0
@@ -305,6 +486,11 @@ class Trainer:
             self.model = make_algo(cfg, venv, self.spec, self.device, seed=seed)
             if self.checkpoint is not None:
                 restore_algo_state(self.model, self.checkpoint.state, self.vec_normalize)
+            # every check has passed: only from here on is the run folder written
+            run = self.run_dir
+            self._tidy()
+            run.create()
+            write_atomic(run.config, lambda tmp: save_config(cfg, tmp))
             return self._learn(start_step)
         finally:
             venv.close()
@@ -312,6 +498,36 @@ class Trainer:
                 self.eval_env.close()
             if self.logger is not None:
                 self.logger.finish()
+
+    def _tidy(self) -> None:
+        """Remove temp files a killed process left (the lock is held: no other writer exists);
+        when resuming from an earlier checkpoint, move the later ones out of the way."""
+        run = self.run_dir
+        removed = []
+        for folder in (run.path, run.checkpoints, run.eval, run.videos):
+            removed += remove_orphan_temps(folder)
+        if removed:
+            names = ", ".join(p.name for p in removed[:3]) + (" ..." if len(removed) > 3 else "")
+            print(
+                f"removed {len(removed)} temp file(s) of an interrupted write: {names}",
+                file=sys.stderr,
+            )
+        if self.checkpoint is None or self.checkpoint.path is None:
+            return
+        match = STEP_FILE.match(self.checkpoint.path.name)
+        chosen = int(match.group(1)) if match else self.checkpoint.step
+        later = [path for step, path in run.checkpoint_files() if step > chosen]
+        if not later:
+            return
+        aside = run.path / f"superseded-{time.strftime('%Y%m%d-%H%M%S')}"
+        aside.mkdir(exist_ok=True)
+        for path in later:
+            os.replace(path, aside / path.name)
+        print(
+            f"continuing from step {chosen}: moved the {len(later)} later checkpoint(s) "
+            f"({', '.join(p.name for p in later)}) to {aside}",
+            file=sys.stderr,
+        )
 
     def _learn(self, start_step: int) -> int:
         cfg, run = self.config, self.run_dir
@@ -339,7 +555,7 @@ class Trainer:
             f"steps {start_step} -> {cfg.train.steps}",
             file=sys.stderr,
         )
-        interrupted = False
+        stopped_by: int | None = None  # the signal that stopped training early
         if remaining > 0:
             with graceful_stop() as flag:
                 self.progress = ProgressBar(cfg.train.steps)
@@ -348,26 +564,29 @@ class Trainer:
                     callbacks.append(Periodic(cfg.train.checkpoint_every, self._periodic_save))
                 if cfg.train.eval_every:
                     callbacks.append(Periodic(cfg.train.eval_every, self.periodic_eval))
-                self.model.learn(
-                    total_timesteps=remaining,
-                    callback=callbacks,
-                    reset_num_timesteps=start_step == 0,
-                    log_interval=1,
-                )
-                interrupted = flag.is_set
-            self.progress = None
+                try:
+                    self.model.learn(
+                        total_timesteps=remaining,
+                        callback=callbacks,
+                        reset_num_timesteps=start_step == 0,
+                        log_interval=1,
+                    )
+                finally:  # an error's message starts on a line of its own
+                    self.progress.close()
+                    self.progress = None
+                stopped_by = flag.signal
         else:
             print(f"already at step {start_step} >= train.steps; nothing to train", file=sys.stderr)
 
         step = int(self.model.num_timesteps)
         final = self.save(step)
-        if interrupted:
+        if stopped_by is not None:
             print(
-                f"interrupted at step {step}; checkpoint saved to {final}\ncontinue with: "
-                f"python scripts/train.py --resume {run.path}",
+                f"interrupted ({signal_name(stopped_by)}) at step {step}; checkpoint saved to "
+                f"{final}\ncontinue with: python scripts/train.py --resume {run.path}",
                 file=sys.stderr,
             )
-            return EXIT_INTERRUPTED
+            return exit_status(stopped_by)
         print(f"checkpoint: {final}", file=sys.stderr)
         if cfg.train.final_eval_episodes:
             reports = self.final_eval(step)

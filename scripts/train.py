@@ -22,6 +22,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--resume", metavar="RUN_DIR", help="continue runs/NAME from its last checkpoint"
     )
+    parser.add_argument(
+        "--checkpoint",
+        metavar="PATH",
+        help="with --resume: continue from this checkpoint of the run instead of its last "
+        "(runs/NAME/checkpoints/step_N.safetensors; later ones are moved aside)",
+    )
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="e.g. model.layers=3")
     return parser.parse_intermixed_args(argv)  # overrides may come before or after the flags
 
@@ -36,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         return fail("--resume takes the run's own config; drop --config (overrides still apply)")
     if args.resume and args.name:
         return fail("--resume continues the run in place; drop --name")
+    if args.checkpoint and not args.resume:
+        return fail(
+            "--checkpoint picks the checkpoint a run continues from: give the run with --resume "
+            "runs/NAME (to evaluate a checkpoint, use scripts/evaluate.py --checkpoint)"
+        )
 
     def body() -> int:
         # key.sub=value items are read as YAML; the flags' values are taken as given (data), so
@@ -49,7 +60,14 @@ def main(argv: list[str] | None = None) -> int:
         ):
             if getattr(args, flag) is not None:
                 overrides[key] = getattr(args, flag)
-        return Trainer(prepare(args.config, overrides, resume=args.resume)).run()
+        prepared = prepare(
+            args.config,
+            overrides,
+            resume=args.resume,
+            checkpoint=args.checkpoint,
+            empty_folder=True,
+        )
+        return Trainer(prepared).run()
 
     return guarded(body)
 
