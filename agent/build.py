@@ -237,9 +237,13 @@ def probe_env(env_config: EnvConfig) -> EnvSpec:
 
     Envs that are cheap to make are also reset once: some options (e.g. the batched backend's
     traffic) are only used at the first reset, and must fail here rather than once training
-    has started."""
+    has started. An env whose simulator runs elsewhere (CARLA) is asked whether it answers
+    (``check_available()``), so that a stopped server is reported before a run folder exists."""
     env = make_env(env_config.id, env_config.kwargs)
     try:
+        check_available = getattr(env.unwrapped, "check_available", None)
+        if check_available is not None:
+            check_available()
         if _cheap_to_try(env_config.id):
             try:
                 env.reset(seed=0)

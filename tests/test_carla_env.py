@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -698,3 +701,21 @@ def test_live_check_env(live: dict[str, Any]) -> None:
         check_env(env, skip_render_check=True)
     finally:
         env.close()
+
+
+def test_training_without_a_server_is_one_line_and_leaves_no_run_folder(tmp_path: Path) -> None:
+    """configs/carla.yaml with no server: the reason in one line, at once, nothing written."""
+    root = Path(__file__).resolve().parents[1]
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, str(root / "scripts" / "train.py"), "--config",
+         str(root / "configs" / "carla.yaml"), "--name", "no_server", "--wandb", "disabled",
+         f"env.kwargs.port={free_port()}", "env.kwargs.timeout_s=2.0",
+         f"logging.root={tmp_path}"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: no CARLA server is listening")
+    assert time.monotonic() - start < 60
+    assert not (tmp_path / "no_server").exists()

@@ -170,6 +170,11 @@ class CarlaDriveEnv(gym.Env):
         self._episode: _Episode | None = None
         self._stop_lines: dict[int, np.ndarray] = {}  # traffic-light id -> (K, 2) [m]
 
+    def check_available(self) -> None:
+        """Raise CarlaConnectionError (a SimulatorUnavailable) with how to start a server when
+        nothing listens at the configured address; cheap, connects nothing."""
+        self.probe(self.config.host, self.config.port, self.config.timeout_s)
+
     @property
     def address(self) -> str:
         return f"{self.config.host}:{self.config.port}"
