@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 import yaml
 
+from agent.files import write_text
 from envs.configuration import ConfigError, build, check, closest
 
 __all__ = [
@@ -603,11 +604,10 @@ def to_dict(config: ExperimentConfig) -> dict[str, Any]:
 
 
 def save_config(config: ExperimentConfig, path: str | Path) -> None:
-    """Write the resolved config, every option spelled out, as YAML."""
+    """Write the resolved config, every option spelled out, as YAML (atomically, never through
+    a symbolic link)."""
     text = yaml.safe_dump(to_dict(config), sort_keys=False, default_flow_style=None)
-    Path(path).write_text(
-        "# Resolved configuration of this run (written by scripts/train.py)\n" + text
-    )
+    write_text(path, "# Resolved configuration of this run (written by scripts/train.py)\n" + text)
 
 
 def config_diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:

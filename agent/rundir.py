@@ -225,6 +225,19 @@ class RunDir:
         finally:
             os.close(fd)
 
+    def set_aside(self, extra: tuple[str, ...] = (), prefix: str = "failed-attempt") -> Path | None:
+        """Move the files of an earlier attempt that left no checkpoint (and ``extra`` names)
+        into ``<run>/<prefix>-<time>/``, so a new run can start in this folder; returns that
+        folder, or None when there was nothing to move."""
+        names = [n for n in (*RUN_ENTRIES, *extra) if (self.path / n).exists()]
+        if not names or self.checkpoint_files():
+            return None
+        aside = self.path / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+        aside.mkdir()
+        for name in names:
+            (self.path / name).rename(aside / name)
+        return aside
+
     def check_new(self, strict: bool = True) -> None:
         """Refuse to start a new run in a folder that holds one (or, ``strict``, anything at all:
         a run never mixes its files with others; the lock file and empty folders do not count)."""

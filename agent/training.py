@@ -75,7 +75,7 @@ from agent.evaluation import (
     format_table,
     table_rows,
 )
-from agent.files import UnsafePathError, remove_orphan_temps, write_atomic, write_text
+from agent.files import UnsafePathError, remove_orphan_temps, write_text
 from agent.rundir import STEP_FILE, RunDir, RunDirError, RunLock, default_run_name
 from agent.wandb_logger import RunLogger, SB3Writer
 
@@ -490,7 +490,7 @@ class Trainer:
             run = self.run_dir
             self._tidy()
             run.create()
-            write_atomic(run.config, lambda tmp: save_config(cfg, tmp))
+            save_config(cfg, run.config)  # atomic, never through a link
             return self._learn(start_step)
         finally:
             venv.close()

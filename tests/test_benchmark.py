@@ -395,3 +395,23 @@ def test_quick_benchmark_runs_through(tmp_path):
     for scenario in saved["results"].values():
         assert scenario["attention"]["reference"]["mean_return"]["n"] == 3
     assert (tmp_path / "out" / "curves_merge.png").is_file()
+
+
+def test_a_failed_attempt_without_a_checkpoint_is_set_aside_for_the_retry(tmp_path):
+    """A job that died before its first checkpoint left run files; the next invocation moves
+    them aside (a new run never mixes its files with an old one) and may start afresh."""
+    from agent.benchmark.execution import SEGMENTS_FILE
+    from agent.rundir import RunDir, RunDirError
+
+    run = RunDir(tmp_path / "highway-attention-s0")
+    run.create()
+    for name in ("config.yaml", "metrics.jsonl", SEGMENTS_FILE, "benchmark.log"):
+        (run.path / name).write_text("from the failed attempt\n")
+    with pytest.raises(RunDirError, match="no checkpoint"):
+        run.check_new(strict=False)
+    aside = run.set_aside(extra=(SEGMENTS_FILE,))
+    assert aside is not None and (aside / "metrics.jsonl").is_file()
+    assert (aside / SEGMENTS_FILE).is_file() and not (run.path / SEGMENTS_FILE).exists()
+    assert (run.path / "benchmark.log").is_file(), "the job's log stays where the study reads it"
+    run.check_new(strict=False)  # a new run may start here now
+    assert run.set_aside() is None, "nothing left to move"

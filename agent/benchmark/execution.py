@@ -57,6 +57,9 @@ def _train_and_evaluate(job: Job) -> dict[str, Any]:
     if resume:
         prepared = prepare(None, job.overrides, resume=run.path)
     else:
+        aside = run.set_aside(extra=(SEGMENTS_FILE,))  # a failed attempt that saved nothing
+        if aside is not None:
+            print(f"   earlier attempt without a checkpoint moved to {aside}", flush=True)
         prepared = prepare(job.base, job.overrides)
     start_step = prepared.checkpoint.step if prepared.checkpoint else 0
     trainer = Trainer(prepared)
