@@ -40,7 +40,7 @@ benchmark: $(STAMP)
 
 mutation: $(STAMP)
 	# mutants of the modules users read numbers from (pyproject's [tool.mutmut]); about
-	# MUTATION_MINUTES on 2 cores from scratch, less when mutants/ holds a previous run
+	# 30 minutes on 2 cores from scratch, less when mutants/ holds a previous run
 	$(PY) -m pip install --disable-pip-version-check -q -e '.[mutation]'
 	$(VENV)/bin/mutmut run --max-children 2 > mutation.log 2>&1 || (tail -c 2000 mutation.log; exit 1)
 	$(PY) scripts/mutation_report.py --json mutants/report.json
