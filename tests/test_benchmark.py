@@ -335,7 +335,15 @@ def test_ctrl_c_saves_a_checkpoint_and_the_same_command_resumes(tmp_path):
         str(tmp_path / "out"),
     ]
     run_dir = tmp_path / "runs" / "highway-attention-s0"
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # Ctrl-C as at a terminal, even when this suite runs as a background job (a shell
+        # without job control starts those with SIGINT ignored, and Python then keeps ignoring it)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 240
     while not list((run_dir / "checkpoints").glob("step_*")):  # first periodic checkpoint
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
