@@ -323,5 +323,7 @@ class RunDir:
 
 
 def default_run_name(config_path: str | Path) -> str:
-    """``<config stem>-<YYYYmmdd-HHMMSS>``."""
-    return f"{Path(config_path).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """``<config stem>-<YYYYmmdd-HHMMSS>``, the stem reduced to what a run name may hold
+    (letters, digits, ``_.-``; at most 80 characters), so any config file gives a valid name."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(config_path).stem).strip("._-")[:80] or "run"
+    return f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"

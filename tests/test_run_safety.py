@@ -452,3 +452,19 @@ def test_final_json_is_written_atomically_not_through_a_link(tmp_path: Path, run
         assert_one_line_error(result, "final.json")
     else:
         assert json.loads((run / "eval" / "final.json").read_text())["step"] == 192
+
+
+@pytest.mark.parametrize(
+    ("config_name", "stem"),
+    [("default.yaml", "default"), ("my experiment (v2).yaml", "my-experiment-v2"),
+     (".hidden.yaml", "hidden"), ("ä.yaml", "run"), ("x" * 150 + ".yaml", "x" * 80)],
+)  # fmt: skip
+def test_the_default_run_name_of_any_config_file_is_a_valid_name(
+    config_name: str, stem: str
+) -> None:
+    from agent.config import LoggingConfig
+    from agent.rundir import default_run_name
+
+    name = default_run_name(Path("configs") / config_name)
+    assert name.startswith(f"{stem}-") and len(name) == len(stem) + 16
+    LoggingConfig(name=name)  # the schema accepts it
