@@ -233,6 +233,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CheckpointError(f"{path}: damaged checkpoint metadata ({err!r})") from None
     try:
         state = _decode(tree, tensors)
+    except CheckpointError as err:  # a tree that names what is not there: say which file
+        raise CheckpointError(f"{path}: {err}") from None
     except (TypeError, ValueError, KeyError, IndexError) as err:
         raise CheckpointError(f"{path}: damaged checkpoint metadata ({err!r})") from None
     if not isinstance(state, dict) or not isinstance(config, dict):
