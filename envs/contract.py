@@ -101,6 +101,12 @@ def action_space(kind: ActionKind) -> spaces.Space:
     return spaces.Box(-1.0, 1.0, (2,), np.float32)
 
 
+def simulator_seed(np_random: np.random.Generator, seed: int | None) -> int:
+    """The seed for a backend's simulator: ``seed`` itself, else one drawn from the env's own
+    generator, so that the seed given to ``reset`` fixes everything that follows."""
+    return int(np_random.integers(2**31 - 1)) if seed is None else int(seed)
+
+
 def idle_action(kind: ActionKind) -> Any:
     """The action that keeps the current lane and speed target (no steering, no throttle)."""
     return IDLE if kind == "discrete" else np.zeros(2, np.float32)

@@ -22,6 +22,7 @@ from agent.benchmark.evaluation import evaluate_job
 from agent.benchmark.jobs import LOG_FILE, RESULT_FILE, Job, write_json
 from agent.build import make_vec_env
 from agent.config import ExperimentConfig
+from agent.files import append_line
 from agent.rundir import RunDir
 from agent.training import Trainer, prepare
 
@@ -70,8 +71,7 @@ def _train_and_evaluate(job: Job) -> dict[str, Any]:
         "steps": int(trainer.model.num_timesteps) - start_step if trainer.model else 0,
         "seconds": time.perf_counter() - started,
     }
-    with open(run.path / SEGMENTS_FILE, "a") as f:
-        f.write(json.dumps(segment) + "\n")
+    append_line(run.path / SEGMENTS_FILE, json.dumps(segment))
     if code != 0:
         return {"status": "interrupted", "error": f"training stopped at a checkpoint ({code})"}
     config = prepared.config

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 from agent.benchmark.config import BenchmarkConfig, arm_experiment
 from agent.config import ConfigError, ExperimentConfig, config_diff, read_yaml, to_dict
+from agent.files import write_text
 from agent.rundir import RunDir
 
 RESULT_FILE = "benchmark.json"
@@ -89,10 +89,9 @@ def read_result(job: Job) -> dict[str, Any] | None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write one of the study's JSON files atomically; NaN and infinities become null."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(_finite(data), indent=1) + "\n")
-    os.replace(tmp, path)
+    """Write one of the study's JSON files atomically, never through a link; NaN and infinities
+    become null."""
+    write_text(path, json.dumps(_finite(data), indent=1) + "\n")
 
 
 def _finite(value: Any) -> Any:

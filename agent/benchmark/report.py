@@ -13,6 +13,7 @@ import numpy as np
 from agent.benchmark.config import BenchmarkConfig
 from agent.benchmark.jobs import write_json
 from agent.benchmark.stats import aggregate, curve_band
+from agent.files import write_text
 
 
 def plot_curves(
@@ -196,6 +197,6 @@ def write_report(
     summary["plots"] = [p.name for p in plot_curves(config, results, out_dir)]
     write_json(out_dir / "results.json", summary)
     text = markdown(summary)
-    (out_dir / "results.md").write_text(f"Produced by `{command}`.\n\n{text}")
+    write_text(out_dir / "results.md", f"Produced by `{command}`.\n\n{text}")
     summary["markdown"] = text
     return summary

@@ -26,6 +26,7 @@ from envs.contract import (
     check_action,
     check_render_mode,
     idle_action,
+    simulator_seed,
 )
 
 
@@ -158,9 +159,7 @@ class BatchedDriveEnv(gym.Env):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
-        if seed is None:  # draw the simulator's seed from ours, so one seed fixes everything
-            seed = int(self.np_random.integers(2**31 - 1))
-        self.core.seed(seed)
+        self.core.seed(simulator_seed(self.np_random, seed))
         out = self.core.reset()
         info: dict[str, Any] = {"speed": float(out.speed[0])}
         if self.config.road_labels:

@@ -35,6 +35,7 @@ from envs.contract import (
     observation_space,
     reward_terms,
     sensor_groups,
+    simulator_seed,
     weigh,
 )
 from envs.highway.raster import Rasterizer, box_mask, colorize, vehicle_corners
@@ -122,9 +123,7 @@ class DriveEnv(gym.Env):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
-        if seed is None:  # draw the simulator's seed from ours, so one seed fixes everything
-            seed = int(self.np_random.integers(2**31 - 1))
-        self.sim.reset(seed=seed)
+        self.sim.reset(seed=simulator_seed(self.np_random, seed))
         self.ego = self.sim.vehicle
         self._plan_route()
         self.raster.set_road(self.sim.road.network.lanes_list())
@@ -273,7 +272,8 @@ class DriveEnv(gym.Env):
         closing = np.where(hit, -rays[:, 1], 0.0) / CLOSING_SCALE  # no hit: nothing closes in
         ray_values = np.stack([rays[:, 0] / cfg.ray_range, closing], axis=1)
         values += list(ray_values.ravel())
-        values += self.scenario.route_values(self._view())
+        if self.scenario.route_sensors:
+            values += self.scenario.route_values(self._view())
         return np.clip(np.asarray(values, np.float32), -1.0, 1.0)
 
     def _view(self) -> _EgoView:
