@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export WANDB_SILENT ?= true
 
-.PHONY: train test test-slow lint format bench benchmark mutation clean
+.PHONY: train test test-slow lint format bench bench-gpu benchmark mutation clean
 
 $(STAMP): pyproject.toml scripts/install_torch.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(PY) scripts/benchmark_env.py
 	$(PY) scripts/benchmark_model.py
+
+bench-gpu: $(STAMP)
+	# on a machine with CUDA: CUDA tests, simulator and training throughput, under 8 minutes
+	# (runs/bench_gpu.json); ARGS="--device cpu --quick" for a smoke run without a GPU
+	$(PY) scripts/bench_gpu.py $(ARGS)
 
 benchmark: $(STAMP)
 	$(PY) scripts/benchmark.py $(ARGS)

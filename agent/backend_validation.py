@@ -1,17 +1,19 @@
 """Validation of the batched backend against highway-env (the reference backend).
 
 - :func:`trajectory_error`: from one initial state copied out of highway-env, the position
-  error of every vehicle after each policy step (same ego actions on both sides);
+  error of every vehicle after each policy step and the crash flags of every vehicle after each
+  simulation frame (same ego actions on both sides, crashes included);
 - :func:`traffic_statistics`: over many episodes of each backend, traffic speeds, headways,
   lane-change rate and the ego's collision rate, under an idle or random ego policy;
 - :func:`policy_transfer`: the return of a policy (any ``obs -> action`` callable, e.g. a
   trained SB3 model's ``predict``) on both backends, and their ratio;
 - :func:`paired_transfer`: the same policy from the *same* initial states on both backends, and
-  on highway-env without its predictive collision rule, which the batched simulator lacks.
+  on highway-env without its predictive collision rule (an ablation of that rule).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +41,36 @@ def _policy_action(policy: str, space: gym.Space, rng: np.random.Generator) -> A
     return rng.uniform(-1, 1, 2).astype(np.float32)
 
 
+Frame = tuple[np.ndarray, np.ndarray]  # (N, 2) positions [m], (N,) crash flags
+
+
+def _recording(step: Callable, snapshot: Callable[[], Frame], out: list[Frame]) -> Callable:
+    """``step`` that appends ``snapshot()`` to ``out`` after every call: an observer put in place
+    of a simulator's frame step, so that simulator's own policy-step loop runs unchanged."""
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        result = step(*args, **kwargs)
+        out.append(snapshot())
+        return result
+
+    return recorded
+
+
+def _reference_frame(sim: Any) -> Frame:
+    """Positions and crash flags of a highway-env road's vehicles then objects, the ego first
+    (the slot order of ``import_state``)."""
+    road, ego = sim.road, sim.vehicle
+    listed = [ego] + [v for v in road.vehicles if v is not ego] + list(road.objects)
+    return export_positions(sim), np.array([v.crashed for v in listed], bool)
+
+
+def _batched_frame(core: BatchedDrive, n: int) -> Frame:
+    """Positions and crash flags of the first ``n`` slots of environment 0."""
+    t = core.traffic
+    xy = torch.stack([t.x[0, :n], t.y[0, :n]], -1).double().cpu().numpy()
+    return xy, t.crashed[0, :n].cpu().numpy().copy()
+
+
 def trajectory_error(
     scenario: str = "highway",
     seeds: int = 20,
@@ -46,42 +78,85 @@ def trajectory_error(
     action: str = "discrete",
     policy: str = "idle",
 ) -> dict[str, Any]:
-    """Max and mean position error [m] over all vehicles after each policy step.
+    """Position error [m] and crash-flag agreement between the backends, frame by frame.
 
-    Episodes where highway-env's ego crashes are left out after the crash (its impact push is
-    not modelled) and counted.
+    Per seed, highway-env's initial state is copied into the batched simulator and both run the
+    same ego actions for ``steps`` policy steps, crashes included (the run goes on after any
+    crash: post-crash motion, the impact push and braking, is part of what is compared). Each
+    side runs its own policy step unchanged; an observer on its frame step (highway-env's
+    ``Road.step``, the batched ``Simulator.step``) records every vehicle's position and crash
+    flag after every simulation frame, so crash flags are compared at simulation-frame
+    granularity, not only where the policy acts.
+
+    Returns, per policy step, the max and mean over episodes of the largest position error over
+    vehicles (``max_position_error_m``, ``mean_position_error_m``, at ``horizon_s``); over all
+    ``frames``: the largest position error (``max_position_error_any_frame_m``),
+    ``crash_flag_mismatch_frames`` (frames where any vehicle's flag differs),
+    ``crash_flag_mismatch_vehicle_frames`` (vehicle-frames that differ), and per episode the
+    first frame where they differ (``first_crash_flag_mismatch``: ``[seed, frame]`` pairs,
+    frames counted from 1); ``episodes_with_ego_crash`` (highway-env) and
+    ``episodes_with_ego_crash_batched``.
     """
+    if envs.SCENARIOS[scenario].respawns_traffic:
+        raise ValueError(
+            f"{scenario}: both backends spawn traffic at random during the episode, so their "
+            "vehicles cannot be paired frame by frame; trajectory_error takes scenarios whose "
+            "vehicles are all there from the start"
+        )
     per_step: list[list[float]] = [[] for _ in range(steps)]
-    crashed = 0
+    ego_crashes = ego_crashes_batched = 0
+    mismatch_frames = mismatch_vehicle_frames = frames = 0
+    first_mismatch: list[list[int]] = []
+    worst = 0.0  # [m] over every frame
     for seed in range(seeds):
         ref = gym.make(REFERENCE_IDS[scenario], action=action).unwrapped
         ref.reset(seed=seed)
         core = BatchedDrive(scenario=scenario, action=action)
         core.restart_from(import_state(ref.sim, core.road, core.traffic_spec.n_slots()))
+        road = ref.sim.road
+        n = len(road.vehicles) + len(road.objects)
+        ref_frames: list[Frame] = []
+        mine_frames: list[Frame] = []
+        road.step = _recording(road.step, functools.partial(_reference_frame, ref.sim), ref_frames)
+        core.sim.step = _recording(
+            core.sim.step, functools.partial(_batched_frame, core, n), mine_frames
+        )
         rng = np.random.default_rng(seed)
         for k in range(steps):
             a = _policy_action(policy, ref.action_space, rng)
             ref.step(a)
             act = torch.tensor([a]) if action == "discrete" else torch.as_tensor(a)[None]
             core.step(act)
-            if ref.ego.crashed:
-                crashed += 1
-                break
-            t = core.traffic
-            mine = torch.stack([t.x[0], t.y[0]], -1).double().numpy()
+            assert len(ref_frames) == len(mine_frames), "the backends ran different frame counts"
             per_step[k].append(
-                float(np.linalg.norm(mine - export_positions(ref.sim), axis=1).max())
+                float(np.linalg.norm(mine_frames[-1][0] - ref_frames[-1][0], axis=1).max())
             )
+        for m, r in zip(mine_frames, ref_frames):
+            worst = max(worst, float(np.linalg.norm(m[0] - r[0], axis=1).max()))
+        differ = np.array([m[1] != r[1] for m, r in zip(mine_frames, ref_frames)])  # (F, N)
+        frames += len(differ)
+        mismatch_frames += int(differ.any(1).sum())
+        mismatch_vehicle_frames += int(differ.sum())
+        if differ.any():
+            first_mismatch.append([seed, int(np.flatnonzero(differ.any(1))[0]) + 1])
+        ego_crashes += bool(ref_frames[-1][1][0])
+        ego_crashes_batched += bool(mine_frames[-1][1][0])
     dt = 1.0 / core.config.policy_frequency
     return {
         "scenario": scenario,
         "action": action,
         "policy": policy,
         "episodes": seeds,
-        "episodes_with_ego_crash": crashed,
+        "frames": frames,
+        "episodes_with_ego_crash": ego_crashes,
+        "episodes_with_ego_crash_batched": ego_crashes_batched,
+        "crash_flag_mismatch_frames": mismatch_frames,
+        "crash_flag_mismatch_vehicle_frames": mismatch_vehicle_frames,
+        "first_crash_flag_mismatch": first_mismatch,
         "horizon_s": [round((k + 1) * dt, 3) for k in range(steps)],
-        "max_position_error_m": [float(np.max(e)) if e else None for e in per_step],
-        "mean_position_error_m": [float(np.mean(e)) if e else None for e in per_step],
+        "max_position_error_m": [float(np.max(e)) for e in per_step],
+        "mean_position_error_m": [float(np.mean(e)) for e in per_step],
+        "max_position_error_any_frame_m": worst,
     }
 
 
@@ -267,10 +342,15 @@ def paired_transfer(
 
     Per seed: ``batched`` (the batched backend's own initial state), ``batched_same_start``
     (highway-env's initial state copied in), ``highway_env``, and ``highway_env_overlap_only``
-    (highway-env with its predictive collision test off: a crash only when the boxes overlap, as
-    in the batched simulator). highway-env also counts a crash when two boxes *would* touch within
-    the next simulation frame; ``predictive_only_crashes`` counts the episodes that crash on
-    highway-env but not from the same start on the batched simulator.
+    (an ablation: highway-env with its predictive collision test off, so a crash only when the
+    boxes overlap and no impact push). Both simulators have the predictive test (boxes that
+    *would* touch within the next simulation frame get an impact, and crash at the next frame),
+    so ``batched_same_start`` should follow ``highway_env`` episode by episode: ``same_length``
+    counts the episodes that last exactly as long on both, ``predictive_only_crashes`` those that
+    crash on highway-env but not from the same start on the batched simulator (the name is from
+    when the batched simulator lacked the test), ``batched_only_crashes`` the reverse, and
+    ``same_length_overlap_only`` the episodes as long on the batched simulator as on the
+    ablation.
     """
     batched_id = envs.env_id(scenario, batched=True)
     ref = gym.make(REFERENCE_IDS[scenario], **options)
@@ -316,6 +396,12 @@ def paired_transfer(
     same, ref_c = np.array(rows["batched_same_start"]), np.array(rows["highway_env"])
     out["predictive_only_crashes"] = int(((ref_c[:, 2] == 1) & (same[:, 2] == 0)).sum())
     out["batched_only_crashes"] = int(((ref_c[:, 2] == 0) & (same[:, 2] == 1)).sum())
+    out["same_length"] = int(
+        sum(
+            a == b
+            for a, b in zip(out["batched_same_start"]["lengths"], out["highway_env"]["lengths"])
+        )
+    )
     out["same_length_overlap_only"] = int(
         sum(
             a == b

@@ -77,6 +77,7 @@ class EgoView(Protocol):
     lane_index: Any  # highway-env lane (from, to, id) of the ego (route scenarios)
     s: Any  # [m] ego position along that lane (route scenarios)
     destination: Any  # the episode's exit node (route scenarios)
+    on_exit_road: Any  # whether the ego is on the exit road of its destination (route scenarios)
     turn: Any  # one-hot (left, straight, right) of the episode's route (route scenarios)
 
     def vehicles_near(self, roads: tuple[str, ...], radius: float) -> Any:
@@ -188,11 +189,12 @@ class RouteScenario(Scenario):
         return lane_index[0] == destination
 
     def arrived_at(self, lane_index: tuple[str, str, int], s: float, destination: str) -> bool:
-        """On the exit road of ``destination``, ``exit_distance`` [m] out (``s`` along it)."""
+        """On the exit road of ``destination``, ``exit_distance`` [m] out (``s`` along it): what
+        :meth:`arrived` asks of a backend's view."""
         return self.is_exit(lane_index, destination) and s >= self.exit_distance
 
     def arrived(self, ego: EgoView) -> Any:
-        return self.arrived_at(ego.lane_index, ego.s, ego.destination)
+        return ego.on_exit_road & (ego.s >= self.exit_distance)
 
     def route_values(self, ego: EgoView) -> list[Any]:
         ahead_x, ahead_y = ego.route_ahead(self.ahead)
@@ -236,6 +238,7 @@ SCENARIOS: dict[str, Scenario] = {
             duration=20.0,
             destinations=("exs", "nxs", "wxs"),
             exit_distance=20.0,
+            batched=True,
         ),
         RouteScenario(
             "intersection",
@@ -254,6 +257,7 @@ SCENARIOS: dict[str, Scenario] = {
             exit_distance=25.0,
             exit_prefix="il",
             respawns_traffic=True,
+            batched=True,
         ),
     )
 }
@@ -278,8 +282,10 @@ SIM_INTEGERS: dict[str, tuple[int, int]] = {  # highway-env settings and their s
     "lanes_count": (1, 10),
     "vehicles_count": (0, 200),
     "simulation_frequency": (1, 100),  # [Hz]
+    "initial_vehicle_count": (1, 50),
 }
 SIM_POSITIVE: tuple[str, ...] = ("vehicles_density", "ego_spacing")
+SIM_FRACTIONS: tuple[str, ...] = ("spawn_probability",)  # within 0..1
 SIM_OWNED: dict[str, str] = {  # highway-env settings this env decides, and the option instead
     "observation": "camera_size, n_rays, ray_range",
     "action": "action",
@@ -298,6 +304,13 @@ def check_sim(sim: dict[str, Any]) -> None:
             check(
                 isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi,
                 f"sim.{key}: {value!r} must be an integer within {lo}..{hi}",
+            )
+    for key in SIM_FRACTIONS:
+        if key in sim:
+            value = sim[key]
+            check(
+                isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1,
+                f"sim.{key}: {value!r} must be a number within 0..1",
             )
     for key in SIM_POSITIVE:
         if key in sim:

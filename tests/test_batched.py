@@ -16,7 +16,7 @@ from envs.batched.scenarios import export_positions, import_state
 from envs.batched.sim import EGO, IDM
 from envs.contract import CLASS_ID, PALETTE
 
-REFERENCE = {"highway": "DriveAttention/Highway-v0", "merge": "DriveAttention/Merge-v0"}
+REFERENCE = {name: envs.env_id(name) for name in BATCHED_IDS.values()}
 SCENARIOS = list(REFERENCE)
 
 
@@ -57,16 +57,19 @@ def test_contract_matches_highway_env_backend(scenario: str, action: str) -> Non
             obs, info = env.reset()
 
 
+@pytest.mark.parametrize("env_id", list(BATCHED_IDS))
 @pytest.mark.parametrize("action", ["discrete", "continuous"])
-def test_env_checkers(action: str) -> None:
-    env = gym.make("DriveAttention/BatchedHighway-v0", action=action)
+def test_env_checkers(env_id: str, action: str) -> None:
+    env = gym.make(env_id, action=action)
     gym_check_env(env.unwrapped, skip_render_check=True)
     sb3_check_env(env.unwrapped, warn=False)
 
 
 def test_options_are_validated() -> None:
-    with pytest.raises(ConfigError, match="roundabout"):
-        BatchedDrive(scenario="roundabout")
+    with pytest.raises(ConfigError, match="not supported by the batched roundabout"):
+        BatchedDrive(scenario="roundabout", sim={"lanes_count": 2})
+    with pytest.raises(ConfigError, match="spawn_probability"):
+        BatchedDrive(scenario="intersection", sim={"spawn_probability": 1.5})
     with pytest.raises(ConfigError, match="lanes_count"):
         BatchedDrive(sim={"lane_count": 4})
     with pytest.raises(ConfigError, match="num_envs"):
@@ -119,14 +122,21 @@ def test_determinism_under_seed() -> None:
 
 
 def _imported(scenario: str, seed: int, steps: int = 0, **options):
+    if scenario == "intersection":  # arrivals are random draws on each side: compare without
+        options.setdefault("sim", {"spawn_probability": 0.0})
     ref = _reference(scenario, **options)
     obs, info = ref.reset(seed=seed)
     for _ in range(steps):
         obs, _, _, _, info = ref.step(ref.idle_action)
     core = BatchedDrive(scenario=scenario, **options)
-    core.reset()
-    core.traffic = import_state(ref.sim, core.road)
+    core.restart_from(import_state(ref.sim, core.road, core.traffic_spec.n_slots()))
     return ref, core, obs, info
+
+
+def _positions(core: BatchedDrive) -> np.ndarray:
+    """(M, 2) positions [m] of the vehicles in environment 0's occupied slots, in slot order."""
+    t = core.traffic
+    return torch.stack([t.x[0], t.y[0]], -1)[t.alive[0]].numpy()
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -137,7 +147,7 @@ def test_raster_agrees_with_envs_raster(scenario: str) -> None:
     for seed, size in [(0, (64, 64)), (1, (48, 80)), (2, (96, 96))]:
         ref, core, _, info = _imported(scenario, seed, road_labels=True, camera_size=size)
         for step in range(8):
-            core.traffic = import_state(ref.sim, core.road)
+            core.traffic = import_state(ref.sim, core.road, core.traffic_spec.n_slots())
             labels = core.raster.draw(core.traffic)[0].numpy()
             agree = (labels == info["road_labels"]).mean()
             assert agree > 0.99, f"{scenario} {size} step {step}: only {agree:.3f} agree"
@@ -186,27 +196,25 @@ def test_trajectories_agree_with_highway_env(scenario: str, action: str) -> None
             core.step(act)
         if ref.ego.crashed:  # highway-env's post-crash impact push is not modelled
             continue
-        t = core.traffic
-        mine = torch.stack([t.x[0], t.y[0]], -1).numpy()
-        errors.append(np.linalg.norm(mine - export_positions(ref.sim), axis=1).max())
+        errors.append(np.linalg.norm(_positions(core) - export_positions(ref.sim), axis=1).max())
     assert errors and max(errors) < 0.05, f"position errors {errors} [m]"
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_same_start_episodes_match_highway_env_with_its_collision_rule(scenario: str) -> None:
     """From highway-env's initial state, a whole episode of the batched simulator lasts exactly
-    as long, and earns the same return, as highway-env with its predictive collision test off
-    (the one rule the batched simulator does not model; see paired_transfer)."""
+    as long, and earns the same return, as on highway-env with its predictive collision rule
+    (modelled by the batched simulator; see paired_transfer)."""
     from agent.backend_validation import paired_transfer
 
     def faster(obs: dict) -> np.ndarray:  # a function of the observation only (here constant)
         return np.full(len(obs["sensors"]), 3)
 
     out = paired_transfer(faster, scenario, episodes=4, seed=7, camera_size=(32, 32))
-    same, overlap = out["batched_same_start"], out["highway_env_overlap_only"]
-    assert same["lengths"] == overlap["lengths"]
-    assert same["mean_return"] == pytest.approx(overlap["mean_return"], abs=0.05)
-    assert same["collision_rate"] == overlap["collision_rate"]
+    same, ref = out["batched_same_start"], out["highway_env"]
+    assert same["lengths"] == ref["lengths"]
+    assert same["mean_return"] == pytest.approx(ref["mean_return"], abs=0.05)
+    assert same["collision_rate"] == ref["collision_rate"]
 
 
 def test_collision_and_off_road_detected() -> None:
@@ -240,31 +248,34 @@ def test_traffic_statistics_resemble_highway_env() -> None:
     assert set(t.lane.flatten().tolist()) == {0, 1, 2}
 
 
-def _dense_neighbours(core: BatchedDrive) -> tuple[torch.Tensor, torch.Tensor]:
-    """Road.neighbour_vehicles by brute force over (B, N, N, L): the explicit reference."""
-    t, road = core.traffic, core.road
-    s, lat = road.coordinates(t.x, t.y)
-    on = road.on_lane(s, lat, margin=1.0) & t.alive[..., None]  # (B, N_j, L)
-    d = (t.x[:, None, :] - t.x[:, :, None])[..., None]  # (B, N_i, N_j, 1) x_j - x_i
-    other = ~torch.eye(t.x.shape[1], dtype=torch.bool)[None, :, :, None]
-    cand = on[:, None] & other
-    ahead = torch.where(cand & (d >= 0), d, float("inf")).min(dim=2)
-    behind = torch.where(cand & (d < 0), -d, float("inf")).min(dim=2)
-    front = torch.where(torch.isinf(ahead.values), -1, ahead.indices)
-    rear = torch.where(torch.isinf(behind.values), -1, behind.indices)
-    return front, rear
-
-
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_sorted_neighbour_search_matches_brute_force(scenario: str) -> None:
-    core = BatchedDrive(scenario=scenario, num_envs=32)
-    core.seed(0)
-    core.reset()
-    for _ in range(8):
-        t = core.traffic
-        s, lat = core.road.coordinates(t.x, t.y)
-        front, rear = core.sim.neighbours(t, s, lat)
-        dense_front, dense_rear = _dense_neighbours(core)
-        assert torch.equal(front, dense_front) and torch.equal(rear, dense_rear)
-        out = core.step(torch.randint(0, 5, (32,)))
-        core.reset_envs(out.terminated | out.truncated)
+def test_neighbour_search_matches_highway_env(scenario: str) -> None:
+    """Leader and follower of every vehicle on every lane, as highway-env's
+    Road.neighbour_vehicles finds them, from states imported along highway-env episodes."""
+    for seed in range(2):
+        ref = gym.make(REFERENCE[scenario]).unwrapped
+        ref.reset(seed=seed)
+        core = BatchedDrive(scenario=scenario)
+        for step in range(4):
+            t = import_state(ref.sim, core.road, core.traffic_spec.n_slots())
+            vehicles = [ref.sim.vehicle]
+            vehicles += [v for v in ref.sim.road.vehicles if v is not ref.sim.vehicle]
+            vehicles += list(ref.sim.road.objects)
+            slot_of = {id(v): i for i, v in enumerate(vehicles)}
+            s, lat = core.road.coordinates(t.x, t.y)
+            on = core.road.on_lane(s, lat, margin=1.0) & t.alive[..., None]
+            lanes = len(core.road)
+            slots = [i for i, v in enumerate(vehicles) if v in ref.sim.road.vehicles]
+            env = torch.zeros(len(slots) * lanes, dtype=torch.long)
+            slot = torch.tensor(slots).repeat_interleave(lanes)
+            lane = torch.arange(lanes).repeat(len(slots))
+            front, rear = core.sim.neighbours(s, on, env, slot, lane)
+            expected = []
+            for i in slots:
+                for index in core.road.indexes:
+                    pair = ref.sim.road.neighbour_vehicles(vehicles[i], index)
+                    expected.append([-1 if v is None else slot_of[id(v)] for v in pair])
+            assert torch.equal(torch.stack([front, rear], 1), torch.tensor(expected)), step
+            _, _, terminated, truncated, _ = ref.step(1)
+            if terminated or truncated:
+                break

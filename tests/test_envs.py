@@ -217,7 +217,7 @@ def test_merge_ramp_is_drawn_curved() -> None:
     """highway-env's sine lane (a StraightLane subclass) is traced along its curve."""
     from highway_env.road.lane import SineLane
 
-    from envs.highway.raster import road_geometry
+    from envs.camera import road_geometry
 
     env = gym.make("DriveAttention/Merge-v0")
     env.reset(seed=0)

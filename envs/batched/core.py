@@ -20,7 +20,7 @@ from gymnasium import spaces
 from envs.batched import contract
 from envs.batched.render import TorchRasterizer, lidar
 from envs.batched.scenarios import BATCHED, BatchedScenario
-from envs.batched.sim import EGO, IDM, Simulator, Traffic
+from envs.batched.sim import EGO, IDM, ROUTE_HOPS, Simulator, Traffic
 from envs.configuration import ConfigError, build, check, closest
 from envs.contract import DISCRETE_ACTIONS, REWARD_TERMS, action_space, observation_space
 from envs.contract import sensor_groups as group_sensors
@@ -97,10 +97,21 @@ class BatchedDrive:
         self.frames_per_step = self.sim_frequency // cfg.policy_frequency
         self.road = self.traffic_spec.road(self.device)
         self.sim = Simulator(
-            self.road, all_collisions=self.traffic_spec.all_collisions, discrete=self.discrete
+            self.road,
+            all_collisions=self.traffic_spec.all_collisions,
+            discrete=self.discrete,
+            driver=self.traffic_spec.driver(),
+            regulated=self.traffic_spec.regulated,
         )
         h, w = cfg.camera_size
-        self.raster = TorchRasterizer(self.road, h, w, w / cfg.view, self.scenario.centering)
+        if self.road.along_x:  # the exact camera of roads along +x
+            self.raster = TorchRasterizer(self.road, h, w, w / cfg.view, self.scenario.centering)
+        else:  # any other road: drawn once into a map, cropped per frame
+            from envs.batched.raster_map import MapRasterizer
+
+            self.raster = MapRasterizer(
+                self.road.lanes, h, w, w / cfg.view, self.scenario.centering, self.device
+            )
         self.sensor_names = sensor_names(cfg)
         self.sensor_groups = group_sensors(self.sensor_names)
         self.action_dim = len(DISCRETE_ACTIONS) if self.discrete else 2
@@ -120,6 +131,7 @@ class BatchedDrive:
 
     def seed(self, seed: int) -> None:
         self.generator.manual_seed(int(seed))
+        self.traffic_spec.forget()
 
     # ----------------------------------------------------------------- reset and step
     def _spawn(self, k: int) -> Traffic:
@@ -138,6 +150,7 @@ class BatchedDrive:
         self.stats = contract.EpisodeStats.zeros(1.0 / self.config.policy_frequency, b, dev)
         self.stats.start(self._ego_position(traffic))
         self.last_action = torch.zeros(b, self.action_dim, device=dev)
+        self.turn = self._turn(traffic)
         labels = self.raster.draw(traffic)
         self.labels = labels[:, None].repeat(1, self.config.frame_stack, 1, 1)
 
@@ -166,6 +179,7 @@ class BatchedDrive:
         self.traffic.assign(idx, fresh)
         self.stats.start(self._ego_position(fresh), idx)
         self.last_action[idx] = 0.0
+        self.turn[idx] = self._turn(fresh)
         labels = self.raster.draw(fresh)
         self.labels[idx] = labels[:, None].repeat(1, self.config.frame_stack, 1, 1)
 
@@ -182,7 +196,7 @@ class BatchedDrive:
         if which is None:
             return self.labels, self.sensors(self.traffic, self.last_action)
         t = self.traffic.select(which)
-        return self.labels[which], self.sensors(t, self.last_action[which])
+        return self.labels[which], self.sensors(t, self.last_action[which], self.turn[which])
 
     def step(self, action: torch.Tensor) -> StepOutput:
         """Advance every environment by one policy period (no automatic reset).
@@ -203,6 +217,7 @@ class BatchedDrive:
         dt = 1.0 / self.sim_frequency
         for frame in range(self.frames_per_step):
             self.sim.step(t, dt, sim_action if frame == 0 else None)
+        self.traffic_spec.after_step(t, self.sim, self.generator)
 
         lane = t.lane[:, 0]
         s, lat = self._ego_lane_coordinates(t)
@@ -211,7 +226,7 @@ class BatchedDrive:
         off_road = ~self._on_road(t, s, lat)
         self.stats.record(self._ego_position(t), collision, off_road)
         if scenario.has_goal:
-            arrived = scenario.arrived(_EgoView(self, t))
+            arrived = scenario.arrived(_EgoView(self, t, self.turn))
         else:
             arrived = torch.zeros_like(collision)
         timeout = self.stats.steps.float() * self.stats.dt >= self.duration - 1e-9
@@ -251,9 +266,15 @@ class BatchedDrive:
         return torch.stack([t.x[:, 0], t.y[:, 0]], 1)  # (B, 2) [m]
 
     def _ego_lane_coordinates(self, t: Traffic) -> tuple[torch.Tensor, torch.Tensor]:
-        lane = t.lane[:, 0]
-        s = t.x[:, 0] - self.road.x0[lane]
-        return s, t.y[:, 0] - self.road.centre(lane, s)
+        return self.road.coordinates_on(t.lane[:, 0], t.x[:, 0], t.y[:, 0])
+
+    def _turn(self, t: Traffic) -> torch.Tensor:
+        """(B, 3) one-hot turn of each episode's route from the ego's first lane (straight
+        without a destination), as the highway-env backend encodes it at reset."""
+        dest = t.destination[:, 0]
+        turn = self.road.turn_to[t.lane[:, 0], dest.clamp(min=0)]
+        straight = torch.tensor([0.0, 1.0, 0.0], device=turn.device)
+        return torch.where((dest >= 0)[:, None], turn, straight)
 
     def _on_road(self, t: Traffic, s: torch.Tensor, lat: torch.Tensor) -> torch.Tensor:
         lane = t.lane[:, 0]
@@ -268,8 +289,11 @@ class BatchedDrive:
             self._from_nodes[nodes] = torch.tensor(mask, dtype=torch.bool, device=self.device)
         return self._from_nodes[nodes]
 
-    def sensors(self, t: Traffic, last_action: torch.Tensor) -> torch.Tensor:
-        """(B, D) float32 sensor vectors in [-1, 1], in :attr:`sensor_names` order."""
+    def sensors(
+        self, t: Traffic, last_action: torch.Tensor, turn: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, D) float32 sensor vectors in [-1, 1], in :attr:`sensor_names` order (``t``,
+        ``last_action`` and the routes' ``turn`` of the same environments; all by default)."""
         cfg, road = self.config, self.road
         lane = t.lane[:, 0]
         s, lat = self._ego_lane_coordinates(t)
@@ -297,7 +321,7 @@ class BatchedDrive:
         closing = torch.where(hit, -rel_speed, 0.0) / CLOSING_SCALE
         rays = torch.stack([distance / cfg.ray_range, closing], 2).reshape(len(lane), -1)
         parts = [ego, last_action, rays]
-        route = self.scenario.route_values(_EgoView(self, t))
+        route = self.scenario.route_values(_EgoView(self, t, self.turn if turn is None else turn))
         if route:
             parts.append(torch.stack(route, 1))
         return torch.cat(parts, 1).clamp(-1.0, 1.0)
@@ -309,12 +333,19 @@ class BatchedDrive:
 
 
 class _EgoView:
-    """What :mod:`envs.scenarios` reads from the batched core, as (B,) tensors (its ``EgoView``;
-    the route-scenario parts are not batched yet)."""
+    """What :mod:`envs.scenarios` reads from the batched core, as (B,) tensors (its
+    ``EgoView``)."""
 
-    def __init__(self, core: BatchedDrive, t: Traffic) -> None:
+    def __init__(self, core: BatchedDrive, t: Traffic, turn: torch.Tensor) -> None:
         self.core, self.t = core, t
         self.x = t.x[:, 0]
+        road = core.road
+        self.lane = t.lane[:, 0]
+        self.s, _ = road.coordinates_on(self.lane, t.x[:, 0], t.y[:, 0])
+        self.destination = t.destination[:, 0]
+        has = self.destination >= 0
+        self.on_exit_road = has & road.exit_of[self.lane, self.destination.clamp(min=0)]
+        self.turn = turn.unbind(1)
 
     def vehicles_near(self, roads: tuple[str, ...], radius: float) -> torch.Tensor:
         t = self.t
@@ -322,4 +353,19 @@ class _EgoView:
         return (on & ((t.x - t.x[:, :1]).abs() < radius)).any(1).float()
 
     def route_ahead(self, ahead: float) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError("route scenarios have no batched version yet")
+        """The route's centre point ``ahead`` [m] further along, in the ego frame [m]: along
+        the ego's lane, then the route's next lanes (the lane id kept where the road has it),
+        held at the end of the route's last lane."""
+        road, t = self.core.road, self.t
+        column = torch.where(self.destination >= 0, self.destination, road.ahead_lane.shape[1] - 1)
+        lane, remaining = self.lane, ahead + self.s
+        for _ in range(ROUTE_HOPS):
+            nxt = road.ahead_lane[lane, column]
+            beyond = (remaining > road.length[lane]) & (nxt >= 0)
+            remaining = torch.where(beyond, remaining - road.length[lane], remaining)
+            lane = torch.where(beyond, nxt, lane)
+        remaining = torch.minimum(remaining, road.length[lane])
+        px, py = road.position(lane, remaining, torch.zeros_like(remaining))
+        dx, dy = px - t.x[:, 0], py - t.y[:, 0]
+        c, si = torch.cos(t.heading[:, 0]), torch.sin(t.heading[:, 0])
+        return c * dx + si * dy, -si * dx + c * dy

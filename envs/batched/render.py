@@ -53,9 +53,7 @@ class TorchRasterizer:
         self.cols = torch.arange(width, device=device, dtype=torch.float32)
         self.palette = torch.as_tensor(PALETTE, device=device)
         self.dashed = road.marking_dashed.nonzero()[:, 0]  # (D,) rows of the dashed markings
-        half = math.ceil(0.5 * math.hypot(5.0, 2.0) * scaling) + 1  # patch half size [px]
-        offsets = torch.arange(-half, half + 1, device=device)
-        self.patch = torch.stack(torch.meshgrid(offsets, offsets, indexing="xy"), -1).reshape(-1, 2)
+        self.patch = box_patch(scaling, device)  # (P, 2)
 
     def origin(self, t: Traffic) -> torch.Tensor:
         """(B, 2) world position [m] of the frame's top-left pixel."""
@@ -115,7 +113,7 @@ class TorchRasterizer:
 
         # vehicles then the ego, scattered from pixel patches
         flat = torch.cat([labels.reshape(-1), labels.new_zeros(1)])  # last cell: a sink
-        self._boxes(flat, t, origin)
+        draw_boxes(flat, t, origin, self.patch, (h, self.width), sc)
         return flat[:-1].reshape(labels.shape)
 
     @staticmethod
@@ -139,35 +137,6 @@ class TorchRasterizer:
         count = count.cumsum_(1)[:, :height]  # (B, H, W) weight covering each pixel
         return (count > 0.5).view(torch.uint8) + (count > _MARK - 0.5).view(torch.uint8)
 
-    def _boxes(self, flat: torch.Tensor, t: Traffic, origin: torch.Tensor) -> None:
-        """Fill the vehicle boxes, then the ego's, into ``flat`` (B H W + 1,): a sink last."""
-        h, w, sc = self.height, self.width, self.scaling
-        cx = _q((t.x - origin[:, :1]) * sc)  # (B, N) box centre [px]
-        cy = _q((t.y - origin[:, 1:]) * sc)
-        # only the vehicles whose patch can reach the frame: (K,) env and slot indices
-        reach = float(self.patch.abs().max()) + 1.0  # [px]
-        near = (cx > -reach) & (cx < w + reach) & (cy > -reach) & (cy < h + reach)
-        env, slot = (((t.kind == IDM) | (t.kind == EGO)) & near).nonzero(as_tuple=True)
-        cx, cy = cx[env, slot], cy[env, slot]  # (K,)
-        px = torch.round(cx)[:, None] + self.patch[:, 0]  # (K, P) patch pixels
-        py = torch.round(cy)[:, None] + self.patch[:, 1]
-        dx, dy = px - cx[:, None], py - cy[:, None]  # [px]
-        heading = t.heading[env, slot]
-        c, s = torch.cos(heading)[:, None], torch.sin(heading)[:, None]
-        along = dx * c + dy * s
-        across = -dx * s + dy * c
-        hl = t.length[env, slot][:, None] * sc / 2 + 0.5  # half extents grown by cv2's half px
-        hw = t.width[env, slot][:, None] * sc / 2 + 0.5
-        inside = (along > -hl) & (along <= hl) & (across > -hw) & (across <= hw)
-        inside = inside & (px >= 0) & (px < w) & (py >= 0) & (py < h)
-        index = env[:, None] * (h * w) + py.long() * w + px.long()
-        index = torch.where(inside, index, flat.numel() - 1)
-        ego = (t.kind[env, slot] == EGO)[:, None]
-        sink = flat.numel() - 1
-        flat.index_fill_(0, torch.where(ego, sink, index).reshape(-1), CLASS_ID["vehicle"])
-        flat.index_fill_(0, torch.where(ego, index, sink).reshape(-1), CLASS_ID["ego"])
-        flat[-1] = 0
-
     def colorize(self, labels: torch.Tensor) -> torch.Tensor:
         """(B, H, W, 3) uint8 camera frames from label maps."""
         flat = self.palette.index_select(0, labels.reshape(-1).int())
@@ -188,6 +157,146 @@ def _q(v: torch.Tensor) -> torch.Tensor:
 def _round(v: torch.Tensor) -> torch.Tensor:
     """cv2's rounding of a fixed-point coordinate to a pixel: half up."""
     return torch.floor(v + 0.5)
+
+
+def box_patch(scaling: float, device: torch.device | str) -> torch.Tensor:
+    """(P, 2) pixel offsets (dx, dy) of a square patch that holds any vehicle box at
+    ``scaling`` [px/m]."""
+    half = math.ceil(0.5 * math.hypot(5.0, 2.0) * scaling) + 1  # patch half size [px]
+    offsets = torch.arange(-half, half + 1, device=device)
+    return torch.stack(torch.meshgrid(offsets, offsets, indexing="xy"), -1).reshape(-1, 2)
+
+
+def draw_boxes(
+    flat: torch.Tensor,
+    t: Traffic,
+    origin: torch.Tensor,
+    patch: torch.Tensor,
+    size: tuple[int, int],
+    scaling: float,
+    exact: bool = False,
+) -> None:
+    """Fill the vehicle boxes, then the ego's, into ``flat`` (B H W + 1,) uint8: the (B, H, W)
+    label maps flattened, then a sink cell (left 0).
+
+    ``origin``: (B, 2) world position [m] of each frame's top-left pixel; ``patch``: (P, 2) from
+    :func:`box_patch`; ``size``: (H, W) [px]; ``scaling`` [px/m]. Each box is tested on the patch
+    of pixels around it, so the cost is (K, P) for the K vehicles that can reach their frame.
+    ``exact``: False fills the box grown by half a pixel in its own frame (cv2's pixels for boxes
+    along the axes); True follows cv2's ``fillPoly`` (LINE_8) pixel for pixel at any heading
+    (:func:`_cv2_fill`; boxes cut by the frame border may differ by a pixel there).
+    """
+    (h, w), sc = size, scaling
+    cx = _q((t.x - origin[:, :1]) * sc)  # (B, N) box centre [px]
+    cy = _q((t.y - origin[:, 1:]) * sc)
+    # only the vehicles whose patch can reach the frame: (K,) env and slot indices
+    reach = float(patch.abs().max()) + 1.0  # [px]
+    near = (cx > -reach) & (cx < w + reach) & (cy > -reach) & (cy < h + reach)
+    env, slot = (((t.kind == IDM) | (t.kind == EGO)) & near).nonzero(as_tuple=True)
+    cx, cy = cx[env, slot], cy[env, slot]  # (K,)
+    px = torch.round(cx)[:, None] + patch[:, 0]  # (K, P) patch pixels
+    py = torch.round(cy)[:, None] + patch[:, 1]
+    if exact:
+        side = math.isqrt(patch.shape[0])  # the patch is side x side pixels, rows first
+        cols, rows = px[:, :side].long(), py[:, ::side].long()  # (K, side) each
+        inside = _cv2_fill(t, env, slot, origin, sc, cols, rows).reshape(px.shape)
+    else:
+        dx, dy = px - cx[:, None], py - cy[:, None]  # [px]
+        heading = t.heading[env, slot]
+        c, s = torch.cos(heading)[:, None], torch.sin(heading)[:, None]
+        along = dx * c + dy * s
+        across = -dx * s + dy * c
+        hl = t.length[env, slot][:, None] * sc / 2 + 0.5  # half extents grown by cv2's half px
+        hw = t.width[env, slot][:, None] * sc / 2 + 0.5
+        inside = (along > -hl) & (along <= hl) & (across > -hw) & (across <= hw)
+    inside = inside & (px >= 0) & (px < w) & (py >= 0) & (py < h)
+    index = env[:, None] * (h * w) + py.long() * w + px.long()
+    index = torch.where(inside, index, flat.numel() - 1)
+    ego = (t.kind[env, slot] == EGO)[:, None]
+    sink = flat.numel() - 1
+    flat.index_fill_(0, torch.where(ego, sink, index).reshape(-1), CLASS_ID["vehicle"])
+    flat.index_fill_(0, torch.where(ego, index, sink).reshape(-1), CLASS_ID["ego"])
+    flat[-1] = 0
+
+
+def _cv2_fill(
+    t: Traffic,
+    env: torch.Tensor,
+    slot: torch.Tensor,
+    origin: torch.Tensor,
+    scaling: float,
+    cols: torch.Tensor,
+    rows: torch.Tensor,
+) -> torch.Tensor:
+    """(K, R, C) bool: the pixels of columns ``cols`` (K, C) and rows ``rows`` (K, R) (long)
+    that cv2's ``fillPoly`` (LINE_8, fixed point with :data:`SUBPIXEL_BITS`) fills with the box
+    of vehicle ``(env, slot)`` (K,) each, drawn from its corners as the highway-env backend's
+    camera draws it (:func:`envs.camera.vehicle_corners`).
+
+    cv2 snaps each vertex to its row, fills the rows between with spans from the first pixel
+    right of the left edge to the last pixel left of the right edge (edges stepped in 1/2^16 px),
+    and draws the outline with integer Bresenham lines between the rounded vertices. Spans and
+    outline points are found per row or per column, (K, R) or (K, C), then tested per pixel.
+    """
+    x, y = t.x[env, slot].double(), t.y[env, slot].double()  # (K,) [m]
+    heading = t.heading[env, slot].double()
+    c, s = torch.cos(heading), torch.sin(heading)
+    half_l, half_w = t.length[env, slot].double() / 2, t.width[env, slot].double() / 2
+    fwd = torch.stack([c * half_l, s * half_l], -1)  # (K, 2) [m]
+    lat = torch.stack([-s * half_w, c * half_w], -1)
+    centre = torch.stack([x, y], -1)
+    corners = torch.stack(
+        [centre + fwd + lat, centre + fwd - lat, centre - fwd - lat, centre - fwd + lat], 1
+    )  # (K, 4, 2) [m]
+    fixed = torch.round((corners - origin[env, None].double()) * (scaling * _ONE)).long()
+    one = 1 << SUBPIXEL_BITS
+    vx = fixed[..., 0] * (1 << (16 - SUBPIXEL_BITS))  # (K, 4) [1/2^16 px] (cv2's XY_SHIFT)
+    vy = torch.div(fixed[..., 1] + one // 2, one, rounding_mode="floor")  # (K, 4) rows
+    ox = torch.div(fixed[..., 0] + one // 2, one, rounding_mode="floor")  # outline columns
+    far = 1 << 60
+    left, right = torch.full_like(rows, far), torch.full_like(rows, -far)  # (K, R) [1/2^16 px]
+    spans = torch.zeros_like(rows)  # edges crossing each row
+    outline = torch.zeros(rows.shape + cols.shape[1:], dtype=torch.bool, device=rows.device)
+    for a, b in ((3, 0), (0, 1), (1, 2), (2, 3)):  # edges from vertex a to b, as cv2 takes them
+        # outline: cv2's LineIterator (8-connected, from the left end)
+        flip = ox[:, b] < ox[:, a]
+        sx = torch.where(flip, ox[:, b], ox[:, a])[:, None]  # (K, 1) start
+        sy = torch.where(flip, vy[:, b], vy[:, a])[:, None]
+        ex = torch.where(flip, ox[:, a], ox[:, b])[:, None]  # end
+        ey = torch.where(flip, vy[:, a], vy[:, b])[:, None]
+        dx, dy, up = ex - sx, (ey - sy).abs(), torch.where(ey < sy, -1, 1)  # dx >= 0
+        x_major = dx >= dy
+        k = cols - sx  # x-major: one pixel per column, its minor offset rounded half down
+        row_on = sy + up * _ceil_div(2 * k * dy - dx, 2 * dx)  # (K, C) (far: none)
+        row_on = torch.where(x_major & (k >= 0) & (k <= dx), row_on, far)
+        k = (rows - sy) * up  # y-major: one pixel per row
+        col_on = sx + _ceil_div(2 * k * dx - dy, 2 * dy)  # (K, R)
+        col_on = torch.where(~x_major & (k >= 0) & (k <= dy), col_on, far)
+        outline |= rows[:, :, None] == row_on[:, None, :]
+        outline |= cols[:, None, :] == col_on[:, :, None]
+        # scanline edge from its upper vertex, active on rows [top, bottom)
+        down = vy[:, a] < vy[:, b]
+        x0 = torch.where(down, vx[:, a], vx[:, b])[:, None]
+        top = torch.where(down, vy[:, a], vy[:, b])[:, None]
+        x1 = torch.where(down, vx[:, b], vx[:, a])[:, None]
+        bottom = torch.where(down, vy[:, b], vy[:, a])[:, None]
+        step = torch.div(x1 - x0, (bottom - top).clamp(min=1), rounding_mode="trunc")  # as C
+        active = (rows >= top) & (rows < bottom)  # (K, R)
+        xe = x0 + (rows - top) * step
+        left = torch.where(active, torch.minimum(left, xe), left)
+        right = torch.where(active, torch.maximum(right, xe), right)
+        spans += active.long()
+    first = _ceil_div(left, 1 << 16)[:, :, None]  # (K, R, 1) span of each row
+    last = torch.div(right, 1 << 16, rounding_mode="floor")[:, :, None]
+    span = (spans >= 2)[:, :, None] & (cols[:, None, :] >= first) & (cols[:, None, :] <= last)
+    return outline | span
+
+
+def _ceil_div(a: torch.Tensor, b: torch.Tensor | int) -> torch.Tensor:
+    """Integer ceil(a / b) for b > 0 (b <= 0 reads as 1: only for empty ranges)."""
+    if isinstance(b, torch.Tensor):
+        b = b.clamp(min=1)
+    return -torch.div(-a, b, rounding_mode="floor")
 
 
 def lidar(t: Traffic, n_rays: int, max_range: float) -> tuple[torch.Tensor, torch.Tensor]:

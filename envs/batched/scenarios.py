@@ -33,13 +33,13 @@ from envs.batched.sim import (
     LANE_CHANGE_DELAY,
     LENGTH,
     OBSTACLE,
-    TARGET_SPEEDS,
     WIDTH,
+    DriverModel,
     Simulator,
     Traffic,
 )
 from envs.configuration import build
-from envs.scenarios import SCENARIOS, Scenario
+from envs.scenarios import SCENARIOS, RouteScenario, Scenario
 
 
 @functools.cache
@@ -48,7 +48,12 @@ def _reference_road(name: str, settings: tuple[tuple[str, Any], ...]) -> LaneTab
     spec = SCENARIOS[name]
     env = spec.simulator_class()(config={**spec.sim_config, **dict(settings), "vehicles_count": 0})
     env.reset(seed=0)
-    return lane_table(env.road.network)
+    road = lane_table(env.road.network)
+    if isinstance(spec, RouteScenario):  # which lanes are the exit road of each destination
+        for row, index in enumerate(road.indexes):
+            for v, node in enumerate(road.nodes):
+                road.exit_of[row, v] = spec.is_exit(index, node)
+    return road
 
 
 class BatchedScenario:
@@ -62,6 +67,7 @@ class BatchedScenario:
         simulation_frequency: int  # [Hz]
 
     all_collisions: ClassVar[bool] = True  # every vehicle checks collisions (highway-env)
+    regulated: ClassVar[bool] = False  # highway-env's RegulatedRoad (priorities and yielding)
 
     def __init__(self, spec: Scenario, sim: dict[str, Any]) -> None:
         self.spec = spec
@@ -79,9 +85,25 @@ class BatchedScenario:
         items = tuple(sorted(dataclasses.asdict(self.settings).items()))
         return _reference_road(self.spec.name, items).to(device)
 
+    def driver(self) -> DriverModel:
+        """The scenario's driver parameters; the ego's target speeds are the scenario's own
+        (its highway-env action settings), as the highway-env backend keeps them."""
+        action = self.spec.simulator_class().default_config()["action"]
+        speeds = action.get("target_speeds")
+        if speeds is None:
+            return DriverModel()
+        return DriverModel(target_speeds=tuple(float(v) for v in speeds))
+
     def n_slots(self) -> int:
         """Vehicle slots per environment, ego included."""
         raise NotImplementedError
+
+    def forget(self) -> None:
+        """Drop what was drawn ahead from the random stream (on reseeding)."""
+
+    def after_step(self, t: Traffic, sim: Simulator, gen: torch.Generator) -> None:
+        """What the scenario's highway-env step adds after simulating a policy period (the
+        intersection's departures and arrivals); nothing by default."""
 
     def place(self, t: Traffic, sim: Simulator, gen: torch.Generator) -> None:
         """Fill ``t`` (k environments, :meth:`n_slots` each) with the initial vehicles."""
@@ -133,7 +155,11 @@ class HighwayTraffic(BatchedScenario):
 
 
 class MergeTraffic(BatchedScenario):
-    """MergeEnv's ``_make_vehicles``: three highway vehicles, one on the ramp, an obstacle."""
+    """MergeEnv's ``_make_vehicles``: three highway vehicles, one on the ramp, an obstacle.
+
+    Same draws as highway-env's (lane, position and speed offsets of the three highway cars, no
+    ``randomize_behavior``), held to its distribution by ``tests/test_batched_initial_states.py``.
+    """
 
     def n_slots(self) -> int:
         return 1 + 4 + 1  # ego, three highway vehicles, the merging one, the obstacle
@@ -154,7 +180,231 @@ class MergeTraffic(BatchedScenario):
         t.length[:, 5], t.width[:, 5] = Obstacle.LENGTH, Obstacle.WIDTH
 
 
-BATCHED: dict[str, type[BatchedScenario]] = {"highway": HighwayTraffic, "merge": MergeTraffic}
+class RouteTraffic(BatchedScenario):
+    """What the route scenarios share: lanes by highway-env index, destinations."""
+
+    def _lane(self, road: LaneTable, index: tuple[str, str, int], k: int) -> torch.Tensor:
+        return torch.full((k,), road.indexes.index(index), dtype=torch.long, device=road.x0.device)
+
+    def _put(
+        self,
+        t: Traffic,
+        sim: Simulator,
+        slot: int | torch.Tensor,
+        lane: torch.Tensor,
+        s: torch.Tensor,
+        speed: torch.Tensor,
+        heading_s: torch.Tensor | None = None,
+    ) -> None:
+        """make_on_lane: vehicles of slot ``slot`` (an int, or (k,) slots) on ``lane`` at ``s``."""
+        road, k = sim.road, t.x.shape[0]
+        rows = torch.arange(k, device=t.x.device)
+        x, y = road.position(lane, s, torch.zeros_like(s))
+        t.x[rows, slot], t.y[rows, slot] = x, y
+        t.heading[rows, slot] = road.heading_at(lane, s if heading_s is None else heading_s)
+        t.speed[rows, slot] = speed
+        t.target_speed[rows, slot] = speed
+
+    def _drivers(self, t: Traffic, slots: slice, gen: torch.Generator) -> None:
+        """IDM vehicles of ``slots`` with randomize_behavior's exponent, on their routes."""
+        k, m = t.x.shape[0], len(range(t.x.shape[1])[slots])
+        t.kind[:, slots] = IDM
+        t.delta[:, slots] = _uniform(gen, (k, m), *DELTA_RANGE, t.x.device)
+        t.route_lock[:, slots] = True
+
+    def _destinations(self, road: LaneTable, names, shape, gen: torch.Generator) -> torch.Tensor:
+        """Nodes drawn uniformly from ``names``: a (shape) long tensor."""
+        nodes = torch.tensor([road.node(n) for n in names], device=road.x0.device)
+        pick = torch.randint(len(names), shape, generator=gen, device=road.x0.device)
+        return nodes[pick]
+
+
+class RoundaboutTraffic(RouteTraffic):
+    """RoundaboutEnv's ``_make_vehicles``: the ego on the south entry, a vehicle on the ring's
+    inner lane, two on its outer lane and one entering from the east, each to a random exit;
+    the ego's exit is the scenario's (one of its destinations)."""
+
+    EXITS = ("exr", "sxr", "nxr")  # the other vehicles' destinations in RoundaboutEnv
+
+    def n_slots(self) -> int:
+        return 5
+
+    def place(self, t: Traffic, sim: Simulator, gen: torch.Generator) -> None:
+        road, (k, _), device = sim.road, t.x.shape, t.x.device
+
+        def normal(sd: float) -> torch.Tensor:
+            return sd * torch.randn(k, generator=gen, device=device)
+
+        ego = self._lane(road, ("ser", "ses", 0), k)
+        full = torch.full((k,), 1.0, device=device)
+        self._put(t, sim, 0, ego, 125.0 * full, 8.0 * full, heading_s=140.0 * full)
+        t.kind[:, 0] = EGO
+        t.destination[:, 0] = self._destinations(road, self.spec.destinations, (k,), gen)
+        ring_in, ring_out = (
+            self._lane(road, ("we", "sx", 1), k),
+            self._lane(road, ("we", "sx", 0), k),
+        )
+        self._put(t, sim, 1, ring_in, 5.0 + normal(2.0), 16.0 + normal(2.0))
+        self._put(t, sim, 2, ring_out, 20.0 + normal(2.0), 16.0 + normal(2.0))
+        self._put(t, sim, 3, ring_out, -20.0 + normal(2.0), 16.0 + normal(2.0))
+        entry = self._lane(road, ("eer", "ees", 0), k)
+        self._put(t, sim, 4, entry, 50.0 + normal(2.0), 16.0 + normal(2.0))
+        self._drivers(t, slice(1, 5), gen)
+        t.destination[:, 1:] = self._destinations(road, self.EXITS, (k, 4), gen)
+
+
+class IntersectionTraffic(RouteTraffic):
+    """IntersectionEnv: a regulated road with lane priorities; traffic spawned on the four
+    approaches, run for 3 s before the ego arrives, then cleared when it leaves and spawned anew
+    after every policy step (``_make_vehicles``, ``_spawn_vehicle``, ``_clear_vehicles``).
+
+    Traffic lives in a fixed number of slots: a spawn that finds none free is dropped (highway-env
+    has no limit; :meth:`n_slots` leaves room for what its spawn rate keeps on the road).
+    """
+
+    @dataclass(frozen=True)
+    class Settings:
+        simulation_frequency: int  # [Hz]
+        spawn_probability: float  # of a new vehicle after each policy step
+        initial_vehicle_count: int  # spawn attempts before the warm-up, plus one
+
+    regulated = True
+    SLOTS = 16  # highway-env's intersection held at most 13 vehicles in 40 episodes
+    WARM_UP = 3  # [s] simulated before the ego is placed
+    CLEAR_GAP = 15.0  # [m] a new vehicle needs this much room from every other
+    EGO_CLEARANCE = 20.0  # [m] vehicles this close to the ego are removed at the start
+
+    def driver(self) -> DriverModel:
+        # _make_vehicles sets these class attributes of its drivers: low jam distance, strong
+        # comfortable acceleration and braking
+        speeds = super().driver().target_speeds
+        return DriverModel(
+            comfort_acc_max=6.0, comfort_acc_min=-3.0, distance_wanted=7.0, target_speeds=speeds
+        )
+
+    def n_slots(self) -> int:
+        return self.SLOTS
+
+    POOL = 256  # initial states made at once (their 3 s warm-up is one batched run)
+
+    def __init__(self, spec: Scenario, sim: dict[str, Any]) -> None:
+        super().__init__(spec, sim)
+        self.pool: Traffic | None = None
+
+    def forget(self) -> None:
+        self.pool = None
+
+    def spawn(self, k: int, sim: Simulator, gen: torch.Generator, discrete: bool) -> Traffic:
+        """``k`` initial states, taken from a pool made :data:`POOL` at a time."""
+        if self.pool is None or len(self.pool.x) < k:
+            fresh = self._make(max(k, self.POOL), sim, gen, discrete)
+            self.pool = fresh if self.pool is None else _concat(self.pool, fresh)
+        pool = self.pool
+        out = pool.select(torch.arange(k, device=pool.x.device))
+        self.pool = pool.select(torch.arange(k, len(pool.x), device=pool.x.device))
+        return out
+
+    def _make(self, k: int, sim: Simulator, gen: torch.Generator, discrete: bool) -> Traffic:
+        road, device = sim.road, sim.road.x0.device
+        t = empty_traffic(k, self.n_slots(), device)
+        count = self.settings.initial_vehicle_count
+        for s0 in np.linspace(0, 80, count)[:-1]:
+            self.spawn_vehicles(t, sim, gen, float(s0))
+        dt = 1.0 / self.settings.simulation_frequency
+        for _ in range(self.WARM_UP * self.settings.simulation_frequency):
+            sim.step(t, dt)
+        self.spawn_vehicles(t, sim, gen, 60.0, 1.0, True, position_sd=0.1, speed_sd=0.0)
+        ego = self._lane(road, ("o0", "ir0", 0), k)
+        s = 60.0 + 5.0 * (1.0 + torch.randn(k, generator=gen, device=device))
+        limit = road.speed_limit[ego]
+        self._put(t, sim, 0, ego, s, limit, heading_s=torch.full_like(s, 60.0))
+        t.kind[:, 0] = EGO
+        t.road_order[:, 0] = _next_order(t)  # appended to road.vehicles after the traffic
+        t.destination[:, 0] = self._destinations(road, self.spec.destinations, (k,), gen)
+        close = torch.hypot(t.x - t.x[:, :1], t.y - t.y[:, :1]) < self.EGO_CLEARANCE
+        close[:, 0] = False
+        t.kind = torch.where(close, EMPTY, t.kind)
+        # the ego's own lane bookkeeping (the traffic has been driving)
+        sim.update_lanes(t)
+        t.target_lane[:, 0] = t.lane[:, 0]
+        t.timer[:, 0] = 0.0
+        _ego_speed_index(t, sim, discrete)
+        return t
+
+    def after_step(self, t: Traffic, sim: Simulator, gen: torch.Generator) -> None:
+        road = sim.road
+        leaving_road = torch.tensor(
+            [("il" in a) and ("o" in b) for a, b, _ in road.indexes], device=t.x.device
+        )
+        s, _ = road.coordinates_on(t.lane, t.x, t.y)
+        leaving = leaving_road[t.lane] & (s >= road.length[t.lane] - 4 * t.length)
+        t.kind = torch.where(leaving & (t.kind == IDM), EMPTY, t.kind)
+        self.spawn_vehicles(t, sim, gen, 0.0)
+
+    def spawn_vehicles(
+        self,
+        t: Traffic,
+        sim: Simulator,
+        gen: torch.Generator,
+        longitudinal: float,
+        probability: float | None = None,
+        go_straight: bool = False,
+        position_sd: float = 1.0,
+        speed_sd: float = 1.0,
+    ) -> None:
+        """_spawn_vehicle in every environment: with some probability a vehicle on a random
+        approach, to a random other exit (or straight on), unless another is within 15 m."""
+        road, k, device = sim.road, t.x.shape[0], t.x.device
+        p = self.settings.spawn_probability if probability is None else probability
+        go = torch.rand(k, generator=gen, device=device) <= p
+        start = torch.randint(4, (k,), generator=gen, device=device)
+        if go_straight:
+            end = (start + 2) % 4
+        else:  # another approach, uniformly
+            end = (start + 1 + torch.randint(3, (k,), generator=gen, device=device)) % 4
+        s = longitudinal + 5.0 + position_sd * torch.randn(k, generator=gen, device=device)
+        speed = 8.0 + speed_sd * torch.randn(k, generator=gen, device=device)
+        approach = torch.tensor(
+            [road.indexes.index((f"o{i}", f"ir{i}", 0)) for i in range(4)], device=device
+        )
+        exits = torch.tensor([road.node(f"o{i}") for i in range(4)], device=device)
+        lane = approach[start]
+        x, y = road.position(lane, s, torch.zeros_like(s))
+        crowded = (
+            (torch.hypot(t.x - x[:, None], t.y - y[:, None]) < self.CLEAR_GAP) & t.alive
+        ).any(1)
+        free = t.kind == EMPTY
+        free[:, 0] = False  # the ego's slot
+        go = go & ~crowded & free.any(1)
+        env = go.nonzero()[:, 0]
+        if env.numel() == 0:
+            return
+        slot = free[env].int().argmax(1)
+        fresh = empty_traffic(len(env), 1, device)
+        fresh.x[:, 0], fresh.y[:, 0] = x[env], y[env]
+        fresh.heading[:, 0] = road.heading_at(lane[env], s[env])
+        fresh.speed[:, 0] = speed[env]
+        fresh.target_speed[:, 0] = speed[env]
+        fresh.kind[:, 0] = IDM
+        fresh.delta[:, 0] = _uniform(gen, (len(env),), *DELTA_RANGE, device)
+        fresh.destination[:, 0] = exits[end[env]]
+        fresh.route_lock[:, 0] = True
+        fresh.road_order[:, 0] = _next_order(t)[env]  # appended to road.vehicles
+        sim.update_lanes(fresh)
+        fresh.target_lane = fresh.lane.clone()
+        fresh.timer = _timer(fresh)
+        for f in dataclasses.fields(Traffic):
+            value = getattr(fresh, f.name)
+            if value.dim() == 2:
+                getattr(t, f.name)[env, slot] = value[:, 0]
+
+
+BATCHED: dict[str, type[BatchedScenario]] = {
+    "highway": HighwayTraffic,
+    "merge": MergeTraffic,
+    "roundabout": RoundaboutTraffic,
+    "intersection": IntersectionTraffic,
+}
 """The batched part of each scenario that has one (``batched=True`` in :mod:`envs.scenarios`)."""
 assert set(BATCHED) == {name for name, spec in SCENARIOS.items() if spec.batched}
 
@@ -174,6 +424,9 @@ def empty_traffic(k: int, n: int, device: torch.device) -> Traffic:
         delta=torch.full((k, n), DELTA, device=device),
         timer=z(torch.float64),  # float64 as highway-env, so `timer > 1` flips on the same step
         crashed=z(torch.bool),
+        impact=torch.zeros(k, n, 2, device=device),
+        has_impact=z(torch.bool),
+        road_order=torch.arange(n, device=device).expand(k, n).clone(),
         steering=z(),
         acceleration=z(),
         kind=torch.full((k, n), EMPTY, dtype=torch.long, device=device),
@@ -181,6 +434,27 @@ def empty_traffic(k: int, n: int, device: torch.device) -> Traffic:
         width=torch.full((k, n), WIDTH, device=device),
         check_collisions=torch.ones(k, n, dtype=torch.bool, device=device),
         speed_index=torch.zeros(k, dtype=torch.long, device=device),
+        destination=torch.full((k, n), -1, dtype=torch.long, device=device),
+        route_lock=z(torch.bool),
+        yielding=z(torch.bool),
+        road_steps=torch.zeros(k, dtype=torch.long, device=device),
+    )
+
+
+def _next_order(t: Traffic) -> torch.Tensor:
+    """(B,) the rank in highway-env's vehicle list of a vehicle appended now."""
+    alive = t.alive.clone()
+    alive[:, 0] |= t.kind[:, 0] == EGO
+    return torch.where(alive, t.road_order, -1).amax(1) + 1
+
+
+def _concat(a: Traffic, b: Traffic) -> Traffic:
+    """The environments of ``a`` then those of ``b``."""
+    return Traffic(
+        **{
+            f.name: torch.cat([getattr(a, f.name), getattr(b, f.name)])
+            for f in dataclasses.fields(a)
+        }
     )
 
 
@@ -192,26 +466,42 @@ def _finish(t: Traffic, sim: Simulator, discrete: bool) -> Traffic:
     """Lanes, targets and timers of freshly placed vehicles, as highway-env's constructors."""
     sim.update_lanes(t)
     t.target_lane = t.lane.clone()
-    # IDMVehicle.__init__: timer = (sum(position) * pi) % LANE_CHANGE_DELAY
-    t.timer = torch.remainder((t.x + t.y).double() * math.pi, LANE_CHANGE_DELAY)
-    speeds = torch.tensor(TARGET_SPEEDS, device=t.x.device)
+    t.timer = _timer(t)
+    _ego_speed_index(t, sim, discrete)
+    return t
+
+
+def _timer(t: Traffic) -> torch.Tensor:
+    """IDMVehicle.__init__'s MOBIL timer: (sum(position) * pi) % LANE_CHANGE_DELAY."""
+    return torch.remainder((t.x + t.y).double() * math.pi, LANE_CHANGE_DELAY)
+
+
+def _ego_speed_index(t: Traffic, sim: Simulator, discrete: bool) -> None:
+    """The ego's target speed as its class sets it from its initial speed."""
+    speeds = torch.tensor(sim.driver.target_speeds, device=t.x.device)
     if discrete:  # MDPVehicle: target speed snapped to the closest allowed one
         x = (t.speed[:, 0] - speeds[0]) / (speeds[-1] - speeds[0])
         t.speed_index = torch.round(x * (len(speeds) - 1)).clamp(0, len(speeds) - 1).long()
         t.target_speed[:, 0] = speeds[t.speed_index]
     else:  # a plain Vehicle has no target speed (getattr(..., 0) in IDM)
         t.target_speed[:, 0] = 0.0
-    return t
 
 
 def import_state(sim_env: Any, road: LaneTable, n: int | None = None) -> Traffic:
     """Traffic (B=1) copied from a highway-env environment's current state (ego first).
 
-    Copies position, heading, speed, lanes, targets, IDM exponent, MOBIL timer, held action
-    and crash flag of every vehicle and obstacle, so both simulators can run from one state.
+    Copies position, heading, speed, lanes, targets, IDM exponent, MOBIL timer, held action,
+    crash flag, pending impact, rank in the road's collision order, route (its destination,
+    whether it is still on its first lane), yielding state and the road's rule clock of every
+    vehicle and obstacle, so both simulators can run from one state. The ego goes into slot 0
+    wherever it is in highway-env's list.
     """
-    vehicles = list(sim_env.road.vehicles) + list(sim_env.road.objects)
-    assert vehicles[0] is sim_env.vehicle, "the ego must be the first vehicle of the road"
+    ego = sim_env.vehicle
+    vehicles = [ego] + [v for v in sim_env.road.vehicles if v is not ego]
+    vehicles += list(sim_env.road.objects)
+    # Road.step's collision order: road.vehicles then road.objects, whatever the slots
+    listed = list(sim_env.road.vehicles) + list(sim_env.road.objects)
+    order = {id(v): k for k, v in enumerate(listed)}
     n = n or len(vehicles)
     assert len(vehicles) <= n, f"{len(vehicles)} vehicles do not fit into {n} slots"
     t = empty_traffic(1, n, road.x0.device)
@@ -225,21 +515,37 @@ def import_state(sim_env: Any, road: LaneTable, n: int | None = None) -> Traffic
         t.delta[0, i] = float(getattr(v, "DELTA", DELTA))
         t.timer[0, i] = float(getattr(v, "timer", 0.0) or 0.0)
         t.crashed[0, i] = bool(getattr(v, "crashed", False))
+        # Vehicle.impact: None, or the push of the last collision check (an obstacle's zeros
+        # are never applied: obstacles do not step)
+        impact = getattr(v, "impact", None)
+        if impact is not None and not isinstance(v, Obstacle):
+            t.impact[0, i] = torch.as_tensor(np.asarray(impact, dtype=np.float64))
+            t.has_impact[0, i] = True
+        t.road_order[0, i] = order[id(v)]
         action = getattr(v, "action", {"steering": 0.0, "acceleration": 0.0})
         t.steering[0, i] = float(action["steering"])
         t.acceleration[0, i] = float(action["acceleration"])
         t.length[0, i], t.width[0, i] = float(v.LENGTH), float(v.WIDTH)
         t.check_collisions[0, i] = bool(v.check_collisions)
+        route = getattr(v, "route", None)
+        if route:
+            t.destination[0, i] = road.node(route[-1][1])
+            t.route_lock[0, i] = route[0][2] is not None
+        t.yielding[0, i] = bool(getattr(v, "is_yielding", False))
         if i == 0:
             t.kind[0, i] = EGO
             if isinstance(v, MDPVehicle):
                 t.speed_index[0] = int(v.speed_index)
         else:
             t.kind[0, i] = OBSTACLE if isinstance(v, Obstacle) else IDM
+    t.road_steps[0] = int(getattr(sim_env.road, "steps", 0))
     return t
 
 
 def export_positions(sim_env: Any) -> np.ndarray:
-    """(N, 2) positions [m] of a highway-env road's vehicles then objects."""
-    vehicles = list(sim_env.road.vehicles) + list(sim_env.road.objects)
+    """(N, 2) positions [m] of a highway-env road's vehicles then objects, the ego first (the
+    slot order of :func:`import_state`)."""
+    ego = sim_env.vehicle
+    vehicles = [ego] + [v for v in sim_env.road.vehicles if v is not ego]
+    vehicles += list(sim_env.road.objects)
     return np.array([v.position for v in vehicles], dtype=float)

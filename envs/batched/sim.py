@@ -26,12 +26,15 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from highway_env.envs.common.action import ContinuousAction
+from highway_env.road.regulation import RegulatedRoad
 from highway_env.vehicle.behavior import IDMVehicle
 from highway_env.vehicle.controller import ControlledVehicle, MDPVehicle
 from highway_env.vehicle.kinematics import Vehicle
 
+from envs.batched.collision import Contacts, contacts
 from envs.batched.road import VEHICLE_LENGTH, LaneTable, wrap_to_pi
 from envs.contract import DISCRETE_ACTIONS
 
@@ -85,6 +88,9 @@ class Traffic:
     delta: torch.Tensor  # IDM exponent
     timer: torch.Tensor  # [s] MOBIL decision timer (float64)
     crashed: torch.Tensor  # bool
+    impact: torch.Tensor  # (B, N, 2) [m] push from the last collision check (Vehicle.impact)
+    has_impact: torch.Tensor  # bool, where ``impact`` is pending (highway-env: not None)
+    road_order: torch.Tensor  # long, rank in highway-env's road.vehicles then road.objects
     steering: torch.Tensor  # [rad] held action
     acceleration: torch.Tensor  # [m/s2] held action
     kind: torch.Tensor  # long: EGO, IDM, OBSTACLE or EMPTY
@@ -92,6 +98,10 @@ class Traffic:
     width: torch.Tensor  # [m]
     check_collisions: torch.Tensor  # bool
     speed_index: torch.Tensor  # (B,) long, the ego's MDPVehicle speed index
+    destination: torch.Tensor  # long, node (LaneTable.nodes) the route leads to, -1: no route
+    route_lock: torch.Tensor  # bool, still on the route's first lane: MOBIL keeps its lane
+    yielding: torch.Tensor  # bool, stopped by the intersection's priority rules
+    road_steps: torch.Tensor  # (B,) long, simulation frames so far (the rules' clock)
 
     def select(self, index: torch.Tensor) -> Traffic:
         """The environments ``index`` (a (K,) long tensor or a (B,) bool mask)."""
@@ -129,49 +139,116 @@ def take(
     return values.gather(1, flat).reshape(index.shape)
 
 
+@dataclass(frozen=True)
+class DriverModel:
+    """What differs between scenarios' drivers: highway-env's IDMVehicle class attributes (the
+    intersection changes three of them) and the ego's MDPVehicle target speeds."""
+
+    comfort_acc_max: float = COMFORT_ACC_MAX  # [m/s2]
+    comfort_acc_min: float = COMFORT_ACC_MIN  # [m/s2]
+    distance_wanted: float = DISTANCE_WANTED  # [m]
+    target_speeds: tuple[float, ...] = TARGET_SPEEDS  # [m/s]
+
+    @property
+    def sqrt_ab(self) -> float:
+        return math.sqrt(-self.comfort_acc_max * self.comfort_acc_min)
+
+
+# RegulatedRoad (the intersection): rules enforced REGULATION_FREQUENCY times per second; a
+# conflict is two boxes (grown to 1.5 length, 0.9 width) that would meet within the horizon
+# at each vehicle's current action
+REGULATION_FREQUENCY = RegulatedRoad.REGULATION_FREQUENCY  # [Hz]
+CONFLICT_TIMES = tuple(float(x) for x in np.arange(0.25, 3, 0.25))  # [s] is_conflict_possible
+ROUTE_HOPS = 4  # lanes a look-ahead along a route may cross (it is shorter than any four)
+
+
+def lane_s(
+    s_all: torch.Tensor, who: torch.Tensor, lanes: torch.Tensor, env: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``s`` [m] of slots ``who`` on ``lanes`` from every vehicle's (B, N, L) coordinates.
+
+    ``who``, ``lanes``: (B, K) (-1 read as slot 0), or (K, P) of the environments ``env`` (K, 1).
+    """
+    who = who.clamp(min=0)
+    if env is None:
+        env = torch.arange(s_all.shape[0], device=s_all.device)[:, None]
+    return s_all[env, who, lanes]
+
+
 class Simulator:
     """Steps :class:`Traffic` with highway-env's models on one road (a :class:`LaneTable`)."""
 
-    def __init__(self, road: LaneTable, all_collisions: bool, discrete: bool) -> None:
+    def __init__(
+        self,
+        road: LaneTable,
+        all_collisions: bool,
+        discrete: bool,
+        driver: DriverModel | None = None,
+        regulated: bool = False,
+    ) -> None:
         self.road = road
         self.all_collisions = all_collisions  # False: HighwayEnvFast, only the ego checks
         self.discrete = discrete  # ego under meta-actions (MDPVehicle) or continuous (Vehicle)
+        self.driver = driver or DriverModel()
+        self.regulated = regulated  # highway-env's RegulatedRoad (the intersection's rules)
+        self.lane_changes = bool((road.edge_lanes > 1).any())  # some road has two lanes or more
+        self._coordinates: tuple | None = None  # (key, value) of coordinates()
 
     # ----------------------------------------------------------------- lane bookkeeping
+    def coordinates(self, t: Traffic) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every vehicle's (s, lateral) on every lane, (B, N, L) each: kept from the last call
+        while the positions are the same tensors, unchanged (the lane update at the end of a
+        frame and the next frame's start ask for the same)."""
+        key = (t.x, t.y, t.x._version, t.y._version)
+        cached = self._coordinates
+        if cached is not None and all(a is b for a, b in zip(key[:2], cached[0][:2])):
+            if key[2:] == cached[0][2:]:
+                return cached[1]
+        value = self.road.coordinates(t.x, t.y)
+        self._coordinates = (key, value)
+        return value
+
     def update_lanes(self, t: Traffic) -> None:
-        s, lat = self.road.coordinates(t.x, t.y)  # (B, N, L)
+        s, lat = self.coordinates(t)  # (B, N, L)
         t.lane = torch.where(t.alive, self.road.closest(s, lat, t.heading), t.lane)
 
     def neighbours(
-        self, t: Traffic, s: torch.Tensor, lat: torch.Tensor
+        self,
+        s_all: torch.Tensor,
+        on_all: torch.Tensor,
+        env: torch.Tensor,
+        slot: torch.Tensor,
+        lane: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """highway-env's Road.neighbour_vehicles for every vehicle and every lane.
+        """highway-env's Road.neighbour_vehicles(vehicle, lane_index) for (Q,) queries: the
+        vehicle ``slot`` of environment ``env`` looked up on ``lane`` (any lane, it need not be
+        on it). Returns its preceding and following vehicles, (Q,) slots, -1 for none.
 
-        ``s``, ``lat``: (B, N, L) coordinates of every vehicle on every lane. Returns the
-        preceding and following vehicles, (B, N, L) long with -1 for none. All lanes run along
-        x, so ordering by ``s`` on a lane is ordering by ``x``. (Two vehicles at exactly the same
-        x would both lead each other in highway-env; here the stable sort picks one.)
+        ``s_all``: (B, N, L) every vehicle's ``s`` on every lane; ``on_all``: (B, N, L) who is
+        on which lane (highway-env's ``on_lane`` with a 1 m margin, alive vehicles only). All
+        vehicles are compared at once, O(Q N): the leader is the on-lane vehicle with the
+        smallest ``s_j >= s_i``, the follower the one with the largest ``s_j < s_i`` (between
+        vehicles at exactly the same ``s``, highway-env takes its list's last; here the lowest
+        slot).
         """
-        b, n = t.x.shape
-        on = self.road.on_lane(s, lat, margin=1.0) & t.alive[..., None]  # (B, N, L)
-        # sort by x once; on every lane, the next on-lane vehicle after a vehicle in that order
-        # is its leader and the previous one its follower: O(B N L) after the sort
-        order = torch.argsort(t.x, dim=1, stable=True)  # (B, N) slots by increasing x
-        on_sorted = on.gather(1, order[..., None].expand_as(on))  # (B, N, L)
-        pos = torch.arange(n, device=t.x.device)[None, :, None]  # (1, N, 1)
-        ahead = torch.where(on_sorted, pos, n).flip(1).cummin(1).values.flip(1)  # first >= p
-        behind = torch.where(on_sorted, pos, -1).cummax(1).values  # last <= p
-        edge_hi = ahead.new_full((b, 1, on.shape[2]), n)
-        edge_lo = ahead.new_full((b, 1, on.shape[2]), -1)
-        nxt = torch.cat([ahead[:, 1:], edge_hi], 1)  # (B, N, L) sorted position, n: none
-        prv = torch.cat([edge_lo, behind[:, :-1]], 1)  # -1: none
-        slot = order[..., None].expand_as(on)
-        front_s = torch.where(nxt < n, slot.gather(1, nxt.clamp(max=n - 1)), -1)
-        rear_s = torch.where(prv >= 0, slot.gather(1, prv.clamp(min=0)), -1)
-        # back from sorted positions to slots
-        front = torch.empty_like(front_s).scatter_(1, slot, front_s)
-        rear = torch.empty_like(rear_s).scatter_(1, slot, rear_s)
-        return front, rear
+        n = s_all.shape[1]
+        s_lane = s_all[env, :, lane]  # (Q, N) every vehicle along the lane
+        candidate = on_all[env, :, lane] & (torch.arange(n, device=slot.device) != slot[:, None])
+        gap = s_lane - s_lane.gather(1, slot[:, None])  # (Q, N)
+        inf = torch.tensor(float("inf"), device=gap.device)
+        best, front = torch.where(candidate & (gap >= 0), gap, inf).min(1)
+        worst, rear = torch.where(candidate & (gap < 0), gap, -inf).max(1)
+        return torch.where(best < inf, front, -1), torch.where(worst > -inf, rear, -1)
+
+    def leaders(
+        self, s_all: torch.Tensor, on_all: torch.Tensor, lanes: torch.Tensor
+    ) -> torch.Tensor:
+        """Every vehicle's leader on ``lanes`` (B, N): (B, N) slots, -1 for none."""
+        b, n = lanes.shape
+        env = torch.arange(b, device=lanes.device).repeat_interleave(n)
+        slot = torch.arange(n, device=lanes.device).repeat(b)
+        front, _ = self.neighbours(s_all, on_all, env, slot, lanes.reshape(-1))
+        return front.reshape(b, n)
 
     # ----------------------------------------------------------------- behaviour models
     def idm(
@@ -180,24 +257,22 @@ class Simulator:
         ego: torch.Tensor | None,
         front: torch.Tensor,
         delta: torch.Tensor,
+        s_all: torch.Tensor,
         env: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """IDMVehicle.acceleration(ego_vehicle=ego, front_vehicle=front) with exponent ``delta``.
 
         ``ego``, ``front``: (B, K) slot indices (-1: none), or (K, P) slots of the environments
-        ``env`` (K, 1); ``ego=None``: every slot for itself (``front`` (B, N)). Returns the
-        shape of ``front`` [m/s2].
+        ``env`` (K, 1); ``ego=None``: every slot for itself (``front`` (B, N)). ``s_all``:
+        (B, N, L) every vehicle's ``s`` on every lane (the gap is highway-env's
+        ``lane_distance_to``, along the ego's lane). Returns the shape of ``front`` [m/s2].
         """
+        p = self.driver
         if ego is None:  # no gathers: the ego of slot i is slot i
-            kind, v, h, lane, target_speed, x = (
-                t.kind,
-                t.speed,
-                t.heading,
-                t.lane,
-                t.target_speed,
-                t.x,
-            )
+            kind, v, h, lane, target_speed = t.kind, t.speed, t.heading, t.lane, t.target_speed
             valid = (kind == EGO) | (kind == IDM)
+            s_ego = s_all.gather(2, lane[..., None])[..., 0]
+            s_front = lane_s(s_all, front, lane)
         else:
             kind = take(t.kind, ego, env)
             valid = (ego >= 0) & ((kind == EGO) | (kind == IDM))
@@ -205,15 +280,16 @@ class Simulator:
             h = take(t.heading, ego, env)
             lane = take(t.lane, ego, env)
             target_speed = take(t.target_speed, ego, env)
-            x = take(t.x, ego, env)
+            s_ego = lane_s(s_all, ego, lane, env)
+            s_front = lane_s(s_all, front, lane, env)
         limit = self.road.speed_limit[lane]
         target = torch.minimum(target_speed.clamp(min=0), limit)
-        acc = COMFORT_ACC_MAX * (1 - torch.pow(v.clamp(min=0) / not_zero(target).abs(), delta))
+        acc = p.comfort_acc_max * (1 - torch.pow(v.clamp(min=0) / not_zero(target).abs(), delta))
         has_front = front >= 0
-        gap = take(t.x, front, env) - x  # lane_distance_to along x
+        gap = s_front - s_ego  # lane_distance_to, along the ego's lane
         dv = v - take(t.speed, front, env) * torch.cos(take(t.heading, front, env) - h)
-        d_star = DISTANCE_WANTED + v * TIME_WANTED + v * dv / (2 * SQRT_AB)
-        acc = acc - torch.where(has_front, COMFORT_ACC_MAX * (d_star / not_zero(gap)) ** 2, 0.0)
+        d_star = p.distance_wanted + v * TIME_WANTED + v * dv / (2 * p.sqrt_ab)
+        acc = acc - torch.where(has_front, p.comfort_acc_max * (d_star / not_zero(gap)) ** 2, 0.0)
         return torch.where(valid, acc, 0.0)
 
     def steering_control(
@@ -226,7 +302,9 @@ class Simulator:
         heading_ref = future + heading_cmd.clamp(-math.pi / 4, math.pi / 4)
         rate = KP_HEADING * wrap_to_pi(heading_ref - t.heading)
         slip = torch.asin((t.length / 2 / not_zero(t.speed) * rate).clamp(-1, 1))
-        steer = torch.atan(2 * torch.tan(slip))
+        # float32's asin(-1) lies just beyond -pi/2, where tan changes sign: keep the slip
+        # within +-1.5 rad (whatever it is beyond that, the steering saturates at its limit)
+        steer = torch.atan(2 * torch.tan(slip.clamp(-1.5, 1.5)))
         return steer.clamp(-MAX_STEERING_ANGLE, MAX_STEERING_ANGLE)
 
     def reachable(
@@ -244,7 +322,7 @@ class Simulator:
         self, t: Traffic, action: torch.Tensor, s_all: torch.Tensor, lat_all: torch.Tensor
     ) -> None:
         """MDPVehicle.act(meta-action) on slot 0: new target speed or target lane. (B,) long."""
-        speeds = torch.tensor(TARGET_SPEEDS, device=t.x.device)
+        speeds = torch.tensor(self.driver.target_speeds, device=t.x.device)
         v = t.speed[:, 0]
         x = (v - speeds[0]) / (speeds[-1] - speeds[0])
         current = torch.round(x * (len(speeds) - 1)).clamp(0, len(speeds) - 1).long()
@@ -271,16 +349,19 @@ class Simulator:
         ``ego_action``: (B,) long meta-actions, or (B, 2) float [accel, steer] in [-1, 1].
         """
         road = self.road
-        s_all, lat_all = road.coordinates(t.x, t.y)  # (B, N, L)
+        s_all, lat_all = self.coordinates(t)  # (B, N, L)
         is_idm = (t.kind == IDM) & ~t.crashed
         discrete = self.discrete
         ego_mdp = (t.kind == EGO) & discrete
 
-        # follow_road: at the end of the target lane, switch to the next one
+        # follow_road: at the end of the target lane, switch to the next one (along the route
+        # to the destination, or highway-env's closest successor without one)
         tl = t.target_lane
         s_t = s_all.gather(2, tl[..., None])[..., 0]
-        after = s_t > road.length[tl] - VEHICLE_HALF
-        t.target_lane = torch.where((is_idm | ego_mdp) & after, road.next_lane[tl], tl)
+        switch = (is_idm | ego_mdp) & (s_t > road.length[tl] - VEHICLE_HALF)
+        column = torch.where(t.destination >= 0, t.destination, road.next_lane.shape[1] - 1)
+        t.target_lane = torch.where(switch, road.next_lane[tl, column], tl)
+        t.route_lock = t.route_lock & ~switch  # the route's first lane is done
 
         if ego_action is not None:
             if discrete:
@@ -292,8 +373,12 @@ class Simulator:
                 lo, hi = STEERING_RANGE
                 t.steering[:, 0] = lo + (a[:, 1] + 1) * (hi - lo) / 2
 
-        front, rear = self.neighbours(t, s_all, lat_all)  # (B, N, L)
-        self.change_lane_policy(t, is_idm, front, rear, s_all, lat_all)
+        on_all = road.on_lane(s_all, lat_all, margin=1.0) & t.alive[..., None]  # (B, N, L)
+        if self.lane_changes:
+            self.change_lane_policy(t, is_idm, s_all, lat_all, on_all)
+        else:  # one lane per road: MOBIL has nowhere to go, only its timer runs
+            decide = is_idm & (t.lane == t.target_lane) & (t.timer > LANE_CHANGE_DELAY)
+            t.timer = torch.where(decide, 0.0, t.timer)
 
         # lateral control towards the target lane (IDM and meta-action ego)
         tl = t.target_lane
@@ -304,16 +389,20 @@ class Simulator:
         t.steering = torch.where(controlled, steer, t.steering)
 
         # longitudinal: IDM on the current lane, and on the target lane while changing
-        f_cur = front.gather(2, t.lane[..., None])[..., 0]
-        acc = self.idm(t, None, f_cur, t.delta)
+        f_cur = self.leaders(s_all, on_all, t.lane)  # (B, N)
+        acc = self.idm(t, None, f_cur, t.delta, s_all)
         env, me = (controlled & (t.lane != tl)).nonzero(as_tuple=True)  # (K,) mid-change
         if env.numel():
-            f_tgt = front[env, me, tl[env, me]][:, None]  # (K, 1)
-            acc_t = self.idm(t, me[:, None], f_tgt, t.delta[env, me][:, None], env[:, None])
+            f_tgt = self.neighbours(s_all, on_all, env, me, tl[env, me])[0][:, None]  # (K, 1)
+            acc_t = self.idm(t, me[:, None], f_tgt, t.delta[env, me][:, None], s_all, env[:, None])
             acc[env, me] = torch.minimum(acc[env, me], acc_t[:, 0])
         acc = acc.clamp(-ACC_MAX, ACC_MAX)
         acc = torch.where(ego_mdp, KP_A * (t.target_speed - t.speed), acc)
         t.acceleration = torch.where(controlled, acc, t.acceleration)
+
+        if self.regulated:  # RegulatedRoad.step: its rules, then the vehicles step
+            t.road_steps = t.road_steps + 1
+            self.enforce_road_rules(t, dt)
 
         # Vehicle.step for every moving vehicle
         moving = (t.kind == EGO) | (t.kind == IDM)
@@ -324,25 +413,33 @@ class Simulator:
         acc = torch.where(t.speed < MIN_SPEED, torch.maximum(acc, MIN_SPEED - t.speed), acc)
         t.steering, t.acceleration = steer, acc
         beta = torch.atan(0.5 * torch.tan(steer))
+        # the impact of the last frame's collision check: pushed, then crashed (the action
+        # above was clipped before, so heading and speed change as without it this frame)
+        push = t.has_impact & moving  # only vehicles ever get one
         x = t.x + t.speed * torch.cos(t.heading + beta) * dt
         y = t.y + t.speed * torch.sin(t.heading + beta) * dt
+        x = x + torch.where(push, t.impact[..., 0], 0.0)
+        y = y + torch.where(push, t.impact[..., 1], 0.0)
         heading = t.heading + t.speed * torch.sin(beta) / (t.length / 2) * dt
         speed = t.speed + acc * dt
         t.x = torch.where(moving, x, t.x)
         t.y = torch.where(moving, y, t.y)
         t.heading = torch.where(moving, heading, t.heading)
         t.speed = torch.where(moving, speed, t.speed)
+        t.crashed = t.crashed | push
         self.update_lanes(t)
-        t.crashed = t.crashed | self.collisions(t)
+        # Road.step: every pair once all have moved; impacts wait for the next frame
+        hits = self.collisions(t, dt)
+        t.crashed = t.crashed | hits.crashed
+        t.impact, t.has_impact = hits.impact, hits.has_impact
 
     def change_lane_policy(
         self,
         t: Traffic,
         is_idm: torch.Tensor,
-        front: torch.Tensor,
-        rear: torch.Tensor,
         s_all: torch.Tensor,
         lat_all: torch.Tensor,
+        on_all: torch.Tensor,
     ) -> None:
         """IDMVehicle.change_lane_policy (abort rule, timer, MOBIL) for all IDM vehicles."""
         road = self.road
@@ -355,12 +452,14 @@ class Simulator:
         env, me = (is_idm & changing & (road.edge[lane] == road.edge[target])).nonzero(
             as_tuple=True
         )
+        p = self.driver
         if env.numel():
             tgt = target[env, me][:, None]  # (K, 1)
-            d = t.x[env] - t.x[env, me][:, None]  # (K, N) x_j - x_i
+            s_k = s_all[env].gather(2, lane[env, me][:, None, None].expand(-1, n, 1))[..., 0]
+            d = s_k - s_k.gather(1, me[:, None])  # (K, N) lane_distance_to(j), along my lane
             v = t.speed[env, me][:, None]
             dv = v - t.speed[env] * torch.cos(t.heading[env] - t.heading[env, me][:, None])
-            d_star = DISTANCE_WANTED + v * TIME_WANTED + v * dv / (2 * SQRT_AB)
+            d_star = p.distance_wanted + v * TIME_WANTED + v * dv / (2 * p.sqrt_ab)
             other = torch.arange(n, device=t.x.device) != me[:, None]
             conflict = (target[env] == tgt) & (lane[env] != tgt) & controlled[env] & other
             conflict = conflict & t.alive[env] & (d > 0) & (d < d_star)
@@ -368,6 +467,8 @@ class Simulator:
             target = target.clone()
             target[env, me] = torch.where(abort, lane[env, me], tgt[:, 0])
 
+        # (a vehicle on its route's first lane keeps it: MOBIL's "wrong direction" test refuses
+        # every side lane while the route names that lane)
         decide = is_idm & ~changing & (t.timer > LANE_CHANGE_DELAY)
         t.timer = torch.where(decide, 0.0, t.timer)
         # MOBIL for the (K,) vehicles deciding this step, on their left and right lanes
@@ -375,25 +476,28 @@ class Simulator:
         if env.numel():
             e, i = env[:, None], me[:, None]  # (K, 1)
             lane_k = lane[env, me]
-            front_k, rear_k = front[env, me], rear[env, me]  # (K, L)
-            old_prec = front_k.gather(1, lane_k[:, None])  # (K, 1)
-            old_foll = rear_k.gather(1, lane_k[:, None])
+            old_prec, old_foll = (
+                v[:, None] for v in self.neighbours(s_all, on_all, env, me, lane_k)
+            )  # (K, 1) each
             cands = [road.left[lane_k], road.right[lane_k]]  # (K,) each, -1: none
             # every IDM acceleration MOBIL needs, in one batched call: (ego, front) pairs
             pairs = [(i, old_prec), (old_foll, i), (old_foll, old_prec)]
             for cand in cands:
                 ci = cand.clamp(min=0)[:, None]
-                new_prec, new_foll = front_k.gather(1, ci), rear_k.gather(1, ci)
+                new_prec, new_foll = (
+                    v[:, None] for v in self.neighbours(s_all, on_all, env, me, ci[:, 0])
+                )
                 pairs += [(new_foll, new_prec), (new_foll, i), (i, new_prec)]
             acc = self.idm(
                 t,
-                torch.cat([p[0] for p in pairs], 1),
-                torch.cat([p[1] for p in pairs], 1),
+                torch.cat([pair[0] for pair in pairs], 1),
+                torch.cat([pair[1] for pair in pairs], 1),
                 t.delta[env, me][:, None],
+                s_all,
                 e,
             ).unbind(1)  # 9 x (K,)
             self_a, old_foll_a, old_foll_pred_a = acc[:3]
-            moving = t.speed[env, me].abs() >= 1
+            moving = (t.speed[env, me].abs() >= 1) & ~t.route_lock[env, me]
             s_k, lat_k = s_all[env, me][:, None], lat_all[env, me][:, None]  # (K, 1, L)
             new_target = target[env, me]
             for side, cand in enumerate(cands):  # right last: it wins when both pass
@@ -411,63 +515,141 @@ class Simulator:
             target[env, me] = new_target
         t.target_lane = target
 
-    # ----------------------------------------------------------------- collisions
-    def collisions(self, t: Traffic) -> torch.Tensor:
-        """Vehicles (B, N) whose box intersects another's (separating-axis test).
+    # ----------------------------------------------------------------- the intersection's rules
+    def enforce_road_rules(self, t: Traffic, dt: float) -> None:
+        """RegulatedRoad.enforce_road_rules, every 1 / REGULATION_FREQUENCY seconds.
 
-        Boxes apart by more than their half diagonals cannot touch, so the exact test runs
-        only on the (K,) pairs closer than that.
+        Vehicles that yielded since the last time drive on at their lane's speed limit
+        (YIELD_DURATION is 0); then every pair of vehicles whose predicted boxes would meet
+        within 3 s makes one of them yield (target speed 0): the one on the lower-priority lane,
+        or on equal priority the one behind. Only driven traffic yields, never the ego.
         """
+        period = max(1, int(1 / dt / REGULATION_FREQUENCY))
+        due = (t.road_steps % period) == 0  # (B,)
+        if not bool(due.any()):
+            return
+        road = self.road
+        unfreeze = t.yielding & due[:, None]
+        t.target_speed = torch.where(unfreeze, road.speed_limit[t.lane], t.target_speed)
+        t.yielding = t.yielding & ~unfreeze
+        driven = (t.kind == IDM) | (t.kind == EGO)  # road.vehicles, not its objects
         n = t.x.shape[1]
-        rows = n if self.all_collisions else 1  # HighwayEnvFast: the ego against the others
-        diag = torch.hypot(t.length, t.width)  # (B, N) [m]
-        gap = torch.hypot(t.x[:, :rows, None] - t.x[:, None], t.y[:, :rows, None] - t.y[:, None])
-        reach = (diag[:, :rows, None] + diag[:, None]) / 2 + 1e-3  # (B, R, N) [m]
-        near = (gap <= reach) & t.alive[:, :rows, None] & t.alive[:, None]
-        near.diagonal(dim1=1, dim2=2).fill_(False)  # a box with itself
-        if self.all_collisions:
-            near &= t.check_collisions[:, :, None] | t.check_collisions[:, None, :]
-        env, i, j = near.nonzero(as_tuple=True)  # (K,) pairs
-        crashed = torch.zeros_like(t.crashed)
-        if env.numel():
-            hit = pairs_intersect(t, env, i, j)  # (K,)
-            crashed[env[hit], i[hit]] = True
-            if not self.all_collisions:  # the other vehicle of an ego collision crashes too
-                crashed[env[hit], j[hit]] = True
-        return crashed
+        pair = driven[:, :, None] & driven[:, None, :] & due[:, None, None]
+        pair &= torch.ones(n, n, dtype=torch.bool, device=t.x.device).triu(1)  # i < j
+        env, i, j = pair.nonzero(as_tuple=True)  # (P,) pairs of vehicles on the road
+        if env.numel() == 0:
+            return
+        x, y, h = self.predict_constant_action(t)  # (B, N, T)
+        # the spherical pre-check with v1.LENGTH, then the boxes at the (K,) close times
+        gap = torch.hypot(x[env, j] - x[env, i], y[env, j] - y[env, i])  # (P, T)
+        pk, k = (gap <= t.length[env, i][:, None]).nonzero(as_tuple=True)
+        grow = (1.5, 0.9)  # is_conflict_possible's boxes: 1.5 lengths, 0.9 widths
+
+        def box(slot: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            e = env[pk]
+            return (
+                x[e, slot, k],
+                y[e, slot, k],
+                grow[0] * t.length[e, slot],
+                grow[1] * t.width[e, slot],
+                h[e, slot, k],
+            )
+
+        a, c = box(i[pk]), box(j[pk])
+        hit = _corner_inside(a, c) | _corner_inside(c, a)  # (K,)
+        conflict = torch.zeros_like(env, dtype=torch.bool)
+        conflict[pk[hit]] = True  # (P,)
+        # respect_priorities: lower lane priority yields; equal: the one behind
+        prio_i, prio_j = road.priority[t.lane[env, i]], road.priority[t.lane[env, j]]
+        dx, dy = t.x[env, j] - t.x[env, i], t.y[env, j] - t.y[env, i]
+        hi, hj = t.heading[env, i], t.heading[env, j]
+        ahead_of_i = torch.cos(hi) * dx + torch.sin(hi) * dy  # v_i.front_distance_to(v_j)
+        ahead_of_j = -(torch.cos(hj) * dx + torch.sin(hj) * dy)  # v_j.front_distance_to(v_i)
+        i_yields = (prio_i < prio_j) | ((prio_i == prio_j) & (ahead_of_i > ahead_of_j))
+        stop = torch.zeros_like(t.yielding)
+        stop[env[conflict & i_yields], i[conflict & i_yields]] = True
+        stop[env[conflict & ~i_yields], j[conflict & ~i_yields]] = True
+        stop &= t.kind == IDM
+        t.target_speed = torch.where(stop, 0.0, t.target_speed)
+        t.yielding = t.yielding | stop
+
+    def predict_constant_action(
+        self, t: Traffic
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every vehicle's predict_trajectory_constant_speed at CONFLICT_TIMES: (B, N, T) x, y,
+        heading.
+
+        Driven traffic and a meta-action ego (ControlledVehicle's): at constant speed on the
+        centre line along the route, from the road of the target lane (the route's head) with
+        ``s`` measured on the current lane, as highway-env does; without a route, on the
+        current lane. A continuous-action ego (Vehicle's): the bicycle model at its held
+        steering and no acceleration, with Vehicle.step's clipping.
+        """
+        road = self.road
+        times = torch.tensor(CONFLICT_TIMES, device=t.x.device)
+        s0, _ = road.coordinates_on(t.lane, t.x, t.y)  # (B, N)
+        s = s0[..., None] + t.speed[..., None] * times  # (B, N, T)
+        routed = t.destination >= 0
+        lane = torch.where(routed, t.target_lane, t.lane)[..., None].expand_as(s)
+        free = road.ahead_lane.shape[1] - 1
+        column = torch.where(routed, t.destination, free)[..., None].expand_as(s)
+        for _ in range(ROUTE_HOPS):
+            nxt = road.ahead_lane[lane, column]
+            beyond = (s > road.length[lane]) & (nxt >= 0)
+            s = torch.where(beyond, s - road.length[lane], s)
+            lane = torch.where(beyond, nxt, lane)
+        x, y = road.position(lane, s, torch.zeros_like(s))
+        h = road.heading_at(lane, s)
+        if not self.discrete:
+            ex, ey, eh = self._predict_bicycle(t)
+            ego = (t.kind == EGO)[..., None]
+            x, y, h = torch.where(ego, ex, x), torch.where(ego, ey, y), torch.where(ego, eh, h)
+        return x, y, h
+
+    def _predict_bicycle(self, t: Traffic) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Vehicle.predict_trajectory_constant_speed (constant steering, no acceleration)."""
+        steer = torch.where(t.crashed, 0.0, t.steering)
+        x, y, h, v = t.x, t.y, t.heading, t.speed
+        xs, ys, hs = [], [], []
+        beta = torch.atan(0.5 * torch.tan(steer))
+        last = 0.0
+        for time in CONFLICT_TIMES:
+            dt, last = time - last, time
+            acc = torch.where(t.crashed, -v, torch.zeros_like(v))
+            acc = torch.where(v > MAX_SPEED, torch.minimum(acc, MAX_SPEED - v), acc)
+            acc = torch.where(v < MIN_SPEED, torch.maximum(acc, MIN_SPEED - v), acc)
+            x = x + v * torch.cos(h + beta) * dt
+            y = y + v * torch.sin(h + beta) * dt
+            h = h + v * torch.sin(beta) / (t.length / 2) * dt
+            v = v + acc * dt
+            xs.append(x)
+            ys.append(y)
+            hs.append(h)
+        return torch.stack(xs, -1), torch.stack(ys, -1), torch.stack(hs, -1)
+
+    # ----------------------------------------------------------------- collisions
+    def collisions(self, t: Traffic, dt: float) -> Contacts:
+        """highway-env's collision pass of ``Road.step`` after a frame of ``dt`` [s]
+        (:func:`envs.batched.collision.contacts`): which boxes overlap now, and the impacts of
+        the pairs that would overlap within the next frame.
+        """
+        return contacts(t, t.kind == OBSTACLE, dt, ego_only=not self.all_collisions)
 
 
-def pairs_intersect(
-    t: Traffic, env: torch.Tensor, i: torch.Tensor, j: torch.Tensor
-) -> torch.Tensor:
-    """(K,) whether the boxes of slots ``i`` and ``j`` of environments ``env`` overlap.
-
-    Separating-axis test on the four edge normals of the two boxes; touching counts as
-    intersecting, as in highway-env's ``are_polygons_intersecting``.
-    """
-
-    def box(slot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = t.heading[env, slot]
-        c, s = torch.cos(h), torch.sin(h)
-        hl, hw = t.length[env, slot] / 2, t.width[env, slot] / 2
-        fx, fy = c * hl, s * hl  # forward half-length
-        lx, ly = -s * hw, c * hw  # lateral half-width
-        xs = torch.stack([fx + lx, fx - lx, -fx - lx, -fx + lx], -1) + t.x[env, slot][:, None]
-        ys = torch.stack([fy + ly, fy - ly, -fy - ly, -fy + ly], -1) + t.y[env, slot][:, None]
-        axes = torch.stack([torch.stack([c, s], -1), torch.stack([-s, c], -1)], 1)  # (K, 2, 2)
-        return torch.stack([xs, ys], -1), axes  # (K, 4, 2) corners [m]
-
-    def project(pts: torch.Tensor, axes: torch.Tensor) -> torch.Tensor:
-        return (pts[:, None, :, :] * axes[:, :, None, :]).sum(-1)  # (K, 2 axes, 4 corners)
-
-    pts_i, axes_i = box(i)
-    pts_j, axes_j = box(j)
-    separated = _separated(project(pts_i, axes_i), project(pts_j, axes_i))
-    separated |= _separated(project(pts_i, axes_j), project(pts_j, axes_j))
-    return ~separated
-
-
-def _separated(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Whether projections a and b (..., axes, corners) are disjoint on any axis."""
-    gap = torch.maximum(b.amin(-1) - a.amax(-1), a.amin(-1) - b.amax(-1))
-    return (gap > 0).any(-1)
+def _corner_inside(a: tuple[torch.Tensor, ...], b: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """highway-env's has_corner_inside(a, b) for (K,) pairs of boxes (x, y, length, width,
+    heading): a corner, an edge midpoint or the centre of box a inside box b (edges included).
+    As highway-env's point_in_rotated_rectangle, the offset to b's centre is turned by +b's
+    heading (not -): the test is reproduced as it is, not as it is meant."""
+    ax, ay, al, aw, ah = a
+    bx, by, bl, bw, bh = b
+    u = torch.tensor([-1, -1, 1, 1, 0, -1, 1, 0, 0], device=ax.device, dtype=ax.dtype)
+    v = torch.tensor([-1, 1, 1, -1, 0, 0, 0, -1, 1], device=ax.device, dtype=ax.dtype)
+    lu, lv = u * (al / 2)[:, None], v * (aw / 2)[:, None]  # (K, 9) in a's frame
+    c, s = torch.cos(ah)[:, None], torch.sin(ah)[:, None]
+    px, py = ax[:, None] + c * lu - s * lv, ay[:, None] + s * lu + c * lv
+    dx, dy = px - bx[:, None], py - by[:, None]
+    c, s = torch.cos(bh)[:, None], torch.sin(bh)[:, None]
+    ru, rv = c * dx - s * dy, s * dx + c * dy
+    inside = (ru.abs() <= (bl / 2)[:, None]) & (rv.abs() <= (bw / 2)[:, None])
+    return inside.any(1)

@@ -1,7 +1,8 @@
 """The embedded highway-env backend: highway-env's scenarios behind the camera + sensors contract.
 
 - :mod:`envs.highway.env`: :class:`DriveEnv`, the Gymnasium env;
-- :mod:`envs.highway.raster`: the top-down camera and its road labels, drawn with OpenCV.
+- :mod:`envs.camera` (shared with the batched backend): the top-down camera and its road
+  labels, drawn with OpenCV.
 """
 
 from envs.highway.env import DriveEnv

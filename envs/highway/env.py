@@ -3,7 +3,7 @@
 highway-env simulates the road and the traffic (IDM and MOBIL drivers, the ego's kinematic
 bicycle model, collisions); this module replaces its observation, reward and episode logic:
 
-- camera: an ego-centred top-down raster (:mod:`envs.highway.raster`) drawn from the road state,
+- camera: an ego-centred top-down raster (:mod:`envs.camera`) drawn from the road state,
   with the road-element label map for free;
 - sensors: ego state, highway-env's lidar (distance and closing speed per ray) and the route
   sensors of the scenario (:mod:`envs.scenarios`);
@@ -20,6 +20,7 @@ import gymnasium as gym
 import numpy as np
 from highway_env.envs.common.observation import LidarObservation
 
+from envs.camera import Rasterizer, box_mask, colorize, vehicle_corners
 from envs.configuration import ConfigError, build, closest
 from envs.contract import (
     EPISODE_KEYS,
@@ -38,7 +39,6 @@ from envs.contract import (
     simulator_seed,
     weigh,
 )
-from envs.highway.raster import Rasterizer, box_mask, colorize, vehicle_corners
 from envs.scenarios import (
     CLOSING_SCALE,
     EDGE_SCALE,
@@ -305,7 +305,11 @@ class DriveEnv(gym.Env):
         network = self.sim.road.network
         edges = self._route
         here = ego.lane_index[:2]
-        edges = edges[edges.index(here) :] if here in edges else [here, *edges]
+        if here in edges:
+            edges = edges[edges.index(here) :]
+        else:  # off the planned route (e.g. the ring lane beside the entry): route from here
+            path = network.shortest_path(here[1], self._destination) if self._destination else []
+            edges = [here, *itertools.pairwise(path)]
         s, _ = ego.lane.local_coordinates(ego.position)
         remaining = ahead + s
         point = ego.position
@@ -340,6 +344,9 @@ class _EgoView:
         self.lane_index = ego.lane_index
         self.s = float(ego.lane.local_coordinates(ego.position)[0])  # [m] along the lane
         self.destination = env._destination
+        self.on_exit_road = env._destination is not None and env.scenario.is_exit(
+            ego.lane_index, env._destination
+        )
         self.turn = env._turn
         self.vehicles_near = env._vehicles_near
         self.route_ahead = env._route_ahead

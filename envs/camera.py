@@ -1,4 +1,7 @@
-"""Top-down raster of a highway-env road: a label map per frame, and the camera frame from it.
+"""The embedded backends' camera: top-down raster of a highway-env road, a label map per frame,
+and the camera frame from it. The highway-env backend draws every frame with it; the batched
+backend draws its roads with it once (:mod:`envs.batched.raster_map`) or matches it exactly
+(:mod:`envs.batched.render`).
 
 The label map is drawn class by class (off road, road, lane markings, vehicles, ego) into an
 (H, W) uint8 array with OpenCV, and the camera frame is ``PALETTE[labels]``, so the two line up
@@ -78,6 +81,42 @@ def vehicle_corners(
     return np.stack([p + fwd + lat, p + fwd - lat, p - fwd - lat, p - fwd + lat], axis=1)
 
 
+def to_pixels(points: np.ndarray, origin: np.ndarray, scaling: float) -> np.ndarray:
+    """World points [m] (..., 2) to fixed-point pixel coordinates (..., 2) int32 at ``scaling``
+    [px/m] in an image whose pixel (0, 0) is the world point ``origin`` [m]."""
+    return np.round((points - origin) * (scaling * _ONE)).astype(np.int32)
+
+
+def draw_road(
+    labels: np.ndarray,
+    geometry: RoadGeometry,
+    origin: np.ndarray,
+    scaling: float,
+    line_px: int,
+    view: tuple[np.ndarray, np.ndarray] | None = None,
+) -> None:
+    """Fill the road surfaces, then draw the continuous and dashed markings ``line_px`` [px]
+    wide, into ``labels`` (H, W) uint8 whose pixel (0, 0) is the world point ``origin`` [m].
+
+    ``view``: (lo, hi) world box [m]; dashes with their mid-point outside are skipped (culling
+    only: what lies in the image is drawn the same). None draws every dash.
+    """
+    g = geometry
+    surfaces = [to_pixels(p, origin, scaling) for p in g.surfaces]
+    cv2.fillPoly(labels, surfaces, CLASS_ID["road"], lineType=cv2.LINE_8, shift=_SHIFT)
+    marking = CLASS_ID["lane_marking"]
+    if g.lines:
+        lines = [to_pixels(p, origin, scaling) for p in g.lines]
+        cv2.polylines(labels, lines, False, marking, line_px, cv2.LINE_8, _SHIFT)
+    dashes = g.dashes
+    if len(dashes) and view is not None:
+        lo, hi = view
+        dashes = dashes[np.all((g.dash_mid > lo) & (g.dash_mid < hi), axis=1)]
+    if len(dashes):
+        points = to_pixels(dashes, origin, scaling)
+        cv2.polylines(labels, list(points), False, marking, line_px, cv2.LINE_8, _SHIFT)
+
+
 class Rasterizer:
     """Draws label maps of size ``(height, width)`` at ``scaling`` [px/m] around the ego."""
 
@@ -101,7 +140,7 @@ class Rasterizer:
 
     def to_pixels(self, points: np.ndarray, origin: np.ndarray) -> np.ndarray:
         """World points [m] (..., 2) to fixed-point pixel coordinates (..., 2) int32."""
-        return np.round((points - origin) * (self.scaling * _ONE)).astype(np.int32)
+        return to_pixels(points, origin, self.scaling)
 
     def draw(
         self,
@@ -115,26 +154,12 @@ class Rasterizer:
         The returned array is reused by the next call: copy it to keep it.
         """
         assert self.geometry is not None, "call set_road() after each reset"
-        g = self.geometry
         labels = self._labels
         labels.fill(CLASS_ID["off_road"])
         origin = self.origin(ego_position)
         view = np.array([self.width, self.height]) / self.scaling  # [m]
         lo, hi = origin - 5.0, origin + view + 5.0  # culling box with a margin [m]
-
-        surfaces = [self.to_pixels(p, origin) for p in g.surfaces]
-        cv2.fillPoly(labels, surfaces, CLASS_ID["road"], lineType=cv2.LINE_8, shift=_SHIFT)
-        marking = CLASS_ID["lane_marking"]
-        if g.lines:
-            lines = [self.to_pixels(p, origin) for p in g.lines]
-            cv2.polylines(labels, lines, False, marking, self.line_px, cv2.LINE_8, _SHIFT)
-        if len(g.dashes):
-            inside = np.all((g.dash_mid > lo) & (g.dash_mid < hi), axis=1)
-            if inside.any():
-                dashes = self.to_pixels(g.dashes[inside], origin)
-                cv2.polylines(
-                    labels, list(dashes), False, marking, self.line_px, cv2.LINE_8, _SHIFT
-                )
+        draw_road(labels, self.geometry, origin, self.scaling, self.line_px, (lo, hi))
         if len(others):
             centre = others.mean(axis=1)
             inside = np.all((centre > lo) & (centre < hi), axis=1)
