@@ -1,10 +1,12 @@
 """Throughput of the batched backend beside highway-env, and its validation figures.
 
     python scripts/benchmark_sim.py --json OUT [--quick] [--threads N] [--device cpu|cuda]
+        [--scenario NAME ...]
 
-Throughput: environment steps per second with camera frames (the VecEnv's numpy observations)
-at B = 1, 16, 256, beside the highway-env backend (DriveAttention/Highway-v0, same frame size,
-one process, one core) measured in the same run. ``ratio_per_core`` = (batched steps/s / torch
+Throughput, per scenario (highway, merge, roundabout, intersection): environment steps per
+second with camera frames (the VecEnv's numpy observations) at B = 1, 16, 256, beside the
+highway-env backend (DriveAttention/<Scenario>-v0, same frame size, one process, one core)
+measured in the same run. ``ratio_per_core`` = (batched steps/s / torch
 threads) / (reference steps/s). On a GPU the frames stay on the device (tensor API), as a GPU
 training pipeline would consume them. Validation: see :mod:`agent.backend_validation`.
 """
@@ -22,14 +24,14 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-import envs  # noqa: F401
+import envs
 from agent.backend_validation import traffic_statistics, trajectory_error
 from agent.cli import guarded
 from envs.batched import BatchedDrive, BatchedDriveVecEnv
 
 
-def reference_rate(camera: tuple[int, int], seconds: float) -> float:
-    env = gym.make("DriveAttention/Highway-v0", camera_size=camera)
+def reference_rate(scenario: str, camera: tuple[int, int], seconds: float) -> float:
+    env = gym.make(envs.env_id(scenario), camera_size=camera)
     env.reset(seed=0)
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -40,8 +42,8 @@ def reference_rate(camera: tuple[int, int], seconds: float) -> float:
     return steps / (time.perf_counter() - start)
 
 
-def batched_rate(b: int, camera: tuple[int, int], seconds: float) -> float:
-    venv = BatchedDriveVecEnv(num_envs=b, camera_size=camera)
+def batched_rate(scenario: str, b: int, camera: tuple[int, int], seconds: float) -> float:
+    venv = BatchedDriveVecEnv(num_envs=b, scenario=scenario, camera_size=camera)
     venv.seed(0)
     venv.reset()
     actions = np.ones(b, np.int64)
@@ -53,9 +55,11 @@ def batched_rate(b: int, camera: tuple[int, int], seconds: float) -> float:
     return calls * b / (time.perf_counter() - start)
 
 
-def device_rate(b: int, camera: tuple[int, int], device: str, seconds: float) -> float:
+def device_rate(
+    b: int, camera: tuple[int, int], device: str, seconds: float, scenario: str = "highway"
+) -> float:
     """Steps/s of the tensor API on ``device`` with automatic reset, frames kept on device."""
-    core = BatchedDrive(num_envs=b, camera_size=camera, device=device)
+    core = BatchedDrive(num_envs=b, scenario=scenario, camera_size=camera, device=device)
     core.seed(0)
     core.reset()
     actions = torch.ones(b, dtype=torch.long, device=device)
@@ -83,6 +87,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (cores used)")
     parser.add_argument("--device", default="cpu", help="also time the tensor API on this device")
     parser.add_argument("--camera", type=int, nargs=2, default=(64, 64), metavar=("H", "W"))
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=list(envs.BATCHED_IDS.values()),
+        help="only these scenarios (repeat the flag); default: all four",
+    )
     parser.add_argument("--skip-validation", action="store_true")
     args = parser.parse_args()
     return guarded(lambda: measure(args))
@@ -92,94 +102,101 @@ def measure(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     camera = tuple(args.camera)
     seconds = 2.0 if args.quick else 8.0
-
-    reference = reference_rate(camera, seconds)
-    throughput = {}
-    for b in (1, 16, 256):
-        rate = batched_rate(b, camera, seconds)
-        throughput[f"B{b}"] = {
-            "steps_per_s": rate,
-            "reference_steps_per_s": reference,
-            "ratio_per_core": (rate / args.threads) / reference,
-        }
+    scenarios = args.scenario or list(envs.BATCHED_IDS.values())
     result: dict = {
-        "throughput": throughput,
+        "throughput": {},
         "settings": {
             "torch_threads": args.threads,
             "camera_size": list(camera),
-            "scenario": "highway",
-            "reference": "DriveAttention/Highway-v0, one process, frames on",
+            "scenarios": scenarios,
+            "reference": "DriveAttention/<Scenario>-v0, one process, frames on",
             "cpu_count": os.cpu_count(),
             # other processes compete for the cores: read the timings against this
             "load_average_1min": os.getloadavg()[0],
         },
     }
+    print(
+        f"throughput with {camera[0]}x{camera[1]} frames, torch threads {args.threads}"
+        f" (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
+    )
+    print(
+        f"{'scenario':>12} {'B':>6} {'batched steps/s':>16} {'highway-env':>12} {'ratio/core':>11}"
+    )
+    for scenario in scenarios:
+        reference = reference_rate(scenario, camera, seconds)
+        rows = {}
+        for b in (1, 16, 256):
+            rate = batched_rate(scenario, b, camera, seconds)
+            rows[f"B{b}"] = {
+                "steps_per_s": rate,
+                "reference_steps_per_s": reference,
+                "ratio_per_core": (rate / args.threads) / reference,
+            }
+            print(
+                f"{scenario:>12} {b:>6} {rate:>16.0f} {reference:>12.1f}"
+                f" {rows[f'B{b}']['ratio_per_core']:>11.1f}"
+            )
+        result["throughput"][scenario] = rows
     if args.device != "cpu":
         result["device"] = {
             "device": args.device,
             "name": torch.cuda.get_device_name() if args.device.startswith("cuda") else "",
-            **{f"B{b}": device_rate(b, camera, args.device, seconds) for b in (256, 4096, 16384)},
-        }
-
-    print(
-        f"throughput, highway with {camera[0]}x{camera[1]} frames, torch threads {args.threads}"
-        f" (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
-    )
-    print(f"{'B':>6} {'batched steps/s':>16} {'highway-env steps/s':>20} {'ratio/core':>11}")
-    for key, row in throughput.items():
-        print(
-            f"{key[1:]:>6} {row['steps_per_s']:>16.0f} {row['reference_steps_per_s']:>20.1f}"
-            f" {row['ratio_per_core']:>11.1f}"
-        )
-    if "device" in result:
-        for key, value in result["device"].items():
-            if key.startswith("B"):
-                print(f"{args.device} {key}: {value:.0f} steps/s")
-
-    if not args.skip_validation:
-        episodes = 16 if args.quick else 100
-        seeds = 10 if args.quick else 50
-        validation = {
-            "trajectory": [
-                trajectory_error("highway", seeds=seeds, steps=5, action=a, policy=p)
-                for a, p in (("discrete", "idle"), ("discrete", "random"), ("continuous", "random"))
-            ]
-            + [trajectory_error("merge", seeds=seeds, steps=5, policy="random")],
-            "statistics": [
-                traffic_statistics("highway", episodes, policy=p) for p in ("idle", "random")
-            ]
-            + [traffic_statistics("merge", episodes, policy="idle")],
-            "policy_transfer": {
-                "ratio": None,
-                "missing": "needs a policy trained on DriveAttention/BatchedHighway-v0: train "
-                "one (configs/batched.yaml), then run scripts/transfer_gap.py --run runs/NAME",
+            **{
+                scenario: {
+                    f"B{b}": device_rate(b, camera, args.device, seconds, scenario)
+                    for b in (256, 4096, 16384)
+                }
+                for scenario in scenarios
             },
         }
-        result["validation"] = validation
-        print("\ntrajectory error from one highway-env state [m], max over vehicles")
-        for row in validation["trajectory"]:
-            errs = ", ".join("-" if e is None else f"{e:.4f}" for e in row["max_position_error_m"])
-            means = ", ".join(
-                "-" if e is None else f"{e:.4f}" for e in row["mean_position_error_m"]
-            )
-            print(
-                f"  {row['scenario']:8s} {row['action']:10s} {row['policy']:6s}"
-                f" t={row['horizon_s']} s  max [{errs}]  mean [{means}]"
-                f"  (ego crashes left out: {row['episodes_with_ego_crash']}/{row['episodes']})"
-            )
-        print("\ntraffic statistics, highway-env | batched")
-        for row in validation["statistics"]:
-            print(
-                f"  {row['scenario']} / {row['policy']} ego, {row['batched']['episodes']} episodes"
-            )
-            for key in row["batched"]:
-                if key != "episodes":
-                    a, b = row["highway_env"][key], row["batched"][key]
-                    print(f"    {key:32s} {a:9.3f} | {b:9.3f}")
+        for scenario in scenarios:
+            for key, value in result["device"][scenario].items():
+                print(f"{args.device} {scenario} {key}: {value:.0f} steps/s")
+
+    if not args.skip_validation:
+        result["validation"] = validate(scenarios, args.quick)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))
     return 0
+
+
+def validate(scenarios: list[str], quick: bool) -> dict:
+    """Trajectories from one state and traffic statistics of every scenario (see
+    :mod:`agent.backend_validation`); printed as they come."""
+    episodes = 16 if quick else 100
+    seeds = 10 if quick else 50
+    validation: dict = {"trajectory": [], "statistics": []}
+    print("\ntrajectory error from one highway-env state [m], max over vehicles, and crash flags")
+    for scenario in scenarios:
+        for action, policy in (
+            ("discrete", "idle"),
+            ("discrete", "random"),
+            ("continuous", "random"),
+        ):
+            row = trajectory_error(scenario, seeds=seeds, steps=5, action=action, policy=policy)
+            validation["trajectory"].append(row)
+            errs = ", ".join(f"{e:.4f}" for e in row["max_position_error_m"])
+            print(
+                f"  {scenario:12s} {action:10s} {policy:6s} t={row['horizon_s']} s  max [{errs}]"
+                f"  crash-flag mismatches {row['crash_flag_mismatch_frames']}/{row['frames']}"
+                f" frames, ego crashes {row['episodes_with_ego_crash']} |"
+                f" {row['episodes_with_ego_crash_batched']} of {row['episodes']}"
+            )
+    print("\ntraffic statistics, highway-env | batched")
+    for scenario in scenarios:
+        for policy in ("idle", "random"):
+            row = traffic_statistics(scenario, episodes, policy=policy)
+            validation["statistics"].append(row)
+            print(f"  {scenario} / {policy} ego, {row['batched']['episodes']} episodes")
+            for key in row["batched"]:
+                if key != "episodes":
+                    a, b = row["highway_env"][key], row["batched"][key]
+                    print(f"    {key:32s} {a:9.3f} | {b:9.3f}")
+    validation["policy_transfer"] = {
+        "missing": "needs policies trained on the Batched* ids: see scripts/transfer_gap.py"
+    }
+    return validation
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import envs
 from envs import BATCHED_IDS, ConfigError
 from envs.batched.env import BatchedDrive, BatchedDriveVecEnv
 from envs.batched.scenarios import export_positions, import_state
-from envs.batched.sim import EGO, IDM
+from envs.batched.sim import EGO, IDM, NeighbourSearch
 from envs.contract import CLASS_ID, PALETTE
 
 REFERENCE = {name: envs.env_id(name) for name in BATCHED_IDS.values()}
@@ -269,13 +269,16 @@ def test_neighbour_search_matches_highway_env(scenario: str) -> None:
             env = torch.zeros(len(slots) * lanes, dtype=torch.long)
             slot = torch.tensor(slots).repeat_interleave(lanes)
             lane = torch.arange(lanes).repeat(len(slots))
-            front, rear = core.sim.neighbours(s, on, env, slot, lane)
             expected = []
             for i in slots:
                 for index in core.road.indexes:
                     pair = ref.sim.road.neighbour_vehicles(vehicles[i], index)
                     expected.append([-1 if v is None else slot_of[id(v)] for v in pair])
-            assert torch.equal(torch.stack([front, rear], 1), torch.tensor(expected)), step
+            for table in (True, False):  # a table of all lanes, or query by query
+                near = NeighbourSearch(t, s, on, table=table, along_x=core.road.along_x)
+                front, rear = near(env, slot, lane)
+                found = torch.stack([front, rear], 1)
+                assert torch.equal(found, torch.tensor(expected)), (step, table)
             _, _, terminated, truncated, _ = ref.step(1)
             if terminated or truncated:
                 break

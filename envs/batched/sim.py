@@ -175,6 +175,90 @@ def lane_s(
     return s_all[env, who, lanes]
 
 
+class NeighbourSearch:
+    """highway-env's Road.neighbour_vehicles(vehicle, lane_index) during one frame: the
+    preceding and following vehicle of a vehicle looked up on any lane (it need not be on it).
+
+    ``s_all``: (B, N, L) every vehicle's ``s`` on every lane; ``on_all``: (B, N, L) who is on
+    which lane (``on_lane`` with a 1 m margin, alive vehicles only). The leader is the on-lane
+    vehicle with the smallest ``s_j >= s_i``, the follower the one with the largest
+    ``s_j < s_i`` (between vehicles at exactly the same ``s`` highway-env takes its list's
+    last; here one of them). Two ways, same answers:
+
+    - ``table=True``: every vehicle on every lane at once, when many lanes are asked about
+      (MOBIL's side lanes): one sort by x for roads along +x, O(B N L) after it; all pairs for
+      few slots, O(B N^2 L); else a sort by ``s`` on each lane;
+    - ``table=False``: query by query, O(Q N), when only the current and target lanes are.
+    """
+
+    PAIRWISE_SLOTS = 8  # up to this many slots, all pairs beat N-element sorts
+
+    def __init__(
+        self, t: Traffic, s_all: torch.Tensor, on_all: torch.Tensor, table: bool, along_x: bool
+    ) -> None:
+        self.s_all, self.on_all = s_all, on_all
+        self.front = self.rear = None
+        if table:
+            self.front, self.rear = self._table(t, along_x)
+
+    def __call__(
+        self, env: torch.Tensor, slot: torch.Tensor, lane: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Leader and follower, (Q,) slots or -1, of vehicles ``slot`` of environments ``env``
+        on ``lane`` ((Q,) each)."""
+        if self.front is not None:
+            return self.front[env, slot, lane], self.rear[env, slot, lane]
+        s_all, n = self.s_all, self.s_all.shape[1]
+        s_lane = s_all[env, :, lane]  # (Q, N) every vehicle along the lane
+        mask = self.on_all[env, :, lane] & (torch.arange(n, device=slot.device) != slot[:, None])
+        gap = s_lane - s_lane.gather(1, slot[:, None])  # (Q, N)
+        return _closest(gap, mask, 1)
+
+    def leaders(self, lanes: torch.Tensor) -> torch.Tensor:
+        """Every vehicle's leader on ``lanes`` (B, N): (B, N) slots, -1 for none."""
+        if self.front is not None:
+            return self.front.gather(2, lanes[..., None])[..., 0]
+        b, n = lanes.shape
+        env = torch.arange(b, device=lanes.device).repeat_interleave(n)
+        slot = torch.arange(n, device=lanes.device).repeat(b)
+        return self(env, slot, lanes.reshape(-1))[0].reshape(b, n)
+
+    def _table(self, t: Traffic, along_x: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        s, on = self.s_all, self.on_all
+        b, n, lanes = s.shape
+        if not along_x and n <= self.PAIRWISE_SLOTS:
+            gap = s[:, None, :, :] - s[:, :, None, :]  # (B, i, j, L): s_j - s_i
+            other = ~torch.eye(n, dtype=torch.bool, device=s.device)[None, :, :, None]
+            return _closest(gap, on[:, None] & other, 2)
+        # on every lane, the next on-lane vehicle after a vehicle in the order by s is its
+        # leader and the previous one its follower
+        if along_x:  # one order by x for every lane
+            order = torch.argsort(t.x, dim=1, stable=True)[..., None].expand_as(on)
+        else:
+            order = torch.argsort(s, dim=1, stable=True)  # (B, N, L)
+        on_sorted = on.gather(1, order)
+        pos = torch.arange(n, device=s.device)[None, :, None]  # (1, N, 1)
+        ahead = torch.where(on_sorted, pos, n).flip(1).cummin(1).values.flip(1)  # first >= p
+        behind = torch.where(on_sorted, pos, -1).cummax(1).values  # last <= p
+        nxt = torch.cat([ahead[:, 1:], ahead.new_full((b, 1, lanes), n)], 1)  # n: none
+        prv = torch.cat([behind.new_full((b, 1, lanes), -1), behind[:, :-1]], 1)  # -1: none
+        front_s = torch.where(nxt < n, order.gather(1, nxt.clamp(max=n - 1)), -1)
+        rear_s = torch.where(prv >= 0, order.gather(1, prv.clamp(min=0)), -1)
+        # back from sorted positions to slots
+        front = torch.empty_like(front_s).scatter_(1, order, front_s)
+        rear = torch.empty_like(rear_s).scatter_(1, order, rear_s)
+        return front, rear
+
+
+def _closest(gap: torch.Tensor, mask: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices along ``dim`` of the smallest ``gap >= 0`` and the largest ``gap < 0`` among
+    ``mask``, -1 where there is none."""
+    inf = torch.tensor(float("inf"), device=gap.device)
+    best, front = torch.where(mask & (gap >= 0), gap, inf).min(dim)
+    worst, rear = torch.where(mask & (gap < 0), gap, -inf).max(dim)
+    return torch.where(best < inf, front, -1), torch.where(worst > -inf, rear, -1)
+
+
 class Simulator:
     """Steps :class:`Traffic` with highway-env's models on one road (a :class:`LaneTable`)."""
 
@@ -211,44 +295,6 @@ class Simulator:
     def update_lanes(self, t: Traffic) -> None:
         s, lat = self.coordinates(t)  # (B, N, L)
         t.lane = torch.where(t.alive, self.road.closest(s, lat, t.heading), t.lane)
-
-    def neighbours(
-        self,
-        s_all: torch.Tensor,
-        on_all: torch.Tensor,
-        env: torch.Tensor,
-        slot: torch.Tensor,
-        lane: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """highway-env's Road.neighbour_vehicles(vehicle, lane_index) for (Q,) queries: the
-        vehicle ``slot`` of environment ``env`` looked up on ``lane`` (any lane, it need not be
-        on it). Returns its preceding and following vehicles, (Q,) slots, -1 for none.
-
-        ``s_all``: (B, N, L) every vehicle's ``s`` on every lane; ``on_all``: (B, N, L) who is
-        on which lane (highway-env's ``on_lane`` with a 1 m margin, alive vehicles only). All
-        vehicles are compared at once, O(Q N): the leader is the on-lane vehicle with the
-        smallest ``s_j >= s_i``, the follower the one with the largest ``s_j < s_i`` (between
-        vehicles at exactly the same ``s``, highway-env takes its list's last; here the lowest
-        slot).
-        """
-        n = s_all.shape[1]
-        s_lane = s_all[env, :, lane]  # (Q, N) every vehicle along the lane
-        candidate = on_all[env, :, lane] & (torch.arange(n, device=slot.device) != slot[:, None])
-        gap = s_lane - s_lane.gather(1, slot[:, None])  # (Q, N)
-        inf = torch.tensor(float("inf"), device=gap.device)
-        best, front = torch.where(candidate & (gap >= 0), gap, inf).min(1)
-        worst, rear = torch.where(candidate & (gap < 0), gap, -inf).max(1)
-        return torch.where(best < inf, front, -1), torch.where(worst > -inf, rear, -1)
-
-    def leaders(
-        self, s_all: torch.Tensor, on_all: torch.Tensor, lanes: torch.Tensor
-    ) -> torch.Tensor:
-        """Every vehicle's leader on ``lanes`` (B, N): (B, N) slots, -1 for none."""
-        b, n = lanes.shape
-        env = torch.arange(b, device=lanes.device).repeat_interleave(n)
-        slot = torch.arange(n, device=lanes.device).repeat(b)
-        front, _ = self.neighbours(s_all, on_all, env, slot, lanes.reshape(-1))
-        return front.reshape(b, n)
 
     # ----------------------------------------------------------------- behaviour models
     def idm(
@@ -374,8 +420,11 @@ class Simulator:
                 t.steering[:, 0] = lo + (a[:, 1] + 1) * (hi - lo) / 2
 
         on_all = road.on_lane(s_all, lat_all, margin=1.0) & t.alive[..., None]  # (B, N, L)
+        # with lane changes, MOBIL asks about side lanes: one table for every lane; else only
+        # the current and target lanes are asked about, query by query
+        near = NeighbourSearch(t, s_all, on_all, table=self.lane_changes, along_x=road.along_x)
         if self.lane_changes:
-            self.change_lane_policy(t, is_idm, s_all, lat_all, on_all)
+            self.change_lane_policy(t, is_idm, s_all, lat_all, near)
         else:  # one lane per road: MOBIL has nowhere to go, only its timer runs
             decide = is_idm & (t.lane == t.target_lane) & (t.timer > LANE_CHANGE_DELAY)
             t.timer = torch.where(decide, 0.0, t.timer)
@@ -389,11 +438,11 @@ class Simulator:
         t.steering = torch.where(controlled, steer, t.steering)
 
         # longitudinal: IDM on the current lane, and on the target lane while changing
-        f_cur = self.leaders(s_all, on_all, t.lane)  # (B, N)
+        f_cur = near.leaders(t.lane)  # (B, N)
         acc = self.idm(t, None, f_cur, t.delta, s_all)
         env, me = (controlled & (t.lane != tl)).nonzero(as_tuple=True)  # (K,) mid-change
         if env.numel():
-            f_tgt = self.neighbours(s_all, on_all, env, me, tl[env, me])[0][:, None]  # (K, 1)
+            f_tgt = near(env, me, tl[env, me])[0][:, None]  # (K, 1)
             acc_t = self.idm(t, me[:, None], f_tgt, t.delta[env, me][:, None], s_all, env[:, None])
             acc[env, me] = torch.minimum(acc[env, me], acc_t[:, 0])
         acc = acc.clamp(-ACC_MAX, ACC_MAX)
@@ -439,7 +488,7 @@ class Simulator:
         is_idm: torch.Tensor,
         s_all: torch.Tensor,
         lat_all: torch.Tensor,
-        on_all: torch.Tensor,
+        near: NeighbourSearch,
     ) -> None:
         """IDMVehicle.change_lane_policy (abort rule, timer, MOBIL) for all IDM vehicles."""
         road = self.road
@@ -476,17 +525,13 @@ class Simulator:
         if env.numel():
             e, i = env[:, None], me[:, None]  # (K, 1)
             lane_k = lane[env, me]
-            old_prec, old_foll = (
-                v[:, None] for v in self.neighbours(s_all, on_all, env, me, lane_k)
-            )  # (K, 1) each
+            old_prec, old_foll = (v[:, None] for v in near(env, me, lane_k))  # (K, 1) each
             cands = [road.left[lane_k], road.right[lane_k]]  # (K,) each, -1: none
             # every IDM acceleration MOBIL needs, in one batched call: (ego, front) pairs
             pairs = [(i, old_prec), (old_foll, i), (old_foll, old_prec)]
             for cand in cands:
                 ci = cand.clamp(min=0)[:, None]
-                new_prec, new_foll = (
-                    v[:, None] for v in self.neighbours(s_all, on_all, env, me, ci[:, 0])
-                )
+                new_prec, new_foll = (v[:, None] for v in near(env, me, ci[:, 0]))
                 pairs += [(new_foll, new_prec), (new_foll, i), (i, new_prec)]
             acc = self.idm(
                 t,
