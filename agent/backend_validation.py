@@ -369,7 +369,11 @@ def paired_transfer(
     (an ablation: highway-env with its predictive collision test off, so a crash only when the
     boxes overlap and no impact push). Both simulators have the predictive test (boxes that
     *would* touch within the next simulation frame get an impact, and crash at the next frame),
-    so ``batched_same_start`` should follow ``highway_env`` episode by episode: ``same_length``
+    so ``batched_same_start`` should follow ``highway_env`` episode by episode (in the
+    intersection only until a new vehicle arrives: arrivals are random draws on each side, unless
+    ``sim={"spawn_probability": 0}`` is passed): ``return_ratio_same_start`` is highway-env's
+    mean return over the batched one from the same starts, ``crashes_on_one_backend`` the
+    episodes that crash on one backend only, ``same_length``
     counts the episodes that last exactly as long on both, ``predictive_only_crashes`` those that
     crash on highway-env but not from the same start on the batched simulator (the name is from
     when the batched simulator lacked the test), ``batched_only_crashes`` the reverse, and
@@ -420,6 +424,12 @@ def paired_transfer(
     same, ref_c = np.array(rows["batched_same_start"]), np.array(rows["highway_env"])
     out["predictive_only_crashes"] = int(((ref_c[:, 2] == 1) & (same[:, 2] == 0)).sum())
     out["batched_only_crashes"] = int(((ref_c[:, 2] == 0) & (same[:, 2] == 1)).sum())
+    # the transfer figures: highway-env's return over the batched return from the same starts,
+    # and the episodes that crash on one backend only
+    out["return_ratio_same_start"] = out["highway_env"]["mean_return"] / (
+        out["batched_same_start"]["mean_return"] or float("nan")
+    )
+    out["crashes_on_one_backend"] = out["predictive_only_crashes"] + out["batched_only_crashes"]
     out["same_length"] = int(
         sum(
             a == b

@@ -4,8 +4,12 @@
 
 Runs a policy trained on a batched scenario, episode by episode: on the batched backend from its
 own initial states, on the batched backend from highway-env's initial states (copied in), on
-highway-env, and on highway-env with its predictive collision test off (a crash only when boxes
-overlap, as in the batched simulator). See ``agent.backend_validation.paired_transfer``.
+highway-env, and, as an ablation, on highway-env with its predictive collision test off (a crash
+only when boxes overlap). Both simulators have the predictive test, so from the same starts the
+episodes should match: the figures are highway-env's return over the batched return from the
+same starts, and the episodes that crash on one backend only. ``--no-arrivals`` turns the
+intersection's random arrivals off on both sides (they are separate random draws). See
+``agent.backend_validation.paired_transfer``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--seed", type=int, default=20_000, help="episode k uses seed + k")
     parser.add_argument("--json", type=Path, help="write the result here")
+    parser.add_argument(
+        "--no-arrivals", action="store_true", help="no new traffic during episodes (intersection)"
+    )
     args = parser.parse_args(argv)
     from agent.cli import fail, guarded
 
@@ -51,9 +58,12 @@ def report(args: argparse.Namespace) -> int:
         )
     agent = load_agent(args.run, env_id=REFERENCE_IDS[scenario], device="cpu")
     # TrainedPolicy.act takes a batch as well as one observation
-    result = paired_transfer(
-        agent.policy.act, scenario, args.episodes, args.seed, **config.env.kwargs
-    )
+    options = dict(config.env.kwargs)
+    if args.no_arrivals:
+        if not envs.SCENARIOS[scenario].respawns_traffic:
+            raise ConfigError(f"--no-arrivals: {scenario} has no arrivals to turn off")
+        options["sim"] = {**options.get("sim", {}), "spawn_probability": 0.0}
+    result = paired_transfer(agent.policy.act, scenario, args.episodes, args.seed, **options)
     result["run"] = args.run
     print(f"{args.run}: {scenario}, {args.episodes} episodes from seed {args.seed}")
     print(f"{'':28s} {'return':>14s} {'collision':>10s} {'length':>7s}")
@@ -63,6 +73,11 @@ def report(args: argparse.Namespace) -> int:
             f"{name:28s} {row['mean_return']:7.2f} ± {row['stderr_return']:4.2f} "
             f"{row['collision_rate']:10.0%} {row['mean_length']:7.1f}"
         )
+    print(
+        f"return on highway-env / batched from the same starts: "
+        f"{result['return_ratio_same_start']:.3f}; crashes on one backend only: "
+        f"{result['crashes_on_one_backend']}/{args.episodes}"
+    )
     print(
         f"same start: {result['predictive_only_crashes']} episodes crash only on highway-env, "
         f"{result['batched_only_crashes']} only on the batched simulator; with the predictive "

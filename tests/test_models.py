@@ -441,6 +441,7 @@ def test_errors_say_how_to_fix():
             make(name)(sample_obs(space), return_attention=True)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_bf16_autocast_on_cuda_is_close_to_fp32():
     space = contract_space()

@@ -120,6 +120,7 @@ class BatchedDrive:
         self.traffic: Traffic | None = None
         self.name = f"the batched {cfg.scenario} ({cfg.num_envs} envs)"  # for error messages
         self._from_nodes: dict[tuple[str, ...], torch.Tensor] = {}
+        self._straight = torch.tensor([0.0, 1.0, 0.0], device=self.device)  # no route's turn
 
     # ----------------------------------------------------------------- spaces
     def observation_space(self) -> spaces.Dict:
@@ -273,8 +274,7 @@ class BatchedDrive:
         without a destination), as the highway-env backend encodes it at reset."""
         dest = t.destination[:, 0]
         turn = self.road.turn_to[t.lane[:, 0], dest.clamp(min=0)]
-        straight = torch.tensor([0.0, 1.0, 0.0], device=turn.device)
-        return torch.where((dest >= 0)[:, None], turn, straight)
+        return torch.where((dest >= 0)[:, None], turn, self._straight)
 
     def _on_road(self, t: Traffic, s: torch.Tensor, lat: torch.Tensor) -> torch.Tensor:
         lane = t.lane[:, 0]
@@ -319,7 +319,7 @@ class BatchedDrive:
         distance, rel_speed = lidar(t, cfg.n_rays, cfg.ray_range)
         hit = distance < cfg.ray_range
         closing = torch.where(hit, -rel_speed, 0.0) / CLOSING_SCALE
-        rays = torch.stack([distance / cfg.ray_range, closing], 2).reshape(len(lane), -1)
+        rays = torch.stack([distance / cfg.ray_range, closing], 2).flatten(1)
         parts = [ego, last_action, rays]
         route = self.scenario.route_values(_EgoView(self, t, self.turn if turn is None else turn))
         if route:

@@ -98,6 +98,9 @@ class MapRasterizer:
         self.patch = box_patch(scaling, device)  # (P, 2)
         self.cols = torch.arange(width, device=device)
         self.rows = torch.arange(height, device=device)
+        size = torch.tensor([width, height], device=device, dtype=torch.float32)
+        centre = torch.tensor(centering, device=device, dtype=torch.float32)
+        self.ego_offset = centre * size / scaling  # [m] from the top-left corner to the ego
         self.tile_cols = torch.arange(-(-width // TILE) + 1, device=device)
         self.tile_rows = torch.arange(-(-height // TILE) + 1, device=device)
 
@@ -108,10 +111,8 @@ class MapRasterizer:
 
     def origin(self, t: Traffic) -> torch.Tensor:
         """(B, 2) world position [m] of the frame's top-left pixel."""
-        size = torch.tensor([self.width, self.height], device=t.x.device, dtype=torch.float32)
-        centre = torch.tensor(self.centering, device=t.x.device, dtype=torch.float32)
         ego = torch.stack([t.x[:, 0], t.y[:, 0]], -1)
-        return ego - centre * size / self.scaling
+        return ego - self.ego_offset
 
     def draw(self, t: Traffic) -> torch.Tensor:
         """(B, H, W) uint8 label map of every environment."""

@@ -50,6 +50,10 @@ class TorchRasterizer:
         self.centering = centering
         self.line_px = marking_px(scaling)  # [px]
         device = road.x0.device
+        # [m] from the frame's top-left corner to the ego
+        size = torch.tensor([width, height], device=device, dtype=torch.float32)
+        centre = torch.tensor(centering, device=device, dtype=torch.float32)
+        self.ego_offset = centre * size / scaling
         self.cols = torch.arange(width, device=device, dtype=torch.float32)
         self.palette = torch.as_tensor(PALETTE, device=device)
         self.dashed = road.marking_dashed.nonzero()[:, 0]  # (D,) rows of the dashed markings
@@ -57,10 +61,8 @@ class TorchRasterizer:
 
     def origin(self, t: Traffic) -> torch.Tensor:
         """(B, 2) world position [m] of the frame's top-left pixel."""
-        size = torch.tensor([self.width, self.height], device=t.x.device, dtype=torch.float32)
-        centre = torch.tensor(self.centering, device=t.x.device, dtype=torch.float32)
         ego = torch.stack([t.x[:, 0], t.y[:, 0]], -1)
-        return ego - centre * size / self.scaling
+        return ego - self.ego_offset
 
     def draw(self, t: Traffic) -> torch.Tensor:
         """(B, H, W) uint8 label map of every environment."""
@@ -190,7 +192,7 @@ def draw_boxes(
     cx = _q((t.x - origin[:, :1]) * sc)  # (B, N) box centre [px]
     cy = _q((t.y - origin[:, 1:]) * sc)
     # only the vehicles whose patch can reach the frame: (K,) env and slot indices
-    reach = float(patch.abs().max()) + 1.0  # [px]
+    reach = (math.isqrt(patch.shape[0]) - 1) / 2 + 1.0  # [px] half the square patch, + 1
     near = (cx > -reach) & (cx < w + reach) & (cy > -reach) & (cy < h + reach)
     env, slot = (((t.kind == IDM) | (t.kind == EGO)) & near).nonzero(as_tuple=True)
     cx, cy = cx[env, slot], cy[env, slot]  # (K,)

@@ -290,6 +290,7 @@ class IntersectionTraffic(RouteTraffic):
     def __init__(self, spec: Scenario, sim: dict[str, Any]) -> None:
         super().__init__(spec, sim)
         self.pool: Traffic | None = None
+        self._lane_tables: dict[torch.device, dict[str, torch.Tensor]] = {}
 
     def forget(self) -> None:
         self.pool = None
@@ -331,13 +332,27 @@ class IntersectionTraffic(RouteTraffic):
         _ego_speed_index(t, sim, discrete)
         return t
 
+    def _lanes(self, road: LaneTable) -> dict[str, torch.Tensor]:
+        """Lane tables of the arrivals and departures (made once per device)."""
+        device = road.x0.device
+        if device not in self._lane_tables:
+            indexes = road.indexes
+            self._lane_tables[device] = {
+                # _clear_vehicles: on a road from an inner "il" node to an outer "o" node
+                "exit": torch.tensor([("il" in a) and ("o" in b) for a, b, _ in indexes]),
+                "approach": torch.tensor([indexes.index((f"o{i}", f"ir{i}", 0)) for i in range(4)]),
+                "destination": torch.tensor([road.node(f"o{i}") for i in range(4)]),
+            }
+            self._lane_tables[device] = {
+                k: v.to(device) for k, v in self._lane_tables[device].items()
+            }
+        return self._lane_tables[device]
+
     def after_step(self, t: Traffic, sim: Simulator, gen: torch.Generator) -> None:
         road = sim.road
-        leaving_road = torch.tensor(
-            [("il" in a) and ("o" in b) for a, b, _ in road.indexes], device=t.x.device
-        )
         s, _ = road.coordinates_on(t.lane, t.x, t.y)
-        leaving = leaving_road[t.lane] & (s >= road.length[t.lane] - 4 * t.length)
+        exit_lane = self._lanes(road)["exit"][t.lane]
+        leaving = exit_lane & (s >= road.length[t.lane] - 4 * t.length)
         t.kind = torch.where(leaving & (t.kind == IDM), EMPTY, t.kind)
         self.spawn_vehicles(t, sim, gen, 0.0)
 
@@ -364,10 +379,8 @@ class IntersectionTraffic(RouteTraffic):
             end = (start + 1 + torch.randint(3, (k,), generator=gen, device=device)) % 4
         s = longitudinal + 5.0 + position_sd * torch.randn(k, generator=gen, device=device)
         speed = 8.0 + speed_sd * torch.randn(k, generator=gen, device=device)
-        approach = torch.tensor(
-            [road.indexes.index((f"o{i}", f"ir{i}", 0)) for i in range(4)], device=device
-        )
-        exits = torch.tensor([road.node(f"o{i}") for i in range(4)], device=device)
+        tables = self._lanes(road)
+        approach, exits = tables["approach"], tables["destination"]
         lane = approach[start]
         x, y = road.position(lane, s, torch.zeros_like(s))
         crowded = (

@@ -253,7 +253,7 @@ class NeighbourSearch:
 def _closest(gap: torch.Tensor, mask: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices along ``dim`` of the smallest ``gap >= 0`` and the largest ``gap < 0`` among
     ``mask``, -1 where there is none."""
-    inf = torch.tensor(float("inf"), device=gap.device)
+    inf = float("inf")
     best, front = torch.where(mask & (gap >= 0), gap, inf).min(dim)
     worst, rear = torch.where(mask & (gap < 0), gap, -inf).max(dim)
     return torch.where(best < inf, front, -1), torch.where(worst > -inf, rear, -1)
@@ -277,6 +277,9 @@ class Simulator:
         self.regulated = regulated  # highway-env's RegulatedRoad (the intersection's rules)
         self.lane_changes = bool((road.edge_lanes > 1).any())  # some road has two lanes or more
         self._coordinates: tuple | None = None  # (key, value) of coordinates()
+        device = road.x0.device  # constants made once, not sent to the device every frame
+        self.target_speeds = torch.tensor(self.driver.target_speeds, device=device)
+        self.conflict_times = torch.tensor(CONFLICT_TIMES, device=device)
 
     # ----------------------------------------------------------------- lane bookkeeping
     def coordinates(self, t: Traffic) -> tuple[torch.Tensor, torch.Tensor]:
@@ -368,7 +371,7 @@ class Simulator:
         self, t: Traffic, action: torch.Tensor, s_all: torch.Tensor, lat_all: torch.Tensor
     ) -> None:
         """MDPVehicle.act(meta-action) on slot 0: new target speed or target lane. (B,) long."""
-        speeds = torch.tensor(self.driver.target_speeds, device=t.x.device)
+        speeds = self.target_speeds
         v = t.speed[:, 0]
         x = (v - speeds[0]) / (speeds[-1] - speeds[0])
         current = torch.round(x * (len(speeds) - 1)).clamp(0, len(speeds) - 1).long()
@@ -631,7 +634,7 @@ class Simulator:
         steering and no acceleration, with Vehicle.step's clipping.
         """
         road = self.road
-        times = torch.tensor(CONFLICT_TIMES, device=t.x.device)
+        times = self.conflict_times
         s0, _ = road.coordinates_on(t.lane, t.x, t.y)  # (B, N)
         s = s0[..., None] + t.speed[..., None] * times  # (B, N, T)
         routed = t.destination >= 0
