@@ -87,6 +87,8 @@ class LaneTable:
     indexes: list[tuple[str, str, int]]  # highway-env lane indexes
     nodes: list[str]  # highway-env node names
     lanes: list[AbstractLane]  # highway-env's lanes (what the map camera draws)
+    sine_index: torch.Tensor  # (S,) long, the sine lanes
+    arc_index: torch.Tensor  # (A,) long, the circular lanes
     curved: bool  # any sine lane
     arcs: bool  # any circular lane
     along_x: bool  # every lane is a line along +x (highway, merge)
@@ -122,6 +124,18 @@ class LaneTable:
         """Lane heading [rad] at longitudinal ``s`` (highway-env's ``heading_at``)."""
         if self.along_x and not self.curved:
             return torch.zeros_like(s)
+        if lanes is None:  # every lane: the sine and arc terms only on the lanes that have them
+            heading = self.heading0.expand_as(s).clone()
+            if self.curved:
+                i = self.sine_index
+                a, w, p = self.amp[i], self.puls[i], self.phase[i]
+                heading[..., i] += torch.atan(a * w * torch.cos(w * s[..., i] + p))
+            if self.arcs:
+                i = self.arc_index
+                turn = self.turn[i]
+                arc = turn * s[..., i] / self.radius[i] + self.phase0[i] + turn * (math.pi / 2)
+                heading[..., i] = arc
+            return heading
         g = self._get
         heading = g("heading0", lanes)
         if self.curved:
@@ -143,6 +157,8 @@ class LaneTable:
         else:
             dx, dy = g("dx", lanes), g("dy", lanes)
             s, lat = rx * dx + ry * dy, ry * dx - rx * dy
+        if lanes is None and (self.curved or self.arcs):
+            return self._local_curves(x, y, s, lat)
         if self.curved:
             lat = lat - g("amp", lanes) * torch.sin(g("puls", lanes) * s + g("phase", lanes))
         if self.arcs:
@@ -152,6 +168,24 @@ class LaneTable:
             arc = g("kind", lanes) == ARC
             s = torch.where(arc, turn * (phi - start) * radius, s)
             lat = torch.where(arc, turn * (radius - torch.hypot(ex, ey)), lat)
+        return s, lat
+
+    def _local_curves(
+        self, x: torch.Tensor, y: torch.Tensor, s: torch.Tensor, lat: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_local` on every lane: the lines' ``s``, ``lat`` corrected on the sine lanes
+        and replaced on the arcs, each computed on those lanes only."""
+        s, lat = s.clone(), lat.clone()
+        if self.curved:
+            i = self.sine_index
+            lat[..., i] -= self.amp[i] * torch.sin(self.puls[i] * s[..., i] + self.phase[i])
+        if self.arcs:
+            i = self.arc_index
+            ex, ey = x[..., 0:1] - self.cx[i], y[..., 0:1] - self.cy[i]
+            start, turn, radius = self.phase0[i], self.turn[i], self.radius[i]
+            phi = start + wrap_to_pi(torch.atan2(ey, ex) - start)
+            s[..., i] = turn * (phi - start) * radius
+            lat[..., i] = turn * (radius - torch.hypot(ex, ey))
         return s, lat
 
     def coordinates(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -327,6 +361,12 @@ def lane_table(network: RoadNetwork, device: torch.device | str = "cpu") -> Lane
         indexes=indexes,
         nodes=nodes,
         lanes=lanes,
+        sine_index=torch.tensor(
+            [k for k, row in enumerate(rows) if row["amp"] != 0], dtype=i64, device=device
+        ),
+        arc_index=torch.tensor(
+            [k for k, row in enumerate(rows) if row["kind"] == ARC], dtype=i64, device=device
+        ),
         curved=any(row["amp"] != 0 for row in rows),
         arcs=any(row["kind"] == ARC for row in rows),
         along_x=along_x,

@@ -423,9 +423,9 @@ class Simulator:
                 t.steering[:, 0] = lo + (a[:, 1] + 1) * (hi - lo) / 2
 
         on_all = road.on_lane(s_all, lat_all, margin=1.0) & t.alive[..., None]  # (B, N, L)
-        # with lane changes, MOBIL asks about side lanes: one table for every lane; else only
-        # the current and target lanes are asked about, query by query
-        near = NeighbourSearch(t, s_all, on_all, table=self.lane_changes, along_x=road.along_x)
+        # on a road along +x one sort by x answers for every lane, where MOBIL's side lanes are
+        # asked about too; elsewhere (few vehicles) query by query is cheaper
+        near = NeighbourSearch(t, s_all, on_all, table=road.along_x, along_x=road.along_x)
         if self.lane_changes:
             self.change_lane_policy(t, is_idm, s_all, lat_all, near)
         else:  # one lane per road: MOBIL has nowhere to go, only its timer runs
