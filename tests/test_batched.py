@@ -141,7 +141,7 @@ def _positions(core: BatchedDrive) -> np.ndarray:
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_raster_agrees_with_envs_raster(scenario: str) -> None:
-    """Same labels as the highway-env backend's camera for the same state, along a drive
+    """The highway-env backend's frame, pixel for pixel, for the same state, along a drive
     (merge: past the ramp)."""
     ramp_seen = False
     for seed, size in [(0, (64, 64)), (1, (48, 80)), (2, (96, 96))]:
@@ -150,7 +150,9 @@ def test_raster_agrees_with_envs_raster(scenario: str) -> None:
             core.traffic = import_state(ref.sim, core.road, core.traffic_spec.n_slots())
             labels = core.raster.draw(core.traffic)[0].numpy()
             agree = (labels == info["road_labels"]).mean()
-            assert agree > 0.99, f"{scenario} {size} step {step}: only {agree:.3f} agree"
+            # the same frame: the same road layer (per frame on the highway, from one RoadMap
+            # elsewhere) and cv2's own fill rule for every box, cut by the frame edge or not
+            assert agree == 1.0, f"{scenario} {size} step {step}: only {agree:.4f} agree"
             for name in ("road", "lane_marking", "vehicle", "ego"):
                 mine = (labels == CLASS_ID[name]).any()
                 assert mine == (info["road_labels"] == CLASS_ID[name]).any(), name

@@ -18,9 +18,11 @@ import torch
 from gymnasium import spaces
 
 from envs.batched import contract
+from envs.batched.raster_map import MapRasterizer
 from envs.batched.render import TorchRasterizer, lidar
 from envs.batched.scenarios import BATCHED, BatchedScenario
 from envs.batched.sim import EGO, IDM, ROUTE_HOPS, Simulator, Traffic
+from envs.camera import road_map as camera_map
 from envs.configuration import ConfigError, build, check, closest
 from envs.contract import DISCRETE_ACTIONS, REWARD_TERMS, action_space, observation_space
 from envs.contract import sensor_groups as group_sensors
@@ -104,14 +106,12 @@ class BatchedDrive:
             regulated=self.traffic_spec.regulated,
         )
         h, w = cfg.camera_size
-        if self.road.along_x:  # the exact camera of roads along +x
-            self.raster = TorchRasterizer(self.road, h, w, w / cfg.view, self.scenario.centering)
-        else:  # any other road: drawn once into a map, cropped per frame
-            from envs.batched.raster_map import MapRasterizer
-
-            self.raster = MapRasterizer(
-                self.road.lanes, h, w, w / cfg.view, self.scenario.centering, self.device
-            )
+        scaling, centering = w / cfg.view, self.scenario.centering
+        road_map = camera_map(self.road.lanes, scaling)  # as the highway-env backend draws it
+        if road_map is None:  # straight roads along +x, traced per frame
+            self.raster = TorchRasterizer(self.road, h, w, scaling, centering)
+        else:  # drawn once into a map, cropped per frame
+            self.raster = MapRasterizer(road_map, h, w, scaling, centering, self.device)
         self.sensor_names = sensor_names(cfg)
         self.sensor_groups = group_sensors(self.sensor_names)
         self.action_dim = len(DISCRETE_ACTIONS) if self.discrete else 2

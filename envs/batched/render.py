@@ -115,7 +115,7 @@ class TorchRasterizer:
 
         # vehicles then the ego, scattered from pixel patches
         flat = torch.cat([labels.reshape(-1), labels.new_zeros(1)])  # last cell: a sink
-        draw_boxes(flat, t, origin, self.patch, (h, self.width), sc)
+        draw_boxes(flat, t, origin, self.patch, (h, self.width), sc, exact=True)
         return flat[:-1].reshape(labels.shape)
 
     @staticmethod

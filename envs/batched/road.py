@@ -29,6 +29,7 @@ import torch
 from highway_env.road.lane import AbstractLane, CircularLane, LineType, SineLane, StraightLane
 from highway_env.road.road import RoadNetwork
 
+from envs.camera import along_x
 from envs.scenarios import STRIPE_LENGTH, STRIPE_SPACING, lane_samples, turn_of
 
 VEHICLE_LENGTH = AbstractLane.VEHICLE_LENGTH  # [m] lane end margins of highway-env
@@ -338,10 +339,8 @@ def lane_table(network: RoadNetwork, device: torch.device | str = "cpu") -> Lane
         return torch.tensor([r[key] for r in rows], dtype=dtype, device=device)
 
     f, i64 = torch.float32, torch.long
-    along_x = all(
-        isinstance(lane, StraightLane) and np.allclose(lane.direction, [1.0, 0.0]) for lane in lanes
-    )
-    trace = _trace(lanes) if along_x else _trace([])
+    straight_x = along_x(lanes)
+    trace = _trace(lanes) if straight_x else _trace([])
     return LaneTable(
         **{k: col(k, f) for k in ("x0", "y0", "dx", "dy", "heading0", "amp", "puls", "phase")},
         **{k: col(k, f) for k in ("cx", "cy", "radius", "phase0", "turn", "length", "width")},
@@ -369,7 +368,7 @@ def lane_table(network: RoadNetwork, device: torch.device | str = "cpu") -> Lane
         ),
         curved=any(row["amp"] != 0 for row in rows),
         arcs=any(row["kind"] == ARC for row in rows),
-        along_x=along_x,
+        along_x=straight_x,
     )
 
 
