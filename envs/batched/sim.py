@@ -613,7 +613,10 @@ class Simulator:
         hi, hj = t.heading[env, i], t.heading[env, j]
         ahead_of_i = torch.cos(hi) * dx + torch.sin(hi) * dy  # v_i.front_distance_to(v_j)
         ahead_of_j = -(torch.cos(hj) * dx + torch.sin(hj) * dy)  # v_j.front_distance_to(v_i)
-        i_yields = (prio_i < prio_j) | ((prio_i == prio_j) & (ahead_of_i > ahead_of_j))
+        # on a tie highway-env's v2 (the later of the pair in road.vehicles) yields
+        i_first = t.road_order[env, i] < t.road_order[env, j]
+        behind = torch.where(i_first, ahead_of_i > ahead_of_j, ahead_of_i >= ahead_of_j)
+        i_yields = (prio_i < prio_j) | ((prio_i == prio_j) & behind)
         stop = torch.zeros_like(t.yielding)
         stop[env[conflict & i_yields], i[conflict & i_yields]] = True
         stop[env[conflict & ~i_yields], j[conflict & ~i_yields]] = True
