@@ -116,7 +116,8 @@ def trajectory_error(
         ref = gym.make(REFERENCE_IDS[scenario], action=action, **options).unwrapped
         ref.reset(seed=seed)
         core = BatchedDrive(scenario=scenario, action=action, **options)
-        core.restart_from(import_state(ref.sim, core.road, core.traffic_spec.n_slots()))
+        n = core.traffic_spec.n_slots()
+        core.restart_from(import_state(ref.sim, core.road, n, ref.destination))
         road = ref.sim.road
         listed = _listed(ref.sim)
         n = len(listed)
@@ -400,7 +401,9 @@ def paired_transfer(
         for s in range(seed, seed + episodes):
             rows["batched"].append(_run_gym(own, policy, s))
             ref.reset(seed=s)
-            start = import_state(ref.unwrapped.sim, core.road, core.traffic_spec.n_slots())
+            start = import_state(
+                ref.unwrapped.sim, core.road, core.traffic_spec.n_slots(), ref.unwrapped.destination
+            )
             rows["batched_same_start"].append(_run_batched_from(core, start, policy))
             rows["highway_env"].append(_run_gym(ref, policy, s))
             RoadObject._is_colliding = overlap_only

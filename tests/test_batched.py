@@ -129,7 +129,8 @@ def _imported(scenario: str, seed: int, steps: int = 0, **options):
     for _ in range(steps):
         obs, _, _, _, info = ref.step(ref.idle_action)
     core = BatchedDrive(scenario=scenario, **options)
-    core.restart_from(import_state(ref.sim, core.road, core.traffic_spec.n_slots()))
+    n = core.traffic_spec.n_slots()
+    core.restart_from(import_state(ref.sim, core.road, n, ref.destination))
     return ref, core, obs, info
 
 

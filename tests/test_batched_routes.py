@@ -16,6 +16,7 @@ from envs.batched import BatchedDrive
 from envs.batched.road import lane_table
 from envs.batched.scenarios import BATCHED, export_positions, import_state
 from envs.batched.sim import EMPTY, IDM
+from envs.configuration import ConfigError
 from envs.scenarios import SCENARIOS
 
 ROUTES = ("roundabout", "intersection")
@@ -84,7 +85,9 @@ def _compare_frames(name: str, seed: int, frames: int, action: int = 1) -> tuple
     ref = gym.make(envs.env_id(name), **_no_arrivals(name)).unwrapped
     ref.reset(seed=seed)
     core = BatchedDrive(scenario=name, **_no_arrivals(name))
-    core.restart_from(import_state(ref.sim, core.road, core.traffic_spec.n_slots()))
+    core.restart_from(
+        import_state(ref.sim, core.road, core.traffic_spec.n_slots(), ref.destination)
+    )
     sim = ref.sim
     fps = sim.config["simulation_frequency"]
     ego = sim.vehicle
@@ -135,18 +138,25 @@ def test_roundabout_lane_changes_and_speeds_match_highway_env(action: int) -> No
 
 
 @pytest.mark.parametrize("name", ROUTES)
-def test_route_sensors_and_arrival_match_highway_env(name: str) -> None:
-    """Turn, look-ahead point, rewards and the end of each episode, step by step."""
+@pytest.mark.parametrize("action", ["discrete", "continuous"])
+def test_route_sensors_and_arrival_match_highway_env(name: str, action: str) -> None:
+    """Turn, look-ahead point, rewards and the end of each episode, step by step (a
+    continuous-action ego has no route of its own: its exit is imported from the env)."""
+    act = 3 if action == "discrete" else np.array([0.0, 0.3], np.float32)
     for seed in range(4):
-        ref = gym.make(envs.env_id(name), **_no_arrivals(name)).unwrapped
+        ref = gym.make(envs.env_id(name), action=action, **_no_arrivals(name)).unwrapped
         obs, _ = ref.reset(seed=seed)
-        core = BatchedDrive(scenario=name, **_no_arrivals(name))
-        core.restart_from(import_state(ref.sim, core.road, core.traffic_spec.n_slots()))
+        core = BatchedDrive(scenario=name, action=action, **_no_arrivals(name))
+        core.restart_from(
+            import_state(ref.sim, core.road, core.traffic_spec.n_slots(), ref.destination)
+        )
         sensors = core.observe()[1][0].numpy()
         for _ in range(20):
             np.testing.assert_allclose(sensors, obs["sensors"], atol=0.02)
-            obs, reward, terminated, truncated, info = ref.step(3)
-            out = core.step(torch.tensor([3]))
+            obs, reward, terminated, truncated, info = ref.step(act)
+            out = core.step(
+                torch.as_tensor(act)[None] if action == "continuous" else torch.tensor([act])
+            )
             sensors = out.sensors[0].numpy()
             assert abs(float(out.reward[0]) - reward) < 1e-3
             assert bool(out.terminated[0]) == terminated and bool(out.truncated[0]) == truncated
@@ -258,3 +268,25 @@ def test_intersection_initial_states_are_seeded() -> None:
     assert torch.equal(starts(3), starts(3))
     assert not torch.equal(starts(3), starts(4))
     assert BATCHED["intersection"].regulated and not BATCHED["roundabout"].regulated
+
+
+def test_intersection_settings_and_their_limits() -> None:
+    """The initial traffic ignores spawn_probability (highway-env spawns it at its own 0.6);
+    more initial traffic or arrivals get more slots; a simulation rate below the rules' clock
+    is refused before anything runs; the core runs under torch.inference_mode."""
+    counts = {}
+    for p in (0.0, 1.0):
+        core = BatchedDrive(scenario="intersection", num_envs=64, sim={"spawn_probability": p})
+        core.seed(0)
+        core.reset()
+        counts[p] = float((core.traffic.kind == IDM).sum(1).float().mean())
+    assert abs(counts[0.0] - counts[1.0]) < 1.0 and counts[0.0] > 3.0, counts
+    busy = BatchedDrive(scenario="intersection", sim={"initial_vehicle_count": 50})
+    assert busy.traffic_spec.n_slots() >= 50
+    with pytest.raises(ConfigError, match="simulation_frequency"):
+        BatchedDrive(scenario="intersection", sim={"simulation_frequency": 1})
+    with torch.inference_mode():
+        core = BatchedDrive(scenario="roundabout", num_envs=4)
+        core.reset()
+        out = core.step(torch.ones(4, dtype=torch.long))
+    assert out.sensors.shape[0] == 4

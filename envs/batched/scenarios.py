@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from highway_env.envs.intersection_env import IntersectionEnv
 from highway_env.vehicle.controller import MDPVehicle
 from highway_env.vehicle.objects import Obstacle
 
@@ -33,12 +35,13 @@ from envs.batched.sim import (
     LANE_CHANGE_DELAY,
     LENGTH,
     OBSTACLE,
+    REGULATION_FREQUENCY,
     WIDTH,
     DriverModel,
     Simulator,
     Traffic,
 )
-from envs.configuration import build
+from envs.configuration import build, check
 from envs.scenarios import SCENARIOS, RouteScenario, Scenario
 
 
@@ -269,8 +272,15 @@ class IntersectionTraffic(RouteTraffic):
         initial_vehicle_count: int  # spawn attempts before the warm-up, plus one
 
     regulated = True
-    SLOTS = 16  # highway-env's intersection held at most 13 vehicles in 40 episodes
+    SLOTS = (
+        16  # at the defaults: highway-env's intersection held at most 13 vehicles in 40 episodes
+    )
     WARM_UP = 3  # [s] simulated before the ego is placed
+    # _make_vehicles spawns the initial traffic at _spawn_vehicle's own default probability,
+    # whatever the spawn_probability setting (which only the arrivals after each step follow)
+    INITIAL_PROBABILITY = float(
+        inspect.signature(IntersectionEnv._spawn_vehicle).parameters["spawn_probability"].default
+    )
     CLEAR_GAP = 15.0  # [m] a new vehicle needs this much room from every other
     EGO_CLEARANCE = 20.0  # [m] vehicles this close to the ego are removed at the start
 
@@ -283,12 +293,21 @@ class IntersectionTraffic(RouteTraffic):
         )
 
     def n_slots(self) -> int:
-        return self.SLOTS
+        """:data:`SLOTS` at the default settings, more for more initial traffic or arrivals."""
+        extra_initial = max(0, self.settings.initial_vehicle_count - 10)
+        extra_arrivals = math.ceil(20 * max(0.0, self.settings.spawn_probability - 0.6))
+        return self.SLOTS + extra_initial + extra_arrivals
 
-    POOL = 256  # initial states made at once (their 3 s warm-up is one batched run)
+    POOL = 256  # initial states made at once, at most (their 3 s warm-up is one batched run)
 
     def __init__(self, spec: Scenario, sim: dict[str, Any]) -> None:
         super().__init__(spec, sim)
+        check(
+            self.settings.simulation_frequency >= REGULATION_FREQUENCY,
+            f"sim.simulation_frequency: {self.settings.simulation_frequency} Hz is below the "
+            f"intersection's rules, enforced {REGULATION_FREQUENCY} times a second; use at "
+            f"least {REGULATION_FREQUENCY} Hz",
+        )
         self.pool: Traffic | None = None
         self._lane_tables: dict[torch.device, dict[str, torch.Tensor]] = {}
 
@@ -296,9 +315,10 @@ class IntersectionTraffic(RouteTraffic):
         self.pool = None
 
     def spawn(self, k: int, sim: Simulator, gen: torch.Generator, discrete: bool) -> Traffic:
-        """``k`` initial states, taken from a pool made :data:`POOL` at a time."""
+        """``k`` initial states, taken from a pool made up to :data:`POOL` at a time (16 per
+        environment asked for, so a single env does not warm up 256 starts to use one)."""
         if self.pool is None or len(self.pool.x) < k:
-            fresh = self._make(max(k, self.POOL), sim, gen, discrete)
+            fresh = self._make(max(k, min(self.POOL, 16 * k)), sim, gen, discrete)
             self.pool = fresh if self.pool is None else _concat(self.pool, fresh)
         pool = self.pool
         out = pool.select(torch.arange(k, device=pool.x.device))
@@ -310,7 +330,7 @@ class IntersectionTraffic(RouteTraffic):
         t = empty_traffic(k, self.n_slots(), device)
         count = self.settings.initial_vehicle_count
         for s0 in np.linspace(0, 80, count)[:-1]:
-            self.spawn_vehicles(t, sim, gen, float(s0))
+            self.spawn_vehicles(t, sim, gen, float(s0), self.INITIAL_PROBABILITY)
         dt = 1.0 / self.settings.simulation_frequency
         for _ in range(self.WARM_UP * self.settings.simulation_frequency):
             sim.step(t, dt)
@@ -500,14 +520,18 @@ def _ego_speed_index(t: Traffic, sim: Simulator, discrete: bool) -> None:
         t.target_speed[:, 0] = 0.0
 
 
-def import_state(sim_env: Any, road: LaneTable, n: int | None = None) -> Traffic:
+def import_state(
+    sim_env: Any, road: LaneTable, n: int | None = None, destination: str | None = None
+) -> Traffic:
     """Traffic (B=1) copied from a highway-env environment's current state (ego first).
 
     Copies position, heading, speed, lanes, targets, IDM exponent, MOBIL timer, held action,
     crash flag, pending impact, rank in the road's collision order, route (its destination,
     whether it is still on its first lane), yielding state and the road's rule clock of every
     vehicle and obstacle, so both simulators can run from one state. The ego goes into slot 0
-    wherever it is in highway-env's list.
+    wherever it is in highway-env's list. ``destination``: the ego's exit node where its
+    vehicle has no route to read it from (a continuous-action ego is a plain ``Vehicle``; the
+    highway-env backend's ``DriveEnv.destination``).
     """
     ego = sim_env.vehicle
     vehicles = [ego] + [v for v in sim_env.road.vehicles if v is not ego]
@@ -545,6 +569,8 @@ def import_state(sim_env: Any, road: LaneTable, n: int | None = None) -> Traffic
             t.destination[0, i] = road.node(route[-1][1])
             t.route_lock[0, i] = route[0][2] is not None
         t.yielding[0, i] = bool(getattr(v, "is_yielding", False))
+        if i == 0 and not route and destination is not None:
+            t.destination[0, 0] = road.node(destination)
         if i == 0:
             t.kind[0, i] = EGO
             if isinstance(v, MDPVehicle):

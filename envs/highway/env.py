@@ -299,6 +299,11 @@ class DriveEnv(gym.Env):
         end_lane = network.graph[self._route[-1][0]][self._route[-1][1]][0]
         self._turn = turn_of(self.ego.lane.heading_at(0.0), end_lane.heading_at(end_lane.length))
 
+    @property
+    def destination(self) -> str | None:
+        """The episode's exit node (route scenarios; None otherwise)."""
+        return self._destination
+
     def _route_ahead(self, ahead: float) -> tuple[float, float]:
         """The route's centre point ``ahead`` [m] further along, in the ego frame [m]."""
         ego = self.ego
