@@ -24,7 +24,7 @@ from highway_env.vehicle.objects import RoadObject
 
 import envs
 from envs.batched import BatchedDrive, BatchedDriveVecEnv
-from envs.batched.scenarios import import_state
+from envs.batched.scenarios import import_state, slot_order
 from envs.batched.sim import EGO, IDM
 from envs.contract import idle_action
 
@@ -55,12 +55,6 @@ def _recording(step: Callable, snapshot: Callable[[], Frame], out: list[Frame]) 
         return result
 
     return recorded
-
-
-def _listed(sim: Any) -> list[Any]:
-    """A highway-env road's vehicles then objects, the ego first (``import_state``'s slots)."""
-    road, ego = sim.road, sim.vehicle
-    return [ego] + [v for v in road.vehicles if v is not ego] + list(road.objects)
 
 
 def _reference_frame(listed: list[Any]) -> Frame:
@@ -119,7 +113,7 @@ def trajectory_error(
         n = core.traffic_spec.n_slots()
         core.restart_from(import_state(ref.sim, core.road, n, ref.destination))
         road = ref.sim.road
-        listed = _listed(ref.sim)
+        listed = slot_order(ref.sim)
         n = len(listed)
         ref_frames: list[Frame] = []
         mine_frames: list[Frame] = []

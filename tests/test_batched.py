@@ -12,7 +12,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 import envs
 from envs import BATCHED_IDS, ConfigError
 from envs.batched.env import BatchedDrive, BatchedDriveVecEnv
-from envs.batched.scenarios import export_positions, import_state
+from envs.batched.scenarios import export_positions, import_state, slot_order
 from envs.batched.sim import EGO, IDM, NeighbourSearch
 from envs.contract import CLASS_ID, PALETTE
 
@@ -261,9 +261,7 @@ def test_neighbour_search_matches_highway_env(scenario: str) -> None:
         core = BatchedDrive(scenario=scenario)
         for step in range(4):
             t = import_state(ref.sim, core.road, core.traffic_spec.n_slots())
-            vehicles = [ref.sim.vehicle]
-            vehicles += [v for v in ref.sim.road.vehicles if v is not ref.sim.vehicle]
-            vehicles += list(ref.sim.road.objects)
+            vehicles = slot_order(ref.sim)
             slot_of = {id(v): i for i, v in enumerate(vehicles)}
             s, lat = core.road.coordinates(t.x, t.y)
             on = core.road.on_lane(s, lat, margin=1.0) & t.alive[..., None]
@@ -277,11 +275,11 @@ def test_neighbour_search_matches_highway_env(scenario: str) -> None:
                 for index in core.road.indexes:
                     pair = ref.sim.road.neighbour_vehicles(vehicles[i], index)
                     expected.append([-1 if v is None else slot_of[id(v)] for v in pair])
-            for table in (True, False):  # a table of all lanes, or query by query
-                near = NeighbourSearch(t, s, on, table=table, along_x=core.road.along_x)
-                front, rear = near(env, slot, lane)
+            # query by query, and (roads along +x) from one sort by x
+            for by_x in {False, core.road.along_x}:
+                front, rear = NeighbourSearch(t, s, on, by_x=by_x)(env, slot, lane)
                 found = torch.stack([front, rear], 1)
-                assert torch.equal(found, torch.tensor(expected)), (step, table)
+                assert torch.equal(found, torch.tensor(expected)), (step, by_x)
             _, _, terminated, truncated, _ = ref.step(1)
             if terminated or truncated:
                 break

@@ -17,7 +17,7 @@ import envs  # noqa: F401  (registers the ids)
 from envs.batched.raster_map import MapRasterizer
 from envs.batched.render import TorchRasterizer, box_patch, draw_boxes
 from envs.batched.road import lane_table
-from envs.batched.scenarios import empty_traffic
+from envs.batched.scenarios import empty_traffic, slot_order
 from envs.batched.sim import EGO, IDM, Traffic
 from envs.camera import Rasterizer, vehicle_corners
 from envs.contract import CLASS_ID
@@ -34,7 +34,7 @@ def _threads():
 def _snapshot(sim) -> np.ndarray:
     """(N, 5) x, y [m], heading [rad], length, width [m] of the ego, then of the other vehicles
     of the road (what the OpenCV camera draws; its objects are not drawn)."""
-    vehicles = [sim.vehicle] + [v for v in sim.road.vehicles if v is not sim.vehicle]
+    vehicles = [v for v in slot_order(sim) if v in sim.road.vehicles]
     return np.array([[*v.position, v.heading, v.LENGTH, v.WIDTH] for v in vehicles])
 
 

@@ -112,15 +112,6 @@ class LaneTable:
         value = getattr(self, name)
         return value if lanes is None else value[lanes]
 
-    def centre(self, lanes: torch.Tensor | None, s: torch.Tensor) -> torch.Tensor:
-        """Centre-line ordinate [m] of lines along +x (``along_x`` roads only)."""
-        if not self.curved:
-            return (self.y0 if lanes is None else self.y0[lanes]).expand_as(s)
-        g = self._get
-        return g("y0", lanes) + g("amp", lanes) * torch.sin(
-            g("puls", lanes) * s + g("phase", lanes)
-        )
-
     def heading_at(self, lanes: torch.Tensor | None, s: torch.Tensor) -> torch.Tensor:
         """Lane heading [rad] at longitudinal ``s`` (highway-env's ``heading_at``)."""
         if self.along_x and not self.curved:

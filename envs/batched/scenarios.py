@@ -272,9 +272,7 @@ class IntersectionTraffic(RouteTraffic):
         initial_vehicle_count: int  # spawn attempts before the warm-up, plus one
 
     regulated = True
-    SLOTS = (
-        16  # at the defaults: highway-env's intersection held at most 13 vehicles in 40 episodes
-    )
+    SLOTS = 16  # at the defaults: never full while an episode runs (tests/test_batched_routes.py)
     WARM_UP = 3  # [s] simulated before the ego is placed
     # _make_vehicles spawns the initial traffic at _spawn_vehicle's own default probability,
     # whatever the spawn_probability setting (which only the arrivals after each step follow)
@@ -357,14 +355,14 @@ class IntersectionTraffic(RouteTraffic):
         device = road.x0.device
         if device not in self._lane_tables:
             indexes = road.indexes
-            self._lane_tables[device] = {
+            tables = {
                 # _clear_vehicles: on a road from an inner "il" node to an outer "o" node
-                "exit": torch.tensor([("il" in a) and ("o" in b) for a, b, _ in indexes]),
-                "approach": torch.tensor([indexes.index((f"o{i}", f"ir{i}", 0)) for i in range(4)]),
-                "destination": torch.tensor([road.node(f"o{i}") for i in range(4)]),
+                "exit": [("il" in a) and ("o" in b) for a, b, _ in indexes],
+                "approach": [indexes.index((f"o{i}", f"ir{i}", 0)) for i in range(4)],
+                "destination": [road.node(f"o{i}") for i in range(4)],
             }
             self._lane_tables[device] = {
-                k: v.to(device) for k, v in self._lane_tables[device].items()
+                k: torch.tensor(v, device=device) for k, v in tables.items()
             }
         return self._lane_tables[device]
 
@@ -520,6 +518,13 @@ def _ego_speed_index(t: Traffic, sim: Simulator, discrete: bool) -> None:
         t.target_speed[:, 0] = 0.0
 
 
+def slot_order(sim_env: Any) -> list[Any]:
+    """A highway-env environment's vehicles then objects, the ego first: the slots of
+    :func:`import_state` (the ego goes into slot 0 wherever it is in highway-env's list)."""
+    ego = sim_env.vehicle
+    return [ego] + [v for v in sim_env.road.vehicles if v is not ego] + list(sim_env.road.objects)
+
+
 def import_state(
     sim_env: Any, road: LaneTable, n: int | None = None, destination: str | None = None
 ) -> Traffic:
@@ -533,9 +538,7 @@ def import_state(
     vehicle has no route to read it from (a continuous-action ego is a plain ``Vehicle``; the
     highway-env backend's ``DriveEnv.destination``).
     """
-    ego = sim_env.vehicle
-    vehicles = [ego] + [v for v in sim_env.road.vehicles if v is not ego]
-    vehicles += list(sim_env.road.objects)
+    vehicles = slot_order(sim_env)
     # Road.step's collision order: road.vehicles then road.objects, whatever the slots
     listed = list(sim_env.road.vehicles) + list(sim_env.road.objects)
     order = {id(v): k for k, v in enumerate(listed)}
@@ -584,7 +587,5 @@ def import_state(
 def export_positions(sim_env: Any) -> np.ndarray:
     """(N, 2) positions [m] of a highway-env road's vehicles then objects, the ego first (the
     slot order of :func:`import_state`)."""
-    ego = sim_env.vehicle
-    vehicles = [ego] + [v for v in sim_env.road.vehicles if v is not ego]
-    vehicles += list(sim_env.road.objects)
+    vehicles = slot_order(sim_env)
     return np.array([v.position for v in vehicles], dtype=float)

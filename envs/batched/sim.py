@@ -9,15 +9,17 @@ The behaviour models and their parameter values are highway-env's, read from its
   speed and steering controllers); under continuous actions: ``ContinuousAction``'s mapping
   (acceleration and steering ranges) held for the policy period;
 - every vehicle: ``Vehicle.step``'s kinematic bicycle model with its action clipping; the lane
-  is the closest one by highway-env's distance-with-heading; collisions are the separating-axis
-  test of ``utils.are_polygons_intersecting`` between oriented boxes.
+  is the closest one by highway-env's distance-with-heading; routes to destination nodes
+  (``follow_road`` along the road's route table); collisions and impacts are ``Road.step``'s
+  (:mod:`envs.batched.collision`);
+- the intersection: ``RegulatedRoad``'s priorities and yielding
+  (:meth:`Simulator.enforce_road_rules`).
 
 State is a set of (B, N) tensors (:class:`Traffic`); slot 0 is the ego. Nothing in a step loops
-over environments or vehicles. Leaders and followers come from one sort by x per environment
-(O(B N L) after it, not (B, N, N, L)); the rules that concern few vehicles at a time (MOBIL for
-those whose timer fires, the abort rule and target-lane IDM for lane changes under way, the
-exact box test for pairs closer than their half diagonals) run on those (K,) vehicles only,
-picked with ``nonzero`` (a host sync on a GPU).
+over environments or vehicles. Leaders and followers come from :class:`NeighbourSearch`; the
+rules that concern few vehicles at a time (MOBIL for those whose timer fires, the abort rule and
+target-lane IDM for lane changes under way, the exact box tests, the rules' pairs) run on those
+(K,) vehicles only, picked with ``nonzero`` (a host sync on a GPU).
 """
 
 from __future__ import annotations
@@ -120,6 +122,38 @@ class Traffic:
         return self.kind != EMPTY
 
 
+def clip_action(
+    speed: torch.Tensor, steering: torch.Tensor, acceleration: torch.Tensor, crashed: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Vehicle.clip_actions: a crashed vehicle brakes to a stop with its wheels straight, and
+    the speed is held within MIN_SPEED..MAX_SPEED. Returns (steering, acceleration)."""
+    steer = torch.where(crashed, 0.0, steering)
+    acc = torch.where(crashed, -speed, acceleration)
+    acc = torch.where(speed > MAX_SPEED, torch.minimum(acc, MAX_SPEED - speed), acc)
+    acc = torch.where(speed < MIN_SPEED, torch.maximum(acc, MIN_SPEED - speed), acc)
+    return steer, acc
+
+
+def bicycle(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    heading: torch.Tensor,
+    speed: torch.Tensor,
+    steering: torch.Tensor,
+    acceleration: torch.Tensor,
+    length: torch.Tensor,
+    dt: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Vehicle.step's kinematic bicycle model over ``dt`` [s]: the new (x, y, heading, speed)."""
+    beta = torch.atan(0.5 * torch.tan(steering))
+    return (
+        x + speed * torch.cos(heading + beta) * dt,
+        y + speed * torch.sin(heading + beta) * dt,
+        heading + speed * torch.sin(beta) / (length / 2) * dt,
+        speed + acceleration * dt,
+    )
+
+
 def not_zero(x: torch.Tensor, eps: float = 1e-2) -> torch.Tensor:
     """highway-env's utils.not_zero."""
     return torch.where(x.abs() > eps, x, torch.where(x >= 0, eps, -eps))
@@ -185,21 +219,17 @@ class NeighbourSearch:
     ``s_j < s_i`` (between vehicles at exactly the same ``s`` highway-env takes its list's
     last; here one of them). Two ways, same answers:
 
-    - ``table=True``: every vehicle on every lane at once, when many lanes are asked about
-      (MOBIL's side lanes): one sort by x for roads along +x, O(B N L) after it; all pairs for
-      few slots, O(B N^2 L); else a sort by ``s`` on each lane;
-    - ``table=False``: query by query, O(Q N), when only the current and target lanes are.
+    - ``by_x=True`` (roads along +x: the order by ``s`` on every lane is the order by x):
+      every vehicle on every lane from one sort by x, O(B N L) after it, looked up after;
+    - ``by_x=False``: query by query, O(Q N) each (measured faster than sorting on every lane
+      for the few vehicles of the other scenarios).
     """
 
-    PAIRWISE_SLOTS = 8  # up to this many slots, all pairs beat N-element sorts
-
-    def __init__(
-        self, t: Traffic, s_all: torch.Tensor, on_all: torch.Tensor, table: bool, along_x: bool
-    ) -> None:
+    def __init__(self, t: Traffic, s_all: torch.Tensor, on_all: torch.Tensor, by_x: bool) -> None:
         self.s_all, self.on_all = s_all, on_all
         self.front = self.rear = None
-        if table:
-            self.front, self.rear = self._table(t, along_x)
+        if by_x:
+            self.front, self.rear = self._table(t)
 
     def __call__(
         self, env: torch.Tensor, slot: torch.Tensor, lane: torch.Tensor
@@ -223,21 +253,14 @@ class NeighbourSearch:
         slot = torch.arange(n, device=lanes.device).repeat(b)
         return self(env, slot, lanes.reshape(-1))[0].reshape(b, n)
 
-    def _table(self, t: Traffic, along_x: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        s, on = self.s_all, self.on_all
-        b, n, lanes = s.shape
-        if not along_x and n <= self.PAIRWISE_SLOTS:
-            gap = s[:, None, :, :] - s[:, :, None, :]  # (B, i, j, L): s_j - s_i
-            other = ~torch.eye(n, dtype=torch.bool, device=s.device)[None, :, :, None]
-            return _closest(gap, on[:, None] & other, 2)
-        # on every lane, the next on-lane vehicle after a vehicle in the order by s is its
+    def _table(self, t: Traffic) -> tuple[torch.Tensor, torch.Tensor]:
+        on = self.on_all
+        b, n, lanes = on.shape
+        # on every lane, the next on-lane vehicle after a vehicle in the order by x is its
         # leader and the previous one its follower
-        if along_x:  # one order by x for every lane
-            order = torch.argsort(t.x, dim=1, stable=True)[..., None].expand_as(on)
-        else:
-            order = torch.argsort(s, dim=1, stable=True)  # (B, N, L)
+        order = torch.argsort(t.x, dim=1, stable=True)[..., None].expand_as(on)
         on_sorted = on.gather(1, order)
-        pos = torch.arange(n, device=s.device)[None, :, None]  # (1, N, 1)
+        pos = torch.arange(n, device=on.device)[None, :, None]  # (1, N, 1)
         ahead = torch.where(on_sorted, pos, n).flip(1).cummin(1).values.flip(1)  # first >= p
         behind = torch.where(on_sorted, pos, -1).cummax(1).values  # last <= p
         nxt = torch.cat([ahead[:, 1:], ahead.new_full((b, 1, lanes), n)], 1)  # n: none
@@ -427,7 +450,7 @@ class Simulator:
         on_all = road.on_lane(s_all, lat_all, margin=1.0) & t.alive[..., None]  # (B, N, L)
         # on a road along +x one sort by x answers for every lane, where MOBIL's side lanes are
         # asked about too; elsewhere (few vehicles) query by query is cheaper
-        near = NeighbourSearch(t, s_all, on_all, table=road.along_x, along_x=road.along_x)
+        near = NeighbourSearch(t, s_all, on_all, by_x=road.along_x)
         if self.lane_changes:
             self.change_lane_policy(t, is_idm, s_all, lat_all, near)
         else:  # one lane per road: MOBIL has nowhere to go, only its timer runs
@@ -461,21 +484,15 @@ class Simulator:
         # Vehicle.step for every moving vehicle
         moving = (t.kind == EGO) | (t.kind == IDM)
         t.timer = torch.where(t.kind == IDM, t.timer + dt, t.timer)
-        steer = torch.where(t.crashed, 0.0, t.steering)
-        acc = torch.where(t.crashed, -t.speed, t.acceleration)
-        acc = torch.where(t.speed > MAX_SPEED, torch.minimum(acc, MAX_SPEED - t.speed), acc)
-        acc = torch.where(t.speed < MIN_SPEED, torch.maximum(acc, MIN_SPEED - t.speed), acc)
-        t.steering, t.acceleration = steer, acc
-        beta = torch.atan(0.5 * torch.tan(steer))
+        t.steering, t.acceleration = clip_action(t.speed, t.steering, t.acceleration, t.crashed)
+        x, y, heading, speed = bicycle(
+            t.x, t.y, t.heading, t.speed, t.steering, t.acceleration, t.length, dt
+        )
         # the impact of the last frame's collision check: pushed, then crashed (the action
         # above was clipped before, so heading and speed change as without it this frame)
         push = t.has_impact & moving  # only vehicles ever get one
-        x = t.x + t.speed * torch.cos(t.heading + beta) * dt
-        y = t.y + t.speed * torch.sin(t.heading + beta) * dt
         x = x + torch.where(push, t.impact[..., 0], 0.0)
         y = y + torch.where(push, t.impact[..., 1], 0.0)
-        heading = t.heading + t.speed * torch.sin(beta) / (t.length / 2) * dt
-        speed = t.speed + acc * dt
         t.x = torch.where(moving, x, t.x)
         t.y = torch.where(moving, y, t.y)
         t.heading = torch.where(moving, heading, t.heading)
@@ -661,20 +678,14 @@ class Simulator:
 
     def _predict_bicycle(self, t: Traffic) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Vehicle.predict_trajectory_constant_speed (constant steering, no acceleration)."""
-        steer = torch.where(t.crashed, 0.0, t.steering)
         x, y, h, v = t.x, t.y, t.heading, t.speed
+        none = torch.zeros_like(v)
         xs, ys, hs = [], [], []
-        beta = torch.atan(0.5 * torch.tan(steer))
         last = 0.0
         for time in CONFLICT_TIMES:
             dt, last = time - last, time
-            acc = torch.where(t.crashed, -v, torch.zeros_like(v))
-            acc = torch.where(v > MAX_SPEED, torch.minimum(acc, MAX_SPEED - v), acc)
-            acc = torch.where(v < MIN_SPEED, torch.maximum(acc, MIN_SPEED - v), acc)
-            x = x + v * torch.cos(h + beta) * dt
-            y = y + v * torch.sin(h + beta) * dt
-            h = h + v * torch.sin(beta) / (t.length / 2) * dt
-            v = v + acc * dt
+            steer, acc = clip_action(v, t.steering, none, t.crashed)
+            x, y, h, v = bicycle(x, y, h, v, steer, acc, t.length, dt)
             xs.append(x)
             ys.append(y)
             hs.append(h)
