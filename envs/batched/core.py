@@ -227,7 +227,7 @@ class BatchedDrive:
         off_road = ~self._on_road(t, s, lat)
         self.stats.record(self._ego_position(t), collision, off_road)
         if scenario.has_goal:
-            arrived = scenario.arrived(_EgoView(self, t, self.turn))
+            arrived = scenario.arrived(_EgoView(self, t, self.turn, s))
         else:
             arrived = torch.zeros_like(collision)
         timeout = self.stats.steps.float() * self.stats.dt >= self.duration - 1e-9
@@ -321,7 +321,9 @@ class BatchedDrive:
         closing = torch.where(hit, -rel_speed, 0.0) / CLOSING_SCALE
         rays = torch.stack([distance / cfg.ray_range, closing], 2).flatten(1)
         parts = [ego, last_action, rays]
-        route = self.scenario.route_values(_EgoView(self, t, self.turn if turn is None else turn))
+        route = self.scenario.route_values(
+            _EgoView(self, t, self.turn if turn is None else turn, s)
+        )
         if route:
             parts.append(torch.stack(route, 1))
         return torch.cat(parts, 1).clamp(-1.0, 1.0)
@@ -336,12 +338,12 @@ class _EgoView:
     """What :mod:`envs.scenarios` reads from the batched core, as (B,) tensors (its
     ``EgoView``)."""
 
-    def __init__(self, core: BatchedDrive, t: Traffic, turn: torch.Tensor) -> None:
+    def __init__(self, core: BatchedDrive, t: Traffic, turn: torch.Tensor, s: torch.Tensor) -> None:
         self.core, self.t = core, t
         self.x = t.x[:, 0]
         road = core.road
         self.lane = t.lane[:, 0]
-        self.s, _ = road.coordinates_on(self.lane, t.x[:, 0], t.y[:, 0])
+        self.s = s  # [m] along the ego's lane
         self.destination = t.destination[:, 0]
         has = self.destination >= 0
         self.on_exit_road = has & road.exit_of[self.lane, self.destination.clamp(min=0)]

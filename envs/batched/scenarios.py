@@ -193,26 +193,24 @@ class RouteTraffic(BatchedScenario):
         self,
         t: Traffic,
         sim: Simulator,
-        slot: int | torch.Tensor,
+        slot: int,
         lane: torch.Tensor,
         s: torch.Tensor,
         speed: torch.Tensor,
         heading_s: torch.Tensor | None = None,
     ) -> None:
-        """make_on_lane: vehicles of slot ``slot`` (an int, or (k,) slots) on ``lane`` at ``s``."""
-        road, k = sim.road, t.x.shape[0]
-        rows = torch.arange(k, device=t.x.device)
-        x, y = road.position(lane, s, torch.zeros_like(s))
-        t.x[rows, slot], t.y[rows, slot] = x, y
-        t.heading[rows, slot] = road.heading_at(lane, s if heading_s is None else heading_s)
-        t.speed[rows, slot] = speed
-        t.target_speed[rows, slot] = speed
+        """make_on_lane: the vehicles of ``slot`` on ``lane`` at ``s`` ((k,) each), heading as
+        the lane at ``heading_s`` (default ``s``)."""
+        road = sim.road
+        t.x[:, slot], t.y[:, slot] = road.position(lane, s, torch.zeros_like(s))
+        t.heading[:, slot] = road.heading_at(lane, s if heading_s is None else heading_s)
+        t.speed[:, slot] = speed
+        t.target_speed[:, slot] = speed
 
     def _drivers(self, t: Traffic, slots: slice, gen: torch.Generator) -> None:
         """IDM vehicles of ``slots`` with randomize_behavior's exponent, on their routes."""
-        k, m = t.x.shape[0], len(range(t.x.shape[1])[slots])
         t.kind[:, slots] = IDM
-        t.delta[:, slots] = _uniform(gen, (k, m), *DELTA_RANGE, t.x.device)
+        t.delta[:, slots] = _uniform(gen, t.delta[:, slots].shape, *DELTA_RANGE, t.x.device)
         t.route_lock[:, slots] = True
 
     def _destinations(self, road: LaneTable, names, shape, gen: torch.Generator) -> torch.Tensor:
