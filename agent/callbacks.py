@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -56,8 +57,14 @@ class StopFlag:
 
 @contextmanager
 def graceful_stop() -> Iterator[StopFlag]:
-    """Turn the first SIGINT/SIGTERM into a flag (training stops and saves); a second one aborts."""
+    """Turn the first SIGINT/SIGTERM into a flag (training stops and saves); a second one aborts.
+
+    Only the main thread can handle signals: elsewhere (a Ray Tune trial runs in a thread) the
+    flag is never set and the process's own handlers stay in charge."""
     flag = StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
 
     def handle(signum: int, frame: Any) -> None:
         if flag.is_set:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from agent.build import probe_env
 from agent.config import ConfigError, ExperimentConfig, load_config, read_yaml
@@ -56,6 +56,7 @@ class BenchmarkConfig:
     evaluation: EvalSpec = field(default_factory=EvalSpec)
     throughput_seconds: float = 5.0  # raw env stepping measured after each run
     jobs: int = 2  # runs at a time (one torch thread each)
+    wandb: Literal["online", "offline", "disabled"] = "disabled"  # every run, grouped by study
 
     def __post_init__(self) -> None:
         check(bool(self.scenarios), "scenarios: give at least one")
@@ -87,7 +88,8 @@ class BenchmarkConfig:
         overrides, then the arm's, then what every run must share or owns (env id, budget, seed,
         run directory); later keys win."""
         return {
-            "logging.wandb": "disabled",
+            "logging.wandb": self.wandb,
+            "logging.tags": [scenario, arm, f"seed-{seed}"],
             "logging.video": False,
             "train.eval_every": 0,
             "train.final_eval_episodes": 0,
@@ -99,7 +101,7 @@ class BenchmarkConfig:
             "train.seed": seed,
             "logging.root": str(runs_root),
             "logging.name": self.run_name(scenario, arm, seed),
-            "logging.group": f"benchmark-{self.name}",
+            "logging.group": f"benchmark-{self.name}",  # W&B: the study's seeds and arms together
         }
 
 
@@ -126,7 +128,10 @@ def arm_experiment(base: str | Path, overrides: Mapping[str, Any], arm: str) -> 
 
 
 def load_benchmark_config(
-    path: str | Path, steps: int | None = None, seeds: Sequence[int] | None = None
+    path: str | Path,
+    steps: int | None = None,
+    seeds: Sequence[int] | None = None,
+    wandb: str | None = None,
 ) -> BenchmarkConfig:
     """Read and validate a benchmark YAML and every run it implies (configs, env ids, models,
     attribution arms), before any work."""
@@ -136,6 +141,8 @@ def load_benchmark_config(
         raw["steps"] = steps
     if seeds is not None:
         raw["seeds"] = list(seeds)
+    if wandb is not None:
+        raw["wandb"] = wandb
     raw.setdefault("name", path.stem)
     try:
         config = build(BenchmarkConfig, raw)

@@ -25,6 +25,18 @@ from agent.benchmark.jobs import LOG_FILE, Job, ensure_fresh, plan, read_result
 OUTCOMES = ("finished", "interrupted", "failed")  # the statuses a job records
 
 
+def progress_line(job: Job, result: dict[str, Any], log: str | None = None) -> str:
+    """``<run>: <status>`` with its returns, or its error and where its log is."""
+    line = f"{job.name}: {result['status']}"
+    if result["status"] == "finished":
+        ev = result["evaluation"]
+        return line + (
+            f", return {ev['batched']['mean_return']:.2f} (batched) "
+            f"{ev['reference']['mean_return']:.2f} (reference)"
+        )
+    return line + f" ({result.get('error')}; see {log or f'{job.run_dir}/{LOG_FILE}'})"
+
+
 def _job_main(job: Job) -> None:
     """A job's own process: its own process group, so a terminal's Ctrl-C reaches only the
     scheduler, which forwards exactly one SIGINT (a second would abort without a checkpoint)."""
@@ -102,15 +114,7 @@ def run_benchmark(
             finished += 1
             elapsed = time.perf_counter() - started
             left = len(queue) + len(running)
-            line = f"[{finished}/{len(pending)}] {job.name}: {result['status']}"
-            if result["status"] == "finished":
-                ev = result["evaluation"]
-                line += (
-                    f", return {ev['batched']['mean_return']:.2f} (batched) "
-                    f"{ev['reference']['mean_return']:.2f} (reference)"
-                )
-            else:
-                line += f" ({result.get('error')}; see {job.run_dir}/{LOG_FILE})"
+            line = f"[{finished}/{len(pending)}] {progress_line(job, result)}"
             eta = "" if interrupted else f", about {elapsed / finished * left / 60:.0f} min left"
             say(f"{line}; {elapsed / 60:.1f} min{eta}")
     return [results[job.name] for job in todo if job.name in results], interrupted

@@ -1,0 +1,103 @@
+"""Connecting to Ray: a local instance on the loopback address, or an existing cluster.
+
+``address`` follows Ray's own meaning: ``None`` or ``"local"`` starts a Ray instance inside this
+process's machine (on 127.0.0.1, nothing reachable from outside), ``"auto"`` joins the cluster
+that ``ray start`` made on this machine, and ``HOST:PORT`` joins the cluster whose head is there.
+Ray is an optional extra (``pip install -e '.[ray]'``); without it the scripts say so.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from envs.configuration import ConfigError
+
+LOOPBACK = "127.0.0.1"
+INSTALL_HINT = "pip install -e '.[ray]' (Ray and Optuna)"
+
+
+def require_ray() -> Any:
+    """The ``ray`` module, or a ConfigError saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(f"--ray needs Ray, which is not installed: {INSTALL_HINT}") from None
+    return ray
+
+
+def is_local(address: str | None) -> bool:
+    return address in (None, "", "local")
+
+
+@contextmanager
+def connected(address: str | None, num_cpus: int | None = None) -> Iterator[Any]:
+    """Ray, initialised for the duration of the block (or as already initialised by the caller,
+    e.g. a test that started its own cluster, which is then left running)."""
+    if is_local(address):
+        # before ray is imported: Ray resolves "this node" to the machine's outward address
+        # unless told that no cluster is wanted; a local instance stays on the loopback address
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray = require_ray()
+    if not is_local(address) and address != "auto":
+        _probe(address)
+    if ray.is_initialized():
+        yield ray
+        return
+    options: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
+    try:
+        if is_local(address):
+            ray.init(
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                _node_ip_address=LOOPBACK,
+                **options,
+            )
+        else:
+            ray.init(address=address, **options)
+    except (ConnectionError, ValueError, RuntimeError) as err:
+        raise ConfigError(
+            f"--ray {address}: cannot connect to a Ray cluster there ({err}); start one with "
+            "`ray start --head` (see the README's 'Past one machine'), or leave the address out "
+            "for a local instance"
+        ) from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def _probe(address: str) -> None:
+    """Fail in seconds, not after Ray's minutes of retries, when nothing listens at the address
+    (HOST:PORT, or ray://HOST:PORT for the Ray client)."""
+    host, _, port = address.split("://")[-1].rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(
+            f"--ray {address}: give auto, or the head's HOST:PORT (e.g. 10.0.0.5:6379)"
+        )
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as err:
+        raise ConfigError(
+            f"--ray {address}: no Ray head answers there ({err.strerror or err}); start one with "
+            "`ray start --head` (see the README's 'Past one machine'), or leave the address out "
+            "for a local instance"
+        ) from None
+
+
+def check_resources(ray: Any, cpus: float, gpus: float) -> None:
+    """Refuse (before any work) a job size the cluster can never place, instead of waiting on it
+    forever."""
+    total = ray.cluster_resources()
+    if gpus > 0 and total.get("GPU", 0) < gpus:
+        raise ConfigError(
+            f"--gpus-per-job {gpus}: the Ray cluster has {total.get('GPU', 0):g} GPU(s); join a "
+            "node with a GPU (`ray start --address HEAD:6379` on it) or leave --gpus-per-job out"
+        )
+    if total.get("CPU", 0) < cpus:
+        raise ConfigError(
+            f"each job needs {cpus:g} CPU(s) but the Ray cluster has {total.get('CPU', 0):g}"
+        )

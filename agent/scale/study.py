@@ -1,0 +1,167 @@
+"""The benchmark study on Ray: every job a Ray task with its own resources.
+
+The jobs, their run directories, their results and the report are the same as with the local
+launcher (:func:`agent.benchmark.run_benchmark`); only where a job trains changes. Each task trains
+in a scratch folder on its node and mirrors the run directory to the driver
+(:mod:`agent.scale.store`). A task whose node dies is retried by Ray on another node, where it
+copies the run directory back and resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agent.benchmark.config import BenchmarkConfig
+from agent.benchmark.jobs import LOG_FILE, Job, ensure_fresh, plan, read_result
+from agent.benchmark.scheduler import OUTCOMES, progress_line
+from agent.config import read_yaml
+from agent.scale.cluster import check_resources, connected
+from agent.scale.store import RunMirror, pull, start_store
+
+TEXT_SUFFIXES = (".json", ".jsonl", ".yaml", ".log")
+RETRIES = 3  # a job is retried this often after its node or worker died
+
+
+def _repath(old: str, new: str) -> Callable[[str, bytes], bytes]:
+    """Text files mention the scratch folder; on the driver they name the real one."""
+
+    def transform(relative: str, data: bytes) -> bytes:
+        if relative.endswith(TEXT_SUFFIXES) and "/" not in relative:
+            return data.replace(old.encode(), new.encode())
+        return data
+
+    return transform
+
+
+def write_base(scratch: Path, name: str, base: dict[str, Any]) -> str:
+    """The experiment YAML a run starts from, sent by the driver (no node but the driver needs
+    the driver's files), written into the run's scratch folder."""
+    path = scratch / Path(name).name
+    path.write_text(yaml.safe_dump(base, sort_keys=False))
+    return str(path)
+
+
+def train_remote(job: Job, store: Any, base: dict[str, Any]) -> dict[str, Any]:
+    """One job inside a Ray task (see the module's docstring); returns its outcome."""
+    import ray
+
+    from agent.benchmark.execution import run_job
+
+    node = ray.get_runtime_context().get_node_id()
+    root = Path(job.run_dir).parent  # the driver's runs folder
+    scratch = Path(tempfile.mkdtemp(prefix="drive-attention-"))
+    folder = scratch / job.name
+    try:
+        pulled = pull(store, job.name, folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        log = folder / LOG_FILE  # which node trained which part of the run
+        cut = log.is_file() and not log.read_bytes().endswith(b"\n")  # a progress bar, killed
+        with open(log, "a") as out:
+            print(
+                f"{cut * chr(10)}== Ray node {node} ({'resuming' if pulled else 'starting'})",
+                file=out,
+            )
+        local = replace(
+            job,
+            base=write_base(scratch, job.base, base),
+            run_dir=str(folder),
+            overrides={**job.overrides, "logging.root": str(scratch)},
+        )
+        with RunMirror(store, job.name, folder, node, _repath(str(scratch), str(root))):
+            result = run_job(local)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {**result, "run": job.run_dir, "ray_node": node}
+
+
+def run_benchmark_ray(
+    config: BenchmarkConfig,
+    runs_root: Path,
+    address: str | None,
+    jobs: int | None = None,
+    cpus_per_job: float = 1.0,
+    gpus_per_job: float = 0.0,
+    say: Callable[[str], None] = print,
+) -> tuple[list[dict[str, Any]], bool]:
+    """Run every job not finished yet as a Ray task; the local launcher's return value.
+
+    ``jobs`` caps the tasks in flight (default: as many as the cluster places at once)."""
+    todo = plan(config, runs_root)
+    ensure_fresh(todo, runs_root)
+    results: dict[str, dict[str, Any]] = {}
+    pending = []
+    for job in todo:
+        done = read_result(job)
+        if done is not None and done.get("status") == "finished":
+            results[job.name] = done
+        else:
+            pending.append(job)
+    runs_root.mkdir(parents=True, exist_ok=True)
+    bases = {job.base: read_yaml(job.base) for job in todo}
+    with connected(address, num_cpus=jobs) as ray:
+        check_resources(ray, cpus_per_job, gpus_per_job)
+        store = start_store(ray, runs_root)
+        task = ray.remote(train_remote).options(
+            num_cpus=cpus_per_job, num_gpus=gpus_per_job, max_retries=RETRIES, name="benchmark-job"
+        )
+        nodes = len([n for n in ray.nodes() if n.get("Alive")])
+        cap = jobs or len(pending) or 1
+        say(
+            f"benchmark {config.name} on Ray ({nodes} node(s), "
+            f"{ray.cluster_resources().get('CPU', 0):g} CPUs): {len(todo)} runs "
+            f"({len(todo) - len(pending)} already done), {config.steps} steps each, "
+            f"{cpus_per_job:g} CPU / {gpus_per_job:g} GPU per run; logs in "
+            f"{runs_root}/<run>/{LOG_FILE}"
+        )
+        queue, flying = list(pending), {}
+        started, finished, interrupted = time.perf_counter(), 0, False
+        while queue or flying:
+            try:
+                while queue and not interrupted and len(flying) < cap:
+                    job = queue.pop(0)
+                    flying[task.remote(job, store, bases[job.base])] = job
+                ready, _ = ray.wait(list(flying), num_returns=1, timeout=0.5)
+            except KeyboardInterrupt:
+                if interrupted:
+                    raise
+                interrupted = True
+                say(
+                    "interrupted: the running jobs stop (each keeps its last checkpoint); "
+                    "Ctrl-C again aborts"
+                )
+                for ref in flying:
+                    ray.cancel(ref)
+                continue
+            for ref in ready:
+                job = flying.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except Exception as err:  # the task ran out of retries, or was cancelled
+                    result = read_result(job)
+                    if result is None or result.get("status") not in OUTCOMES:
+                        status = "interrupted" if interrupted else "failed"
+                        result = {**job.identity(), "status": status, "error": _short(err)}
+                results[job.name] = result
+                finished += 1
+                elapsed = time.perf_counter() - started
+                left = len(queue) + len(flying)
+                eta = "" if interrupted else f", about {elapsed / finished * left / 60:.0f} min"
+                line = progress_line(job, result)
+                if "ray_node" in result:
+                    line += f" (Ray node {result.pop('ray_node')[:8]})"
+                say(f"[{finished}/{len(pending)}] {line}; {elapsed / 60:.1f} min{eta}")
+        ray.kill(store)
+    return [results[job.name] for job in todo if job.name in results], interrupted
+
+
+def _short(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[-1] if text else ''}"[:300]

@@ -1,0 +1,444 @@
+"""Hyperparameter sweeps: Ray Tune with an Optuna searcher and an ASHA scheduler over any config
+keys.
+
+``configs/sweep/NAME.yaml`` names an experiment (``base`` plus ``overrides``), a search ``space``
+(config keys to distributions), a step budget per trial, and how trials are evaluated and pruned.
+Every trial is an ordinary run directory (``<runs>/<trial>/``, trained by
+:class:`agent.training.Trainer`) that reports its periodic evaluation to Tune; ASHA stops the
+trials that trail at each rung. Run directories reach the driver through
+:mod:`agent.scale.store` (no shared filesystem); a trial whose node dies is restarted by Tune and
+resumes from its last checkpoint. The result: ``trials.json``, ``trials.md`` (a table of every
+trial) and ``best.yaml``, the best trial's full experiment, which ``scripts/train.py --config``
+trains.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from agent.benchmark.config import flatten
+from agent.config import ConfigError, ExperimentConfig, load_config, read_yaml, to_dict
+from agent.files import write_text
+from envs.configuration import build, check
+
+METRICS = ("mean_return", "success_rate", "collision_rate", "mean_speed")  # periodic eval
+DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice")
+TRIALS_FILE, TABLE_FILE, BEST_FILE = "trials.json", "trials.md", "best.yaml"
+
+
+@dataclass
+class SchedulerSpec:
+    """ASHA: trials are compared at rungs of ``grace_steps * reduction_factor**k`` steps."""
+
+    grace_steps: int = 8192  # no trial is stopped before this many steps
+    reduction_factor: float = 3.0  # one in this many trials goes on at each rung
+
+    def __post_init__(self) -> None:
+        check(self.grace_steps >= 1, f"grace_steps: must be at least 1, got {self.grace_steps}")
+        check(
+            self.reduction_factor > 1,
+            f"reduction_factor: must be above 1, got {self.reduction_factor}",
+        )
+
+
+@dataclass
+class SweepConfig:
+    """``configs/sweep/*.yaml``."""
+
+    name: str
+    space: dict[str, dict[str, Any]]  # config key -> {loguniform|uniform|randint|choice: ...}
+    base: str = "configs/batched.yaml"
+    overrides: dict[str, Any] = field(default_factory=dict)  # applied to every trial
+    scenario: str = ""  # tags only (e.g. highway)
+    arm: str = ""  # tags only (e.g. attention)
+    steps: int = 49_152  # per trial
+    trials: int = 16  # the same for every arm, so that tuned arms compare fairly
+    concurrent: int = 2  # trials at a time
+    eval_every: int = 8192  # [steps] each evaluation is a report to Tune
+    eval_episodes: int = 5
+    eval_seed: int = 1000  # disjoint from the benchmark's (10000+) and the default's final eval
+    metric: Literal["mean_return", "success_rate", "collision_rate", "mean_speed"] = "mean_return"
+    mode: Literal["max", "min"] = "max"
+    seed: int = 0  # the searcher's; trial k trains with train.seed = seed
+    scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
+    wandb: Literal["online", "offline", "disabled"] = "disabled"  # every trial, grouped by sweep
+    # the first trial trains the experiment's own values (the current default), so that the
+    # table compares every tuned trial with it under the same budget and evaluation
+    include_base: bool = True
+
+    def __post_init__(self) -> None:
+        check(bool(self.space), "space: give at least one key to search")
+        check(self.trials >= 1, f"trials: must be at least 1, got {self.trials}")
+        check(self.concurrent >= 1, f"concurrent: must be at least 1, got {self.concurrent}")
+        check(self.steps >= 1, f"steps: must be at least 1, got {self.steps}")
+        check(
+            1 <= self.eval_every <= self.steps,
+            f"eval_every: must be in [1, steps={self.steps}], got {self.eval_every}",
+        )
+        check(self.eval_episodes >= 1, f"eval_episodes: must be >= 1, got {self.eval_episodes}")
+        check(
+            self.steps % self.eval_every == 0,
+            f"steps: {self.steps} must be a multiple of eval_every={self.eval_every} (the last "
+            "evaluation is the trial's score)",
+        )
+        check(
+            self.scheduler.grace_steps <= self.steps,
+            f"scheduler.grace_steps: {self.scheduler.grace_steps} is above steps={self.steps}",
+        )
+        self.overrides = flatten(self.overrides)
+        for key, spec in self.space.items():
+            check("." in key, f"space: {key!r}: give section.key (e.g. algo.learning_rate)")
+            check(
+                isinstance(spec, Mapping) and len(spec) == 1 and next(iter(spec)) in DISTRIBUTIONS,
+                f"space.{key}: give one of {', '.join(DISTRIBUTIONS)}, e.g. "
+                "{loguniform: [1.0e-4, 1.0e-3]} or {choice: [64, 128]}",
+            )
+            kind, values = next(iter(spec.items()))
+            wanted = "values" if kind == "choice" else "[low, high]"
+            check(
+                isinstance(values, list) and len(values) >= (1 if kind == "choice" else 2),
+                f"space.{key}.{kind}: give a list ({wanted})",
+            )
+            if kind != "choice":
+                check(
+                    len(values) == 2 and values[0] < values[1],
+                    f"space.{key}.{kind}: [low, high] with low < high, got {values}",
+                )
+            if kind == "loguniform":
+                check(values[0] > 0, f"space.{key}.loguniform: low must be positive, got {values}")
+
+    def corners(self) -> list[dict[str, Any]]:
+        """Samples that reach every end of every distribution (checked before any work)."""
+        out = []
+        for key, spec in self.space.items():
+            kind, values = next(iter(spec.items()))
+            ends = values if kind == "choice" else [values[0], values[1] - (kind == "randint")]
+            out += [{key: value} for value in ends]
+        return out
+
+    def base_point(self) -> dict[str, Any]:
+        """The experiment's own value of every searched key (must lie inside the space)."""
+        plain = to_dict(self.experiment({}))
+        point = {}
+        for key, spec in self.space.items():
+            node: Any = plain
+            for part in key.split("."):
+                node = node[part]
+            kind, values = next(iter(spec.items()))
+            inside = node in values if kind == "choice" else values[0] <= node <= values[1]
+            check(
+                inside,
+                f"space.{key}: the experiment's own value {node!r} lies outside {values}; widen "
+                "the space or set include_base: false",
+            )
+            point[key] = node
+        return point
+
+    def trial_overrides(self, params: Mapping[str, Any], trial: str, root: Path) -> dict[str, Any]:
+        """One trial's overrides of ``base``: the sweep's, the sampled values, then what the sweep
+        owns (budget, evaluation, run directory, W&B group)."""
+        return {
+            "train.final_eval_episodes": 0,
+            "train.torch_threads": 1,
+            "logging.video": False,
+            "train.seed": self.seed,  # the space may search seeds too
+            **self.overrides,
+            **params,
+            "train.steps": self.steps,
+            "train.eval_every": self.eval_every,
+            "train.eval_episodes": self.eval_episodes,
+            "train.eval_seed": self.eval_seed,
+            "train.checkpoint_every": self.eval_every,
+            "logging.wandb": self.wandb,
+            "logging.group": f"sweep-{self.name}",
+            "logging.tags": [t for t in (self.scenario, self.arm, f"seed-{self.seed}") if t]
+            + ["sweep"],
+            "logging.root": str(root),
+            "logging.name": trial,
+        }
+
+    def experiment(self, params: Mapping[str, Any], trial: str = "check") -> ExperimentConfig:
+        try:
+            return load_config(self.base, self.trial_overrides(params, trial, Path("runs")))
+        except ConfigError as err:
+            shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
+            raise ConfigError(f"{shown or 'the sweep'}: {err}") from None
+
+
+def load_sweep_config(path: str | Path, trials: int | None = None) -> SweepConfig:
+    """Read and validate a sweep YAML, and the experiment at every end of its space, before any
+    work."""
+    path = Path(path)
+    raw = read_yaml(path, missing=f"--config {path}: no such file; see configs/sweep/")
+    raw.setdefault("name", path.stem)
+    if trials is not None:
+        raw["trials"] = trials
+    try:
+        config = build(SweepConfig, raw)
+        config.experiment({})
+        for params in config.corners():
+            config.experiment(params)
+        if config.include_base:
+            config.base_point()
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    return config
+
+
+def default_paths(config: SweepConfig) -> tuple[Path, Path]:
+    """(runs root, results folder) of a sweep."""
+    return Path("runs") / "sweep" / config.name, Path("docs") / "sweeps" / config.name
+
+
+def search_space(config: SweepConfig) -> dict[str, Any]:
+    """The space as Tune distributions."""
+    from ray import tune
+
+    out = {}
+    for key, spec in config.space.items():
+        kind, values = next(iter(spec.items()))
+        out[key] = tune.choice(values) if kind == "choice" else getattr(tune, kind)(*values)
+    return out
+
+
+# ----------------------------------------------------------------------------- one trial
+def _trial_name(trial_id: str, config: SweepConfig) -> str:
+    return f"{config.name}-{trial_id}"
+
+
+def run_trial(
+    params: dict[str, Any], *, config: SweepConfig, store: Any, root: str, base: dict[str, Any]
+) -> None:
+    """One trial inside Tune: copy its run directory back (a restarted trial), train or resume,
+    and report every periodic evaluation."""
+    import ray
+    from ray import tune
+
+    from agent.rundir import RunDir
+    from agent.scale.store import RunMirror, pull
+    from agent.scale.study import _repath, write_base
+    from agent.training import Trainer, prepare
+
+    class ReportingTrainer(Trainer):
+        def periodic_eval(self, step: int) -> None:
+            super().periodic_eval(step)
+            saved = json.loads((self.run_dir.eval / f"step_{step:010d}.json").read_text())
+            tune.report({**{k: saved[k] for k in METRICS}, "env_steps": step})
+
+    name = _trial_name(tune.get_context().get_trial_id(), config)
+    node = ray.get_runtime_context().get_node_id()
+    scratch = Path(tempfile.mkdtemp(prefix="drive-attention-"))
+    folder = scratch / name
+    try:
+        pull(store, name, folder)
+        overrides = config.trial_overrides(params, name, scratch)
+        run = RunDir(folder)
+        if run.latest_checkpoint() is not None:  # a restarted trial
+            prepared = prepare(None, {"logging.root": str(scratch)}, resume=folder)
+        else:
+            run.set_aside()  # an attempt that failed before its first checkpoint
+            prepared = prepare(write_base(scratch, config.base, base), overrides)
+        with RunMirror(store, name, folder, node, _repath(str(scratch), root)):
+            ReportingTrainer(prepared).run()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- the sweep
+def run_sweep(
+    config: SweepConfig,
+    runs_root: Path,
+    out_dir: Path,
+    address: str | None,
+    cpus_per_trial: float = 1.0,
+    gpus_per_trial: float = 0.0,
+    say: Any = print,
+) -> dict[str, Any]:
+    """Run (or continue) the sweep; write the trial table and ``best.yaml``; the summary."""
+    from agent.scale.cluster import check_resources, connected
+    from agent.scale.store import start_store
+
+    runs_root.mkdir(parents=True, exist_ok=True)
+    with connected(address, num_cpus=config.concurrent) as ray:
+        from ray import tune
+        from ray.tune.schedulers import ASHAScheduler
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        check_resources(ray, cpus_per_trial, gpus_per_trial)
+        store = start_store(ray, runs_root)
+        trainable = tune.with_resources(
+            tune.with_parameters(
+                run_trial,
+                config=config,
+                store=store,
+                root=str(runs_root),
+                base=read_yaml(config.base),
+            ),
+            {"cpu": cpus_per_trial, "gpu": gpus_per_trial},
+        )
+        storage = (runs_root / "tune").resolve()
+        experiment = storage / config.name
+        if tune.Tuner.can_restore(str(experiment)):
+            say(f"continuing the sweep in {experiment}")
+            tuner = tune.Tuner.restore(
+                str(experiment), trainable, resume_unfinished=True, restart_errored=True
+            )
+        else:
+            searcher = OptunaSearch(
+                metric=config.metric,
+                mode=config.mode,
+                seed=config.seed,
+                points_to_evaluate=[config.base_point()] if config.include_base else None,
+            )
+            scheduler = ASHAScheduler(
+                time_attr="env_steps",
+                metric=config.metric,
+                mode=config.mode,
+                max_t=config.steps,
+                grace_period=config.scheduler.grace_steps,
+                reduction_factor=config.scheduler.reduction_factor,
+            )
+            tuner = tune.Tuner(
+                trainable,
+                param_space=search_space(config),
+                tune_config=tune.TuneConfig(
+                    search_alg=ConcurrencyLimiter(searcher, max_concurrent=config.concurrent),
+                    scheduler=scheduler,
+                    num_samples=config.trials,
+                ),
+                run_config=tune.RunConfig(
+                    name=config.name,
+                    storage_path=str(storage),
+                    failure_config=tune.FailureConfig(max_failures=2),
+                    verbose=0,
+                ),
+            )
+        say(
+            f"sweep {config.name}: {config.trials} trials of {config.steps} steps, "
+            f"{config.concurrent} at a time, {cpus_per_trial:g} CPU / {gpus_per_trial:g} GPU "
+            f"each; runs in {runs_root}"
+        )
+        grid = tuner.fit()
+        rows = trial_rows(grid, config)
+        ray.kill(store)
+    return write_results(config, rows, out_dir, runs_root)
+
+
+def trial_rows(grid: Any, config: SweepConfig) -> list[dict[str, Any]]:
+    """One row per trial: its values, how far it got, its last evaluation, its status."""
+    base = config.base_point() if config.include_base else None
+    rows = []
+    for result in grid:
+        history = result.metrics_dataframe
+        last = result.metrics or {}
+        steps = int(last.get("env_steps", 0) or 0)
+        if result.error is not None:
+            status = "error"
+        elif steps >= config.steps:
+            status = "completed"
+        else:
+            status = "pruned"
+        trial_id = last.get("trial_id") or Path(result.path).name
+        rows.append(
+            {
+                "trial": _trial_name(str(trial_id), config),
+                "status": status,
+                "steps": steps,
+                "reports": 0 if history is None else len(history),
+                "params": {k: _plain(result.config.get(k)) for k in config.space},
+                "base": base is not None
+                and all(result.config.get(k) == v for k, v in base.items()),
+                **{k: _plain(last.get(k)) for k in METRICS},
+                "error": None if result.error is None else str(result.error).splitlines()[-1],
+            }
+        )
+    return rows
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def best_row(rows: list[dict[str, Any]], config: SweepConfig) -> dict[str, Any] | None:
+    """The best trial that trained its whole budget (a pruned trial's score is from fewer
+    steps)."""
+    done = [r for r in rows if r["status"] == "completed" and r[config.metric] is not None]
+    if not done:
+        return None
+    sign = 1 if config.mode == "max" else -1
+    return max(done, key=lambda r: sign * r[config.metric])
+
+
+def write_results(
+    config: SweepConfig, rows: list[dict[str, Any]], out_dir: Path, runs_root: Path
+) -> dict[str, Any]:
+    """``trials.json``, ``trials.md`` and ``best.yaml`` in ``out_dir``."""
+    best = best_row(rows, config)
+    summary = {
+        "sweep": config.name,
+        "metric": config.metric,
+        "mode": config.mode,
+        "trials": rows,
+        "best": best,
+        "pruned": sum(r["status"] == "pruned" for r in rows),
+        "runs": str(runs_root),
+    }
+    write_text(out_dir / TRIALS_FILE, json.dumps(summary, indent=1) + "\n")
+    write_text(out_dir / TABLE_FILE, markdown(config, rows, best))
+    if best is not None:
+        experiment = to_dict(config.experiment(best["params"], best["trial"]))
+        experiment["logging"]["name"] = None  # train.py names the run after this file and time
+        experiment["logging"]["root"] = "runs"
+        header = (
+            f"# The best of sweep {config.name} ({best['trial']}: {config.metric} "
+            f"{best[config.metric]:.3f} after {best['steps']} steps).\n"
+            f"# Train it: python scripts/train.py --config {out_dir / BEST_FILE}\n"
+        )
+        text = yaml.safe_dump(experiment, sort_keys=False, default_flow_style=None)
+        write_text(out_dir / BEST_FILE, header + text)
+    return summary
+
+
+def markdown(config: SweepConfig, rows: list[dict[str, Any]], best: dict | None) -> str:
+    keys = list(config.space)
+    head = ["trial", "status", "steps", *keys, *METRICS]
+    lines = [
+        f"# Sweep {config.name}",
+        "",
+        f"{len(rows)} trials of up to {config.steps} steps; {config.metric} ({config.mode}) over "
+        f"{config.eval_episodes} evaluation episodes (seed {config.eval_seed}); "
+        f"{sum(r['status'] == 'pruned' for r in rows)} pruned by ASHA.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    order = sorted(rows, key=lambda r: (r["status"] != "completed", -(r[config.metric] or -1e9)))
+    for r in order:
+        mark = (" **best**" if best is r else "") + (
+            " (the experiment's own values)" if r["base"] else ""
+        )
+        cells = [r["trial"] + mark, r["status"], str(r["steps"])]
+        cells += [_cell(r["params"].get(k)) for k in keys]
+        cells += [_cell(r[m]) for m in METRICS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "–" if value is None else str(value)
