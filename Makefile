@@ -2,18 +2,25 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# what training needs (torch first, then the package); `make test` adds the dev extra (pytest,
+# ruff, the carla client where it has a wheel, Ray and Optuna)
+BASE := $(VENV)/.installed-base
 STAMP := $(VENV)/.installed
 export WANDB_SILENT ?= true
 
-.PHONY: train test test-slow lint format bench bench-gpu benchmark mutation clean
+.PHONY: train test test-slow lint format bench bench-gpu benchmark sweep mutation clean
 
-$(STAMP): pyproject.toml scripts/install_torch.sh
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+$(BASE): pyproject.toml scripts/install_torch.sh
+	test -x $(PY) || $(PYTHON) -m venv $(VENV) || (echo "python venv missing: on Debian/Ubuntu, apt install python3-venv"; exit 1)
 	bash scripts/install_torch.sh $(PY)
+	$(PY) -m pip install --disable-pip-version-check -e .
+	touch $(BASE)
+
+$(STAMP): $(BASE)
 	$(PY) -m pip install --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-train: $(STAMP)
+train: $(BASE)
 	$(PY) scripts/train.py --config configs/default.yaml $(ARGS)
 
 test: $(STAMP)
@@ -42,6 +49,10 @@ bench-gpu: $(STAMP)
 
 benchmark: $(STAMP)
 	$(PY) scripts/benchmark.py $(ARGS)
+
+sweep: $(STAMP)
+	# ARGS="--config configs/sweep/highway-attention.yaml [--ray auto|ADDRESS] [--trials N]"
+	$(PY) scripts/sweep.py $(ARGS)
 
 mutation: $(STAMP)
 	# mutants of the modules users read numbers from (pyproject's [tool.mutmut]); about
