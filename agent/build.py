@@ -264,10 +264,13 @@ def probe_env(env_config: EnvConfig) -> EnvSpec:
 def make_vec_env(env_config: EnvConfig, seed: int) -> VecEnv:
     """``env.n_envs`` monitored environments, seeded ``seed + i``.
 
-    Batched ids (``...Batched...``) step all of them in one process with the backend's own
-    VecEnv; any other id gets one copy per subprocess (in-process when ``n_envs`` is 1).
+    Batched ids (:data:`envs.BATCHED_IDS`) step all of them in one process with the backend's
+    SB3 VecEnv (an adapter of the same simulator ``gymnasium.make_vec`` returns); any other id
+    gets one copy per subprocess (in-process when ``n_envs`` is 1).
     """
-    if "Batched" in env_config.id:
+    import envs
+
+    if env_config.id in envs.BATCHED_IDS:
         from envs.batched.env import make_vec_env as make_batched
 
         check_env_id(env_config.id)

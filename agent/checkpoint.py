@@ -173,15 +173,36 @@ def _write_new(tmp: Path, data: bytes) -> None:
         f.write(data)
 
 
+def is_sb3_zip(path: str | Path) -> bool:
+    """Whether ``path`` is an SB3 model zip (``model.save``): a zip with SB3's ``data`` and
+    ``policy.pth`` entries. Reads the zip's directory only; nothing is unpickled."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return {"data", "policy.pth"} <= names
+
+
+ALLOW_PICKLE_ADVICE = (
+    "If you trust the file (you made it, or it comes from someone you trust), pass "
+    "--allow-pickle to scripts/evaluate.py to load it with SB3: that unpickles the file, which "
+    "can execute any code its author put in it."
+)
+
+
 def _refuse_pickle(path: Path, head: bytes) -> None:
     is_zip = head.startswith(b"PK\x03\x04")  # torch.save (zip) and SB3 model.zip
     is_pickle = len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5  # raw pickle protocol
     if is_zip or is_pickle:
         kind = "a zip archive (torch.save or an SB3 .zip)" if is_zip else "a Python pickle"
+        advice = f" {ALLOW_PICKLE_ADVICE}" if is_zip and is_sb3_zip(path) else ""
         raise CheckpointError(
             f"{path} is {kind}, not a drive-attention checkpoint. Pickled files can execute code "
             "when loaded, so they are refused; use a .safetensors checkpoint written by "
-            "scripts/train.py (runs/<name>/checkpoints/step_*.safetensors)."
+            f"scripts/train.py (runs/<name>/checkpoints/step_*.safetensors).{advice}"
         )
 
 

@@ -4,10 +4,19 @@ A config read from a checkpoint or a run folder is data someone else may have wr
 validated like a user's config (:func:`agent.config.resolve_config`), and its ``env.id`` must be
 one of this project's registered ids (:func:`check_env_id`) before any environment is made, so
 that a crafted ``module:Env-v0`` id never makes Gymnasium import a module.
+
+An SB3 model zip (``model.save``, or ``scripts/export.py --format sb3``) is loaded only with
+``allow_pickle=True`` (``evaluate.py --allow-pickle``): SB3 unpickles it, which can execute code
+from the file. Its env comes from, in order: the drive-attention config a zip exported here
+carries (plain JSON, read before anything is unpickled), the ``--run`` folder's config, or
+``--env ID`` with default options; ``--env`` always picks the id. The zip's observation space
+must match that env's (:func:`load_sb3_zip`).
 """
 
 from __future__ import annotations
 
+import json
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -15,8 +24,22 @@ from typing import Any
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from agent.build import EnvFactory, EnvSpec, make_algo, probe_env, resolve_device, wrap_normalize
-from agent.checkpoint import Checkpoint, CheckpointError, load_checkpoint, restore_algo_state
-from agent.config import ConfigError, ExperimentConfig, check_env_id, read_yaml, resolve_config
+from agent.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    is_sb3_zip,
+    load_checkpoint,
+    restore_algo_state,
+    restore_vec_normalize,
+)
+from agent.config import (
+    ConfigError,
+    ExperimentConfig,
+    check_env_id,
+    read_yaml,
+    resolve_config,
+    to_dict,
+)
 from agent.evaluation import TrainedPolicy
 from agent.rundir import RunDir
 
@@ -30,6 +53,7 @@ class LoadedAgent:
     spec: EnvSpec  # of the env it will be evaluated on
     model: Any
     policy: TrainedPolicy
+    source: str = "the run's model"  # what the policy is, for messages ("--attention: ...")
 
 
 def run_config(run: RunDir) -> ExperimentConfig:
@@ -59,12 +83,17 @@ def load_agent(
     checkpoint: str | Path | None = None,
     env_id: str | None = None,
     device: str = "auto",
+    allow_pickle: bool = False,
 ) -> LoadedAgent:
     """Build the policy of a checkpoint (default: the run's latest) and load its weights.
 
     The model is built from the config stored *in the checkpoint*, so the weights always fit;
     ``env_id`` evaluates it on another scenario, which must give the same observation layout.
+    ``allow_pickle``: also accept an SB3 model zip (:func:`load_sb3_zip`); without it a zip is
+    refused, saying so.
     """
+    if allow_pickle and checkpoint is not None and is_sb3_zip(checkpoint):
+        return load_sb3_zip(Path(checkpoint), run_dir, env_id, device)
     if checkpoint is None:
         if run_dir is None:
             raise CheckpointError("give --run runs/<name> or --checkpoint PATH")
@@ -97,7 +126,9 @@ def load_agent(
     vec_normalize = venv if isinstance(venv, VecNormalize) else None
     if vec_normalize is not None:
         vec_normalize.training = False
-    model = make_algo(config, venv, spec, resolve_device(device), inference_only=True)
+    with warnings.catch_warnings():  # n_steps x 1 env here is not the training's batch
+        warnings.filterwarnings("ignore", message="You have specified a mini-batch size")
+        model = make_algo(config, venv, spec, resolve_device(device), inference_only=True)
     restore_algo_state(model, ckpt.state, vec_normalize)
     venv.close()
     normalize = (
@@ -105,7 +136,138 @@ def load_agent(
         if vec_normalize is not None and vec_normalize.norm_obs
         else None
     )
-    return LoadedAgent(config, ckpt, spec, model, TrainedPolicy(model, normalize))
+    source = f"the run's model '{config.model.name}'"
+    return LoadedAgent(config, ckpt, spec, model, TrainedPolicy(model, normalize), source)
+
+
+def _zip_config(
+    path: Path, embedded: dict[str, Any] | None, run_dir: str | Path | None, env_id: str | None
+) -> ExperimentConfig:
+    """The experiment config an SB3 zip is evaluated with (see the module docstring)."""
+    if embedded is not None:
+        try:
+            config = resolve_config(embedded["config"])
+            check_env_id(config.env.id, key=f"{path}: env.id")
+        except (ConfigError, KeyError, TypeError) as err:
+            raise CheckpointError(
+                f"{path}: the drive-attention config stored in the zip is invalid here: {err}"
+            ) from None
+    elif run_dir is not None:
+        config = run_config(RunDir(Path(run_dir)))
+    elif env_id is not None:
+        check_env_id(env_id, key="--env")
+        config = resolve_config({"env": {"id": env_id}})
+    else:
+        raise ConfigError(
+            f"{path} is an SB3 zip that names no env (it was not exported by scripts/export.py): "
+            "give --env ID (evaluated with that env's default options) or --run runs/<name> "
+            "(that run's env config)"
+        )
+    return with_env(config, env_id)
+
+
+def _check_zip_spaces(path: Path, model: Any, spec: EnvSpec, env_id: str) -> None:
+    """The zip's policy must take the env's observation and give its kind of action."""
+    from gymnasium import spaces
+
+    space = model.observation_space
+    problems = []
+    if not isinstance(space, spaces.Dict) or set(space.spaces) != {"camera", "sensors"}:
+        problems.append(f"observation {space} is not Dict(camera, sensors)")
+    else:
+        h, w, c = spec.observation_space["camera"].shape
+        if tuple(space["camera"].shape) not in ((h, w, c), (c, h, w)):
+            problems.append(f"camera {tuple(space['camera'].shape)} vs {(h, w, c)}")
+        if space["sensors"].shape != spec.observation_space["sensors"].shape:
+            problems.append(
+                f"sensors {space['sensors'].shape} vs {spec.observation_space['sensors'].shape}"
+            )
+    action = model.action_space
+    if type(action) is not type(spec.action_space) or getattr(action, "shape", None) != getattr(
+        spec.action_space, "shape", None
+    ):
+        problems.append(f"action space {action} vs {spec.action_space}")
+    if problems:
+        raise ConfigError(
+            f"{path}: the zip's policy does not fit {env_id} ({'; '.join(problems)}); evaluate it "
+            "on the env it was trained on (--env ID, or --run with that run's config)"
+        )
+
+
+def load_sb3_zip(
+    path: Path,
+    run_dir: str | Path | None = None,
+    env_id: str | None = None,
+    device: str = "auto",
+) -> LoadedAgent:
+    """Load an SB3 model zip (PPO or SAC with ``MultiInputPolicy``). Unpickles it: only for
+    files the user trusts (``--allow-pickle``).
+
+    Before anything is unpickled: the algorithm is read from the zip's JSON (``n_epochs``: PPO,
+    ``tau``: SAC), the env config is chosen and the env probed. After: the policy's spaces must
+    fit the env; a policy with one of our features extractors takes its model config (so its
+    attention maps and patch grid are known) and must name the env's sensors. Observation
+    normalisation statistics come from the zip's drive-attention entry (an export of a run that
+    normalised sensors); a config that normalises sensors without them is refused.
+    """
+    from stable_baselines3 import PPO, SAC
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    import models
+    from agent.export import ZIP_KEY, read_zip_metadata
+    from models.extractors import EXTRACTOR_CLASSES, as_config
+
+    meta = read_zip_metadata(path)
+    algo = SAC if "tau" in meta else PPO if "n_epochs" in meta else None
+    if algo is None:
+        raise CheckpointError(f"{path}: an SB3 zip of an algorithm other than PPO or SAC")
+    embedded = None
+    if isinstance(meta.get(ZIP_KEY), str):
+        try:
+            embedded = json.loads(meta[ZIP_KEY])
+        except ValueError:
+            raise CheckpointError(f"{path}: damaged {ZIP_KEY} entry in the zip's data") from None
+    config = _zip_config(path, embedded, run_dir, env_id)
+    spec = probe_env(config.env)
+    try:
+        model = algo.load(path, device=resolve_device(device))  # unpickles: --allow-pickle
+    except (ValueError, KeyError, RuntimeError, AttributeError, ImportError) as err:
+        raise CheckpointError(f"{path}: SB3 cannot load it ({type(err).__name__}: {err})") from None
+    _check_zip_spaces(path, model, spec, config.env.id)
+
+    extractor = models.policy_extractor(model.policy)
+    if isinstance(extractor, tuple(EXTRACTOR_CLASSES.values())):
+        kwargs = model.policy_kwargs.get("features_extractor_kwargs", {})
+        names = tuple(kwargs.get("sensor_names", ()))
+        if names != spec.sensor_names:
+            raise ConfigError(
+                f"{path}: the policy reads sensors {names[:3]}... ({len(names)}) but "
+                f"{config.env.id} gives {spec.sensor_names[:3]}... ({len(spec.sensor_names)}); "
+                "evaluate it on the env it was trained on"
+            )
+        config = replace(config, model=as_config(kwargs.get("config")))
+        source = f"the zip's model '{config.model.name}'"
+    else:
+        source = f"the zip's policy (features extractor {type(extractor).__name__}, not ours)"
+
+    normalize = None
+    stats = (embedded or {}).get("vec_normalize")
+    if stats or config.env.normalize_sensors:
+        if not stats or not stats.get("obs"):
+            raise CheckpointError(
+                f"{path}: the config normalises sensors (env.normalize_sensors) but the zip "
+                "carries no normalisation statistics; export the run with scripts/export.py"
+            )
+        venv = DummyVecEnv([EnvFactory(config.env.id, dict(config.env.kwargs))])
+        vec_normalize = VecNormalize(
+            venv, norm_obs=True, norm_reward=False, norm_obs_keys=list(stats["obs"]), training=False
+        )
+        restore_vec_normalize(vec_normalize, stats)
+        venv.close()
+        normalize = vec_normalize.normalize_obs
+    step = int((embedded or {}).get("step", model.num_timesteps))
+    ckpt = Checkpoint(step=step, config=to_dict(config), state={}, path=path)
+    return LoadedAgent(config, ckpt, spec, model, TrainedPolicy(model, normalize), source)
 
 
 def check_same_observation(

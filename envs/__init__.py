@@ -5,8 +5,10 @@ simulator is imported only when one of its envs is made):
 
 - ``DriveAttention/Highway-v0``, ``-/Merge-v0``, ``-/Roundabout-v0``, ``-/Intersection-v0``:
   the embedded highway-env backend (:mod:`envs.highway`);
-- ``DriveAttention/BatchedHighway-v0``, ``-/BatchedMerge-v0``: the batched torch simulator
-  (:mod:`envs.batched`), B environments per call, also as an SB3 VecEnv;
+- ``DriveAttention/BatchedHighway-v0``, ``-/BatchedMerge-v0``, ...: the batched torch simulator
+  (:mod:`envs.batched`), B environments per call: ``gymnasium.make_vec(id, num_envs=B)`` returns
+  it as a ``gymnasium.vector.VectorEnv`` (the ids' ``vector_entry_point``), ``gymnasium.make``
+  one env of it, and :func:`envs.batched.make_vec_env` its SB3 VecEnv;
 - ``DriveAttention/Carla-v0``: CARLA through its official client (:mod:`envs.carla`,
   needs ``pip install -e '.[carla]'`` and a running server).
 """
@@ -14,6 +16,7 @@ simulator is imported only when one of its envs is made):
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from gymnasium.envs.registration import register, registry
 
@@ -51,7 +54,10 @@ def _register() -> None:
     for env_id, scenario in BATCHED_IDS.items():
         if env_id not in registry:
             register(
-                env_id, entry_point="envs.batched:BatchedDriveEnv", kwargs={"scenario": scenario}
+                env_id,
+                entry_point="envs.batched:BatchedDriveEnv",
+                vector_entry_point="envs.batched:BatchedDriveVectorEnv",
+                kwargs={"scenario": scenario},
             )
     if CARLA_ID not in registry:
         # CARLA is not deterministic under a seed; the env truncates episodes itself
@@ -59,6 +65,40 @@ def _register() -> None:
 
 
 _register()
+
+
+def sensor_names(env_id: str, **options: Any) -> tuple[str, ...]:
+    """The sensor names ``gymnasium.make(env_id, **options).unwrapped.sensor_names`` would give,
+    without making the env (no simulator, no CARLA connection): computed from the backend's
+    options and the scenario definition. Invalid options raise :class:`ConfigError` as
+    ``gymnasium.make`` would; ``render_mode`` is accepted and ignored."""
+    options.pop("render_mode", None)
+    if env_id in HIGHWAY_IDS or env_id in BATCHED_IDS:
+        from envs.configuration import build
+        from envs.scenarios import ScenarioConfig
+        from envs.scenarios import sensor_names as scenario_sensor_names
+
+        if env_id in BATCHED_IDS:
+            from envs.batched.core import BatchedDriveConfig as config_class
+        else:
+            config_class = ScenarioConfig
+        scenario = HIGHWAY_IDS.get(env_id) or BATCHED_IDS[env_id]
+        return scenario_sensor_names(build(config_class, {"scenario": scenario, **options}))
+    if env_id == CARLA_ID:
+        from envs.carla.config import CarlaEnvConfig
+        from envs.carla.core import make_sensor_names
+        from envs.configuration import build
+
+        config = build(CarlaEnvConfig, options)
+        return make_sensor_names(config.n_route_points, config.n_rays)
+    ids = [*HIGHWAY_IDS, *BATCHED_IDS, CARLA_ID]
+    from envs.configuration import closest
+
+    raise ConfigError(
+        f"{env_id!r} is not one of this project's env ids{closest(env_id, ids)}; ids: "
+        f"{', '.join(ids)}"
+    )
+
 
 __all__ = [
     "BATCHED_IDS",
@@ -70,4 +110,5 @@ __all__ = [
     "ConfigError",
     "env_id",
     "sensor_groups",
+    "sensor_names",
 ]

@@ -1,13 +1,20 @@
 """Evaluate a trained run (or the random / idle reference policy) on seeded episodes.
 
 ``python scripts/evaluate.py --run runs/NAME --episodes 20 --seed 1000 [--policy random|idle]
-[--checkpoint PATH] [--env ID] [--video] [--attention] [--json OUT] [--wandb [MODE]]``
+[--checkpoint PATH] [--env ID] [--video] [--attention] [--json OUT] [--wandb [MODE]]
+[--allow-pickle]``
 
 Prints a table (mean and std of return, success and collision rates, mean speed, episode
 length) and writes the same figures with per-episode rows as JSON (default:
 ``runs/NAME/eval/evaluate_<policy>_<env>_seed<S>.json``; with a --checkpoint that is not the
 run's latest, ``..._seed<S>_step<N>.json``, or ``..._seed<S>_<other run>-step<N>.json`` for
 another run's checkpoint, so no result overwrites another).
+
+``--checkpoint model.zip --allow-pickle`` evaluates an SB3 model zip (PPO or SAC, e.g. one made
+by ``scripts/export.py``). Loading it unpickles the file, which can execute any code its author
+put in it: without ``--allow-pickle`` it is refused. Its env is the one a zip exported here
+names, else the --run folder's config, else --env ID with default options; --attention needs a
+policy with one of this project's attention extractors.
 
 Output goes only to the --run folder (or the run folder that holds --checkpoint) or to --json
 (videos beside it); a checkpoint outside a run folder needs --json. Seeds must be >= 0; the
@@ -35,9 +42,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--env", dest="env_id", help="evaluate on another registered env id")
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1000, help="episode k uses seed SEED + k")
-    parser.add_argument("--video", action="store_true", help="attention video of the first episode")
     parser.add_argument(
-        "--video-episodes", type=int, default=1, help="episodes rendered with --video"
+        "--video",
+        action="store_true",
+        help="attention videos: the first successful and the first failed episode",
+    )
+    parser.add_argument(
+        "--video-episodes",
+        type=int,
+        default=1,
+        help="with --video: videos of each outcome (the first N successful and N failed episodes)",
     )
     parser.add_argument(
         "--json",
@@ -59,6 +73,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--attention",
         action="store_true",
         help="attention per road class (mass, lift), occlusion check, modality reliance",
+    )
+    parser.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="accept an SB3 model .zip as --checkpoint: SB3 unpickles it, which can execute any "
+        "code its author put in the file; only for files you trust",
     )
     return parser.parse_args(argv)
 

@@ -1,7 +1,8 @@
 """The batched backend: B driving environments stepped at once with torch, on CPU or GPU.
 
 - :mod:`envs.batched.core`: the core (:class:`BatchedDrive`), tensors in and out;
-- :mod:`envs.batched.env`: its SB3 VecEnv and Gymnasium views;
+- :mod:`envs.batched.env`: its Gymnasium vector env (``gymnasium.make_vec``), single Gymnasium
+  env and SB3 VecEnv views;
 - :mod:`envs.batched.contract`: torch twins of :mod:`envs.contract`;
 - :mod:`envs.batched.sim`: traffic (highway-env's IDM, MOBIL, controllers, bicycle model);
 - :mod:`envs.batched.road`: the lane table read from highway-env's road network;
@@ -10,6 +11,17 @@
 """
 
 from envs.batched.core import BatchedDrive
-from envs.batched.env import BatchedDriveEnv, BatchedDriveVecEnv, make_vec_env
+from envs.batched.env import (
+    BatchedDriveEnv,
+    BatchedDriveVecEnv,
+    BatchedDriveVectorEnv,
+    make_vec_env,
+)
 
-__all__ = ["BatchedDrive", "BatchedDriveEnv", "BatchedDriveVecEnv", "make_vec_env"]
+__all__ = [
+    "BatchedDrive",
+    "BatchedDriveEnv",
+    "BatchedDriveVecEnv",
+    "BatchedDriveVectorEnv",
+    "make_vec_env",
+]

@@ -1,7 +1,9 @@
 """The batched backend's views of its core (:class:`envs.batched.core.BatchedDrive`):
 
-- :class:`BatchedDriveVecEnv`: an SB3 ``VecEnv`` (batched step, automatic reset, numpy
-  observations, ``terminal_observation`` in the infos) for training;
+- :class:`BatchedDriveVectorEnv`: a ``gymnasium.vector.VectorEnv`` (batched spaces, same-step
+  autoreset, dict-of-arrays infos), what ``gymnasium.make_vec(batched_id, num_envs=N)`` returns;
+- :class:`BatchedDriveVecEnv`: an SB3 ``VecEnv`` adapter (batched step, automatic reset, numpy
+  observations, ``terminal_observation`` in the infos) for training with SB3;
 - :class:`BatchedDriveEnv`: a single Gymnasium env (B = 1) for ``gymnasium.make`` and
   ``check_env``;
 - :class:`BatchedDrive` itself (tensors in and out), for benchmarks and GPU pipelines that keep
@@ -15,6 +17,8 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
 from stable_baselines3.common.vec_env import VecEnv
 
 from envs.batched.core import BatchedDrive
@@ -187,6 +191,147 @@ class BatchedDriveEnv(gym.Env):
         if self.render_mode == "rgb_array":
             return self.core.camera(self.core.labels[:, -1:])[0].cpu().numpy()
         return None
+
+
+class BatchedDriveVectorEnv(VectorEnv):
+    """The batched simulator as a ``gymnasium.vector.VectorEnv`` (Gymnasium 1.x API).
+
+    ``gymnasium.make_vec("DriveAttention/BatchedHighway-v0", num_envs=256)`` returns it (the
+    ids' ``vector_entry_point``): one :class:`BatchedDrive` steps all ``num_envs`` envs at once.
+
+    - spaces: ``single_observation_space`` is the contract's ``Dict(camera, sensors)``;
+      ``observation_space`` batches it (camera ``(N, H, W, 3 S)`` uint8, sensors ``(N, D)``
+      float32); ``action_space`` is ``MultiDiscrete([5] * N)`` or ``Box(-1, 1, (N, 2))``.
+    - autoreset: **same step** (``metadata["autoreset_mode"] == AutoresetMode.SAME_STEP``), as
+      the core resets finished envs inside the step: a step in which env ``i`` terminates or
+      truncates returns that step's reward and flags, but env ``i``'s *new* first observation;
+      the ended episode's last observation is ``info["final_obs"][i]`` and its last info
+      (``reward_terms``, ``speed``, the :data:`EPISODE_KEYS`, ``road_labels``) is
+      ``info["final_info"]``, each key with its ``_key`` mask (Gymnasium's convention, as
+      ``SyncVectorEnv(autoreset_mode=SAME_STEP)``). The top-level ``reward_terms`` of a reset
+      env are masked out (``info["_reward_terms"][i]`` is False); ``speed`` (and
+      ``road_labels``) are the new episode's.
+    - ``reset(seed=S)`` seeds the batch's one random stream (one int, not one per env);
+      ``reset(options={"reset_mask": mask})`` restarts only the envs of the (N,) bool mask.
+    - ``render()``: a tuple of N ``(H, W, 3)`` frames with ``render_mode="rgb_array"``.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {
+        "render_modes": list(RENDER_MODES),
+        "render_fps": 5,
+        "autoreset_mode": AutoresetMode.SAME_STEP,
+    }
+
+    def __init__(self, num_envs: int = 1, render_mode: str | None = None, **options: Any) -> None:
+        self.render_mode = check_render_mode(render_mode)
+        self.core = BatchedDrive(num_envs=num_envs, **options)
+        self.config = self.core.config
+        self.num_envs = self.core.num_envs
+        self.single_observation_space = self.core.observation_space()
+        self.single_action_space = self.core.action_space()
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.sensor_names = self.core.sensor_names
+        self.sensor_groups = self.core.sensor_groups
+        self.idle_action: Any = idle_action(self.config.action)
+        self._started = False
+
+    def _obs(self, labels: torch.Tensor, sensors: torch.Tensor) -> dict[str, np.ndarray]:
+        return {
+            "camera": self.core.camera(labels).cpu().numpy(),  # (N, H, W, 3 S)
+            "sensors": sensors.cpu().numpy().astype(np.float32, copy=False),  # (N, D)
+        }
+
+    def _mask(self, value: bool = True) -> np.ndarray:
+        return np.full(self.num_envs, value, dtype=bool)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        if seed is not None and not isinstance(seed, (int, np.integer)):
+            raise ConfigError(
+                f"seed: the batched simulator has one random stream for all its envs; give one "
+                f"int, got {seed!r}"
+            )
+        super().reset(seed=seed)
+        if seed is not None:
+            self.core.seed(simulator_seed(self.np_random, seed))
+        mask = (options or {}).get("reset_mask")
+        if mask is not None and self._started:
+            mask = np.asarray(mask)
+            if mask.shape != (self.num_envs,) or mask.dtype != np.bool_:
+                raise ConfigError(
+                    f"options['reset_mask']: must be a ({self.num_envs},) bool array, got "
+                    f"{mask.dtype} {mask.shape}"
+                )
+            self.core.reset_envs(torch.as_tensor(mask, device=self.core.device))
+            labels, sensors = self.core.observe()
+        else:
+            out = self.core.reset()
+            labels, sensors = out.labels, out.sensors
+            self._started = True
+        info: dict[str, Any] = {
+            "speed": self.core.traffic.speed[:, 0].cpu().numpy().astype(np.float64),
+            "_speed": self._mask(),
+        }
+        if self.config.road_labels:
+            info["road_labels"], info["_road_labels"] = labels[:, -1].cpu().numpy(), self._mask()
+        return self._obs(labels, sensors), info
+
+    def step(
+        self, actions: Any
+    ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        core = self.core
+        if not self._started:
+            raise RuntimeError("call reset() before step()")
+        out = core.step(torch.as_tensor(np.asarray(actions), device=core.device))
+        done_t = out.terminated | out.truncated
+        done = done_t.cpu().numpy()
+        obs = self._obs(out.labels, out.sensors)
+        terms = out.terms.cpu().numpy().astype(np.float64)
+        reward_terms: dict[str, Any] = {}
+        for k, name in enumerate(REWARD_TERMS):
+            reward_terms[name], reward_terms[f"_{name}"] = terms[:, k], self._mask()
+        speed = out.speed.cpu().numpy().astype(np.float64)
+        labels = out.labels[:, -1].cpu().numpy() if self.config.road_labels else None
+        infos: dict[str, Any] = {}
+        if done.any():
+            final: dict[str, Any] = {"reward_terms": reward_terms, "_reward_terms": done.copy()}
+            final["speed"], final["_speed"] = speed.copy(), done.copy()
+            for key, value in out.episode.items():
+                final[key], final[f"_{key}"] = value.cpu().numpy(), done.copy()
+            if labels is not None:
+                final["road_labels"], final["_road_labels"] = labels.copy(), done.copy()
+            final_obs = np.full(self.num_envs, None, dtype=object)
+            for i in np.flatnonzero(done):
+                final_obs[i] = {key: value[i].copy() for key, value in obs.items()}
+            infos["final_obs"], infos["_final_obs"] = final_obs, done.copy()
+            infos["final_info"], infos["_final_info"] = final, done.copy()
+            core.reset_envs(done_t)
+            fresh_labels, fresh_sensors = core.observe(done_t)
+            fresh = self._obs(fresh_labels, fresh_sensors)
+            for key in obs:
+                obs[key][done] = fresh[key]
+            speed = speed.copy()
+            speed[done] = core.traffic.speed[done_t, 0].cpu().numpy()
+            if labels is not None:
+                labels = labels.copy()
+                labels[done] = fresh_labels[:, -1].cpu().numpy()
+            reward_terms = {
+                k: (v & ~done if k.startswith("_") else v) for k, v in reward_terms.items()
+            }
+        infos["reward_terms"], infos["_reward_terms"] = reward_terms, ~done
+        infos["speed"], infos["_speed"] = speed, self._mask()
+        if labels is not None:
+            infos["road_labels"], infos["_road_labels"] = labels, self._mask()
+        terminated = out.terminated.cpu().numpy()
+        truncated = out.truncated.cpu().numpy()
+        return obs, out.reward.cpu().numpy().astype(np.float64), terminated, truncated, infos
+
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        if self.render_mode != "rgb_array" or not self._started:
+            return None
+        return tuple(self.core.camera(self.core.labels[:, -1:]).cpu().numpy())
 
 
 def make_vec_env(env_id: str, num_envs: int, seed: int | None = None, **options: Any) -> VecEnv:

@@ -1,0 +1,215 @@
+"""Export a run's checkpoint to other tools' formats (``scripts/export.py``).
+
+``sb3``: the zip that ``stable_baselines3.PPO.load`` / ``SAC.load`` reads, made by SB3's own
+``model.save`` from the algorithm the run's config builds, with the checkpoint's weights (policy,
+optimizers, SAC's entropy coefficient) and counters. Its ``policy_kwargs`` name this project's
+features extractor by import path (``models.extractors.CrossModalExtractor``, ...), so loading it
+needs this package installed (``pip install -e .``): SB3 unpickles that reference.
+
+When the run normalises sensors or rewards (``env.normalize_sensors``/``normalize_reward``), the
+statistics are written beside the zip in SB3's own format, ``<out stem>_vecnormalize.pkl``
+(``VecNormalize.load(path, venv)``; saved with ``training = False``): plain SB3 must normalise
+observations with them, or the policy sees inputs it was not trained on.
+
+The zip also carries, as plain JSON in SB3's ``data`` entry (attribute :data:`ZIP_KEY`), the
+run's resolved config, the step and the normalisation statistics, so that
+``scripts/evaluate.py --checkpoint FILE.zip --allow-pickle`` knows the env to evaluate on.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agent.checkpoint import CheckpointError, load_checkpoint, restore_algo_state
+from agent.config import ConfigError, check_env_id, resolve_config
+from agent.files import UnsafePathError, check_writable, write_atomic
+from agent.rundir import RunDir
+
+FORMATS: tuple[str, ...] = ("sb3",)
+ZIP_KEY = "drive_attention"  # the attribute saved in the zip's data: JSON of config, step, stats
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_sb3` wrote."""
+
+    zip_path: Path
+    vec_normalize_path: Path | None  # SB3's VecNormalize pickle, when the run normalises
+    algo: str  # "PPO" | "SAC"
+    step: int
+    env_id: str
+    checkpoint: Path
+
+
+def vec_normalize_path(out: str | Path) -> Path:
+    """Where the VecNormalize statistics of an export to ``out`` go: ``<stem>_vecnormalize.pkl``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}_vecnormalize.pkl")
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an output path that SB3 would change or that cannot be written (before any work)."""
+    if out.suffix.lower() != ".zip":
+        raise ConfigError(
+            f"--out {out}: must end in .zip (SB3's save adds .zip to any other name, and its "
+            f"load looks for it); e.g. --out {out.with_suffix('.zip')}"
+        )
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give a file name, e.g. {out / 'model.zip'}")
+    for path in (out, vec_normalize_path(out)):
+        try:
+            check_writable(path)
+        except UnsafePathError as err:
+            raise ConfigError(f"--out: {err}") from None
+    folder = out.parent
+    while not folder.exists() and not folder.is_symlink() and folder != folder.parent:
+        folder = folder.parent  # the nearest folder that exists, where creation starts
+    if not folder.is_dir():
+        raise ConfigError(f"--out {out}: {folder} is not a folder, so it cannot hold the zip")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: {folder} is not writable; choose another --out")
+
+
+def _checkpoint_of(run_dir: str | Path | None, checkpoint: str | Path | None) -> Path:
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        if not path.exists():
+            raise CheckpointError(f"--checkpoint {path} does not exist")
+        return path
+    if run_dir is None:
+        raise ConfigError("give --run runs/<name> (or --checkpoint PATH)")
+    run = RunDir(Path(run_dir))
+    if not run.path.is_dir():
+        raise ConfigError(f"--run {run.path}: no such run folder (runs/<name>, made by train.py)")
+    found = run.latest_checkpoint()
+    if found is None:
+        raise CheckpointError(
+            f"--run {run.path}: no checkpoint in {run.checkpoints}; train first (scripts/train.py)"
+        )
+    return found
+
+
+def _plain_stats(state: Any) -> Any:
+    """VecNormalize statistics (agent.checkpoint.vec_normalize_state) as JSON data."""
+    if isinstance(state, dict):
+        return {str(k): _plain_stats(v) for k, v in state.items()}
+    if isinstance(state, np.ndarray):
+        return state.tolist()
+    return state
+
+
+def export_sb3(
+    run_dir: str | Path | None,
+    out: str | Path,
+    checkpoint: str | Path | None = None,
+    fmt: str = "sb3",
+) -> ExportResult:
+    """Write the run's checkpoint (default: its latest) as an SB3 zip at ``out``.
+
+    Every input is checked before anything is built (format, output path, run, checkpoint);
+    both files are written atomically (a temporary file renamed into place).
+    """
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    from agent.build import EnvFactory, make_algo, probe_env, wrap_normalize
+
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format: {fmt!r} is not supported; formats: {', '.join(FORMATS)}")
+    out = Path(out)
+    _check_out(out)
+    ckpt = load_checkpoint(_checkpoint_of(run_dir, checkpoint))
+    try:
+        config = resolve_config(ckpt.config)
+        check_env_id(config.env.id, key="checkpoint env.id")
+    except ConfigError as err:
+        raise CheckpointError(
+            f"{ckpt.path}: the config stored in the checkpoint is invalid here: {err}"
+        ) from None
+
+    spec = probe_env(config.env)
+    venv = wrap_normalize(
+        DummyVecEnv([EnvFactory(config.env.id, dict(config.env.kwargs))]),
+        config.env,
+        config.algo.gamma,
+    )
+    vec_normalize = venv if isinstance(venv, VecNormalize) else None
+    try:
+        # inference_only: no replay buffer is allocated (SB3 never saves it in the zip); the
+        # config's buffer size is put back below so that SAC.load sets up the trained one.
+        with warnings.catch_warnings():  # n_steps x 1 env here is not the training's batch
+            warnings.filterwarnings("ignore", message="You have specified a mini-batch size")
+            model = make_algo(config, venv, spec, "cpu", inference_only=True)
+        restore_algo_state(model, ckpt.state, vec_normalize)
+        if hasattr(model, "buffer_size"):
+            model.buffer_size = config.algo.buffer_size
+        stats = ckpt.state.get("vec_normalize") if vec_normalize is not None else None
+        setattr(
+            model,
+            ZIP_KEY,
+            json.dumps(
+                {"config": ckpt.config, "step": ckpt.step, "vec_normalize": _plain_stats(stats)}
+            ),
+        )
+        buffer = io.BytesIO()
+        model.save(buffer, include=[ZIP_KEY])
+        pickled_stats = None
+        if vec_normalize is not None:
+            vec_normalize.training = False  # evaluation: the statistics stay as trained
+            pickled_stats = pickle.dumps(vec_normalize)  # what VecNormalize.save writes
+    finally:
+        venv.close()
+
+    def write(data: bytes) -> Any:
+        def to(tmp: Path) -> None:
+            with open(tmp, "xb") as f:
+                f.write(data)
+
+        return to
+
+    stats_path = vec_normalize_path(out) if pickled_stats is not None else None
+    try:
+        write_atomic(out, write(buffer.getvalue()), sync=True)
+        if stats_path is not None and pickled_stats is not None:
+            write_atomic(stats_path, write(pickled_stats), sync=True)
+    except OSError as err:
+        raise ConfigError(
+            f"could not write {out} ({err.strerror or err}); free some space or choose another "
+            "--out"
+        ) from None
+    return ExportResult(
+        zip_path=out,
+        vec_normalize_path=stats_path,
+        algo=type(model).__name__,
+        step=ckpt.step,
+        env_id=config.env.id,
+        checkpoint=Path(ckpt.path) if ckpt.path else Path(),
+    )
+
+
+def read_zip_metadata(path: str | Path) -> dict[str, Any]:
+    """The JSON ``data`` entry of an SB3 zip, read without unpickling anything.
+
+    Serialised (pickled) entries stay base64 text inside it: only plain keys (``n_epochs``,
+    ``tau``, :data:`ZIP_KEY`, ...) are meaningful here.
+    """
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return json.loads(archive.read("data").decode())
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as err:
+        raise CheckpointError(
+            f"{path} is not an SB3 zip (no readable 'data' entry: {err})"
+        ) from None
+
+
+__all__ = ["FORMATS", "ZIP_KEY", "ExportResult", "export_sb3", "read_zip_metadata"]
