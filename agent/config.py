@@ -311,6 +311,7 @@ class LoggingConfig:
     entity: str | None = None
     group: str | None = None
     tags: list[str] = field(default_factory=list)
+    system_metrics: bool = True  # W&B samples CPU, memory and GPU use alongside the run
     video: bool = True  # an attention video at every evaluation
     video_fps: int = 8
     video_scale: int = 4  # camera pixels are drawn as video_scale x video_scale blocks

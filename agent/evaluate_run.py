@@ -17,7 +17,7 @@ import torch
 from agent.attention_report import analyse_attention, format_attention
 from agent.build import make_env, probe_env
 from agent.checkpoint import Checkpoint, CheckpointError
-from agent.config import ConfigError, check_env_id, load_config
+from agent.config import ConfigError, ExperimentConfig, check_env_id, load_config, to_dict
 from agent.evaluation import (
     TABLE_COLUMNS,
     EpisodeResult,
@@ -27,6 +27,7 @@ from agent.evaluation import (
     evaluate,
     format_table,
     table_rows,
+    video_caption,
     video_path,
 )
 from agent.files import UnsafePathError, check_writable
@@ -52,6 +53,7 @@ class EvaluationRequest:
     wandb: str = "disabled"
     device: str = "auto"
     attention: bool = False  # attribution, occlusion check and modality reliance
+    allow_pickle: bool = False  # accept an SB3 .zip checkpoint (unpickling can run its code)
 
 
 SEED_MAX = 2**31 - 1  # seeds stay 32-bit signed for every simulator's random generator
@@ -82,7 +84,11 @@ def run_evaluation(request: EvaluationRequest) -> tuple[EvalReport, Path]:
     label = None
     if request.policy == "trained":
         agent = load_agent(
-            run.path if run else None, request.checkpoint, request.env_id, request.device
+            run.path if run else None,
+            request.checkpoint,
+            request.env_id,
+            request.device,
+            allow_pickle=request.allow_pickle,
         )
         config, spec, policy, step = agent.config, agent.spec, agent.policy, agent.checkpoint.step
         cell_px = (config.model.patch, config.model.patch)
@@ -121,10 +127,8 @@ def run_evaluation(request: EvaluationRequest) -> tuple[EvalReport, Path]:
     json_path = request.json_path or out_dir / "eval" / f"{tag}.json"
     _check_output(json_path, "--json" if request.json_path else "the evaluation JSON")
     if video_dir is not None:
-        videos = [
-            video_path(video_dir, f"{tag}_", k)
-            for k in range(min(request.video_episodes, request.episodes))
-        ]
+        # any episode may be filmed (the first successful and the first failed ones)
+        videos = [video_path(video_dir, f"{tag}_", k) for k in range(request.episodes)]
         _check_writable([video_dir, *videos], "--video")
     if request.wandb != "disabled":
         _check_writable([out_dir / "metrics.jsonl"], "--wandb")
@@ -139,7 +143,7 @@ def run_evaluation(request: EvaluationRequest) -> tuple[EvalReport, Path]:
         raise ConfigError("--attention needs the trained policy (not --policy random/idle)")
     if request.attention and not getattr(policy, "has_attention", False):
         raise ConfigError(
-            f"--attention: the run's model '{config.model.name}' has no attention maps; use a "
+            f"--attention: {agent.source} has no attention maps; use a "
             "run trained with model.name = attention, camera_only or sensors_only"
         )
     env_kwargs = dict(config.env.kwargs)
@@ -189,9 +193,7 @@ def run_evaluation(request: EvaluationRequest) -> tuple[EvalReport, Path]:
             "or choose another path with --json and evaluate again"
         ) from None
     if request.wandb != "disabled":
-        _log_wandb(
-            report, request, out_dir, config.logging.project, step or 0, tag, extra.get("attention")
-        )
+        _log_wandb(report, request, out_dir, config, step or 0, tag, extra.get("attention"))
     return report, json_path
 
 
@@ -284,31 +286,44 @@ def _log_wandb(
     report: EvalReport,
     request: EvaluationRequest,
     out_dir: Path,
-    project: str,
+    config: ExperimentConfig,
     step: int,
     tag: str,
     attention: dict | None = None,
 ) -> None:
+    """A W&B run of job type ``evaluation`` in the training run's group, with its config."""
     logger = RunLogger(
         out_dir,
         mode=request.wandb,
-        config={"evaluation": {k: str(v) for k, v in vars(request).items()}},
-        project=project,
-        group=out_dir.name,
+        config={
+            **to_dict(config),
+            "evaluation": {k: str(v) for k, v in vars(request).items()},
+        },
+        project=config.logging.project,
+        entity=config.logging.entity,
+        group=config.logging.group or out_dir.name,
+        tags=config.logging.tags,
         name=f"{out_dir.name}-{tag}",
         job_type="evaluation",
+        system_metrics=config.logging.system_metrics,
     )
     summary = {f"eval/{k}": v for k, v in report.summary().items()}
     logger.log(summary, step)
     logger.summary(summary)
-    video = next((e.video for e in report.episodes if e.video), None)
-    if video:
-        logger.log_video("eval/attention_video", video, step)
+    for episode in report.episodes:  # a successful and a failed one, where both exist
+        if episode.video:
+            kind = "success" if episode.success else "failure"
+            caption = video_caption(episode)
+            logger.log_video(f"eval/attention_video_{kind}", episode.video, step, caption)
     logger.log_table("eval/episodes", TABLE_COLUMNS, table_rows(report), step)
     if attention is not None:
-        # per-class attention along the evaluation frames (a time series per class)
-        for frame, row in enumerate(attention["per_frame"]):
-            logger.log({f"attention/class_mass/{k}": v for k, v in row.items()}, step + frame)
+        # per-class attention along the evaluation frames, on their own "frame" axis
+        logger.log_frames(
+            [
+                {f"attention/frame/class_mass/{k}": v for k, v in row.items()}
+                for row in attention["per_frame"]
+            ]
+        )
         figures = {f"attention/class_lift/{k}": v for k, v in attention["class_lift"].items()}
         figures["attention/occlusion_ratio"] = attention["occlusion_ratio"]
         figures["attention/camera_share"] = attention["camera_share"]
@@ -337,7 +352,13 @@ def main_table(report: EvalReport, json_path: Path) -> str:
     """The printed result: the table and where the JSON went."""
     last = report.seed + len(report.episodes) - 1
     title = f"Evaluation of the {report.policy} policy, seeds {report.seed}..{last}"
-    return f"{format_table([report], title=title)}\nJSON: {json_path}"
+    text = f"{format_table([report], title=title)}\nJSON: {json_path}"
+    filmed = [e for e in report.episodes if e.video]
+    if filmed:
+        text += "\nattention videos:\n" + "\n".join(
+            f"  {e.video}  ({video_caption(e)})" for e in filmed
+        )
+    return text
 
 
 __all__ = ["CheckpointError", "ConfigError", "EvaluationRequest", "main_table", "run_evaluation"]

@@ -20,7 +20,8 @@ from gymnasium import spaces
 
 from agent.attribution import Attribution
 from agent.files import write_text
-from agent.video import FrameText, VideoWriter, render_frame
+from agent.scene import HighwayScene, Snapshot, interpolate
+from agent.video import FrameText, RayLayout, VideoWriter, render_frame, scene_scale
 
 SUMMARY_KEYS: tuple[str, ...] = (
     "mean_return",
@@ -220,6 +221,41 @@ def _env_action(action: Any, action_space: spaces.Space) -> Any:
     return np.asarray(action, dtype=np.float32).reshape(action_space.shape)
 
 
+@dataclass
+class Decision:
+    """What the video frames of one decision show (recorded while the episode runs, drawn only
+    if the episode is filmed)."""
+
+    step: int
+    camera: np.ndarray  # (H, W, 3k) the observation's frame stack
+    sensors: np.ndarray  # (D,) the observation's sensors
+    info: dict[str, Any]  # speed, and road labels where the env gives them
+    view: AttentionView | None  # the policy's attention on this observation
+    action: str  # the action chosen on it ("(end)" after the last step)
+    reward: float  # of the previous step
+    total: float  # the return so far
+    scene: Snapshot | None = None  # the simulator's state at the decision
+    between: list[Snapshot] = field(default_factory=list)  # its steps until the next decision
+
+
+@dataclass
+class Recording:
+    """An episode's decisions, enough to film it afterwards."""
+
+    decisions: list[Decision]
+    policy_hz: float  # [Hz] decisions per second
+    scene: HighwayScene | None  # draws the snapshots; None: the camera frames are shown
+
+
+_INFO_KEYS = ("speed", "road_labels", "lead_vehicle_mask")
+
+
+def policy_frequency(env: gym.Env) -> float:
+    """[Hz] the env's decisions per second (1 when it does not say)."""
+    cfg = getattr(env.unwrapped, "config", None)
+    return float(getattr(cfg, "policy_frequency", None) or 1.0)
+
+
 def run_episode(
     env: gym.Env,
     policy: Policy,
@@ -231,44 +267,68 @@ def run_episode(
     scale: int = 4,
     cell_px: tuple[int, int] | None = None,
 ) -> EpisodeResult:
-    """Roll out one episode; with ``video_path``, render it as an attention video."""
+    """Roll out one episode; with ``video_path``, film it as an attention video."""
+    record = video_path is not None
+    result, recording = rollout(env, policy, episode, seed, record, action_names, scale)
+    if recording is not None:
+        film(result, recording, Path(video_path), fps, scale, cell_px, RayLayout.from_env(env))
+    return result
+
+
+def rollout(
+    env: gym.Env,
+    policy: Policy,
+    episode: int,
+    seed: int,
+    record: bool = False,
+    action_names: dict[int, str] | None = None,
+    scale: int = 4,
+    scene: HighwayScene | None = None,
+) -> tuple[EpisodeResult, Recording | None]:
+    """Roll out one episode; with ``record``, also what :func:`film` needs (the policy's
+    attention at each decision, and the simulator's state at each simulation step where the
+    backend exposes it: ``scene``, made here when not given)."""
     policy.reset(seed)
     obs, info = env.reset(seed=seed)
-    writer = VideoWriter(video_path, fps=fps) if video_path is not None else None
-    attribution = Attribution()  # of the rendered frames, when the env gives road labels
+    decisions: list[Decision] | None = [] if record else None
+    if record:
+        camera_hw = obs["camera"].shape[:2]
+        scene = scene or HighwayScene.attach(env, scene_scale(camera_hw, scale))
+        if scene is not None:
+            scene.start()
     total, length, terms = 0.0, 0, {}
     speeds: list[float] = []
-    camera_shares: list[float] = []
     reward = 0.0
-    try:
-        while True:
-            action = _env_action(policy.act(obs), env.action_space)
-            if writer is not None:  # the frame the action was chosen on, and its attention
-                view = policy.attention(obs)
-                if view is not None and view.camera_share is not None:
-                    camera_shares.append(view.camera_share)
-                text = describe_action(action, action_names)
-                writer.append(
-                    _frame(
-                        obs, info, view, length, text, reward, total, scale, cell_px, attribution
-                    )
+    while True:
+        action = _env_action(policy.act(obs), env.action_space)
+        if decisions is not None:  # the frame the action was chosen on, and its attention
+            decisions.append(
+                _decision(
+                    obs,
+                    info,
+                    policy,
+                    length,
+                    describe_action(action, action_names),
+                    reward,
+                    total,
+                    scene,
                 )
-            obs, reward, terminated, truncated, info = env.step(action)
-            total += float(reward)
-            length += 1
-            speeds.append(float(info.get("speed", 0.0)))
-            for name, value in info.get("reward_terms", {}).items():
-                terms[name] = terms.get(name, 0.0) + float(value)
-            if terminated or truncated:
-                break
-        if writer is not None:  # the last frame, after the final step
-            view = policy.attention(obs)
-            writer.append(
-                _frame(obs, info, view, length, "(end)", reward, total, scale, cell_px, attribution)
             )
-    finally:
-        written = writer.close() if writer is not None else None
-    return EpisodeResult(
+        obs, reward, terminated, truncated, info = env.step(action)
+        if decisions is not None and scene is not None:
+            decisions[-1].between = scene.take_between()
+        total += float(reward)
+        length += 1
+        speeds.append(float(info.get("speed", 0.0)))
+        for name, value in info.get("reward_terms", {}).items():
+            terms[name] = terms.get(name, 0.0) + float(value)
+        if terminated or truncated:
+            break
+    recording = None
+    if decisions is not None:  # the last frame, after the final step
+        decisions.append(_decision(obs, info, policy, length, "(end)", reward, total, scene))
+        recording = Recording(decisions, policy_frequency(env), scene)
+    result = EpisodeResult(
         episode=episode,
         seed=seed,
         episode_return=total,
@@ -279,37 +339,136 @@ def run_episode(
         mean_speed=float(info.get("mean_speed", np.mean(speeds) if speeds else 0.0)),
         distance=float(info.get("distance", 0.0)),
         reward_terms=terms,
-        camera_attention=float(np.mean(camera_shares)) if camera_shares else None,
-        attention_class_mass=attribution.summary()["class_mass"] if attribution.frames else None,
-        attention_class_lift=attribution.summary()["class_lift"] if attribution.frames else None,
-        video=str(written) if written is not None else None,
     )
+    return result, recording
 
 
-def _frame(
+def _decision(
     obs: dict[str, np.ndarray],
     info: dict[str, Any],
-    view: AttentionView | None,
+    policy: Policy,
     step: int,
     action: str,
     reward: float,
     total: float,
+    scene: HighwayScene | None,
+) -> Decision:
+    return Decision(
+        step=step,
+        camera=np.array(obs["camera"]),
+        sensors=np.array(obs["sensors"]),
+        info={k: info[k] for k in _INFO_KEYS if k in info},
+        view=policy.attention(obs),
+        action=action,
+        reward=float(reward),
+        total=total,
+        scene=scene.snapshot() if scene is not None else None,
+    )
+
+
+def outcome(result: EpisodeResult) -> str:
+    """``success``, ``collision``, ``off road`` or ``no success``."""
+    if result.success:
+        return "success"
+    if result.collision:
+        return "collision"
+    return "off road" if result.off_road else "no success"
+
+
+def video_caption(episode: EpisodeResult) -> str:
+    """``episode 3 (seed 1003): collision, return 2.61``."""
+    return (
+        f"episode {episode.episode} (seed {episode.seed}): {outcome(episode)}, "
+        f"return {episode.episode_return:.2f}"
+    )
+
+
+def film(
+    result: EpisodeResult,
+    recording: Recording,
+    path: Path,
+    fps: int = 8,
+    scale: int = 4,
+    cell_px: tuple[int, int] | None = None,
+    rays: RayLayout | None = None,
+) -> Path | None:
+    """Write ``recording`` as an attention video at ``path`` and fill in ``result``'s video and
+    attention figures.
+
+    The video plays at the episode's pace: ``round(fps / policy_hz)`` frames per decision, the
+    frames between two decisions interpolated from the simulation steps where the backend
+    exposes them (else the decision's frame is held); the last frame is held for one decision.
+    The scene is drawn at :func:`agent.video.scene_scale` times the camera's size.
+    """
+    decisions = recording.decisions
+    scale = scene_scale(decisions[0].camera.shape[:2], scale)
+    per_decision = max(1, round(fps / recording.policy_hz))
+    writer = VideoWriter(path, fps=max(1, round(per_decision * recording.policy_hz)))
+    attribution = Attribution()  # of the decision frames, when the env gives road labels
+    title = f"episode {result.episode}: {outcome(result)}, return {result.episode_return:.2f}"
+    scene = recording.scene
+    try:
+        for decision in decisions:
+            legend = _legend(decision, attribution, cell_px)
+            snapshots = [decision.scene, *decision.between] if decision.scene is not None else []
+            if scene is None or len(snapshots) < 2:  # a still frame, held
+                still = scene.draw(snapshots[0]) if scene is not None and snapshots else None
+                frame = _frame(decision, still, legend, scale, cell_px, rays, title)
+                for _ in range(per_decision):
+                    writer.append(frame)
+                continue
+            for j in range(per_decision):  # time j / per_decision of the way to the next one
+                position = j / per_decision * (len(snapshots) - 1)
+                i = int(position)
+                snap = interpolate(snapshots[i], snapshots[i + 1], position - i)
+                writer.append(
+                    _frame(decision, scene.draw(snap), legend, scale, cell_px, rays, title)
+                )
+    finally:
+        written = writer.close()
+    shares = [
+        d.view.camera_share
+        for d in decisions[:-1]
+        if d.view is not None and d.view.camera_share is not None
+    ]
+    result.video = str(written) if written is not None else None
+    result.camera_attention = float(np.mean(shares)) if shares else None
+    if attribution.frames:
+        summary = attribution.summary()
+        result.attention_class_mass = summary["class_mass"]
+        result.attention_class_lift = summary["class_lift"]
+    return written
+
+
+def _legend(
+    decision: Decision, attribution: Attribution, cell_px: tuple[int, int] | None
+) -> list[str]:
+    """The per-class attention of this decision's frame (added to ``attribution``)."""
+    view, info = decision.view, decision.info
+    if view is None or view.camera is None or "road_labels" not in info:
+        return []
+    mass = attribution.add(
+        view.camera, info["road_labels"], info.get("lead_vehicle_mask"), cell=cell_px
+    )
+    return [f"{name:12s} {m:5.1%}" for name, m in mass.items() if m >= 0.005]
+
+
+def _frame(
+    decision: Decision,
+    scene: tuple[np.ndarray, np.ndarray] | None,
+    legend: list[str],
     scale: int,
     cell_px: tuple[int, int] | None,
-    attribution: Attribution | None = None,
+    rays: RayLayout | None,
+    title: str,
 ) -> np.ndarray:
-    text = FrameText(step, action, float(info.get("speed", 0.0)), float(reward), total)
+    d, view = decision, decision.view
+    text = FrameText(d.step, d.action, float(d.info.get("speed", 0.0)), d.reward, d.total)
+    image, labels = scene if scene is not None else (None, None)
     if view is None:
-        return render_frame(obs["camera"], text, scale=scale)
-    legend: list[str] = []
-    if view.camera is not None and "road_labels" in info:  # per-class attention of this frame
-        attribution = attribution if attribution is not None else Attribution()
-        mass = attribution.add(
-            view.camera, info["road_labels"], info.get("lead_vehicle_mask"), cell=cell_px
-        )
-        legend = [f"{name:12s} {m:5.1%}" for name, m in mass.items() if m >= 0.005]
+        return render_frame(d.camera, text, scale=scale, scene=image, title=title)
     return render_frame(
-        obs["camera"],
+        d.camera,
         text,
         camera_attention=view.camera,
         sensor_attention=view.sensors,
@@ -318,6 +477,11 @@ def _frame(
         cell_px=cell_px,
         scale=scale,
         legend=legend,
+        scene=image,
+        scene_labels=labels,
+        rays=rays,
+        sensors=d.sensors,
+        title=title,
     )
 
 
@@ -343,16 +507,27 @@ def evaluate(
 ) -> EvalReport:
     """``episodes`` seeded episodes (seeds ``seed .. seed + episodes - 1``).
 
-    The first ``video_episodes`` episodes are rendered to ``video_dir/<prefix>ep<k>.mp4``.
+    With ``video_dir``, the first ``video_episodes`` successful episodes and the first
+    ``video_episodes`` failed ones (when there are such) are filmed to
+    ``video_dir/<prefix>ep<k>.mp4``: episodes are recorded while either outcome still lacks
+    its videos, and a recording is drawn only when its outcome needs it.
     """
     results = []
+    filmed = {True: 0, False: 0}  # success -> videos made
+    scene = None
+    rays = RayLayout.from_env(env) if video_dir is not None else None
     for k in range(episodes):
-        video = None
-        if video_dir is not None and k < video_episodes:
-            video = video_path(video_dir, video_prefix, k)
-        result = run_episode(
-            env, policy, k, seed + k, video, action_names, fps=fps, scale=scale, cell_px=cell_px
+        record = video_dir is not None and min(filmed.values()) < video_episodes
+        if record and scene is None:
+            camera_hw = env.observation_space["camera"].shape[:2]
+            scene = HighwayScene.attach(env, scene_scale(camera_hw, scale))
+        result, recording = rollout(
+            env, policy, k, seed + k, record, action_names, scale, scene=scene
         )
+        if recording is not None and filmed[result.success] < video_episodes:
+            filmed[result.success] += 1
+            path = video_path(video_dir, video_prefix, k)
+            film(result, recording, path, fps, scale, cell_px, rays)
         results.append(result)
         if progress is not None:
             progress(result)

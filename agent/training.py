@@ -67,6 +67,7 @@ from agent.config import (
 from agent.evaluation import (
     SUMMARY_KEYS,
     TABLE_COLUMNS,
+    EpisodeResult,
     EvalReport,
     IdlePolicy,
     RandomPolicy,
@@ -74,6 +75,7 @@ from agent.evaluation import (
     evaluate,
     format_table,
     table_rows,
+    video_caption,
 )
 from agent.files import UnsafePathError, remove_orphan_temps, write_text
 from agent.rundir import STEP_FILE, RunDir, RunDirError, RunLock, default_run_name
@@ -132,6 +134,8 @@ def prepare(
     config = load_config(config_path, overrides)
     if config.logging.name is None:
         config.logging.name = default_run_name(config_path)
+    if config.logging.group is None:  # seeds and arms of one experiment share a W&B group
+        config.logging.group = Path(config_path).stem
     run = RunDir(Path(config.logging.root) / config.logging.name)
     run.check_writable()
     run.check_not_in_use()
@@ -312,6 +316,8 @@ class Trainer:
         self.logger: RunLogger | None = None
         self.progress: ProgressBar | None = None
         self.eval_env: Any = None
+        self.best_return = -np.inf  # the best periodic evaluation's mean return so far
+        self.checkpoints: dict[int, Path] = {}  # step -> checkpoint written by this process
 
     # ------------------------------------------------------------------ pieces
     def save(self, step: int | None = None) -> Path:
@@ -321,6 +327,7 @@ class Trainer:
         state = algo_state(self.model, self.vec_normalize)
         try:
             save_checkpoint(path, Checkpoint(step=step, config=to_dict(self.config), state=state))
+            self.checkpoints[step] = path
         except (OSError, SafetensorError, CheckpointError) as err:
             # save_checkpoint reports a failed write as a CheckpointError raised while handling
             # the OSError: name the OSError's cause (a full disk) and what to do next
@@ -389,6 +396,10 @@ class Trainer:
         self._log_report("eval", report, step)
         self.logger.log({"time/eval_seconds": time.perf_counter() - started}, step)
         s = report.summary()
+        if s["mean_return"] > self.best_return:  # this policy becomes the artifact's "best"
+            self.best_return = s["mean_return"]
+            path = self.checkpoints.get(step) or self.save(step)
+            self._log_checkpoint(path, step, ("best", "latest"), s)
         self._say(
             f"eval @ {step}: return {s['mean_return']:.2f} ± {s['std_return']:.2f}, success "
             f"{s['success_rate']:.0%}, collision {s['collision_rate']:.0%}"
@@ -411,9 +422,15 @@ class Trainer:
                 values = [r[name] for r in rows if name in r]
                 metrics[f"attention/class_{kind}/{name}"] = float(np.mean(values))
         self.logger.log(metrics, step)
-        video = next((e.video for e in report.episodes if e.video), None)
-        if video:
-            self.logger.log_video(f"{prefix}/attention_video", video, step, caption=f"step {step}")
+        for episode in report.episodes:  # a successful and a failed one, where both exist
+            if episode.video:
+                kind = "success" if episode.success else "failure"
+                self.logger.log_video(
+                    f"{prefix}/attention_video_{kind}",
+                    episode.video,
+                    step,
+                    caption=f"step {step}: {video_caption(episode)}",
+                )
         self.logger.log_table(f"{prefix}/episodes", TABLE_COLUMNS, table_rows(report), step)
 
     def final_eval(self, step: int) -> dict[str, EvalReport]:
@@ -542,6 +559,7 @@ class Trainer:
             tags=cfg.logging.tags,
             name=run.name,
             run_id=info.get("wandb_id"),
+            system_metrics=cfg.logging.system_metrics,
         )
         run.update_info(wandb_id=self.logger.run_id or info.get("wandb_id"), device=self.device)
         self.model.set_logger(Logger(folder=None, output_formats=[SB3Writer(self.logger)]))
@@ -600,14 +618,37 @@ class Trainer:
                 f"{cfg.train.final_eval_episodes} --seed {cfg.train.eval_seed} "
                 "[--policy random|idle]"
             )
-        self.logger.log_model(
-            [final, run.config],
-            f"{run.name}-model",
-            {"step": step, "algo": cfg.algo.name, "model": cfg.model.name},
-        )
+            print(videos_text(reports["trained"].episodes, run.videos))
+        self._log_checkpoint(final, step, ("latest", "final"))
         return 0
+
+    def _log_checkpoint(
+        self,
+        path: Path,
+        step: int,
+        aliases: tuple[str, ...],
+        summary: dict[str, float] | None = None,
+    ) -> None:
+        """``path`` (and the run's config) as a version of the run's W&B model artifact."""
+        cfg = self.config
+        metadata: dict[str, Any] = {"step": step, "algo": cfg.algo.name, "model": cfg.model.name}
+        metadata.update({f"eval/{k}": v for k, v in (summary or {}).items()})
+        self.logger.log_model(
+            [path, self.run_dir.config], f"{self.run_dir.name}-model", metadata, aliases
+        )
 
     def _periodic_save(self, step: int) -> None:
         path = self.save(step)
         self.logger.log({"time/checkpoint_step": step}, step)
+        self._log_checkpoint(path, step, ("latest",))
         self._say(f"checkpoint: {path}")
+
+
+def videos_text(episodes: list[EpisodeResult], folder: Path) -> str:
+    """Where an evaluation's attention videos are, one line each, or why there is none."""
+    filmed = [e for e in episodes if e.video]
+    if not filmed:
+        return f"videos: none written (logging.video is off, or no episode ran); folder {folder}"
+    lines = [f"attention videos (in {folder}):"]
+    lines += [f"  {e.video}  ({video_caption(e)})" for e in filmed]
+    return "\n".join(lines)

@@ -22,6 +22,9 @@ from agent.files import UnsafePathError, append_line, check_writable
 from envs.configuration import ConfigError
 
 STEP_KEY = "global_step"  # the x-axis of every W&B chart (environment steps)
+FRAME_KEY = "frame"  # the x-axis of per-frame series (``attention/frame/...``)
+BEST_SUMMARIES: tuple[str, ...] = ("eval/mean_return", "eval/success_rate")
+"""Metrics whose run summary is their best (highest) value, not their last."""
 
 
 def wandb_mode(requested: str) -> str:
@@ -55,6 +58,7 @@ class RunLogger:
         name: str | None = None,
         job_type: str = "train",
         run_id: str | None = None,
+        system_metrics: bool = True,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -84,10 +88,14 @@ class RunLogger:
                 mode=self.mode,
                 id=run_id,
                 resume="allow" if run_id else None,
-                settings=wandb.Settings(console="off", x_disable_stats=True),
+                settings=wandb.Settings(console="off", x_disable_stats=not system_metrics),
             )
             self.run.define_metric(STEP_KEY)
+            self.run.define_metric(FRAME_KEY)
+            self.run.define_metric("attention/frame/*", step_metric=FRAME_KEY)
             self.run.define_metric("*", step_metric=STEP_KEY)
+            for key in BEST_SUMMARIES:
+                self.run.define_metric(key, step_metric=STEP_KEY, summary="max,last")
         except Exception as err:
             self._fail("init", err)
 
@@ -100,6 +108,16 @@ class RunLogger:
     @property
     def run_id(self) -> str | None:
         return self.run.id if self.run is not None else None
+
+    @property
+    def url(self) -> str | None:
+        """The run's page (online runs; None offline or disabled)."""
+        if self.run is None or self.mode != "online":
+            return None
+        try:
+            return self.run.url
+        except Exception:
+            return None
 
     def _fail(self, what: str, err: BaseException) -> None:
         print(
@@ -132,6 +150,19 @@ class RunLogger:
             return
         append_line(self.metrics_path, json.dumps({STEP_KEY: int(step), **numbers}))
         self._wandb_call("log", lambda: self.run.log({STEP_KEY: int(step), **numbers}))
+
+    def log_frames(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Per-frame series (W&B only, on the ``frame`` axis: ``attention/frame/...``); the
+        local record of frames is the evaluation's JSON, so ``metrics.jsonl`` keeps one row per
+        environment step."""
+
+        def send() -> None:
+            for frame, row in enumerate(rows):
+                numbers = {k: _number(v) for k, v in row.items()}
+                numbers = {k: v for k, v in numbers.items() if v is not None}
+                self.run.log({FRAME_KEY: frame, **numbers})
+
+        self._wandb_call("frames", send)
 
     def log_video(self, key: str, path: str | Path, step: int, caption: str | None = None) -> None:
         """An mp4 already written to the run directory, under a stable key."""
@@ -184,9 +215,15 @@ class RunLogger:
         self._wandb_call("summary", lambda: self.run.summary.update(dict(metrics)))
 
     def log_model(
-        self, files: Sequence[str | Path], name: str, metadata: Mapping[str, Any]
+        self,
+        files: Sequence[str | Path],
+        name: str,
+        metadata: Mapping[str, Any],
+        aliases: Sequence[str] = ("latest",),
     ) -> None:
-        """The final checkpoint (and config) as a W&B model artifact."""
+        """A checkpoint (and config) as a version of the W&B model artifact ``name``, with
+        ``aliases`` (``latest``, ``best``, ...) and ``step-<N>``; W&B moves an alias to the
+        newest version that is given it, and makes no new version for unchanged files."""
 
         def send() -> None:
             artifact = self._wandb.Artifact(
@@ -194,18 +231,23 @@ class RunLogger:
             )
             for path in files:
                 artifact.add_file(str(path))
-            self.run.log_artifact(artifact, aliases=["latest", f"step-{metadata.get('step', 0)}"])
+            tags = [*dict.fromkeys(aliases), f"step-{metadata.get('step', 0)}"]
+            self.run.log_artifact(artifact, aliases=tags)
 
         self._wandb_call("model artifact", send)
 
     def finish(self) -> None:
-        """Close the W&B run; for offline runs, print the command that uploads them."""
+        """Close the W&B run; print its page (online) or the command that uploads it
+        (offline)."""
         if self.run is None:
             return
         sync_dir = getattr(getattr(self.run, "settings", None), "sync_dir", None)
+        url = self.url
         self._wandb_call("finish", self.run.finish)
         self.run = None
-        if self.mode == "offline" and sync_dir:
+        if url:
+            print(f"W&B run: {url}")
+        elif self.mode == "offline" and sync_dir:
             print(f"W&B run saved offline; upload it with:  wandb sync {sync_dir}")
 
 

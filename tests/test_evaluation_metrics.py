@@ -16,12 +16,14 @@ from agent.attribution import Attribution
 from agent.evaluation import (
     SUMMARY_KEYS,
     AttentionView,
+    Decision,
     EpisodeResult,
     EvalReport,
     IdlePolicy,
     RandomPolicy,
     TrainedPolicy,
     _frame,
+    _legend,
     describe_action,
     evaluate,
     format_table,
@@ -419,7 +421,10 @@ def test_video_frames_show_step_action_reward_and_attention(tmp_path, recorder) 
     """Frame t is drawn before step t's action (the last one after the final step, captioned
     "(end)"), with the speed of the info it was observed with, the previous step's reward, the
     return so far, the policy's attention at that observation, and the share of attention per
-    road class in the legend (patches of 2x2 px: patch (0, 0) is all vehicle, (1, 1) all road)."""
+    road class in the legend (patches of 2x2 px: patch (0, 0) is all vehicle, (1, 1) all road).
+    The env exposes no simulation steps, so each decision's frame is held for fps / policy
+    frequency (1 Hz here) frames: the video plays at the episode's pace; the scene is drawn at
+    256 px (scale 32 for the 8 px camera) and the panel is headed by the episode's outcome."""
     env = LabelledEnv()
     report = evaluate(
         env,
@@ -442,8 +447,11 @@ def test_video_frames_show_step_action_reward_and_attention(tmp_path, recorder) 
         FrameText(2, "(end)", 20.0, -0.25, 0.25),
     ]
     legends = [["vehicle      100.0%"], ["road         100.0%"], ["vehicle      100.0%"]]
-    assert len(writer.frames) == 3
-    for t, (frame, caption, legend) in enumerate(zip(writer.frames, captions, legends)):
+    assert len(writer.frames) == 3 * 5
+    for t in range(3):  # held: the 5 frames of a decision are the same
+        for repeat in writer.frames[5 * t + 1 : 5 * t + 5]:
+            np.testing.assert_array_equal(repeat, writer.frames[5 * t])
+    for t, (frame, caption, legend) in enumerate(zip(writer.frames[::5], captions, legends)):
         view = looker_view(t)
         expected = render_frame(
             writer_camera(t),
@@ -453,9 +461,12 @@ def test_video_frames_show_step_action_reward_and_attention(tmp_path, recorder) 
             sensor_labels=("ego", "route"),
             camera_share=view.camera_share,
             cell_px=(2, 2),
-            scale=3,
+            scale=32,
             legend=legend,
+            sensors=np.array([t, 0.0], np.float32),
+            title="episode 0: no success, return 0.25",
         )
+        assert frame.shape[0] >= 256 and frame.shape[1] == 256 + PANEL_WIDTH
         np.testing.assert_array_equal(frame, expected, err_msg=f"frame {t}")
     (result,) = report.episodes
     assert result.video == str(tmp_path / "looker_ep00.mp4")
@@ -478,7 +489,7 @@ def test_attention_spread_over_the_whole_frame_without_cell_size(tmp_path, recor
     assert result.attention_class_lift["vehicle"] == pytest.approx(vehicle / (4 / 64))
     (writer,) = recorder.made
     assert writer.path == tmp_path / "ep00.mp4" and writer.fps == 8  # the defaults
-    assert writer.frames[0].shape[1] == 8 * 4 + PANEL_WIDTH  # scale 4 by default
+    assert writer.frames[0].shape[1] == 256 + PANEL_WIDTH  # at least 256 px of scene
     # the caption names the action by its number when no names are given
     view = looker_view(0)
     expected = render_frame(
@@ -488,7 +499,9 @@ def test_attention_spread_over_the_whole_frame_without_cell_size(tmp_path, recor
         view.sensors,
         ("ego", "route"),
         view.camera_share,
+        scale=32,
         legend=["road         75.0%", "vehicle      25.0%"],
+        title="episode 0: no success, return 0.25",
     )
     np.testing.assert_array_equal(writer.frames[0], expected)
 
@@ -514,12 +527,14 @@ def test_frames_of_a_policy_without_attention(tmp_path, recorder) -> None:
     """The plain camera frame and caption; nothing about attention in the episode."""
     (result,) = evaluate(ScriptedEnv(), Idle(), 1, 102, video_dir=tmp_path, scale=2).episodes
     (writer,) = recorder.made
-    assert len(writer.frames) == 2 + 1
+    assert len(writer.frames) == (2 + 1) * 8  # each decision held for 8 frames (8 fps, 1 Hz)
     captions = [FrameText(0, "1", 0.0, 0.0, 0.0), FrameText(1, "1", 99.0, -1.0, -1.0)]
     captions.append(FrameText(2, "(end)", 99.0, -1.0, -2.0))
-    for frame, caption in zip(writer.frames, captions):
+    title = "episode 0: off road, return -2.00"
+    for frame, caption in zip(writer.frames[::8], captions):
         np.testing.assert_array_equal(
-            frame, render_frame(np.zeros((8, 8, 3), np.uint8), caption, scale=2)
+            frame,
+            render_frame(np.zeros((8, 8, 3), np.uint8), caption, scale=32, title=title),
         )
     assert result.camera_attention is None and result.attention_class_mass is None
     assert result.video == str(tmp_path / "ep00.mp4")
@@ -541,17 +556,25 @@ def test_attention_without_road_labels_or_camera_share(tmp_path, recorder) -> No
         FrameText(0, "1", 0.0, 0.0, 0.0),
         sensor_attention=np.array([1.0]),
         sensor_labels=("ego",),
+        scale=32,
+        title="episode 0: off road, return -2.00",
     )
     np.testing.assert_array_equal(writer.frames[0], expected)
 
 
-def test_frame_adds_lead_vehicle_attention_to_the_attribution() -> None:
-    """A frame's attention on the vehicle ahead goes into the attribution it is given."""
+def _decision(t: int, info: dict[str, Any]) -> Decision:
+    camera = writer_camera(t)
+    return Decision(t, camera, np.array([t, 0.0]), info, looker_view(t), "x", 0.0, 0.0)
+
+
+def test_legend_adds_lead_vehicle_attention_to_the_attribution() -> None:
+    """A decision's attention on the vehicle ahead goes into the attribution it is given, and
+    its per-class legend is that frame's alone."""
     attribution = Attribution()
     info = {"road_labels": LABELS, "lead_vehicle_mask": LEAD}
-    obs = {"camera": writer_camera(0)}
-    _frame(obs, info, looker_view(0), 0, "x", 0.0, 0.0, 4, (2, 2), attribution)
-    _frame(obs, info, looker_view(1), 1, "x", 0.0, 0.0, 4, (2, 2), attribution)
+    assert _legend(_decision(0, info), attribution, (2, 2)) == ["vehicle      100.0%"]
+    assert _legend(_decision(1, info), attribution, (2, 2)) == ["road         100.0%"]
+    assert _legend(_decision(1, {}), attribution, (2, 2)) == []  # no labels: no legend
     summary = attribution.summary()
     assert summary["frames"] == 2
     assert summary["lead_vehicle_mass"] == pytest.approx(0.5)  # all of it, then none
@@ -559,13 +582,14 @@ def test_frame_adds_lead_vehicle_attention_to_the_attribution() -> None:
 
 
 def test_real_mp4_of_an_episode(tmp_path) -> None:
-    """The video file itself: one frame per step plus the last, at the fps asked for."""
+    """The video file itself: each step and the last held for fps / 1 Hz frames, at the fps
+    asked for."""
     import cv2
 
     report = evaluate(LabelledEnv(), Looker(), 2, 0, video_dir=tmp_path, fps=4, video_prefix="t_")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t_ep00.mp4"]
     frames = read_video(tmp_path / "t_ep00.mp4")
-    assert frames.shape[0] == 3 and frames.shape[2] == 8 * 4 + PANEL_WIDTH
+    assert frames.shape[0] == 3 * 4 and frames.shape[2] == 256 + PANEL_WIDTH
     capture = cv2.VideoCapture(str(tmp_path / "t_ep00.mp4"))
     assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(4.0)
     capture.release()
@@ -672,15 +696,20 @@ def test_trained_policy_sees_the_normalised_observation(highway, attention_model
 
 
 def test_trained_policy_on_highway_with_video(highway, attention_model, tmp_path) -> None:
-    """A real episode filmed: one frame per step plus the last, the policy's mean camera share
-    recorded, attention per road class summing to 1 over the classes on screen."""
+    """A real episode filmed at its pace: 8 frames per 1 Hz decision plus the last held, the
+    ones between decisions drawn from the simulation steps (the traffic moves in them); the
+    policy's mean camera share recorded, attention per road class summing to 1 over the
+    classes on screen."""
     report = evaluate(
         highway, TrainedPolicy(attention_model), 1, 0, env_id="DriveAttention/Highway-v0",
         video_dir=tmp_path, cell_px=(8, 8),
     )  # fmt: skip
     (result,) = report.episodes
     frames = read_video(result.video)
-    assert frames.shape[0] == result.length + 1 and frames.std() > 5
+    assert frames.shape[0] == (result.length + 1) * 8 and frames.std() > 5
+    scene = frames[:8, :256, :256].astype(int)  # the first decision and the frames after it
+    moved = [np.abs(scene[j + 1] - scene[j]).mean() for j in range(7)]
+    assert min(moved) > 0.1, "every frame between two decisions shows the traffic moving"
     assert 0.0 < result.camera_attention < 1.0
     assert sum(result.attention_class_mass.values()) == pytest.approx(1.0)
     assert "road" in result.attention_class_lift
@@ -707,23 +736,24 @@ def test_smallest_attention_model_shows_both_modalities() -> None:
 
 
 def test_run_episode_video_defaults(tmp_path) -> None:
-    """Called on its own, one episode is filmed at 8 fps, the camera drawn 4x."""
+    """Called on its own, one episode is filmed at 8 fps, the scene drawn 256 px across."""
     import cv2
 
     path = tmp_path / "one.mp4"
     result = run_episode(LabelledEnv(), Looker(), episode=0, seed=0, video_path=path)
     assert result.video == str(path) and result.length == 2
     frames = read_video(path)
-    assert frames.shape[0] == 3 and frames.shape[2] == 8 * 4 + PANEL_WIDTH
+    assert frames.shape[0] == 3 * 8 and frames.shape[2] == 256 + PANEL_WIDTH
     capture = cv2.VideoCapture(str(path))
     assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(8.0)
     capture.release()
 
 
-def test_frame_without_an_attribution_still_has_the_legend() -> None:
+def test_frame_shows_the_decision_and_its_legend() -> None:
     info = {"road_labels": LABELS, "speed": 12.0}
     view = looker_view(1)
-    frame = _frame({"camera": writer_camera(1)}, info, view, 1, "IDLE", 0.5, 2.0, 2, (2, 2))
+    decision = Decision(1, writer_camera(1), np.array([1.0, 0.0]), info, view, "IDLE", 0.5, 2.0)
+    frame = _frame(decision, None, ["road         100.0%"], 2, (2, 2), None, "")
     expected = render_frame(
         writer_camera(1),
         FrameText(1, "IDLE", 12.0, 0.5, 2.0),
@@ -734,5 +764,6 @@ def test_frame_without_an_attribution_still_has_the_legend() -> None:
         cell_px=(2, 2),
         scale=2,
         legend=["road         100.0%"],
+        sensors=np.array([1.0, 0.0]),
     )
     np.testing.assert_array_equal(frame, expected)
