@@ -314,7 +314,7 @@ class LoggingConfig:
     system_metrics: bool = True  # W&B samples CPU, memory and GPU use alongside the run
     video: bool = True  # an attention video at every evaluation
     video_fps: int = 8
-    video_scale: int = 4  # camera pixels are drawn as video_scale x video_scale blocks
+    video_scale: int = 4  # the scene is drawn at video_scale x the camera size (at least 256 px)
 
     def __post_init__(self) -> None:
         _check_finite(self)

@@ -17,8 +17,6 @@ import yaml
 ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
 pytest.importorskip("optuna", reason="the ray extra is not installed: pip install -e '.[ray]'")
 
-from ray.cluster_utils import Cluster  # noqa: E402
-
 from agent.benchmark import (  # noqa: E402
     LOG_FILE,
     SEGMENTS_FILE,
@@ -27,6 +25,7 @@ from agent.benchmark import (  # noqa: E402
     write_report,
 )
 from agent.config import read_yaml  # noqa: E402
+from agent.scale.cluster import loopback_cluster  # noqa: E402
 from agent.scale.study import run_benchmark_ray  # noqa: E402
 from agent.scale.sweep import load_sweep_config, run_sweep  # noqa: E402
 
@@ -61,19 +60,8 @@ STUDY = {
 @pytest.fixture(scope="module")
 def cluster():
     """A head (no CPUs: it holds the driver and the run store) and two one-CPU worker nodes."""
-    made = Cluster(
-        initialize_head=True,
-        connect=False,
-        head_node_args={"num_cpus": 0, "include_dashboard": False, "node_ip_address": LOOPBACK},
-    )
-    for _ in range(2):
-        made.add_node(num_cpus=1, node_ip_address=LOOPBACK)
-    ray.init(address=made.address, _node_ip_address=LOOPBACK, log_to_driver=False)
-    try:
+    with loopback_cluster(workers=2) as made:
         yield made
-    finally:
-        ray.shutdown()
-        made.shutdown()
 
 
 def write(tmp_path: Path, raw: dict, name: str = "study.yaml") -> Path:

@@ -101,3 +101,27 @@ def check_resources(ray: Any, cpus: float, gpus: float) -> None:
         raise ConfigError(
             f"each job needs {cpus:g} CPU(s) but the Ray cluster has {total.get('CPU', 0):g}"
         )
+
+
+@contextmanager
+def loopback_cluster(workers: int = 2, cpus_per_worker: int = 1) -> Iterator[Any]:
+    """A multi-node Ray cluster on this machine, every node on 127.0.0.1 (tests and the launcher
+    timing): a head without CPUs (the driver and the run store live there) and ``workers``
+    worker nodes, each with its own raylet and object store. Connected for the block."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before ray is imported
+    ray = require_ray()
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(
+        initialize_head=True,
+        connect=False,
+        head_node_args={"num_cpus": 0, "include_dashboard": False, "node_ip_address": LOOPBACK},
+    )
+    try:
+        for _ in range(workers):
+            cluster.add_node(num_cpus=cpus_per_worker, node_ip_address=LOOPBACK)
+        ray.init(address=cluster.address, _node_ip_address=LOOPBACK, log_to_driver=False)
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

@@ -328,7 +328,16 @@ def run_sweep(
             f"{config.concurrent} at a time, {cpus_per_trial:g} CPU / {gpus_per_trial:g} GPU "
             f"each; runs in {runs_root}"
         )
-        grid = tuner.fit()
+        restored = tune.Tuner.can_restore(str(experiment))
+        try:
+            grid = tuner.fit()
+        except Exception as err:
+            if not restored:
+                raise
+            raise ConfigError(
+                f"continuing the sweep in {experiment} failed ({type(err).__name__}: {err}); "
+                f"delete that folder to start the sweep over"
+            ) from err
         rows = trial_rows(grid, config)
         ray.kill(store)
     return write_results(config, rows, out_dir, runs_root)
