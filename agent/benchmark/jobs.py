@@ -88,6 +88,24 @@ def read_result(job: Job) -> dict[str, Any] | None:
         return None
 
 
+def outstanding(
+    config: BenchmarkConfig, runs_root: Path
+) -> tuple[list[Job], dict[str, dict[str, Any]], list[Job]]:
+    """``(every job, the finished ones' results by run name, the jobs still to run)``, after
+    refusing runs made with other settings."""
+    todo = plan(config, runs_root)
+    ensure_fresh(todo, runs_root)
+    results: dict[str, dict[str, Any]] = {}
+    pending = []
+    for job in todo:
+        done = read_result(job)
+        if done is not None and done.get("status") == "finished":
+            results[job.name] = done
+        else:
+            pending.append(job)
+    return todo, results, pending
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write one of the study's JSON files atomically, never through a link; NaN and infinities
     become null."""

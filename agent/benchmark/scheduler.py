@@ -20,7 +20,7 @@ from typing import Any
 
 from agent.benchmark.config import BenchmarkConfig
 from agent.benchmark.execution import run_job
-from agent.benchmark.jobs import LOG_FILE, Job, ensure_fresh, plan, read_result
+from agent.benchmark.jobs import LOG_FILE, Job, outstanding, read_result
 
 OUTCOMES = ("finished", "interrupted", "failed")  # the statuses a job records
 
@@ -62,16 +62,7 @@ def run_benchmark(
 
     Returns every job's latest outcome (finished, interrupted, failed) and whether the study was
     interrupted (Ctrl-C: running jobs save a checkpoint and stop; no new job starts)."""
-    todo = plan(config, runs_root)
-    ensure_fresh(todo, runs_root)
-    results: dict[str, dict[str, Any]] = {}
-    pending = []
-    for job in todo:
-        done = read_result(job)
-        if done is not None and done.get("status") == "finished":
-            results[job.name] = done
-        else:
-            pending.append(job)
+    todo, results, pending = outstanding(config, runs_root)
     n_jobs = min(jobs or config.jobs, max(1, len(pending)))
     say(
         f"benchmark {config.name}: {len(todo)} runs ({len(todo) - len(pending)} already done), "

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from agent.benchmark.config import BenchmarkConfig
-from agent.benchmark.jobs import LOG_FILE, Job, ensure_fresh, plan, read_result
+from agent.benchmark.jobs import LOG_FILE, Job, outstanding, read_result
 from agent.benchmark.scheduler import OUTCOMES, progress_line
 from agent.config import read_yaml
 from agent.scale.cluster import check_resources, connected
@@ -94,16 +94,7 @@ def run_benchmark_ray(
     """Run every job not finished yet as a Ray task; the local launcher's return value.
 
     ``jobs`` caps the tasks in flight (default: as many as the cluster places at once)."""
-    todo = plan(config, runs_root)
-    ensure_fresh(todo, runs_root)
-    results: dict[str, dict[str, Any]] = {}
-    pending = []
-    for job in todo:
-        done = read_result(job)
-        if done is not None and done.get("status") == "finished":
-            results[job.name] = done
-        else:
-            pending.append(job)
+    todo, results, pending = outstanding(config, runs_root)
     runs_root.mkdir(parents=True, exist_ok=True)
     bases = {job.base: read_yaml(job.base) for job in todo}
     with connected(address, num_cpus=jobs) as ray:
