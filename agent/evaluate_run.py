@@ -15,14 +15,22 @@ from pathlib import Path
 import torch
 
 from agent.attention_report import analyse_attention, format_attention
-from agent.build import make_env, probe_env
+from agent.build import EnvSpec, make_env, probe_env
 from agent.checkpoint import Checkpoint, CheckpointError
-from agent.config import ConfigError, ExperimentConfig, check_env_id, load_config, to_dict
+from agent.config import (
+    ConfigError,
+    ExperimentConfig,
+    check_env_id,
+    load_config,
+    resolve_config,
+    to_dict,
+)
 from agent.evaluation import (
     TABLE_COLUMNS,
     EpisodeResult,
     EvalReport,
     IdlePolicy,
+    Policy,
     RandomPolicy,
     evaluate,
     format_table,
@@ -32,6 +40,7 @@ from agent.evaluation import (
 )
 from agent.files import UnsafePathError, check_writable
 from agent.loading import load_agent, run_config, with_env
+from agent.rule_policy import rule_policy
 from agent.rundir import RunDir
 from agent.wandb_logger import RunLogger
 
@@ -43,7 +52,7 @@ class EvaluationRequest:
     run: Path | None
     checkpoint: Path | None = None
     config: Path | None = None  # for reference policies without a run
-    policy: str = "trained"  # trained | random | idle
+    policy: str = "trained"  # trained | random | idle | rule
     env_id: str | None = None
     episodes: int = 20
     seed: int = 1000
@@ -99,17 +108,17 @@ def run_evaluation(request: EvaluationRequest) -> tuple[EvalReport, Path]:
         elif request.config is not None:
             config = load_config(request.config)
             check_env_id(config.env.id, key=f"{request.config}: env.id")
+        elif request.env_id is not None:  # the env's default options
+            check_env_id(request.env_id, key="--env")
+            config = resolve_config({"env": {"id": request.env_id}})
         else:
             raise ConfigError(
-                "--policy random/idle needs --run runs/<name> or --config configs/X.yaml"
+                f"--policy {request.policy} needs --run runs/<name>, --config configs/X.yaml "
+                "or --env ID"
             )
         config = with_env(config, request.env_id)
         spec = probe_env(config.env)
-        policy = (
-            RandomPolicy(spec.action_space)
-            if request.policy == "random"
-            else IdlePolicy(spec.idle_action)
-        )
+        policy = _reference_policy(request.policy, config, spec)
     if config.train.torch_threads:
         torch.set_num_threads(config.train.torch_threads)
 
@@ -140,7 +149,7 @@ def run_evaluation(request: EvaluationRequest) -> tuple[EvalReport, Path]:
         )
 
     if request.attention and request.policy != "trained":
-        raise ConfigError("--attention needs the trained policy (not --policy random/idle)")
+        raise ConfigError(f"--attention needs the trained policy (not --policy {request.policy})")
     if request.attention and not getattr(policy, "has_attention", False):
         raise ConfigError(
             f"--attention: {agent.source} has no attention maps; use a "
@@ -195,6 +204,15 @@ def run_evaluation(request: EvaluationRequest) -> tuple[EvalReport, Path]:
     if request.wandb != "disabled":
         _log_wandb(report, request, out_dir, config, step or 0, tag, extra.get("attention"))
     return report, json_path
+
+
+def _reference_policy(name: str, config: ExperimentConfig, spec: EnvSpec) -> Policy:
+    """The reference policy ``name`` (random, idle or rule) for ``config``'s env."""
+    if name == "random":
+        return RandomPolicy(spec.action_space)
+    if name == "idle":
+        return IdlePolicy(spec.idle_action)
+    return rule_policy(config.env.id, config.env.kwargs, spec.sensor_names, spec.action_space)
 
 
 def _check_options(request: EvaluationRequest) -> None:

@@ -1,8 +1,12 @@
-"""Evaluate a trained run (or the random / idle reference policy) on seeded episodes.
+"""Evaluate a trained run (or the random / idle / rule reference policy) on seeded episodes.
 
-``python scripts/evaluate.py --run runs/NAME --episodes 20 --seed 1000 [--policy random|idle]
-[--checkpoint PATH] [--env ID] [--video] [--attention] [--json OUT] [--wandb [MODE]]
-[--allow-pickle]``
+``python scripts/evaluate.py --run runs/NAME --episodes 20 --seed 1000
+[--policy random|idle|rule] [--checkpoint PATH] [--env ID] [--video] [--attention] [--json OUT]
+[--wandb [MODE]] [--allow-pickle]``
+
+The reference policies need no trained run: ``--policy rule --env ID --json OUT`` evaluates the
+hand-written cautious controller (:mod:`agent.rule_policy`) with the env's default options
+(``--config`` or ``--run`` for a config's options).
 
 Prints a table (mean and std of return, success and collision rates, mean speed, episode
 length) and writes the same figures with per-episode rows as JSON (default:
@@ -36,9 +40,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--run", type=Path, help="run directory, e.g. runs/NAME")
     parser.add_argument("--checkpoint", type=Path, help="checkpoint (default: the run's latest)")
     parser.add_argument(
-        "--config", type=Path, help="experiment YAML, for --policy random|idle without --run"
+        "--config",
+        type=Path,
+        help="experiment YAML, for --policy random|idle|rule without --run",
     )
-    parser.add_argument("--policy", choices=["trained", "random", "idle"], default="trained")
+    parser.add_argument(
+        "--policy", choices=["trained", "random", "idle", "rule"], default="trained"
+    )
     parser.add_argument("--env", dest="env_id", help="evaluate on another registered env id")
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1000, help="episode k uses seed SEED + k")

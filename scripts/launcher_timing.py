@@ -57,11 +57,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def measure(args: argparse.Namespace) -> int:
-    from agent.benchmark import load_benchmark_config, run_benchmark, write_report
-    from agent.scale.cluster import loopback_cluster, require_ray
-    from agent.scale.study import run_benchmark_ray
+    import importlib.util
 
-    require_ray()
+    from agent.benchmark import load_benchmark_config, run_benchmark, write_report
+    from agent.scale.cluster import INSTALL_HINT, loopback_cluster
+    from agent.scale.study import run_benchmark_ray
+    from envs.configuration import ConfigError
+
+    # not imported yet: loopback_cluster must set Ray's loopback switch before the import
+    if importlib.util.find_spec("ray") is None:
+        raise ConfigError(f"this needs Ray, which is not installed: {INSTALL_HINT}")
     config = load_benchmark_config(args.config or QUICK, steps=args.steps, seeds=args.seeds)
     shutil.rmtree(args.out, ignore_errors=True)  # both launchers start from nothing
     seconds, reports = {}, {}

@@ -110,6 +110,8 @@ def loopback_cluster(workers: int = 2, cpus_per_worker: int = 1) -> Iterator[Any
     worker nodes, each with its own raylet and object store. Connected for the block."""
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before ray is imported
     ray = require_ray()
+    if ray._private.ray_constants.ENABLE_RAY_CLUSTER:  # imported before this was set
+        raise RuntimeError("loopback_cluster: Ray was imported before it; import it after")
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(

@@ -1,0 +1,216 @@
+"""The hand-written reference controller (``--policy rule``): a cautious driver on the sensors.
+
+It reads only the observation's sensor vector, by name (``ego.*``, ``rays.<k>.*``, ``route.*``;
+see :func:`envs.scenarios.sensor_names`), never the camera or the simulator, and chooses the same
+actions a learned policy could. It keeps its lane (the meta-actions' own lane controller; with
+continuous actions, pure pursuit of the lane centre or of the route point ahead) and sets its
+speed from the range rays:
+
+- **highway, merge** (straight roads along the world's x axis, so highway-env's world-frame rays
+  are also the ego's frame): the vehicle ahead in the ego's lane is the nearest ray hit whose
+  point lies within :data:`IN_LANE` of the ego's path ahead. Brake when it is within
+  ``min_gap`` or would be reached within ``ttc`` seconds; otherwise drive at the speed that
+  keeps ``headway`` seconds behind it, at most ``cruise``. On the merge, also hold back to
+  ``yield_speed`` while a ramp vehicle is alongside and the ego is in the lane it joins.
+- **roundabout, intersection** (curved roads: the rays are in the world frame and no sensor
+  gives the ego's world heading, so ahead and behind cannot be told apart): yield, i.e. brake,
+  to any vehicle that closes in and is within ``min_gap`` or ``ttc`` seconds of contact, from
+  any direction; otherwise drive at ``cruise``. A vehicle that follows at a standstill does not
+  close in, so it does not hold the ego up.
+
+Meta-actions: ``slower`` to brake or when faster than the wanted speed by ``tolerance``,
+``faster`` when slower than it by ``tolerance``, else ``idle``; it never changes lanes (the
+route scenarios' lane controller follows the route by itself). Deterministic: the same
+observation always gives the same action.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from agent.config import ConfigError
+from agent.evaluation import AttentionView
+from envs.contract import DISCRETE_ACTIONS
+from envs.scenarios import CLOSING_SCALE, EDGE_SCALE, SPEED_SCALE, ScenarioConfig
+
+LANE_WIDTH = 4.0  # [m] highway-env's lanes (the lateral offset sensor is a fraction of it)
+IN_LANE = 2.5  # [m] a ray hit this close to the ego's path ahead is in its lane
+WHEELBASE = 5.0  # [m] highway-env's kinematic bicycle (vehicle length)
+STEERING_RANGE = math.pi / 4  # [rad] steer = 1 (highway-env's ContinuousAction)
+ACCEL_RANGE = 5.0  # [m/s^2] accel = 1
+SPEED_GAIN = 0.5  # [1/s] continuous accel = gain x speed error
+MIN_CLOSING = 0.5  # [m/s] slower closing speeds are not "closing in"
+LEFT, IDLE, RIGHT, FASTER, SLOWER = (DISCRETE_ACTIONS.index(a) for a in DISCRETE_ACTIONS)
+
+
+@dataclass(frozen=True)
+class Caution:
+    """How cautiously the rule drives one scenario."""
+
+    cruise: float  # [m/s] speed when the way is clear
+    min_gap: float  # [m] brake for a (closing) vehicle this close
+    ttc: float  # [s] brake for a vehicle reached within this time (distance / closing speed)
+    headway: float = 0.0  # [s] time gap kept to the vehicle ahead (road-frame scenarios)
+    tolerance: float = 2.0  # [m/s] speed error before a faster / slower meta-action
+    road_frame: bool = True  # straight road along x: rays read ahead of the ego's lane
+    yield_speed: float | None = None  # [m/s] while a ramp vehicle is alongside (merge)
+
+
+CAUTION: dict[str, Caution] = {
+    "highway": Caution(cruise=25.0, min_gap=12.0, ttc=5.0, headway=1.5),
+    "merge": Caution(cruise=25.0, min_gap=12.0, ttc=5.0, headway=1.5, yield_speed=20.0),
+    "roundabout": Caution(cruise=8.0, min_gap=6.0, ttc=3.0, tolerance=3.0, road_frame=False),
+    "intersection": Caution(cruise=4.5, min_gap=6.0, ttc=4.0, tolerance=1.5, road_frame=False),
+}
+"""The rule's settings per scenario name (:data:`envs.scenarios.SCENARIOS`)."""
+
+
+@dataclass
+class Reading:
+    """The sensors the rule uses, in physical units."""
+
+    speed: float  # [m/s]
+    heading: float  # [rad] relative to the lane, positive turning right (y down)
+    lateral: float  # [m] from the lane centre, positive to the right
+    edge_right: float  # [m] to the right road edge
+    distance: np.ndarray  # (n_rays,) [m] to the nearest vehicle per world direction
+    closing: np.ndarray  # (n_rays,) [m/s] how fast it closes in (0 without a hit)
+    angle: np.ndarray  # (n_rays,) [rad] world direction of each ray
+    route: dict[str, float]  # route.* sensors, as the env gives them
+
+
+class RulePolicy:
+    """The cautious hand-written controller of one scenario (see the module docstring)."""
+
+    name = "rule"
+
+    def __init__(
+        self,
+        scenario: str,
+        sensor_names: Sequence[str],
+        action_space: spaces.Space,
+        ray_range: float = ScenarioConfig.ray_range,
+    ) -> None:
+        if scenario not in CAUTION:
+            raise ConfigError(
+                f"--policy rule: no rule for the scenario {scenario!r}; it drives "
+                f"{', '.join(CAUTION)} (the highway-env and batched ids)"
+            )
+        if isinstance(action_space, spaces.Discrete) and action_space.n == len(DISCRETE_ACTIONS):
+            self.discrete = True
+        elif isinstance(action_space, spaces.Box) and action_space.shape == (2,):
+            self.discrete = False
+        else:
+            raise ConfigError(
+                f"--policy rule: the action space {action_space} is neither the "
+                f"{len(DISCRETE_ACTIONS)} meta-actions nor [steer, accel]; use env.kwargs.action "
+                "discrete or continuous"
+            )
+        self.scenario = scenario
+        self.caution = CAUTION[scenario]
+        self.ray_range = float(ray_range)  # [m]
+        names = list(sensor_names)
+        wanted = ["ego.speed", "ego.heading_sin", "ego.lateral_offset", "ego.edge_right"]
+        missing = [n for n in wanted if n not in names]
+        self.rays = [i for i, n in enumerate(names) if n.startswith("rays.")]
+        if missing or not self.rays:
+            raise ConfigError(
+                f"--policy rule: the env's sensors lack {', '.join(missing) or 'rays.*'}; the "
+                "rule reads the embedded backends' ego and ray sensors"
+            )
+        self.index = {n: i for i, n in enumerate(names)}
+        n_rays = len(self.rays) // 2
+        self.angles = np.arange(n_rays) * (2 * math.pi / n_rays)  # (n_rays,) highway-env lidar
+        self.route = {
+            n.split(".", 1)[1]: i for n, i in self.index.items() if n.startswith("route.")
+        }
+
+    def reset(self, seed: int) -> None:
+        pass  # no state, no randomness
+
+    def attention(self, obs: dict[str, np.ndarray]) -> AttentionView | None:
+        return None
+
+    # ------------------------------------------------------------------ reading the sensors
+    def read(self, sensors: np.ndarray) -> Reading:
+        """The sensor vector (D,) in physical units."""
+        s, i = np.asarray(sensors, np.float64), self.index
+        rays = s[self.rays].reshape(-1, 2)  # (n_rays, [distance, closing]) normalised
+        return Reading(
+            speed=s[i["ego.speed"]] * SPEED_SCALE,
+            heading=math.asin(float(np.clip(s[i["ego.heading_sin"]], -1, 1))),
+            lateral=s[i["ego.lateral_offset"]] * LANE_WIDTH,
+            edge_right=s[i["ego.edge_right"]] * EDGE_SCALE,
+            distance=rays[:, 0] * self.ray_range,
+            closing=rays[:, 1] * CLOSING_SCALE,
+            angle=self.angles,
+            route={name: float(s[k]) for name, k in self.route.items()},
+        )
+
+    # ------------------------------------------------------------------ deciding
+    def wanted_speed(self, r: Reading) -> tuple[float, bool]:
+        """The speed [m/s] the rule wants now, and whether it must brake."""
+        c = self.caution
+        if not c.road_frame:  # yield to whatever closes in, from any direction
+            closing = r.closing > MIN_CLOSING
+            soon = r.distance < np.maximum(c.min_gap, c.ttc * r.closing)
+            return c.cruise, bool(np.any(closing & soon))
+        # the vehicle ahead in the ego's lane: ray hits ahead, within IN_LANE of its path
+        x, y = r.distance * np.cos(r.angle), r.distance * np.sin(r.angle)
+        ahead = (x > 0) & (np.abs(y) < IN_LANE) & (r.distance < self.ray_range)
+        gap = float(r.distance[ahead].min()) if ahead.any() else math.inf  # [m]
+        closing = float(r.closing[ahead][np.argmin(r.distance[ahead])]) if ahead.any() else 0.0
+        brake = gap < c.min_gap or (closing > MIN_CLOSING and gap < c.ttc * closing)
+        target = min(c.cruise, (gap - c.min_gap) / c.headway)
+        ramp = r.route.get("ramp_vehicle", 0.0) > 0.5 and r.route.get("merge_distance", 0.0) > 0
+        if c.yield_speed is not None and ramp and r.edge_right < LANE_WIDTH:
+            target = min(target, c.yield_speed)  # let the ramp vehicle in ahead
+        return target, brake
+
+    def act(self, obs: dict[str, np.ndarray]) -> Any:
+        r = self.read(obs["sensors"])
+        target, brake = self.wanted_speed(r)
+        if self.discrete:
+            if brake or r.speed > target + self.caution.tolerance:
+                return SLOWER
+            return FASTER if r.speed < target - self.caution.tolerance else IDLE
+        accel = SPEED_GAIN * (target - r.speed) / ACCEL_RANGE  # [-1, 1] is +-ACCEL_RANGE
+        accel = -1.0 if brake else float(np.clip(accel, -1.0, 1.0))
+        return np.array([self.steer(r), accel], np.float32)
+
+    def steer(self, r: Reading) -> float:
+        """[-1, 1] pure pursuit of the route point ahead (route scenarios) or of the lane centre
+        ``max(10 m, 1 s)`` ahead."""
+        if "ahead_x" in r.route:
+            x, y = 20.0 * r.route["ahead_x"], 20.0 * r.route["ahead_y"]  # [m] ego frame
+        else:  # the lane centre ahead, turned into the ego frame by the heading error
+            look = max(10.0, r.speed)
+            cos, sin = math.cos(r.heading), math.sin(r.heading)
+            x, y = cos * look - sin * r.lateral, -sin * look - cos * r.lateral
+        curvature = 2.0 * y / max(x * x + y * y, 1.0)  # [1/m]
+        return float(np.clip(math.atan(WHEELBASE * curvature) / STEERING_RANGE, -1.0, 1.0))
+
+
+def rule_policy(
+    env_id: str, env_kwargs: dict[str, Any], sensor_names: Sequence[str], action_space: spaces.Space
+) -> RulePolicy:
+    """The rule for ``env_id`` (a highway-env or batched id) made with ``env_kwargs``."""
+    import envs
+
+    scenario = envs.HIGHWAY_IDS.get(env_id) or envs.BATCHED_IDS.get(env_id)
+    if scenario is None:
+        raise ConfigError(
+            f"--policy rule: {env_id} has no rule; it drives the highway-env and batched ids "
+            f"({', '.join([*envs.HIGHWAY_IDS, *envs.BATCHED_IDS])})"
+        )
+    ray_range = env_kwargs.get("ray_range", ScenarioConfig.ray_range)
+    return RulePolicy(scenario, sensor_names, action_space, ray_range=ray_range)
+
+
+__all__ = ["CAUTION", "Caution", "Reading", "RulePolicy", "rule_policy"]
