@@ -40,7 +40,7 @@ from agent.evaluation import (
 )
 from agent.files import UnsafePathError, check_writable
 from agent.loading import load_agent, run_config, with_env
-from agent.rule_policy import rule_policy
+from agent.rule_policy import check_has_rule, rule_policy
 from agent.rundir import RunDir
 from agent.wandb_logger import RunLogger
 
@@ -117,6 +117,8 @@ def run_evaluation(request: EvaluationRequest) -> tuple[EvalReport, Path]:
                 "or --env ID"
             )
         config = with_env(config, request.env_id)
+        if request.policy == "rule":
+            check_has_rule(config.env.id)  # before the env is made (CARLA needs a server)
         spec = probe_env(config.env)
         policy = _reference_policy(request.policy, config, spec)
     if config.train.torch_threads:

@@ -1,4 +1,4 @@
-"""Deterministic evaluation of a policy (trained, random or idle) on seeded episodes.
+"""Deterministic evaluation of a policy (trained, random, idle or rule) on seeded episodes.
 
 Episode ``i`` of an evaluation with seed ``S`` resets the env with seed ``S + i``, so every policy
 meets the same traffic. The report's summary has the documented keys (``mean_return``,
@@ -31,7 +31,7 @@ SUMMARY_KEYS: tuple[str, ...] = (
     "mean_speed",
     "mean_length",
 )
-POLICIES: tuple[str, ...] = ("trained", "random", "idle")
+POLICIES: tuple[str, ...] = ("trained", "random", "idle", "rule")  # rule: agent.rule_policy
 TABLE_COLUMNS: tuple[str, ...] = (
     "episode",
     "seed",

@@ -78,6 +78,7 @@ from agent.evaluation import (
     video_caption,
 )
 from agent.files import UnsafePathError, remove_orphan_temps, write_text
+from agent.rule_policy import has_rule, rule_policy
 from agent.rundir import STEP_FILE, RunDir, RunDirError, RunLock, default_run_name
 from agent.wandb_logger import RunLogger, SB3Writer
 
@@ -434,7 +435,8 @@ class Trainer:
         self.logger.log_table(f"{prefix}/episodes", TABLE_COLUMNS, table_rows(report), step)
 
     def final_eval(self, step: int) -> dict[str, EvalReport]:
-        """The trained policy against the random and idle references, same seeds."""
+        """The trained policy against the random, idle and rule references (rule where it has
+        one: :func:`agent.rule_policy.has_rule`), same seeds."""
         cfg = self.config
         episodes = cfg.train.final_eval_episodes
         self._say(f"final evaluation: {episodes} episodes each, seeds {cfg.train.eval_seed}+")
@@ -445,6 +447,16 @@ class Trainer:
             "random": self._evaluate(RandomPolicy(self.spec.action_space), episodes, "", False),
             "idle": self._evaluate(IdlePolicy(self.spec.idle_action), episodes, "", False),
         }
+        env = cfg.env
+        rule = None
+        if has_rule(env.id):
+            try:  # e.g. continuous actions on the roundabout: no rule, the table goes without
+                spec = self.spec
+                rule = rule_policy(env.id, env.kwargs, spec.sensor_names, spec.action_space)
+            except ConfigError as err:
+                self._say(f"no rule reference here: {err}")
+        if rule is not None:
+            reports["rule"] = self._evaluate(rule, episodes, "", False)
         for name, report in reports.items():
             report.write_json(self.run_dir.eval / f"final_{name}.json", {"step": step})
         comparison = {name: report.summary() for name, report in reports.items()}
@@ -616,7 +628,7 @@ class Trainer:
             print(
                 f"reproduce: python scripts/evaluate.py --run {run.path} --episodes "
                 f"{cfg.train.final_eval_episodes} --seed {cfg.train.eval_seed} "
-                "[--policy random|idle]"
+                "[--policy random|idle|rule]"
             )
             print(videos_text(reports["trained"].episodes, run.videos))
         self._log_checkpoint(final, step, ("latest", "final"))

@@ -18,7 +18,7 @@ One module per job:
 - :mod:`~agent.benchmark.execution`: one job in its process: train or resume, measure, evaluate,
   record;
 - :mod:`~agent.benchmark.evaluation`: trained policies on both backends (ablations, attribution)
-  and the random and idle references;
+  and the random, idle and rule references;
 - :mod:`~agent.benchmark.scheduler`: worker processes, ``jobs`` at a time, Ctrl-C forwarding;
 - :mod:`~agent.benchmark.stats`: means and 95% intervals over seeds, curve bands, aggregation;
 - :mod:`~agent.benchmark.report`: ``results.json``, ``results.md`` and the learning-curve plots.

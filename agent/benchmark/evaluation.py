@@ -1,6 +1,6 @@
 """Evaluating the study's policies: each trained policy on both backends, with modality ablations
-and attention attribution on highway-env, and the random and idle references on the same seeded
-episodes."""
+and attention attribution on highway-env, and the random, idle and rule references on the same
+seeded episodes."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from agent.attention_report import analyse_attention, evaluate_ablations
 from agent.benchmark.config import METRICS, BenchmarkConfig
 from agent.benchmark.jobs import Job, plan, write_json
 from agent.build import make_env, probe_env
+from agent.config import ConfigError
 from agent.evaluation import EvalReport, IdlePolicy, RandomPolicy, evaluate
 from agent.loading import load_agent
+from agent.rule_policy import has_rule, rule_policy
 
 # what a job's result keeps of the attribution (agent.attention_report.analyse_attention)
 ATTENTION_KEYS = (
@@ -81,9 +83,14 @@ def _summary(report: EvalReport) -> dict[str, Any]:
     }
 
 
+REFERENCES: tuple[str, ...] = ("random", "idle", "rule")
+"""The reference policies of every study, in the order the report lists them."""
+
+
 def reference_policies(config: BenchmarkConfig, runs_root: Path) -> dict[str, Any]:
-    """Random and idle policies on every scenario and backend: the same env settings and seeded
-    episodes as the arms. Cached in ``<runs>/references.json`` (recomputed when they change)."""
+    """Random, idle and rule policies on every scenario and backend (rule where it has one: see
+    :mod:`agent.rule_policy`): the same env settings and seeded episodes as the arms. Cached in
+    ``<runs>/references.json`` (recomputed when they change)."""
     ev = config.evaluation
     cache = runs_root / "references.json"
     jobs = {job.scenario: job for job in reversed(plan(config, runs_root))}  # first arm's
@@ -92,6 +99,7 @@ def reference_policies(config: BenchmarkConfig, runs_root: Path) -> dict[str, An
         scenario: {"env": _plain(asdict(env_configs[scenario])), "evaluation": job.evaluation}
         for scenario, job in jobs.items()
     }
+    key["policies"] = list(REFERENCES)  # a cache from before the rule policy is recomputed
     if cache.is_file():
         with contextlib.suppress(json.JSONDecodeError):
             saved = json.loads(cache.read_text())
@@ -103,10 +111,18 @@ def reference_policies(config: BenchmarkConfig, runs_root: Path) -> dict[str, An
         out[scenario] = {}
         for backend, env_id in (("batched", job.train_id), ("reference", job.reference_id)):
             probe = probe_env(replace(env_config, id=env_id))
-            for name, policy in (
+            policies = [
                 ("random", RandomPolicy(probe.action_space)),
                 ("idle", IdlePolicy(probe.idle_action)),
-            ):
+            ]
+            if has_rule(env_id):
+                kwargs = env_config.kwargs
+                # a rule that cannot drive these settings (continuous actions on the roundabout)
+                # leaves its row out
+                with contextlib.suppress(ConfigError):
+                    rule = rule_policy(env_id, kwargs, probe.sensor_names, probe.action_space)
+                    policies.append(("rule", rule))
+            for name, policy in policies:
                 env = make_env(env_id, dict(env_config.kwargs))
                 try:
                     report = evaluate(env, policy, ev.episodes, ev.seed, env_id=env_id)
