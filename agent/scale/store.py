@@ -112,7 +112,7 @@ class RunMirror:
         self.close()
 
     def _checkpoints(self) -> dict[str, tuple[int, int]]:
-        return {k: v for k, v in list_files(self.folder).items() if k.startswith("checkpoints/")}
+        return list_files(self.folder / "checkpoints")  # the poll reads only this folder
 
     def _watch(self) -> None:
         seen = self._checkpoints()
