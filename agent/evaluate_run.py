@@ -6,7 +6,6 @@ Writes the JSON (documented keys plus per-episode rows), optional attention vide
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from agent.evaluation import (
     video_caption,
     video_path,
 )
-from agent.files import UnsafePathError, check_writable
+from agent.files import UnsafePathError, check_writable, creation_problem
 from agent.loading import load_agent, run_config, with_env
 from agent.rule_policy import check_has_rule, rule_policy
 from agent.rundir import RunDir
@@ -248,13 +247,9 @@ def _check_output(path: Path, what: str) -> None:
         raise ConfigError(
             f"{what} {path} exists and is not a .json file; refusing to overwrite it ({hint})"
         )
-    folder = path.parent
-    while not folder.exists() and not folder.is_symlink() and folder != folder.parent:
-        folder = folder.parent  # the nearest folder that exists, where creation starts
-    if not folder.is_dir():
-        raise ConfigError(f"{what} {path}: {folder} is not a folder, so it cannot hold it; {hint}")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"{what} {path}: {folder} is not writable; {hint}")
+    problem = creation_problem(path)
+    if problem is not None:
+        raise ConfigError(f"{what} {path}: {problem}; {hint}")
 
 
 def _check_writable(paths: list[Path], what: str) -> None:

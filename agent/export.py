@@ -20,18 +20,16 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import pickle
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from agent.checkpoint import CheckpointError, load_checkpoint, restore_algo_state
-from agent.config import ConfigError, check_env_id, resolve_config
-from agent.files import UnsafePathError, check_writable, write_atomic
+from agent.checkpoint import CheckpointError, load_checkpoint
+from agent.config import ConfigError
+from agent.files import UnsafePathError, check_writable, creation_problem, write_atomic
 from agent.rundir import RunDir
 
 FORMATS: tuple[str, ...] = ("sb3",)
@@ -70,13 +68,9 @@ def _check_out(out: Path) -> None:
             check_writable(path)
         except UnsafePathError as err:
             raise ConfigError(f"--out: {err}") from None
-    folder = out.parent
-    while not folder.exists() and not folder.is_symlink() and folder != folder.parent:
-        folder = folder.parent  # the nearest folder that exists, where creation starts
-    if not folder.is_dir():
-        raise ConfigError(f"--out {out}: {folder} is not a folder, so it cannot hold the zip")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"--out {out}: {folder} is not writable; choose another --out")
+    problem = creation_problem(out)
+    if problem is not None:
+        raise ConfigError(f"--out {out}: {problem}; choose another --out")
 
 
 def _checkpoint_of(run_dir: str | Path | None, checkpoint: str | Path | None) -> Path:
@@ -118,68 +112,36 @@ def export_sb3(
     Every input is checked before anything is built (format, output path, run, checkpoint);
     both files are written atomically (a temporary file renamed into place).
     """
-    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
-
-    from agent.build import EnvFactory, make_algo, probe_env, wrap_normalize
+    from agent.build import probe_env
+    from agent.loading import checkpoint_config, restore_model
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format: {fmt!r} is not supported; formats: {', '.join(FORMATS)}")
     out = Path(out)
     _check_out(out)
     ckpt = load_checkpoint(_checkpoint_of(run_dir, checkpoint))
-    try:
-        config = resolve_config(ckpt.config)
-        check_env_id(config.env.id, key="checkpoint env.id")
-    except ConfigError as err:
-        raise CheckpointError(
-            f"{ckpt.path}: the config stored in the checkpoint is invalid here: {err}"
-        ) from None
-
-    spec = probe_env(config.env)
-    venv = wrap_normalize(
-        DummyVecEnv([EnvFactory(config.env.id, dict(config.env.kwargs))]),
-        config.env,
-        config.algo.gamma,
+    config = checkpoint_config(ckpt)
+    model, vec_normalize = restore_model(config, probe_env(config.env), ckpt, "cpu")
+    if hasattr(model, "buffer_size"):  # SAC: no buffer was allocated; SAC.load sets it up
+        model.buffer_size = config.algo.buffer_size
+    stats = ckpt.state.get("vec_normalize") if vec_normalize is not None else None
+    setattr(
+        model,
+        ZIP_KEY,
+        json.dumps(
+            {"config": ckpt.config, "step": ckpt.step, "vec_normalize": _plain_stats(stats)}
+        ),
     )
-    vec_normalize = venv if isinstance(venv, VecNormalize) else None
-    try:
-        # inference_only: no replay buffer is allocated (SB3 never saves it in the zip); the
-        # config's buffer size is put back below so that SAC.load sets up the trained one.
-        with warnings.catch_warnings():  # n_steps x 1 env here is not the training's batch
-            warnings.filterwarnings("ignore", message="You have specified a mini-batch size")
-            model = make_algo(config, venv, spec, "cpu", inference_only=True)
-        restore_algo_state(model, ckpt.state, vec_normalize)
-        if hasattr(model, "buffer_size"):
-            model.buffer_size = config.algo.buffer_size
-        stats = ckpt.state.get("vec_normalize") if vec_normalize is not None else None
-        setattr(
-            model,
-            ZIP_KEY,
-            json.dumps(
-                {"config": ckpt.config, "step": ckpt.step, "vec_normalize": _plain_stats(stats)}
-            ),
-        )
-        buffer = io.BytesIO()
-        model.save(buffer, include=[ZIP_KEY])
-        pickled_stats = None
-        if vec_normalize is not None:
-            vec_normalize.training = False  # evaluation: the statistics stay as trained
-            pickled_stats = pickle.dumps(vec_normalize)  # what VecNormalize.save writes
-    finally:
-        venv.close()
-
-    def write(data: bytes) -> Any:
-        def to(tmp: Path) -> None:
-            with open(tmp, "xb") as f:
-                f.write(data)
-
-        return to
+    buffer = io.BytesIO()
+    model.save(buffer, include=[ZIP_KEY])
+    # what VecNormalize.save writes (the env is not part of it)
+    pickled_stats = pickle.dumps(vec_normalize) if vec_normalize is not None else None
 
     stats_path = vec_normalize_path(out) if pickled_stats is not None else None
     try:
-        write_atomic(out, write(buffer.getvalue()), sync=True)
-        if stats_path is not None and pickled_stats is not None:
-            write_atomic(stats_path, write(pickled_stats), sync=True)
+        write_atomic(out, lambda tmp: tmp.write_bytes(buffer.getvalue()), sync=True)
+        if pickled_stats is not None:
+            write_atomic(stats_path, lambda tmp: tmp.write_bytes(pickled_stats), sync=True)
     except OSError as err:
         raise ConfigError(
             f"could not write {out} ({err.strerror or err}); free some space or choose another "

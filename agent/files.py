@@ -34,6 +34,19 @@ def check_writable(path: str | Path) -> Path:
     return path
 
 
+def creation_problem(path: str | Path) -> str | None:
+    """Why ``path`` (and the folders on its way) could not be created, or None: the nearest
+    folder that exists is where creation starts, and it must be a writable folder."""
+    folder = Path(path).parent
+    while not folder.exists() and not folder.is_symlink() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is not a folder, so it cannot hold it"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"{folder} is not writable"
+    return None
+
+
 def temp_path(path: Path) -> Path:
     """Where ``path`` is written before it is renamed into place."""
     return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")

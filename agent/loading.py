@@ -78,6 +78,42 @@ def with_env(config: ExperimentConfig, env_id: str | None) -> ExperimentConfig:
     return replace(config, env=replace(config.env, id=env_id))
 
 
+def checkpoint_config(ckpt: Checkpoint) -> ExperimentConfig:
+    """The config saved in ``ckpt``, validated; one that is invalid here is a CheckpointError."""
+    try:
+        config = resolve_config(ckpt.config)
+        check_env_id(config.env.id, key="checkpoint env.id")
+    except ConfigError as err:
+        raise CheckpointError(
+            f"{ckpt.path}: the config stored in the checkpoint is invalid here: {err}"
+        ) from None
+    return config
+
+
+def restore_model(
+    config: ExperimentConfig, spec: EnvSpec, ckpt: Checkpoint, device: str = "cpu"
+) -> tuple[Any, VecNormalize | None]:
+    """The SB3 algorithm ``config`` builds, holding ``ckpt``'s state (weights, optimizers,
+    counters; no replay buffer), and its observation statistics (``training`` off); the env it
+    was built on is closed."""
+    venv = wrap_normalize(
+        DummyVecEnv([EnvFactory(config.env.id, dict(config.env.kwargs))]),
+        config.env,
+        config.algo.gamma,
+    )
+    vec_normalize = venv if isinstance(venv, VecNormalize) else None
+    if vec_normalize is not None:
+        vec_normalize.training = False  # evaluation: the statistics stay as trained
+    try:
+        with warnings.catch_warnings():  # n_steps x 1 env here is not the training's batch
+            warnings.filterwarnings("ignore", message="You have specified a mini-batch size")
+            model = make_algo(config, venv, spec, resolve_device(device), inference_only=True)
+        restore_algo_state(model, ckpt.state, vec_normalize)
+    finally:
+        venv.close()
+    return model, vec_normalize
+
+
 def load_agent(
     run_dir: str | Path | None,
     checkpoint: str | Path | None = None,
@@ -104,13 +140,7 @@ def load_agent(
                 f"no checkpoint in {run.checkpoints}; train first or pass --checkpoint"
             )
     ckpt = load_checkpoint(checkpoint)
-    try:
-        trained_config = resolve_config(ckpt.config)
-        check_env_id(trained_config.env.id, key="checkpoint env.id")
-    except ConfigError as err:
-        raise CheckpointError(
-            f"{ckpt.path}: the config stored in the checkpoint is invalid here: {err}"
-        ) from None
+    trained_config = checkpoint_config(ckpt)
     config = with_env(trained_config, env_id)
     spec = probe_env(config.env)
     if config is not trained_config:
@@ -118,19 +148,7 @@ def load_agent(
             probe_env(trained_config.env), spec, trained_config.env.id, config.env.id
         )
 
-    venv = wrap_normalize(
-        DummyVecEnv([EnvFactory(config.env.id, dict(config.env.kwargs))]),
-        config.env,
-        config.algo.gamma,
-    )
-    vec_normalize = venv if isinstance(venv, VecNormalize) else None
-    if vec_normalize is not None:
-        vec_normalize.training = False
-    with warnings.catch_warnings():  # n_steps x 1 env here is not the training's batch
-        warnings.filterwarnings("ignore", message="You have specified a mini-batch size")
-        model = make_algo(config, venv, spec, resolve_device(device), inference_only=True)
-    restore_algo_state(model, ckpt.state, vec_normalize)
-    venv.close()
+    model, vec_normalize = restore_model(config, spec, ckpt, device)
     normalize = (
         vec_normalize.normalize_obs
         if vec_normalize is not None and vec_normalize.norm_obs

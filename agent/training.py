@@ -383,7 +383,7 @@ class Trainer:
             cell_px=self._cell_px(),
         )
 
-    def periodic_eval(self, step: int) -> None:
+    def periodic_eval(self, step: int) -> EvalReport:
         """Evaluate on the seeded eval env; log metrics, the attention video and a table."""
         cfg = self.config
         started = time.perf_counter()
@@ -405,6 +405,7 @@ class Trainer:
             f"eval @ {step}: return {s['mean_return']:.2f} ± {s['std_return']:.2f}, success "
             f"{s['success_rate']:.0%}, collision {s['collision_rate']:.0%}"
         )
+        return report
 
     def _log_report(self, prefix: str, report: EvalReport, step: int) -> None:
         metrics: dict[str, Any] = {f"{prefix}/{k}": v for k, v in report.summary().items()}

@@ -50,26 +50,19 @@ class RunStore:
 
     def __init__(self, root: str) -> None:
         self.root = Path(root)
-        self.nodes: dict[str, list[str]] = {}  # run -> nodes that pushed to it, in order
 
-    def put(self, run: str, files: dict[str, bytes], node: str = "") -> int:
+    def put(self, run: str, files: dict[str, bytes]) -> int:
         """Write ``files`` (relative path -> content) into ``<root>/<run>/``, each atomically."""
         folder = _inside(self.root, run)
         for relative, data in files.items():
             target = _inside(folder, relative)
             write_atomic(target, lambda tmp, data=data: tmp.write_bytes(data))
-        if node and (not self.nodes.get(run) or self.nodes[run][-1] != node):
-            self.nodes.setdefault(run, []).append(node)
         return len(files)
 
     def get(self, run: str) -> dict[str, bytes]:
         """Every file of ``<root>/<run>/`` (empty for a run not started yet)."""
         folder = _inside(self.root, run)
         return {relative: (folder / relative).read_bytes() for relative in list_files(folder)}
-
-    def nodes_of(self, run: str) -> list[str]:
-        """The nodes that trained ``run``, in order (a node appears again after another)."""
-        return list(self.nodes.get(run, []))
 
 
 def pull(store: Any, run: str, folder: Path) -> int:
@@ -92,11 +85,10 @@ class RunMirror:
         store: Any,
         run: str,
         folder: Path,
-        node: str,
         transform: Callable[[str, bytes], bytes] | None = None,
         every: float = 0.5,
     ) -> None:
-        self.store, self.run, self.folder, self.node = store, run, folder, node
+        self.store, self.run, self.folder = store, run, folder
         self.transform = transform  # applied to every file on its way (e.g. paths in text)
         self.every = every
         self.sent: dict[str, tuple[int, int]] = list_files(folder)  # what the store has already
@@ -134,7 +126,7 @@ class RunMirror:
                 data = (self.folder / relative).read_bytes()
                 files[relative] = self.transform(relative, data) if self.transform else data
             if files:
-                ray.get(self.store.put.remote(self.run, files, self.node))
+                ray.get(self.store.put.remote(self.run, files))
             self.sent.update({k: current[k] for k in changed})
             return len(files)
 

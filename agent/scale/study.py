@@ -30,7 +30,7 @@ TEXT_SUFFIXES = (".json", ".jsonl", ".yaml", ".log")
 RETRIES = 3  # a job is retried this often after its node or worker died
 
 
-def _repath(old: str, new: str) -> Callable[[str, bytes], bytes]:
+def repath(old: str, new: str) -> Callable[[str, bytes], bytes]:
     """Text files mention the scratch folder; on the driver they name the real one."""
 
     def transform(relative: str, data: bytes) -> bytes:
@@ -75,7 +75,7 @@ def train_remote(job: Job, store: Any, base: dict[str, Any]) -> dict[str, Any]:
             run_dir=str(folder),
             overrides={**job.overrides, "logging.root": str(scratch)},
         )
-        with RunMirror(store, job.name, folder, node, _repath(str(scratch), str(root))):
+        with RunMirror(store, job.name, folder, repath(str(scratch), str(root))):
             result = run_job(local)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

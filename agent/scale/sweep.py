@@ -220,22 +220,22 @@ def run_trial(
 ) -> None:
     """One trial inside Tune: copy its run directory back (a restarted trial), train or resume,
     and report every periodic evaluation."""
-    import ray
     from ray import tune
 
+    from agent.evaluation import EvalReport
     from agent.rundir import RunDir
     from agent.scale.store import RunMirror, pull
-    from agent.scale.study import _repath, write_base
+    from agent.scale.study import repath, write_base
     from agent.training import Trainer, prepare
 
     class ReportingTrainer(Trainer):
-        def periodic_eval(self, step: int) -> None:
-            super().periodic_eval(step)
-            saved = json.loads((self.run_dir.eval / f"step_{step:010d}.json").read_text())
-            tune.report({**{k: saved[k] for k in METRICS}, "env_steps": step})
+        def periodic_eval(self, step: int) -> EvalReport:
+            report = super().periodic_eval(step)
+            summary = report.summary()
+            tune.report({**{k: summary[k] for k in METRICS}, "env_steps": step})
+            return report
 
     name = _trial_name(tune.get_context().get_trial_id(), config)
-    node = ray.get_runtime_context().get_node_id()
     scratch = Path(tempfile.mkdtemp(prefix="drive-attention-"))
     folder = scratch / name
     try:
@@ -247,7 +247,7 @@ def run_trial(
         else:
             run.set_aside()  # an attempt that failed before its first checkpoint
             prepared = prepare(write_base(scratch, config.base, base), overrides)
-        with RunMirror(store, name, folder, node, _repath(str(scratch), root)):
+        with RunMirror(store, name, folder, repath(str(scratch), root)):
             ReportingTrainer(prepared).run()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -288,7 +288,8 @@ def run_sweep(
         )
         storage = (runs_root / "tune").resolve()
         experiment = storage / config.name
-        if tune.Tuner.can_restore(str(experiment)):
+        restored = tune.Tuner.can_restore(str(experiment))
+        if restored:
             say(f"continuing the sweep in {experiment}")
             tuner = tune.Tuner.restore(
                 str(experiment), trainable, resume_unfinished=True, restart_errored=True
@@ -328,7 +329,6 @@ def run_sweep(
             f"{config.concurrent} at a time, {cpus_per_trial:g} CPU / {gpus_per_trial:g} GPU "
             f"each; runs in {runs_root}"
         )
-        restored = tune.Tuner.can_restore(str(experiment))
         try:
             grid = tuner.fit()
         except Exception as err:
