@@ -58,6 +58,7 @@ PALETTE = np.array(
 )
 
 REWARD_TERMS: tuple[str, ...] = (
+    "alive",  # +1 on every step that ends without a collision or leaving the road
     "progress",  # forward speed mapped to [0, 1] over the scenario's speed range
     "collision",  # -1 on the step the ego collides
     "off_road",  # -1 while the ego is off the road
@@ -221,6 +222,7 @@ def reward_terms(
     """Unweighted reward terms of :data:`REWARD_TERMS`, each in [-1, 1]."""
     lo, hi = speed_range
     return {
+        "alive": float(not (collision or off_road)),
         "progress": float(np.clip((forward_speed - lo) / (hi - lo), 0.0, 1.0)),
         "collision": -float(bool(collision)),
         "off_road": -float(bool(off_road)),

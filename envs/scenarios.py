@@ -29,7 +29,13 @@ from envs.contract import DISCRETE_ACTIONS, REWARD_TERMS
 
 SPEED_SCALE = 40.0  # [m/s] ego speed normalisation
 CLOSING_SCALE = 30.0  # [m/s] ray closing-speed normalisation
-EDGE_SCALE = 12.0  # [m] road-edge distance normalisation
+EDGE_SCALE = 12.0  # [m] road-edge distance normalisation (and objects' lateral offset)
+OBJECT_QUANTITIES: tuple[str, ...] = ("present", "x", "y", "vx", "vy")
+"""One row of the radar object list (``n_objects``), in the ego's frame (x ahead, y to its
+right): 1 if a vehicle fills the row (else the row is all 0), its centre's offset (x over the
+ray range, y over :data:`EDGE_SCALE`), its velocity relative to the ego over
+:data:`CLOSING_SCALE`. Rows hold the nearest vehicles first (centre distance, within the ray
+range)."""
 
 # ------------------------------------------------------------------ the embedded backends' camera
 # How both embedded backends draw a highway-env road (highway-env's look), so their frames agree
@@ -60,14 +66,27 @@ def marking_px(scaling: float) -> int:
 
 
 DEFAULT_REWARD_WEIGHTS: dict[str, float] = {
-    "progress": 0.5,
+    "alive": 1.0,  # 0 in scenarios with a goal (GOAL_REWARD_WEIGHTS): it would pay for dawdling
+    "progress": 1.0,
     "collision": 1.0,
     "off_road": 1.0,
     "lane_keeping": 0.05,
     "comfort": 0.02,
     "goal": 1.0,
 }
-"""The embedded backends' reward weights (CARLA has its own, in :mod:`envs.carla.config`)."""
+"""The embedded backends' reward weights (CARLA has its own, in :mod:`envs.carla.config`).
+
+Where surviving is the task (highway), every step without a crash pays ``alive`` (1) and speed
+adds at most ``progress`` (1, at the top of the scenario's speed range): a crash forfeits the
+rest of the episode's pay, so the return ranks careful drives above most fast crashes and, among
+careful drives, the faster one higher (the README's "Reward" gives the evidence). Scenarios with
+a goal use :data:`GOAL_REWARD_WEIGHTS` instead."""
+
+
+GOAL_REWARD_WEIGHTS: dict[str, float] = {"alive": 0.0, "progress": 0.5}
+"""Where a scenario has a goal (merge, roundabout, intersection): no pay for lasting, and speed
+paid as before issue 17 (arriving ends the episode, and with it the pay for speed; the goal's
++1 must stay worth more than a few steps of speed)."""
 
 
 class EgoView(Protocol):
@@ -336,6 +355,7 @@ class ScenarioConfig:
     road_labels: bool = False  # put info["road_labels"] in every step
     n_rays: int = 16  # lidar directions
     ray_range: float = 60.0  # [m]
+    n_objects: int = 0  # radar object list: the nearest vehicles within ray_range, one row each
     duration: float | None = None  # [s] episode length; None: scenario's
     policy_frequency: int | None = None  # [Hz] decisions per second; None: 1 discrete, 5 cont.
     reward_weights: dict[str, float] = field(default_factory=dict)
@@ -362,6 +382,7 @@ class ScenarioConfig:
         check(
             5.0 <= self.ray_range <= 500.0, f"ray_range: {self.ray_range} must be within 5..500 m"
         )
+        check(0 <= self.n_objects <= 32, f"n_objects: {self.n_objects} must be within 0..32")
         check(self.duration is None or self.duration > 0, "duration: must be positive [s]")
         if self.policy_frequency is None:
             self.policy_frequency = 1 if self.action == "discrete" else 5
@@ -396,8 +417,10 @@ class ScenarioConfig:
 
     @property
     def weights(self) -> dict[str, float]:
-        """Reward weights: the defaults, overridden by ``reward_weights``."""
-        return {**DEFAULT_REWARD_WEIGHTS, **self.reward_weights}
+        """Reward weights: the defaults (``alive`` 0 where the scenario has a goal), overridden by
+        ``reward_weights``."""
+        defaults = {**DEFAULT_REWARD_WEIGHTS, **(GOAL_REWARD_WEIGHTS if self.spec.has_goal else {})}
+        return {**defaults, **self.reward_weights}
 
     def check_policy_frequency(self) -> None:
         """The decision rate must divide the simulation rate (whole frames per decision)."""
@@ -426,5 +449,7 @@ def sensor_names(cfg: ScenarioConfig) -> tuple[str, ...]:
         names += ["ego.last_steer", "ego.last_accel"]
     for k in range(cfg.n_rays):
         names += [f"rays.{k:02d}.distance", f"rays.{k:02d}.closing_speed"]
+    for k in range(cfg.n_objects):
+        names += [f"objects.{k:02d}.{q}" for q in OBJECT_QUANTITIES]
     names += [f"route.{name}" for name in cfg.spec.route_sensors]
     return tuple(names)

@@ -174,10 +174,12 @@ def test_road_labels_consistent_with_frames() -> None:
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_sensors_agree_with_highway_env_backend(scenario: str) -> None:
-    ref, core, obs, _ = _imported(scenario, seed=5, steps=2)
+    ref, core, obs, _ = _imported(scenario, seed=5, steps=2, n_objects=6)
     core.last_action[:] = torch.as_tensor(ref._last_action)
     sensors = core.sensors(core.traffic, core.last_action)[0].numpy()
     np.testing.assert_allclose(sensors, obs["sensors"], atol=2e-3)
+    present = [i for i, n in enumerate(ref.sensor_names) if n.endswith(".present")]
+    assert len(present) == 6 and obs["sensors"][present].sum() >= 1  # someone is near
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -229,7 +231,8 @@ def test_collision_and_off_road_detected() -> None:
     t.speed[0, 1] = 0.0
     out = core.step(torch.tensor([[0.0, 0.0], [0.0, 0.0]]))
     assert bool(out.terminated[0]) and bool(out.episode["collision"][0])
-    assert out.terms[0, 1] < 0
+    assert out.terms[0, envs.REWARD_TERMS.index("collision")] < 0
+    assert out.terms[0, envs.REWARD_TERMS.index("alive")] == 0
     for _ in range(6):
         out = core.step(torch.tensor([[1.0, 1.0], [1.0, 1.0]]))
         if bool(out.episode["off_road"][1]):

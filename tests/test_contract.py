@@ -34,12 +34,12 @@ def test_reward_terms_and_weights() -> None:
     calm = dict(speed_range=(0.0, 10.0), lane_width=4.0, change=0.0, goal=False)
     terms = reward_terms(forward_speed=5.0, collision=False, off_road=False, lateral=1.0, **calm)
     assert tuple(terms) == REWARD_TERMS
-    assert terms == {"progress": 0.5, "collision": 0.0, "off_road": 0.0, "lane_keeping": -0.5,
-                     "comfort": -0.0, "goal": 0.0}  # fmt: skip
+    assert terms == {"alive": 1.0, "progress": 0.5, "collision": 0.0, "off_road": 0.0,
+                     "lane_keeping": -0.5, "comfort": -0.0, "goal": 0.0}  # fmt: skip
     worst = reward_terms(forward_speed=-3.0, collision=True, off_road=True, lateral=-9.0,
                          **{**calm, "change": 1.0, "goal": True})  # fmt: skip
-    assert worst == {"progress": 0.0, "collision": -1.0, "off_road": -1.0, "lane_keeping": -1.0,
-                     "comfort": -1.0, "goal": 1.0}  # fmt: skip
+    assert worst == {"alive": 0.0, "progress": 0.0, "collision": -1.0, "off_road": -1.0,
+                     "lane_keeping": -1.0, "comfort": -1.0, "goal": 1.0}  # fmt: skip
     weights = {"collision": 20.0, "goal": 3.0}
     weighted = weigh(worst, weights)
     assert weighted["collision"] == -20.0 and weighted["goal"] == 3.0 and weighted["progress"] == 0
@@ -279,3 +279,13 @@ def test_a_bad_row_stops_no_env_and_leaves_every_state_as_it_was() -> None:
     with pytest.raises(ActionError, match=r"env\(s\) 1:"):
         discrete.step(np.array([1, 7, 1]))
     discrete.step(np.array([1, 3, 1]))
+
+
+def test_alive_pays_only_where_surviving_is_the_task() -> None:
+    from envs.scenarios import SCENARIOS, ScenarioConfig
+
+    for name, spec in SCENARIOS.items():
+        weights = ScenarioConfig(scenario=name).weights
+        assert weights["alive"] == (0.0 if spec.has_goal else 1.0), name
+        assert weights["progress"] == (0.5 if spec.has_goal else 1.0), name
+    assert ScenarioConfig(scenario="merge", reward_weights={"alive": 0.3}).weights["alive"] == 0.3

@@ -73,6 +73,7 @@ def reward_terms(
     """(B, len(REWARD_TERMS)) unweighted terms, columns in :data:`REWARD_TERMS` order."""
     lo, hi = speed_range
     terms = {
+        "alive": (~(collision | off_road)).float(),
         "progress": ((forward_speed - lo) / (hi - lo)).clamp(0.0, 1.0),
         "collision": -collision.float(),
         "off_road": -off_road.float(),

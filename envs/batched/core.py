@@ -19,7 +19,7 @@ from gymnasium import spaces
 
 from envs.batched import contract
 from envs.batched.raster_map import MapRasterizer
-from envs.batched.render import TorchRasterizer, lidar
+from envs.batched.render import TorchRasterizer, lidar, objects
 from envs.batched.scenarios import BATCHED, BatchedScenario
 from envs.batched.sim import EGO, IDM, ROUTE_HOPS, Simulator, Traffic
 from envs.camera import road_map as camera_map
@@ -321,6 +321,8 @@ class BatchedDrive:
         closing = torch.where(hit, -rel_speed, 0.0) / CLOSING_SCALE
         rays = torch.stack([distance / cfg.ray_range, closing], 2).flatten(1)
         parts = [ego, last_action, rays]
+        if cfg.n_objects:
+            parts.append(objects(t, cfg.n_objects, cfg.ray_range).flatten(1))
         route = self.scenario.route_values(
             _EgoView(self, t, self.turn if turn is None else turn, s)
         )

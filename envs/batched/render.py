@@ -365,3 +365,43 @@ def lidar(t: Traffic, n_rays: int, max_range: float) -> tuple[torch.Tensor, torc
     rel = vx[..., None] * ray[:, 0] + vy[..., None] * ray[:, 1]  # (V, K)
     speed = torch.zeros_like(best).scatter_add_(0, rows, torch.where(win, rel, 0.0))
     return distance, speed
+
+
+def objects(t: Traffic, n_objects: int, max_range: float) -> torch.Tensor:
+    """(B, n_objects, 5) the radar object list (:data:`envs.scenarios.OBJECT_QUANTITIES`), as
+    the highway-env backend's ``_objects``: every other vehicle or obstacle, nearest centre
+    first (the lower slot among equals), within ``max_range``; empty rows are 0."""
+    from envs.scenarios import CLOSING_SCALE, EDGE_SCALE
+
+    b, n = t.x.shape
+    dx, dy = t.x - t.x[:, :1], t.y - t.y[:, :1]  # (B, N) [m]
+    distance = torch.hypot(dx, dy)
+    valid = t.alive & (distance <= max_range)
+    valid[:, 0] = False
+    key = torch.where(valid, distance, torch.full_like(distance, float("inf")))
+    k = min(n_objects, n)
+    # a stable sort keeps the lower slot first among equal distances
+    order = torch.sort(key, dim=1, stable=True).indices[:, :k]  # (B, k)
+    present = torch.gather(valid, 1, order)
+
+    def pick(x: torch.Tensor) -> torch.Tensor:
+        return torch.gather(x, 1, order)
+
+    c, s = torch.cos(t.heading[:, :1]), torch.sin(t.heading[:, :1])  # (B, 1) the ego's
+    vx, vy = t.speed * torch.cos(t.heading), t.speed * torch.sin(t.heading)  # (B, N)
+    dvx, dvy = vx - vx[:, :1], vy - vy[:, :1]
+    ox, oy, ovx, ovy = pick(dx), pick(dy), pick(dvx), pick(dvy)
+    rows = torch.stack(
+        [
+            torch.ones_like(ox),
+            (c * ox + s * oy) / max_range,
+            (-s * ox + c * oy) / EDGE_SCALE,
+            (c * ovx + s * ovy) / CLOSING_SCALE,
+            (-s * ovx + c * ovy) / CLOSING_SCALE,
+        ],
+        2,
+    )  # (B, k, 5)
+    rows = torch.where(present[..., None], rows, torch.zeros_like(rows))
+    if k < n_objects:
+        rows = torch.cat([rows, rows.new_zeros(b, n_objects - k, rows.shape[2])], 1)
+    return rows

@@ -45,6 +45,7 @@ WEATHER_PRESETS: tuple[str, ...] = (
 
 # Weights of the reward terms of envs.contract.REWARD_TERMS (each term is in [-1, 1] per step).
 DEFAULT_REWARD_WEIGHTS: dict[str, float] = {
+    "alive": 0.0,  # a route to complete: pay for lasting would pay for not arriving
     "progress": 0.5,
     "collision": 20.0,
     "off_road": 1.0,

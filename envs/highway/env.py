@@ -42,6 +42,7 @@ from envs.contract import (
 from envs.scenarios import (
     CLOSING_SCALE,
     EDGE_SCALE,
+    OBJECT_QUANTITIES,
     SPEED_SCALE,
     ScenarioConfig,
     sensor_names,
@@ -272,9 +273,38 @@ class DriveEnv(gym.Env):
         closing = np.where(hit, -rays[:, 1], 0.0) / CLOSING_SCALE  # no hit: nothing closes in
         ray_values = np.stack([rays[:, 0] / cfg.ray_range, closing], axis=1)
         values += list(ray_values.ravel())
+        if cfg.n_objects:
+            values += list(self._objects().ravel())
         if self.scenario.route_sensors:
             values += self.scenario.route_values(self._view())
         return np.clip(np.asarray(values, np.float32), -1.0, 1.0)
+
+    def _objects(self) -> np.ndarray:
+        """(n_objects, 5) the radar object list (:data:`envs.scenarios.OBJECT_QUANTITIES`): what
+        the lidar sees (vehicles and solid objects), nearest centre first, within range."""
+        ego, cfg = self.ego, self.config
+        others = [
+            o for o in self.sim.road.vehicles + self.sim.road.objects if o is not ego and o.solid
+        ]
+        rows = np.zeros((cfg.n_objects, len(OBJECT_QUANTITIES)))
+        if not others:
+            return rows
+        offset = np.array([o.position for o in others], float) - ego.position  # (M, 2) [m]
+        distance = np.hypot(offset[:, 0], offset[:, 1])
+        order = [i for i in np.argsort(distance, kind="stable") if distance[i] <= cfg.ray_range]
+        order = order[: cfg.n_objects]
+        c, s = np.cos(ego.heading), np.sin(ego.heading)
+        for row, i in enumerate(order):
+            dx, dy = offset[i]
+            dvx, dvy = np.asarray(others[i].velocity, float) - ego.velocity
+            rows[row] = (
+                1.0,
+                (c * dx + s * dy) / cfg.ray_range,
+                (-s * dx + c * dy) / EDGE_SCALE,
+                (c * dvx + s * dvy) / CLOSING_SCALE,
+                (-s * dvx + c * dvy) / CLOSING_SCALE,
+            )
+        return rows
 
     def _view(self) -> _EgoView:
         return _EgoView(self)
