@@ -14,8 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-RAY_NAME = re.compile(r"^rays\.(\d+)\.(.+)$")
-"""``rays.<k>.<quantity>``: element ``quantity`` of range ray ``k`` (see envs/contract.py)."""
+INDEXED_NAME = re.compile(r"^([A-Za-z_]\w*)\.(\d+)\.(.+)$")
+"""``<group>.<k>.<quantity>``: element ``quantity`` of item ``k`` of an indexed group: range ray
+``k`` (``rays.03.distance``) or object ``k`` of the radar list (``objects.02.vx``); see
+envs/contract.py."""
 
 
 def sincos_embedding(length: int, dim: int) -> Tensor:
@@ -82,18 +84,19 @@ class SensorLayout:
     """Which sensor elements make each sensor token, read from the sensor names alone.
 
     Groups are the text before the first '.', in order of first appearance; each group is one
-    token, except ``rays``: elements ``rays.<k>.<quantity>`` give one token per ray (or per
-    sector of ``rays_per_token`` consecutive rays), holding that ray's quantities.
+    token, except indexed groups, whose elements are all ``<group>.<k>.<quantity>``: one token
+    per item ``k`` (a range ray, an object of the radar list), holding that item's quantities.
+    Rays may be pooled into sectors of ``rays_per_token`` consecutive rays.
 
     ``index[t][j]`` is the sensor element in slot ``j`` of token ``t``, or -1 for an empty slot;
-    slots of ray tokens follow one quantity order for all rays, so every ray token has the same
-    layout and the rays share one projection.
+    slots of an indexed group's tokens follow one quantity order, so its tokens share one
+    projection and are told apart by a learned embedding per token (``item_slots``).
     """
 
-    token_names: tuple[str, ...]  # "ego", "route", "rays.00" (or "rays.00-03" for sectors)
+    token_names: tuple[str, ...]  # "ego", "route", "rays.00" ("rays.00-03" for sectors), ...
     token_types: tuple[int, ...]  # per token: index into type_names
     type_names: tuple[str, ...]  # one per group ("rays" once)
-    ray_slots: tuple[int, ...]  # per token: ray token position 0..R-1, or -1 for group tokens
+    item_slots: tuple[int, ...]  # per token: position 0..I-1 among item tokens, -1 for groups
     index: tuple[tuple[int, ...], ...]  # (S, K) sensor element per slot, -1 when empty
 
     @classmethod
@@ -106,69 +109,70 @@ class SensorLayout:
         if len(set(names)) != len(names):
             duplicates = sorted(n for n, count in Counter(names).items() if count > 1)
             raise ValueError(f"sensor names must be unique; repeated: {', '.join(duplicates)}")
-        groups: dict[str, list[int]] = {}
-        rays: dict[int, dict[str, int]] = {}  # ray k -> quantity -> element index
-        quantities: list[str] = []
+        groups: dict[str, list[int]] = {}  # plain elements of each group
+        items: dict[str, dict[int, dict[str, int]]] = {}  # group -> k -> quantity -> element
+        quantities: dict[str, list[str]] = {}
         for i, name in enumerate(names):
-            match = RAY_NAME.match(name)
+            match = INDEXED_NAME.match(name)
+            group = match.group(1) if match else name.split(".", 1)[0]
+            groups.setdefault(group, [])
             if match:
-                k, quantity = int(match.group(1)), match.group(2)
-                rays.setdefault(k, {})[quantity] = i
-                if quantity not in quantities:
-                    quantities.append(quantity)
-                groups.setdefault("rays", [])
+                k, quantity = int(match.group(2)), match.group(3)
+                items.setdefault(group, {}).setdefault(k, {})[quantity] = i
+                if quantity not in quantities.setdefault(group, []):
+                    quantities[group].append(quantity)
             else:
-                groups.setdefault(name.split(".", 1)[0], []).append(i)
-        if rays and groups["rays"]:
-            stray = [names[i] for i in groups["rays"]]
-            raise ValueError(
-                f"sensor names {stray} are in group 'rays' but not of the form "
-                f"'rays.<k>.<quantity>'; rename them or move them to another group"
-            )
+                groups[group].append(i)
+        for group in items:
+            if groups[group]:
+                stray = [names[i] for i in groups[group]]
+                raise ValueError(
+                    f"sensor names {stray} are in group '{group}' but not of the form "
+                    f"'{group}.<k>.<quantity>'; rename them or move them to another group"
+                )
 
         token_names: list[str] = []
         token_types: list[int] = []
-        ray_slots: list[int] = []
+        item_slots: list[int] = []
         index: list[list[int]] = []
         for type_id, group in enumerate(groups):
-            if group == "rays" and rays:
-                ray_ids = sorted(rays)
-                for start in range(0, len(ray_ids), rays_per_token):
-                    sector = ray_ids[start : start + rays_per_token]
-                    label = (
-                        f"{sector[0]:02d}"
-                        if len(sector) == 1
-                        else f"{sector[0]:02d}-{sector[-1]:02d}"
-                    )
-                    token_names.append(f"rays.{label}")
-                    token_types.append(type_id)
-                    ray_slots.append(start // rays_per_token)
-                    slots = [rays[k].get(q, -1) for k in sector for q in quantities]
-                    slots += [-1] * (rays_per_token - len(sector)) * len(quantities)
-                    index.append(slots)
-            else:
+            if group not in items:
                 token_names.append(group)
                 token_types.append(type_id)
-                ray_slots.append(-1)
+                item_slots.append(-1)
                 index.append(list(groups[group]))
+                continue
+            per_token = rays_per_token if group == "rays" else 1
+            ids, qs = sorted(items[group]), quantities[group]
+            for start in range(0, len(ids), per_token):
+                sector = ids[start : start + per_token]
+                label = (
+                    f"{sector[0]:02d}" if len(sector) == 1 else f"{sector[0]:02d}-{sector[-1]:02d}"
+                )
+                token_names.append(f"{group}.{label}")
+                token_types.append(type_id)
+                item_slots.append(sum(1 for slot in item_slots if slot >= 0))
+                slots = [items[group][k].get(q, -1) for k in sector for q in qs]
+                slots += [-1] * (per_token - len(sector)) * len(qs)
+                index.append(slots)
         width = max(len(slots) for slots in index)
         padded = tuple(tuple(slots + [-1] * (width - len(slots))) for slots in index)
-        return cls(tuple(token_names), tuple(token_types), tuple(groups), tuple(ray_slots), padded)
+        return cls(tuple(token_names), tuple(token_types), tuple(groups), tuple(item_slots), padded)
 
     @property
     def num_tokens(self) -> int:
         return len(self.token_names)
 
     @property
-    def num_ray_tokens(self) -> int:
-        return sum(1 for slot in self.ray_slots if slot >= 0)
+    def num_item_tokens(self) -> int:
+        return sum(1 for slot in self.item_slots if slot >= 0)
 
 
 class SensorTokenizer(nn.Module):
-    """Sensor vector to one token per group or ray, with learned type embeddings.
+    """Sensor vector to one token per group or item (ray, object), with learned type embeddings.
 
-    Each group has its own linear projection of its elements; all ray tokens share the rays'
-    projection and are told apart by a learned per-ray embedding. The elements of each token
+    Each group has its own linear projection of its elements; the item tokens of a group share
+    its projection and are told apart by a learned per-item embedding. The elements of each token
     are gathered with an index buffer, so the whole batch is one gather and one einsum.
 
     Input ``(B, D)``; output ``(B, S, dim)``, ``S = layout.num_tokens``.
@@ -194,11 +198,12 @@ class SensorTokenizer(nn.Module):
         num_types = len(layout.type_names)
         self.weight = nn.Parameter(torch.randn(num_types, width, dim) / width**0.5)
         self.type_embedding = nn.Parameter(torch.randn(num_types, dim) * 0.02)
-        self.ray_embedding: nn.Parameter | None = None
-        if layout.num_ray_tokens > 0:
-            rays = torch.tensor([i for i, s in enumerate(layout.ray_slots) if s >= 0])
-            self.register_buffer("ray_tokens", rays, persistent=False)
-            self.ray_embedding = nn.Parameter(torch.randn(layout.num_ray_tokens, dim) * 0.02)
+        self.ray_embedding: nn.Parameter | None = None  # per item token (the name is kept so
+        # that checkpoints of sensors with rays alone still load)
+        if layout.num_item_tokens > 0:
+            item_tokens = torch.tensor([i for i, s in enumerate(layout.item_slots) if s >= 0])
+            self.register_buffer("ray_tokens", item_tokens, persistent=False)
+            self.ray_embedding = nn.Parameter(torch.randn(layout.num_item_tokens, dim) * 0.02)
 
     def forward(self, sensors: Tensor) -> Tensor:
         """``(B, D)`` -> ``(B, S, dim)``."""

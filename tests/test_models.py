@@ -113,7 +113,7 @@ def test_sensor_layout_reads_groups_and_rays_from_names():
         NAMES.index("rays.01.closing_speed"),
     )
     assert layout.index[5] == (NAMES.index("route.exit_left"), NAMES.index("route.exit_right"))
-    assert layout.ray_slots == (-1, 0, 1, 2, 3, -1)
+    assert layout.item_slots == (-1, 0, 1, 2, 3, -1)
 
 
 def test_sensor_layout_sectors_and_missing_quantities():
@@ -125,9 +125,34 @@ def test_sensor_layout_sectors_and_missing_quantities():
     assert layout.index[2] == (6, -1, -1, 7, -1, -1)
 
 
+def test_sensor_layout_gives_one_token_per_object_of_the_radar_list():
+    from envs.scenarios import OBJECT_QUANTITIES, ScenarioConfig, sensor_names
+
+    names = sensor_names(ScenarioConfig(n_objects=3, n_rays=4))
+    layout = SensorLayout.from_names(names, rays_per_token=2)
+    assert layout.token_names == ("ego", "rays.00-01", "rays.02-03", "objects.00",
+                                  "objects.01", "objects.02")  # fmt: skip
+    assert layout.item_slots == (-1, 0, 1, 2, 3, 4)
+    obj = layout.token_names.index("objects.01")
+    width = len(OBJECT_QUANTITIES)
+    assert layout.index[obj][:width] == tuple(
+        names.index(f"objects.01.{q}") for q in OBJECT_QUANTITIES
+    )
+    assert set(layout.index[obj][width:]) <= {-1}
+    # each object token moves with its own row only
+    torch.manual_seed(0)
+    tokenizer = SensorTokenizer(layout, len(names), dim=8)
+    sensors = torch.rand(2, len(names))
+    changed = sensors.clone()
+    changed[:, names.index("objects.02.vx")] += 1.0
+    moved = (tokenizer(changed) - tokenizer(sensors)).abs().amax(dim=(0, 2)) > 0
+    assert moved.tolist() == [False, False, False, False, False, True]
+
+
 @pytest.mark.parametrize(
     ("names", "message"),
     [
+        (["objects.00.x", "objects.near"], "objects.<k>.<quantity>"),
         (["ego.speed", "ego.speed"], "unique"),
         (["rays.00.distance", "rays.count"], "rays.<k>.<quantity>"),
         ([], "sensor_names"),
