@@ -26,7 +26,7 @@ from agent.attribution import (
     occlusion_test,
 )
 from agent.build import make_env
-from agent.evaluation import EvalReport, Policy, TrainedPolicy, evaluate
+from agent.evaluation import FAITHFUL_RATIO, EvalReport, Policy, TrainedPolicy, evaluate
 from envs.contract import ROAD_CLASSES
 
 
@@ -143,6 +143,7 @@ def analyse_attention(
         "per_layer": [{"layer": i, **a.summary()} for i, a in enumerate(layers)],
         "per_frame": layers[-1].per_frame,
         "occlusion_ratio": occlusion["occlusion_ratio"],
+        "faithful": bool(occlusion["occlusion_ratio"] >= FAITHFUL_RATIO),
         "occlusion": occlusion,
         "modality": modality,
         "noise_std": noise_std,
@@ -207,6 +208,12 @@ def format_attention(attention: dict[str, Any]) -> str:
         f"random {occ['random_kl']:.4f}, least {occ['least_kl']:.4f} -> "
         f"ratio {attention['occlusion_ratio']:.2f} (value ratio {occ['occlusion_ratio_value']:.2f})"
     )
+    if attention["occlusion_ratio"] < FAITHFUL_RATIO:
+        lines.append(
+            f"MAP NOT FAITHFUL: blanking the most-attended patches moves the policy less than "
+            f"{FAITHFUL_RATIO:g}x as much as blanking random ones; the map does not explain "
+            "this policy's choices"
+        )
     lines.append(
         f"{'modality':16s} {'return':>14s} {'success':>8s} {'collision':>10s} {'camera att.':>12s}"
     )

@@ -274,6 +274,9 @@ class TrainConfig:
     eval_seed: int = 1_000  # evaluation episodes use seeds eval_seed, eval_seed + 1, ...
     checkpoint_every: int = 10_000  # [env steps]; 0 keeps only the final checkpoint
     final_eval_episodes: int = 20  # trained vs random vs idle at the end; 0 skips it
+    # env id of the periodic and final evaluations (same env.kwargs); None: env.id. A run on the
+    # batched simulator is judged on the highway-env reference with DriveAttention/Highway-v0.
+    eval_env: str | None = None
 
     def __post_init__(self) -> None:
         _check_finite(self)
@@ -298,6 +301,8 @@ class TrainConfig:
             self.final_eval_episodes >= 0,
             f"final_eval_episodes: must be >= 0 (0 = skip), got {self.final_eval_episodes}",
         )
+        if self.eval_env is not None:
+            check_env_id(self.eval_env, key="train.eval_env")
 
 
 @dataclass

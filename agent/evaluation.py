@@ -161,6 +161,9 @@ class EpisodeResult:
     attention_class_mass: dict[str, float] | None = None  # per road class (video episodes)
     attention_class_lift: dict[str, float] | None = None
     video: str | None = None
+    # of a filmed episode's map: how much more its most-attended patches move the policy than
+    # random ones (map_occlusion_ratio); None without a camera attention map
+    occlusion_ratio: float | None = None
 
     def row(self) -> dict[str, Any]:
         out = asdict(self)
@@ -375,12 +378,48 @@ def outcome(result: EpisodeResult) -> str:
     return "off road" if result.off_road else "no success"
 
 
+FAITHFUL_RATIO = 2.0
+"""A map whose most-attended patches change the policy at least this many times more than as
+many random patches (the occlusion ratio) explains the policy; below it, videos and tables say
+that the map does not."""
+
+
+def faithfulness_text(ratio: float | None) -> str:
+    """``map faithful (occlusion ratio 7.6)``, ``MAP NOT FAITHFUL (...)``, or ``""``."""
+    if ratio is None:
+        return ""
+    verdict = "map faithful" if ratio >= FAITHFUL_RATIO else "MAP NOT FAITHFUL"
+    return f"{verdict} (occlusion ratio {ratio:.1f})"
+
+
 def video_caption(episode: EpisodeResult) -> str:
-    """``episode 3 (seed 1003): collision, return 2.61``."""
-    return (
+    """``episode 3 (seed 1003): collision, return 2.61`` (and the map's faithfulness)."""
+    text = (
         f"episode {episode.episode} (seed {episode.seed}): {outcome(episode)}, "
         f"return {episode.episode_return:.2f}"
     )
+    faithful = faithfulness_text(episode.occlusion_ratio)
+    return f"{text}; {faithful}" if faithful else text
+
+
+def map_occlusion_ratio(
+    policy: Policy, decisions: list[Decision], cell_px: tuple[int, int] | None = None
+) -> float | None:
+    """The occlusion ratio (:func:`agent.attribution.occlusion_test`) of the camera map a video
+    shows, on that episode's decision frames; None for a policy without one."""
+    shown = [d for d in decisions if d.view is not None and d.view.camera is not None]
+    model = getattr(policy, "model", None)
+    if not shown or model is None or not isinstance(policy, TrainedPolicy):
+        return None
+    from agent.attribution import SB3Probe, occlusion_test
+
+    batch = {
+        "camera": np.stack([d.camera for d in shown]),
+        "sensors": np.stack([d.sensors for d in shown]),
+    }
+    maps = np.stack([d.view.camera for d in shown])  # (B, gh, gw)
+    test = occlusion_test(SB3Probe(model.policy), policy.prepare(batch), maps, cell=cell_px)
+    return float(test["occlusion_ratio"])
 
 
 def film(
@@ -406,6 +445,8 @@ def film(
     writer = VideoWriter(path, fps=max(1, round(per_decision * recording.policy_hz)))
     attribution = Attribution()  # of the decision frames, when the env gives road labels
     title = f"episode {result.episode}: {outcome(result)}, return {result.episode_return:.2f}"
+    if result.occlusion_ratio is not None:
+        title = f"{title}\n{faithfulness_text(result.occlusion_ratio)}"
     scene = recording.scene
     try:
         for decision in decisions:
@@ -526,6 +567,7 @@ def evaluate(
         )
         if recording is not None and filmed[result.success] < video_episodes:
             filmed[result.success] += 1
+            result.occlusion_ratio = map_occlusion_ratio(policy, recording.decisions, cell_px)
             path = video_path(video_dir, video_prefix, k)
             film(result, recording, path, fps, scale, cell_px, rays)
         results.append(result)

@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +144,7 @@ def prepare(
     device = resolve_device(config.train.device)
     spec = probe_env(config.env)  # validates env.id and env.kwargs
     check_model(config, spec)
+    check_eval_env(config, spec)
     lock = run.lock()
     try:
         run.check_new(strict=empty_folder)  # under the lock: nobody started it meanwhile
@@ -166,6 +167,7 @@ def _prepare_resume(run: RunDir, overrides: Overrides, checkpoint: str | Path | 
         device = resolve_device(config.train.device)
         spec = probe_env(config.env)
         check_model(config, spec)
+        check_eval_env(config, spec)
         _check_checkpoint_fits(config, spec, ckpt)
     except BaseException:
         lock.release()
@@ -273,6 +275,32 @@ def check_model(config: ExperimentConfig, spec: EnvSpec) -> None:
         raise ConfigError(f"model: {err}") from None
 
 
+def eval_env_id(config: ExperimentConfig) -> str:
+    """The env id the run is evaluated on: ``train.eval_env``, else the training env's."""
+    return config.train.eval_env or config.env.id
+
+
+def check_eval_env(config: ExperimentConfig, spec: EnvSpec) -> None:
+    """A ``train.eval_env`` other than ``env.id`` must give the policy the same observations
+    and actions (same sensor names, spaces); asked before any work."""
+    eval_id = eval_env_id(config)
+    if eval_id == config.env.id:
+        return
+    other = probe_env(replace(config.env, id=eval_id))
+    same = (
+        other.sensor_names == spec.sensor_names
+        and other.observation_space == spec.observation_space
+        and other.action_space == spec.action_space
+    )
+    if not same:
+        raise ConfigError(
+            f"train.eval_env: {eval_id} with env.kwargs gives other observations or actions "
+            f"than env.id {config.env.id} (sensors {len(other.sensor_names)} vs "
+            f"{len(spec.sensor_names)}, {other.observation_space} vs {spec.observation_space}); "
+            "evaluate on a backend of the same scenario, or leave train.eval_env out"
+        )
+
+
 def _check_checkpoint_fits(config: ExperimentConfig, spec: EnvSpec, checkpoint: Checkpoint) -> None:
     """Build the bare policy and compare its parameters with the checkpoint's."""
     algo_class = ALGORITHMS[config.algo.name]
@@ -373,7 +401,7 @@ class Trainer:
             policy,
             episodes,
             cfg.train.eval_seed,
-            env_id=cfg.env.id,
+            env_id=eval_env_id(cfg),
             video_dir=self.run_dir.videos if video else None,
             video_episodes=1,
             video_prefix=prefix,
@@ -414,6 +442,9 @@ class Trainer:
             for name, value in episode.reward_terms.items():
                 terms.setdefault(name, []).append(value)
         metrics.update({f"{prefix}/reward/{k}": float(np.mean(v)) for k, v in terms.items()})
+        ratios = [e.occlusion_ratio for e in report.episodes if e.occlusion_ratio is not None]
+        if ratios:  # of the filmed episodes' maps: below FAITHFUL_RATIO they explain little
+            metrics["attention/video_occlusion_ratio"] = float(np.mean(ratios))
         shares = [e.camera_attention for e in report.episodes if e.camera_attention is not None]
         if shares:
             metrics["attention/camera_share"] = float(np.mean(shares))
@@ -448,12 +479,12 @@ class Trainer:
             "random": self._evaluate(RandomPolicy(self.spec.action_space), episodes, "", False),
             "idle": self._evaluate(IdlePolicy(self.spec.idle_action), episodes, "", False),
         }
-        env = cfg.env
+        env_id, kwargs = eval_env_id(cfg), cfg.env.kwargs
         rule = None
-        if has_rule(env.id):
+        if has_rule(env_id):
             try:  # e.g. continuous actions on the roundabout: no rule, the table goes without
                 spec = self.spec
-                rule = rule_policy(env.id, env.kwargs, spec.sensor_names, spec.action_space)
+                rule = rule_policy(env_id, kwargs, spec.sensor_names, spec.action_space)
             except ConfigError as err:
                 self._say(f"no rule reference here: {err}")
         if rule is not None:
@@ -577,7 +608,7 @@ class Trainer:
         run.update_info(wandb_id=self.logger.run_id or info.get("wandb_id"), device=self.device)
         self.model.set_logger(Logger(folder=None, output_formats=[SB3Writer(self.logger)]))
         # road labels on the eval env: its attention videos get per-class attention figures
-        self.eval_env = make_env(cfg.env.id, {**cfg.env.kwargs, "road_labels": True})
+        self.eval_env = make_env(eval_env_id(cfg), {**cfg.env.kwargs, "road_labels": True})
 
         remaining = cfg.train.steps - start_step
         print(
@@ -629,7 +660,8 @@ class Trainer:
             print(
                 f"reproduce: python scripts/evaluate.py --run {run.path} --episodes "
                 f"{cfg.train.final_eval_episodes} --seed {cfg.train.eval_seed} "
-                "[--policy random|idle|rule]"
+                + (f"--env {cfg.train.eval_env} " if cfg.train.eval_env else "")
+                + "[--policy random|idle|rule]"
             )
             print(videos_text(reports["trained"].episodes, run.videos))
         self._log_checkpoint(final, step, ("latest", "final"))

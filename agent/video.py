@@ -250,8 +250,8 @@ def render_frame(
     is the fraction of attention on camera patches; ``cell_px`` is one patch in camera pixels
     (default ``(H // gh, W // gw)``). With ``rays`` and the observation's ``sensors`` the ray
     tokens are drawn in the scene and the other tokens listed compactly; without, every token
-    gets a bar. ``title`` heads the panel; ``legend`` lines (the attention mass per road class)
-    end it.
+    gets a bar. ``title`` heads the panel (one line per ``\n``); ``legend`` lines (the
+    attention mass per road class) end it.
     """
     frame = np.ascontiguousarray(camera[..., -3:])  # (H, W, 3) newest frame
     h, w = frame.shape[:2]
@@ -282,7 +282,8 @@ def render_frame(
 
     row = 14  # [px] per listed token
     chips = -(-len(listed) // 2) if in_scene else len(listed)
-    needed = 60 + 18 * bool(title) + chips * row + 20 * in_scene + 6 * 16 + 8
+    titles = title.split("\n") if title else []
+    needed = 60 + 18 * len(titles) + chips * row + 20 * in_scene + 6 * 16 + 8
     needed += (len(legend) + 1) * 14 * bool(legend)
     height = _round_up(max(view.shape[0], needed), 16)
     width = _round_up(view.shape[1], 16) + PANEL_WIDTH
@@ -292,8 +293,9 @@ def render_frame(
     x0 = _round_up(view.shape[1], 16) + 8
 
     y = 16
-    if title:
-        _text(out, title[:38], x0, y, 0.42)
+    for line in titles:  # a warning line (e.g. "MAP NOT FAITHFUL ...") in red
+        warning = line.isupper() or line.startswith("MAP NOT")
+        _text(out, line[:38], x0, y, 0.42, colour=(255, 90, 90) if warning else _TEXT)
         y += 18
     if camera_share is not None:
         _text(out, f"camera {camera_share:4.0%} | sensors {1 - camera_share:4.0%}", x0, y)

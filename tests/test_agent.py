@@ -297,7 +297,7 @@ def test_training_writes_checkpoint_config_and_eval(trained_run: Path) -> None:
     config = yaml.safe_load((trained_run / "config.yaml").read_text())
     assert config["model"]["dim"] == 16 and config["logging"]["name"] == "tiny"
     final = json.loads((trained_run / "eval" / "final.json").read_text())
-    assert set(final) >= {"trained", "random", "idle"}
+    assert set(final) >= {"trained", "random", "idle", "rule"}
     assert set(SUMMARY_KEYS) <= set(final["trained"])
 
 
@@ -320,7 +320,9 @@ def test_training_video_shows_whole_episodes_with_attention(trained_run: Path) -
         assert frames.shape[0] == (episode["length"] + 1) * 8, episode
         assert frames.shape[1] >= 256 and frames.shape[2] >= 256 + 256
     config = yaml.safe_load((trained_run / "config.yaml").read_text())
-    env = gym.make(config["env"]["id"], **config["env"]["kwargs"])
+    judged_on = config["train"]["eval_env"] or config["env"]["id"]
+    assert final["env_id"] == judged_on
+    env = gym.make(judged_on, **config["env"]["kwargs"])
     env.reset(seed=filmed[0]["seed"])
     scene = HighwayScene.attach(env, 4)
     scene.start()
@@ -551,6 +553,17 @@ def test_unknown_env_id_names_the_closest(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match=r"env\.id.*DriveAttention/Highway-v0"):
         prepare(DEFAULT, ["env.id=DriveAttention/Highwy-v0", f"logging.root={tmp_path}"])
+
+
+def test_eval_env_must_be_a_known_id_with_the_same_observations(tmp_path: Path) -> None:
+    from agent.training import prepare
+
+    with pytest.raises(ConfigError, match=r"train\.eval_env.*DriveAttention/Highway-v0"):
+        prepare(DEFAULT, ["train.eval_env=DriveAttention/Highwy-v0", f"logging.root={tmp_path}"])
+    # merge has route sensors the highway lacks: refused before any run folder exists
+    with pytest.raises(ConfigError, match=r"train\.eval_env: DriveAttention/Merge-v0"):
+        prepare(DEFAULT, ["train.eval_env=DriveAttention/Merge-v0", f"logging.root={tmp_path}"])
+    assert not any(tmp_path.iterdir())
 
 
 def test_sac_continuous_trains_and_resumes(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from gymnasium import spaces
 
 from agent.attribution import Attribution
 from agent.evaluation import (
+    FAITHFUL_RATIO,
     SUMMARY_KEYS,
     AttentionView,
     Decision,
@@ -26,9 +27,11 @@ from agent.evaluation import (
     _legend,
     describe_action,
     evaluate,
+    faithfulness_text,
     format_table,
     run_episode,
     table_rows,
+    video_caption,
 )
 from agent.video import PANEL_WIDTH, FrameText, read_video, render_frame
 from envs.contract import CLASS_ID
@@ -714,6 +717,15 @@ def test_trained_policy_on_highway_with_video(highway, attention_model, tmp_path
     assert sum(result.attention_class_mass.values()) == pytest.approx(1.0)
     assert "road" in result.attention_class_lift
     assert report.policy == "trained" and report.env_id == "DriveAttention/Highway-v0"
+    # the filmed map's faithfulness is measured on the episode's frames, and said in the caption
+    assert result.occlusion_ratio is not None and result.occlusion_ratio > 0
+    assert faithfulness_text(result.occlusion_ratio) in video_caption(result)
+
+
+def test_faithfulness_verdict_follows_the_occlusion_ratio() -> None:
+    assert faithfulness_text(None) == ""
+    assert faithfulness_text(FAITHFUL_RATIO - 0.1).startswith("MAP NOT FAITHFUL")
+    assert faithfulness_text(FAITHFUL_RATIO + 0.1).startswith("map faithful")
 
 
 def test_smallest_attention_model_shows_both_modalities() -> None:
