@@ -168,9 +168,14 @@ def check_reward(reports: list[EvalReport], weights: dict[str, float]) -> dict[s
 
 
 def run_check(
-    env_id: str, episodes: int, seed: int, extra: list[Policy] | None = None
+    env_id: str,
+    episodes: int,
+    seed: int,
+    extra: list[tuple[Policy, dict[str, Any]]] | None = None,
 ) -> tuple[dict[str, Any], list[EvalReport]]:
-    """Every reference policy (and ``extra``) on ``episodes`` seeded episodes of ``env_id``."""
+    """Every reference policy, and each ``(policy, env kwargs)`` of ``extra`` (trained runs, on
+    their own env options), on ``episodes`` seeded episodes of ``env_id``. Every episode is
+    weighed with the env's default reward weights, whatever a run trained with."""
     import gymnasium as gym
 
     import envs
@@ -181,10 +186,19 @@ def run_check(
     env = gym.make(env_id)
     weights = dict(env.unwrapped.config.weights)
     try:
-        policies = [*reference_policies(scenario, env), *(extra or [])]
-        reports = [evaluate(env, p, episodes, seed, env_id=env_id) for p in policies]
+        reports = [
+            evaluate(env, p, episodes, seed, env_id=env_id)
+            for p in reference_policies(scenario, env)
+        ]
     finally:
         env.close()
+    for policy, kwargs in extra or []:
+        options = {k: v for k, v in kwargs.items() if k != "reward_weights"}
+        own = gym.make(env_id, **options)
+        try:
+            reports.append(evaluate(own, policy, episodes, seed, env_id=env_id))
+        finally:
+            own.close()
     return check_reward(reports, weights), reports
 
 

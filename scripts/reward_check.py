@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         for run in args.run:
             agent = load_agent(run, env_id=args.env, device="cpu")
             agent.policy.name = f"trained:{run.name}"
-            extra.append(agent.policy)
+            extra.append((agent.policy, dict(agent.config.env.kwargs)))
         result, _ = run_check(args.env, args.episodes, args.seed, extra)
     except (ConfigError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

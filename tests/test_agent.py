@@ -588,7 +588,13 @@ def test_normalisation_statistics_round_trip(tmp_path: Path) -> None:
     from agent.checkpoint import restore_vec_normalize, vec_normalize_state
 
     config = load_config(
-        DEFAULT, ["env.n_envs=1", "env.normalize_sensors=true", "env.normalize_reward=true"]
+        DEFAULT,
+        [
+            "env.n_envs=1",
+            "algo.batch_size=32",
+            "env.normalize_sensors=true",
+            "env.normalize_reward=true",
+        ],
     )
     venv = wrap_normalize(make_vec_env(config.env, seed=0), config.env, gamma=0.9)
     venv.reset()

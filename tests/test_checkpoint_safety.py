@@ -35,7 +35,7 @@ from agent.checkpoint import (
 from agent.config import ConfigError, load_config, save_config, to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT = ROOT / "configs" / "default.yaml"
+DEFAULT = ROOT / "configs" / "highway_env.yaml"  # an experiment on the highway-env backend
 TINY = [
     "env.n_envs=1",
     "env.kwargs.duration=4",

@@ -31,7 +31,7 @@ from agent.config import (
 from models import ExtractorConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT = ROOT / "configs" / "default.yaml"
+DEFAULT = ROOT / "configs" / "highway_env.yaml"  # an experiment on the highway-env backend
 SAC = ROOT / "configs" / "sac.yaml"
 BATCHED = "env.id=DriveAttention/BatchedHighway-v0"
 PROJECT_IDS = [*envs.HIGHWAY_IDS, *envs.BATCHED_IDS, envs.CARLA_ID]

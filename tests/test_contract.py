@@ -288,4 +288,5 @@ def test_alive_pays_only_where_surviving_is_the_task() -> None:
         weights = ScenarioConfig(scenario=name).weights
         assert weights["alive"] == (0.0 if spec.has_goal else 1.0), name
         assert weights["progress"] == (0.5 if spec.has_goal else 1.0), name
+        assert weights["collision"] == (1.0 if spec.has_goal else 3.0), name
     assert ScenarioConfig(scenario="merge", reward_weights={"alive": 0.3}).weights["alive"] == 0.3
