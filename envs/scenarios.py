@@ -68,7 +68,7 @@ def marking_px(scaling: float) -> int:
 DEFAULT_REWARD_WEIGHTS: dict[str, float] = {
     "alive": 1.0,  # 0 in scenarios with a goal (GOAL_REWARD_WEIGHTS): it would pay for dawdling
     "progress": 1.0,
-    "collision": 1.0,
+    "collision": 3.0,
     "off_road": 1.0,
     "lane_keeping": 0.05,
     "comfort": 0.02,
@@ -77,16 +77,16 @@ DEFAULT_REWARD_WEIGHTS: dict[str, float] = {
 """The embedded backends' reward weights (CARLA has its own, in :mod:`envs.carla.config`).
 
 Where surviving is the task (highway), every step without a crash pays ``alive`` (1) and speed
-adds at most ``progress`` (1, at the top of the scenario's speed range): a crash forfeits the
-rest of the episode's pay, so the return ranks careful drives above most fast crashes and, among
+adds at most ``progress`` (1, at the top of the scenario's speed range): a crash costs
+``collision`` (3) and forfeits the rest of the episode's pay, so the return ranks careful drives above most fast crashes and, among
 careful drives, the faster one higher (the README's "Reward" gives the evidence). Scenarios with
 a goal use :data:`GOAL_REWARD_WEIGHTS` instead."""
 
 
-GOAL_REWARD_WEIGHTS: dict[str, float] = {"alive": 0.0, "progress": 0.5}
+GOAL_REWARD_WEIGHTS: dict[str, float] = {"alive": 0.0, "progress": 0.5, "collision": 1.0}
 """Where a scenario has a goal (merge, roundabout, intersection): no pay for lasting, and speed
-paid as before issue 17 (arriving ends the episode, and with it the pay for speed; the goal's
-+1 must stay worth more than a few steps of speed)."""
+and crashes weighed as before issue 17 (arriving ends the episode, and with it the pay for speed;
+the goal's +1 must stay worth more than a few steps of speed)."""
 
 
 class EgoView(Protocol):
