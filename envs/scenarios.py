@@ -78,9 +78,9 @@ DEFAULT_REWARD_WEIGHTS: dict[str, float] = {
 
 Where surviving is the task (highway), every step without a crash pays ``alive`` (1) and speed
 adds at most ``progress`` (1, at the top of the scenario's speed range): a crash costs
-``collision`` (3) and forfeits the rest of the episode's pay, so the return ranks careful drives above most fast crashes and, among
-careful drives, the faster one higher (the README's "Reward" gives the evidence). Scenarios with
-a goal use :data:`GOAL_REWARD_WEIGHTS` instead."""
+``collision`` (3) and forfeits the rest of the episode's pay, so the return ranks careful drives
+above most fast crashes and, among careful drives, the faster one higher (the README's "Reward"
+gives the evidence). Scenarios with a goal use :data:`GOAL_REWARD_WEIGHTS` instead."""
 
 
 GOAL_REWARD_WEIGHTS: dict[str, float] = {"alive": 0.0, "progress": 0.5, "collision": 1.0}
