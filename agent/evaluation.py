@@ -407,10 +407,14 @@ def map_occlusion_ratio(
 ) -> float | None:
     """The occlusion ratio (:func:`agent.attribution.occlusion_test`) of the camera map a video
     shows, on that episode's decision frames; None for a policy without one."""
+    from stable_baselines3.common.policies import ActorCriticPolicy
+
     shown = [d for d in decisions if d.view is not None and d.view.camera is not None]
     model = getattr(policy, "model", None)
     if not shown or model is None or not isinstance(policy, TrainedPolicy):
         return None
+    if not isinstance(model.policy, ActorCriticPolicy):  # the probe reads PPO's distribution
+        return None  # (SAC's actor has none here: its videos go without the verdict)
     from agent.attribution import SB3Probe, occlusion_test
 
     batch = {

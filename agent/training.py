@@ -283,9 +283,20 @@ def eval_env_id(config: ExperimentConfig) -> str:
 def check_eval_env(config: ExperimentConfig, spec: EnvSpec) -> None:
     """A ``train.eval_env`` other than ``env.id`` must give the policy the same observations
     and actions (same sensor names, spaces); asked before any work."""
+    import envs
+
     eval_id = eval_env_id(config)
     if eval_id == config.env.id:
         return
+
+    def scenario(env_id: str) -> str | None:
+        return envs.HIGHWAY_IDS.get(env_id) or envs.BATCHED_IDS.get(env_id)
+
+    if scenario(eval_id) != scenario(config.env.id):
+        raise ConfigError(
+            f"train.eval_env: {eval_id} is not the scenario of env.id {config.env.id}; judge a "
+            "run on another backend of the same scenario, or leave train.eval_env out"
+        )
     other = probe_env(replace(config.env, id=eval_id))
     same = (
         other.sensor_names == spec.sensor_names

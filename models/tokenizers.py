@@ -14,10 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-INDEXED_NAME = re.compile(r"^([A-Za-z_]\w*)\.(\d+)\.(.+)$")
-"""``<group>.<k>.<quantity>``: element ``quantity`` of item ``k`` of an indexed group: range ray
-``k`` (``rays.03.distance``) or object ``k`` of the radar list (``objects.02.vx``); see
-envs/contract.py."""
+INDEXED_NAME = re.compile(r"^(rays|objects)\.(\d+)\.(.+)$")
+"""``<group>.<k>.<quantity>`` of an indexed group: range ray ``k`` (``rays.03.distance``) or
+object ``k`` of the radar list (``objects.02.vx``); see envs/contract.py. Other groups are one
+token each, whatever their names (CARLA's ``route.<k>.x`` route points stay one ``route`` token,
+so checkpoints trained before objects had tokens still fit)."""
+INDEXED_GROUPS: tuple[str, ...] = ("rays", "objects")
 
 
 def sincos_embedding(length: int, dim: int) -> Tensor:
@@ -84,8 +86,9 @@ class SensorLayout:
     """Which sensor elements make each sensor token, read from the sensor names alone.
 
     Groups are the text before the first '.', in order of first appearance; each group is one
-    token, except indexed groups, whose elements are all ``<group>.<k>.<quantity>``: one token
-    per item ``k`` (a range ray, an object of the radar list), holding that item's quantities.
+    token, except the indexed groups (:data:`INDEXED_GROUPS`), whose elements are all
+    ``<group>.<k>.<quantity>``: one token per item ``k`` (a range ray, an object of the radar
+    list), holding that item's quantities.
     Rays may be pooled into sectors of ``rays_per_token`` consecutive rays.
 
     ``index[t][j]`` is the sensor element in slot ``j`` of token ``t``, or -1 for an empty slot;
@@ -114,7 +117,7 @@ class SensorLayout:
         quantities: dict[str, list[str]] = {}
         for i, name in enumerate(names):
             match = INDEXED_NAME.match(name)
-            group = match.group(1) if match else name.split(".", 1)[0]
+            group = name.split(".", 1)[0]
             groups.setdefault(group, [])
             if match:
                 k, quantity = int(match.group(2)), match.group(3)
@@ -123,8 +126,8 @@ class SensorLayout:
                     quantities[group].append(quantity)
             else:
                 groups[group].append(i)
-        for group in items:
-            if groups[group]:
+        for group in INDEXED_GROUPS:
+            if group in items and groups[group]:
                 stray = [names[i] for i in groups[group]]
                 raise ValueError(
                     f"sensor names {stray} are in group '{group}' but not of the form "

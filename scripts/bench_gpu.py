@@ -16,7 +16,7 @@ costs that part, never the run), the JSON rewritten after every result:
    the renderer alone (label raster + colouring), and peak GPU memory. The ladder stops at an
    out-of-memory error (recorded) or when the scenario's time is spent.
 3. ``train``: env steps/s of PPO (rollout collection + update) for the experiments of
-   ``TRAIN_RUNS`` (``configs/default.yaml`` on cuda, then on the CPU, then the batched config),
+   ``TRAIN_RUNS`` (``configs/highway_env.yaml`` on cuda, then on the CPU, then the batched config),
    each for ``--train-steps`` steps after one warm-up rollout.
 
 ``--budget`` (seconds, the whole run) is shared by the parts in the ratio of ``SHARES``; time a
@@ -54,8 +54,9 @@ GOAL_STEPS_PER_S = 1_000_000  # with 64x64 frames on one GPU, simulator + render
 MINIMUM_STEPS_PER_S = 100_000
 # name: (experiment, device of the policy, config overrides); run in this order
 TRAIN_RUNS: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "default/cuda": ("configs/default.yaml", "cuda", {}),
-    "default/cpu": ("configs/default.yaml", "cpu", {}),
+    # the highway-env backend in subprocesses (the default before issue 17)
+    "highway_env/cuda": ("configs/highway_env.yaml", "cuda", {}),
+    "highway_env/cpu": ("configs/highway_env.yaml", "cpu", {}),
     # the batched simulator on the GPU too: only its numpy observations cross to the host
     "batched/cuda": ("configs/batched.yaml", "cuda", {"env.kwargs.device": "cuda"}),
     "batched/cpu": ("configs/batched.yaml", "cpu", {}),

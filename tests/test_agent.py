@@ -560,9 +560,12 @@ def test_eval_env_must_be_a_known_id_with_the_same_observations(tmp_path: Path) 
 
     with pytest.raises(ConfigError, match=r"train\.eval_env.*DriveAttention/Highway-v0"):
         prepare(DEFAULT, ["train.eval_env=DriveAttention/Highwy-v0", f"logging.root={tmp_path}"])
-    # merge has route sensors the highway lacks: refused before any run folder exists
+    # another scenario: refused before any run folder exists
     with pytest.raises(ConfigError, match=r"train\.eval_env: DriveAttention/Merge-v0"):
         prepare(DEFAULT, ["train.eval_env=DriveAttention/Merge-v0", f"logging.root={tmp_path}"])
+    roundabout = ["env.id=DriveAttention/BatchedRoundabout-v0", f"logging.root={tmp_path}"]
+    with pytest.raises(ConfigError, match="not the scenario"):  # the same sensors, not the same
+        prepare(DEFAULT, [*roundabout, "train.eval_env=DriveAttention/Intersection-v0"])
     assert not any(tmp_path.iterdir())
 
 

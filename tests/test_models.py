@@ -147,6 +147,9 @@ def test_sensor_layout_gives_one_token_per_object_of_the_radar_list():
     changed[:, names.index("objects.02.vx")] += 1.0
     moved = (tokenizer(changed) - tokenizer(sensors)).abs().amax(dim=(0, 2)) > 0
     assert moved.tolist() == [False, False, False, False, False, True]
+    # other groups with numbered names (CARLA's route points) stay one token
+    carla = SensorLayout.from_names(["ego.speed", "route.00.x", "route.00.y", "route.01.x"])
+    assert carla.token_names == ("ego", "route") and carla.item_slots == (-1, -1)
 
 
 @pytest.mark.parametrize(
