@@ -779,3 +779,23 @@ def test_frame_shows_the_decision_and_its_legend() -> None:
         sensors=np.array([1.0, 0.0]),
     )
     np.testing.assert_array_equal(frame, expected)
+
+
+def test_sac_video_is_filmed_without_a_faithfulness_verdict(tmp_path) -> None:
+    """The occlusion probe reads PPO's action distribution; a SAC policy's filmed episode gets
+    its video and attention, and no verdict (it used to crash the evaluation)."""
+    from stable_baselines3 import SAC
+
+    from models import ExtractorConfig, policy_kwargs
+
+    env = gym.make("DriveAttention/Highway-v0", action="continuous", camera_size=(32, 32),
+                   duration=2, road_labels=True)  # fmt: skip
+    config = ExtractorConfig(name="attention", dim=16, heads=2, features_dim=24)
+    kwargs = policy_kwargs(config, env.unwrapped.sensor_names)
+    model = SAC("MultiInputPolicy", env, buffer_size=100, policy_kwargs=kwargs, device="cpu",
+                seed=0)  # fmt: skip
+    report = evaluate(env, TrainedPolicy(model), 1, 0, video_dir=tmp_path, cell_px=(8, 8))
+    env.close()
+    (result,) = report.episodes
+    assert result.video is not None and result.camera_attention is not None
+    assert result.occlusion_ratio is None and "faithful" not in video_caption(result).lower()
