@@ -132,31 +132,27 @@ def check_reward(reports: list[EvalReport], weights: dict[str, float]) -> dict[s
     """The agreement of both rewards with the user's order, over episodes and over policies
     (``weights``: the current reward's, which the episodes' terms were weighed with)."""
 
-    def old_return(e: EpisodeResult) -> float:
+    def previous(e: EpisodeResult) -> float:
         return previous_return(e, weights)
 
+    rewards: dict[str, Any] = {"current": lambda e: e.episode_return, "previous": previous}
     episodes = [e for r in reports for e in r.episodes]
-    summaries = {r.policy: r.summary() for r in reports}
-    user_key = [s["success_rate"] * 1000 + s["mean_speed"] for s in summaries.values()]
-    out: dict[str, Any] = {"policies": {}}
-    for name, report in zip(summaries, reports, strict=True):
-        out["policies"][name] = {
-            **summaries[name],
-            "mean_previous_return": float(np.mean([old_return(e) for e in report.episodes])),
+    summaries = [r.summary() for r in reports]
+    user_key = [s["success_rate"] * 1000 + s["mean_speed"] for s in summaries]  # success first
+    out: dict[str, Any] = {
+        "policies": {
+            r.policy: {
+                **s,
+                "mean_previous_return": float(
+                    np.mean([rewards["previous"](e) for e in r.episodes])
+                ),
+            }
+            for r, s in zip(reports, summaries, strict=True)
         }
-    for reward, returns in (
-        ("current", [e.episode_return for e in episodes]),
-        ("previous", [old_return(e) for e in episodes]),
-    ):
-        a = agreement(episodes, returns)
-        means = [
-            float(
-                np.mean(
-                    [e.episode_return if reward == "current" else old_return(e) for e in r.episodes]
-                )
-            )
-            for r in reports
-        ]
+    }
+    for reward, of in rewards.items():
+        a = agreement(episodes, [of(e) for e in episodes])
+        means = [float(np.mean([of(e) for e in r.episodes])) for r in reports]
         out[reward] = {
             "success_pairs": a.success_pairs,
             "success_agree": a.success_agree,

@@ -30,7 +30,7 @@ import torch
 from envs.batched.road import STRIPES, LaneTable
 from envs.batched.sim import EGO, IDM, Traffic
 from envs.contract import CLASS_ID, PALETTE
-from envs.scenarios import SUBPIXEL_BITS, marking_px
+from envs.scenarios import CLOSING_SCALE, EDGE_SCALE, SUBPIXEL_BITS, marking_px
 
 
 class TorchRasterizer:
@@ -371,8 +371,6 @@ def objects(t: Traffic, n_objects: int, max_range: float) -> torch.Tensor:
     """(B, n_objects, 5) the radar object list (:data:`envs.scenarios.OBJECT_QUANTITIES`), as
     the highway-env backend's ``_objects``: every other vehicle or obstacle, nearest centre
     first (the lower slot among equals), within ``max_range``; empty rows are 0."""
-    from envs.scenarios import CLOSING_SCALE, EDGE_SCALE
-
     b, n = t.x.shape
     dx, dy = t.x - t.x[:, :1], t.y - t.y[:, :1]  # (B, N) [m]
     distance = torch.hypot(dx, dy)
