@@ -33,7 +33,8 @@ EDGE_SCALE = 12.0  # [m] road-edge distance normalisation (and objects' lateral 
 OBJECT_QUANTITIES: tuple[str, ...] = ("present", "x", "y", "vx", "vy")
 """One row of the radar object list (``n_objects``), in the ego's frame (x ahead, y to its
 right): 1 if a vehicle fills the row (else the row is all 0), its centre's offset (x over the
-ray range, y over :data:`EDGE_SCALE`), its velocity relative to the ego over
+ray range, y over ``Scenario.object_lateral_scale``: :data:`EDGE_SCALE` on the straight roads,
+the ray range where traffic crosses), its velocity relative to the ego over
 :data:`CLOSING_SCALE`. Rows hold the nearest vehicles first (centre distance, within the ray
 range)."""
 
@@ -154,6 +155,11 @@ class Scenario:
         """Values of the :attr:`route_sensors`, in [-1, 1] before clipping."""
         return []
 
+    def object_lateral_scale(self, ray_range: float) -> float:
+        """[m] what the object list's lateral offset ``y`` is divided by: :data:`EDGE_SCALE` on
+        the straight roads, where every lane lies within it."""
+        return EDGE_SCALE
+
 
 @dataclass(frozen=True)
 class Highway(Scenario):
@@ -218,6 +224,11 @@ class RouteScenario(Scenario):
     def route_values(self, ego: EgoView) -> list[Any]:
         ahead_x, ahead_y = ego.route_ahead(self.ahead)
         return [*ego.turn, ahead_x / self.ahead, ahead_y / self.ahead]
+
+    def object_lateral_scale(self, ray_range: float) -> float:
+        """The ray range, as for ``x``: crossing traffic comes from the side, and over
+        :data:`EDGE_SCALE` every vehicle further than 12 m to the side would read the same."""
+        return ray_range
 
 
 def turn_of(start_heading: float, end_heading: float) -> tuple[float, float, float]:

@@ -322,7 +322,8 @@ class BatchedDrive:
         rays = torch.stack([distance / cfg.ray_range, closing], 2).flatten(1)
         parts = [ego, last_action, rays]
         if cfg.n_objects:
-            parts.append(objects(t, cfg.n_objects, cfg.ray_range).flatten(1))
+            lateral = self.scenario.object_lateral_scale(cfg.ray_range)
+            parts.append(objects(t, cfg.n_objects, cfg.ray_range, lateral).flatten(1))
         route = self.scenario.route_values(
             _EgoView(self, t, self.turn if turn is None else turn, s)
         )

@@ -30,7 +30,7 @@ import torch
 from envs.batched.road import STRIPES, LaneTable
 from envs.batched.sim import EGO, IDM, Traffic
 from envs.contract import CLASS_ID, PALETTE
-from envs.scenarios import CLOSING_SCALE, EDGE_SCALE, SUBPIXEL_BITS, marking_px
+from envs.scenarios import CLOSING_SCALE, SUBPIXEL_BITS, marking_px
 
 
 class TorchRasterizer:
@@ -367,10 +367,11 @@ def lidar(t: Traffic, n_rays: int, max_range: float) -> tuple[torch.Tensor, torc
     return distance, speed
 
 
-def objects(t: Traffic, n_objects: int, max_range: float) -> torch.Tensor:
+def objects(t: Traffic, n_objects: int, max_range: float, lateral_scale: float) -> torch.Tensor:
     """(B, n_objects, 5) the radar object list (:data:`envs.scenarios.OBJECT_QUANTITIES`), as
     the highway-env backend's ``_objects``: every other vehicle or obstacle, nearest centre
-    first (the lower slot among equals), within ``max_range``; empty rows are 0."""
+    first (the lower slot among equals), within ``max_range``, ``y`` over ``lateral_scale`` [m];
+    empty rows are 0."""
     b, n = t.x.shape
     dx, dy = t.x - t.x[:, :1], t.y - t.y[:, :1]  # (B, N) [m]
     distance = torch.hypot(dx, dy)
@@ -393,7 +394,7 @@ def objects(t: Traffic, n_objects: int, max_range: float) -> torch.Tensor:
         [
             torch.ones_like(ox),
             (c * ox + s * oy) / max_range,
-            (-s * ox + c * oy) / EDGE_SCALE,
+            (-s * ox + c * oy) / lateral_scale,
             (c * ovx + s * ovy) / CLOSING_SCALE,
             (-s * ovx + c * ovy) / CLOSING_SCALE,
         ],

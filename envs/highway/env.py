@@ -294,13 +294,14 @@ class DriveEnv(gym.Env):
         order = [i for i in np.argsort(distance, kind="stable") if distance[i] <= cfg.ray_range]
         order = order[: cfg.n_objects]
         c, s = np.cos(ego.heading), np.sin(ego.heading)
+        lateral = self.scenario.object_lateral_scale(cfg.ray_range)  # [m]
         for row, i in enumerate(order):
             dx, dy = offset[i]
             dvx, dvy = np.asarray(others[i].velocity, float) - ego.velocity
             rows[row] = (
                 1.0,
                 (c * dx + s * dy) / cfg.ray_range,
-                (-s * dx + c * dy) / EDGE_SCALE,
+                (-s * dx + c * dy) / lateral,
                 (c * dvx + s * dvy) / CLOSING_SCALE,
                 (-s * dvx + c * dvy) / CLOSING_SCALE,
             )
