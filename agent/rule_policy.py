@@ -13,11 +13,18 @@ highway-env and the batched simulator give in the world frame: ray ``k`` points 
   behind it, at most ``cruise``. (The merge needs nothing more: slowed behind the traffic, the
   rule lets the ramp vehicle in ahead: its ``route.ramp_vehicle`` sensor never came on in the
   50 episodes of seeds 1000..1049.)
-- **roundabout, intersection** (curved roads, and no sensor gives the ego's world heading, so
-  the rule cannot tell ahead from behind): yield, i.e. brake, to any vehicle that closes in and
+- **roundabout, intersection** with the radar object list (``n_objects`` > 0, as the default
+  config has it): gap acceptance. The ego is assumed to go towards the route's look-ahead point
+  (``route.ahead_*``) at ``max(speed, GO_SPEED)``, every tracked vehicle to keep its velocity;
+  the rule yields (brakes) to any vehicle that would then come within :data:`CONFLICT` of the
+  ego within ``ttc`` seconds, except vehicles behind it, and otherwise drives at ``cruise``.
+- **roundabout, intersection** with rays only (curved roads, and no sensor gives the ego's world
+  heading, so the rule cannot tell ahead from behind): yield to any vehicle that closes in and
   is within ``min_gap`` or ``ttc`` seconds of contact, from any direction; otherwise drive at
   ``cruise``. A vehicle that waits behind the ego does not close in, so it does not hold it up;
-  oncoming traffic in the next lane does, so at the intersection the rule mostly waits.
+  oncoming traffic in the next lane does, so at the intersection this rule mostly waits (0%
+  success in 30 highway-env episodes from seed 20000, against 73% for the object-list rule on
+  the tuning seeds 1000..1029).
 
 Meta-actions (every scenario): ``slower`` to brake or when faster than the wanted speed by
 ``tolerance``, ``faster`` when slower than it by ``tolerance``, else ``idle``; it never changes
@@ -41,7 +48,13 @@ from gymnasium import spaces
 from agent.config import ConfigError
 from agent.evaluation import AttentionView
 from envs.contract import DISCRETE_ACTIONS
-from envs.scenarios import CLOSING_SCALE, SPEED_SCALE, ScenarioConfig
+from envs.scenarios import (
+    CLOSING_SCALE,
+    OBJECT_QUANTITIES,
+    SCENARIOS,
+    SPEED_SCALE,
+    ScenarioConfig,
+)
 
 LANE_WIDTH = 4.0  # [m] highway-env's lanes (the lateral offset sensor is a fraction of it)
 IN_LANE = 2.5  # [m] a ray hit this close to the ego's path ahead is in its lane
@@ -74,7 +87,7 @@ CAUTION: dict[str, Caution] = {
     "highway": Caution(cruise=25.0, min_gap=12.0, ttc=5.0, headway=1.5),
     "merge": Caution(cruise=25.0, min_gap=12.0, ttc=5.0, headway=1.5),
     "roundabout": Caution(cruise=8.0, min_gap=5.0, ttc=2.5, tolerance=3.0, road_frame=False),
-    "intersection": Caution(cruise=4.5, min_gap=8.0, ttc=5.0, tolerance=1.5, road_frame=False),
+    "intersection": Caution(cruise=9, min_gap=8.0, ttc=3.0, tolerance=1.5, road_frame=False),
 }
 """The rule's settings per scenario name (:data:`envs.scenarios.SCENARIOS`)."""
 
@@ -89,6 +102,34 @@ class Reading:
     distance: np.ndarray  # (n_rays,) [m] to the nearest vehicle per world direction
     closing: np.ndarray  # (n_rays,) [m/s] how fast it closes in (0 without a hit)
     angle: np.ndarray  # (n_rays,) [rad] world direction of each ray
+    objects: np.ndarray | None = None  # (K, 5) the object list as observed (n_objects > 0)
+    route: np.ndarray | None = None  # (2,) unit vector to the route ahead, ego frame
+
+
+CONFLICT = 4.0  # [m] centres this close at the same moment: in each other's way (5 m cars;
+# chosen with ttc on highway-env's intersection, seeds 1000..1029: 4.0-5.0 m x 2-3 s)
+BEHIND = -2.0  # [m] vehicles further behind than this are theirs to avoid, not the ego's
+GO_SPEED = 6.0  # [m/s] the least speed the ego is assumed to go at when it goes
+TIME_STEP = 0.25  # [s] of the conflict prediction
+
+
+def predicted_conflict(
+    objects: np.ndarray, path: np.ndarray, speed: float, horizon: float
+) -> np.ndarray:
+    """Which tracked vehicles come within :data:`CONFLICT` of the ego within ``horizon`` seconds
+    if the ego goes along ``path`` (a unit vector in its frame, towards the route ahead) at
+    ``max(speed, GO_SPEED)`` and every vehicle keeps its velocity.
+
+    ``objects``: (K, [x, y, vx, vy]) positions [m] and velocities relative to the ego [m/s] in
+    the ego's frame. Vehicles behind the ego (x below :data:`BEHIND`) are left out: braking does
+    not help against them."""
+    t = np.arange(0.0, horizon + 1e-9, TIME_STEP)  # (T,)
+    ego = path[None, :] * (max(speed, GO_SPEED) * t)[:, None]  # (T, 2)
+    x, y, vx, vy = objects.T
+    world_vx = vx + speed  # their velocity over the ground, in the ego's axes
+    others = np.stack([x[:, None] + world_vx[:, None] * t, y[:, None] + vy[:, None] * t], -1)
+    gap = np.linalg.norm(others - ego[None], axis=-1).min(axis=1)  # (K,) [m]
+    return (gap < CONFLICT) & (x > BEHIND)
 
 
 class RulePolicy:
@@ -127,6 +168,7 @@ class RulePolicy:
         self.scenario = scenario
         self.caution = CAUTION[scenario]
         self.ray_range = float(ray_range)  # [m]
+        self.lateral_scale = SCENARIOS[scenario].object_lateral_scale(self.ray_range)  # [m]
         names = list(sensor_names)
         wanted = ["ego.speed", "ego.heading_sin", "ego.lateral_offset"]
         missing = [n for n in wanted if n not in names]
@@ -139,6 +181,12 @@ class RulePolicy:
         self.index = {n: i for i, n in enumerate(names)}
         n_rays = len(self.rays) // 2
         self.angles = np.arange(n_rays) * (2 * math.pi / n_rays)  # (n_rays,) highway-env lidar
+        # the radar object list (n_objects > 0): (K, [present, x, y, vx, vy]) indices
+        k_max = sum(1 for n in names if n.startswith("objects.") and n.endswith(".present"))
+        self.objects = np.array(
+            [[self.index[f"objects.{k:02d}.{q}"] for q in OBJECT_QUANTITIES] for k in range(k_max)],
+            dtype=np.int64,
+        ).reshape(k_max, len(OBJECT_QUANTITIES))
 
     def reset(self, seed: int) -> None:
         pass  # no state, no randomness
@@ -158,12 +206,30 @@ class RulePolicy:
             distance=rays[:, 0] * self.ray_range,
             closing=rays[:, 1] * CLOSING_SCALE,
             angle=self.angles,
+            objects=s[self.objects] if len(self.objects) else None,
+            route=self.route_direction(s),
         )
+
+    def route_direction(self, s: np.ndarray) -> np.ndarray | None:
+        """Unit vector (ego frame) towards the route's look-ahead point, where the env has it."""
+        if "route.ahead_x" not in self.index:
+            return None
+        ahead = np.array([s[self.index["route.ahead_x"]], s[self.index["route.ahead_y"]]])
+        norm = float(np.linalg.norm(ahead))
+        return ahead / norm if norm > 1e-6 else None
 
     # ------------------------------------------------------------------ deciding
     def wanted_speed(self, r: Reading) -> tuple[float, bool]:
         """The speed [m/s] the rule wants now, and whether it must brake."""
         c = self.caution
+        if not c.road_frame and r.objects is not None and len(r.objects):
+            # yield to the tracked vehicles whose path crosses the ego's within ttc seconds
+            present, x, y, vx, vy = r.objects.T
+            tracked = np.stack([x * self.ray_range, y * self.lateral_scale, vx, vy], -1)
+            tracked[:, 2:] *= CLOSING_SCALE
+            path = np.array([1.0, 0.0]) if r.route is None else r.route
+            conflict = predicted_conflict(tracked, path, r.speed, c.ttc) & (present > 0.5)
+            return c.cruise, bool(np.any(conflict))
         if not c.road_frame:  # yield to whatever closes in, from any direction
             closing = r.closing > MIN_CLOSING
             soon = r.distance < np.maximum(c.min_gap, c.ttc * r.closing)

@@ -127,6 +127,79 @@ def test_yields_to_a_crossing_vehicle_at_the_intersection() -> None:
     assert rule.act({"sensors": waiting}) == FASTER
 
 
+def test_with_the_object_list_yields_only_to_vehicles_whose_path_crosses_its_own() -> None:
+    """At the intersection with ``n_objects``: a vehicle coming from the side towards the ego's
+    path holds it up; the same vehicle passing in the next lane, or one behind, does not."""
+    env_id, n = "DriveAttention/Intersection-v0", 4
+    names = envs.sensor_names(env_id, n_objects=n)
+    rule = rule_policy(env_id, {"n_objects": n}, names, spaces.Discrete(5))
+    lateral = envs.SCENARIOS["intersection"].object_lateral_scale(60.0)  # [m] the ray range
+
+    def with_vehicle(x: float, y: float, vx: float, vy: float, speed: float = 0.0) -> np.ndarray:
+        out = np.zeros(len(names), np.float32)
+        out[[i for i, k in enumerate(names) if k.endswith(".distance")]] = 1.0
+        values = {
+            "ego.heading_cos": 1.0,
+            "ego.speed": speed / 40,
+            "route.straight": 1.0,
+            "route.ahead_x": 1.0,  # the route runs straight ahead
+            "objects.00.present": 1.0,
+            "objects.00.x": x / 60,
+            "objects.00.y": y / lateral,
+            "objects.00.vx": vx / 30,
+            "objects.00.vy": vy / 30,
+        }
+        for key, value in values.items():
+            out[names.index(key)] = value
+        return out
+
+    # 16 m to the left (y < 0) and 12 m ahead, crossing at 8 m/s: it reaches the ego's path
+    # after 2 s, when the ego (going at 6 m/s) is there too: they meet within the 3 s horizon
+    crossing = with_vehicle(x=12.0, y=-16.0, vx=0.0, vy=8.0)
+    assert rule.act({"sensors": crossing}) == SLOWER
+    # over EDGE_SCALE the same vehicle 16 m to the side would have read as 12 m: the lateral
+    # scale of the route scenarios is the ray range, so it reads as 16 m
+    assert lateral == 60.0
+    oncoming = with_vehicle(x=25.0, y=-4.5, vx=-8.0, vy=0.0)  # in the next lane, passing by
+    assert rule.act({"sensors": oncoming}) == FASTER
+    behind = with_vehicle(x=-8.0, y=0.0, vx=3.0, vy=0.0)  # catching up from behind
+    assert rule.act({"sensors": behind}) == FASTER
+    # a vehicle standing in the ego's path, 15 m ahead, while the ego drives at 6 m/s
+    standing = with_vehicle(x=15.0, y=0.0, vx=-6.0, vy=0.0, speed=6.0)
+    assert rule.act({"sensors": standing}) == SLOWER
+
+
+def test_object_list_reads_crossing_traffic_beyond_the_road_edge_scale() -> None:
+    """On the intersection the object list's ``y`` is the simulator's lateral offset over the ray
+    range, not clipped at 12 m: crossing traffic further to the side still reads where it is
+    (the batched backend is held to the same values by tests/test_batched.py's parity test)."""
+    from envs.scenarios import EDGE_SCALE
+
+    assert envs.SCENARIOS["highway"].object_lateral_scale(60.0) == EDGE_SCALE
+    env = gym.make("DriveAttention/Intersection-v0", n_objects=1, camera_size=(32, 32))
+    try:
+        names = list(env.unwrapped.sensor_names)
+        y_at, present_at = names.index("objects.00.y"), names.index("objects.00.present")
+        far = 0
+        for seed in range(4):
+            obs, _ = env.reset(seed=seed)
+            for _ in range(5):
+                ego = env.unwrapped.ego
+                others = [v for v in env.unwrapped.sim.road.vehicles if v is not ego]
+                offsets = np.array([v.position for v in others]) - ego.position
+                dist = np.hypot(offsets[:, 0], offsets[:, 1])
+                if obs["sensors"][present_at] > 0.5 and dist.min() <= 60.0:
+                    dx, dy = offsets[np.argmin(dist)]
+                    c, s = np.cos(ego.heading), np.sin(ego.heading)
+                    true_y = -s * dx + c * dy  # [m] to the ego's right
+                    assert obs["sensors"][y_at] * 60.0 == pytest.approx(true_y, abs=0.05)
+                    far += abs(true_y) > EDGE_SCALE + 1.0
+                obs, *_ = env.step(1)
+        assert far, "no nearest vehicle more than 13 m to the side: the check saw no crossing"
+    finally:
+        env.close()
+
+
 ALL_IDS = [*envs.HIGHWAY_IDS, *envs.BATCHED_IDS]
 STRAIGHT_IDS = [i for i in ALL_IDS if "Highway" in i or "Merge" in i]
 
