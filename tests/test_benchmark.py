@@ -21,6 +21,8 @@ from agent.benchmark import (
     aggregate,
     curve_band,
     interval,
+    iqm,
+    iqm_interval,
     learning_curve,
     load_benchmark_config,
     markdown,
@@ -98,6 +100,42 @@ def test_learning_curve_accumulates_time_over_resumed_segments(tmp_path):
     assert curve["steps"] == [100, 200, 300]
     assert curve["seconds"] == [10.0, 20.0, 25.0]
     assert curve["return"] == [1.0, 2.0, 3.0]
+
+
+def test_learning_curve_keeps_training_success_and_nan_where_none_was_logged(tmp_path):
+    rows = [
+        {"global_step": 100, "rollout/ep_rew_mean": 1.0, "time/time_elapsed": 10},
+        {
+            "global_step": 200,
+            "rollout/ep_rew_mean": 2.0,
+            "rollout/success_rate": 0.25,
+            "time/time_elapsed": 20,
+        },
+    ]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    success = learning_curve(path)["success"]
+    assert np.isnan(success[0]) and success[1] == 0.25
+
+
+def test_iqm_trims_a_quarter_of_the_runs_from_each_end_like_rliable():
+    # scipy.stats.trim_mean(x, 0.25): floor(n / 4) runs cut from each end
+    assert iqm([0.0, 0.9, 0.9, 0.9, 0.0]) == pytest.approx(0.6)  # 5 runs: 1 cut each end
+    assert iqm([100.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, -100.0]) == pytest.approx(3.5)  # 2 each
+    assert iqm([1.0, 2.0, 30.0]) == pytest.approx(11.0)  # 3 runs: nothing cut
+
+
+def test_iqm_interval_is_a_seeded_bootstrap_that_narrows_with_more_runs():
+    runs = [0.6, 0.7, 0.8, 0.9, 1.0]
+    out = iqm_interval(runs)
+    assert out["low"] <= out["iqm"] <= out["high"] and out["n"] == 5
+    assert out == iqm_interval(runs)  # reproducible
+    wide = out["high"] - out["low"]
+    many = iqm_interval(runs * 8)
+    assert many["high"] - many["low"] < wide / 2
+    assert iqm_interval([0.5, 0.5, 0.5]) == {"iqm": 0.5, "low": 0.5, "high": 0.5, "n": 3}
+    single = iqm_interval([0.5, None, math.nan])
+    assert single["iqm"] == 0.5 and math.isnan(single["low"]) and single["n"] == 1
 
 
 def test_learning_curve_drops_steps_replayed_after_a_hard_kill(tmp_path):

@@ -20,11 +20,13 @@ One module per job:
 - :mod:`~agent.benchmark.evaluation`: trained policies on both backends (ablations, attribution)
   and the random, idle and rule references;
 - :mod:`~agent.benchmark.scheduler`: worker processes, ``jobs`` at a time, Ctrl-C forwarding;
-- :mod:`~agent.benchmark.stats`: means and 95% intervals over seeds, curve bands, aggregation;
+- :mod:`~agent.benchmark.stats`: means and 95% intervals over seeds, IQM with bootstrap
+  intervals, curve bands, aggregation;
 - :mod:`~agent.benchmark.report`: ``results.json``, ``results.md`` and the learning-curve plots.
 """
 
 from agent.benchmark.config import (
+    EVAL_METRICS,
     METRICS,
     BenchmarkConfig,
     EvalSpec,
@@ -49,9 +51,10 @@ from agent.benchmark.jobs import (
 )
 from agent.benchmark.report import markdown, plot_curves, write_report
 from agent.benchmark.scheduler import run_benchmark
-from agent.benchmark.stats import aggregate, curve_band, interval, t95
+from agent.benchmark.stats import aggregate, curve_band, interval, iqm, iqm_interval, t95
 
 __all__ = [
+    "EVAL_METRICS",
     "LOG_FILE",
     "METRICS",
     "RESULT_FILE",
@@ -69,6 +72,8 @@ __all__ = [
     "evaluate_job",
     "flatten",
     "interval",
+    "iqm",
+    "iqm_interval",
     "learning_curve",
     "load_benchmark_config",
     "markdown",

@@ -15,6 +15,7 @@ from agent.training import check_model
 from envs.configuration import build, check, closest
 
 METRICS = ("mean_return", "success_rate", "collision_rate")  # per backend and condition
+EVAL_METRICS = (*METRICS, "mean_speed")  # of the intact evaluations
 
 
 @dataclass

@@ -104,13 +104,16 @@ def _segments(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def learning_curve(metrics: Path) -> dict[str, list[float]]:
-    """Training-episode return against steps and seconds, from a run's ``metrics.jsonl``.
+    """Training-episode return and success against steps and seconds, from a run's
+    ``metrics.jsonl``.
 
-    ``rollout/ep_rew_mean`` is SB3's mean over the last 100 finished training episodes. A resumed
+    ``rollout/ep_rew_mean`` is SB3's mean over the last 100 finished training episodes;
+    ``rollout/success_rate`` the share of the episodes that ended since the previous update that
+    arrived (NaN where none ended, or in runs logged before it was recorded). A resumed
     run appends a new segment whose clock restarts at 0 and whose first steps may repeat steps
     logged before the interruption: the repeated rows are dropped and the clock accumulated.
     """
-    points: list[tuple[int, float, float]] = []  # (step, seconds, return)
+    points: list[tuple[int, float, float, float]] = []  # (step, seconds, return, success)
     offset = 0.0
     lines = metrics.read_text().splitlines() if metrics.is_file() else []
     for line in lines:
@@ -125,11 +128,13 @@ def learning_curve(metrics: Path) -> dict[str, list[float]]:
             offset = points[-1][1]  # a new segment
             while points and points[-1][0] >= step:
                 points.pop()
-        points.append((step, elapsed + offset, float(row["rollout/ep_rew_mean"])))
+        success = float(row.get("rollout/success_rate", math.nan))
+        points.append((step, elapsed + offset, float(row["rollout/ep_rew_mean"]), success))
     return {
         "steps": [p[0] for p in points],
         "seconds": [p[1] for p in points],
         "return": [p[2] for p in points],
+        "success": [p[3] for p in points],
     }
 
 

@@ -15,11 +15,27 @@ from agent.benchmark.jobs import write_json
 from agent.benchmark.stats import aggregate, curve_band
 from agent.files import write_text
 
+SMOOTHING = 10  # logged points in the trailing mean of the per-update success curve
+
+
+def _smooth(values: Sequence[float], window: int = SMOOTHING) -> np.ndarray:
+    """Trailing mean over ``window`` points, ignoring NaN (a point with no finished episode)."""
+    x = np.asarray(values, dtype=np.float64)
+    out = np.full(len(x), np.nan)
+    for i in range(len(x)):
+        tail = x[max(0, i - window + 1) : i + 1]
+        tail = tail[~np.isnan(tail)]
+        if len(tail):
+            out[i] = tail.mean()
+    return out
+
 
 def plot_curves(
     config: BenchmarkConfig, results: Sequence[dict[str, Any]], out_dir: Path
 ) -> list[Path]:
-    """Per scenario, training return against steps and against wall time (mean, 95% band)."""
+    """Per scenario, training return (top) and success (bottom) against steps (left) and wall
+    time (right): mean and 95% band over seeds. Runs recorded before success was logged add
+    no success curve."""
     # imported on first use: matplotlib is slow to import, and picking its backend is a
     # process-wide side effect that importing this module should not have
     import matplotlib
@@ -30,27 +46,41 @@ def plot_curves(
     paths = []
     finished = [r for r in results if r.get("status") == "finished" and r["curve"]["steps"]]
     for scenario in config.scenarios:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex="col")
         for arm in config.arms:
             runs = [r for r in finished if r["scenario"] == scenario and r["arm"] == arm]
             if not runs:
                 continue
-            for ax, key, scale in ((axes[0], "steps", 1.0), (axes[1], "seconds", 1 / 60)):
+            for col, key, scale in ((0, "steps", 1.0), (1, "seconds", 1 / 60)):
                 top = min(r["curve"][key][-1] for r in runs)
                 grid = np.linspace(0, top, 100)
-                mean, half = curve_band(
-                    [(r["curve"][key], r["curve"]["return"]) for r in runs], grid
-                )
-                (line,) = ax.plot(grid * scale, mean, label=f"{arm} (n={len(runs)})")
-                ax.fill_between(
-                    grid * scale, mean - half, mean + half, color=line.get_color(), alpha=0.15
-                )
-        axes[0].set_xlabel("environment steps")
-        axes[1].set_xlabel("wall time [min] (one core per run)")
-        for ax in axes:
-            ax.set_ylabel("training episode return (last 100)")
+                color = None
+                for row, metric in ((0, "return"), (1, "success")):
+                    curves = [
+                        (
+                            r["curve"][key],
+                            _smooth(r["curve"][metric]) if row else r["curve"][metric],
+                        )
+                        for r in runs
+                        if metric in r["curve"]
+                    ]
+                    if len(curves) < len(runs):
+                        continue
+                    mean, half = curve_band(curves, grid)
+                    ax = axes[row, col]
+                    (line,) = ax.plot(
+                        grid * scale, mean, color=color, label=f"{arm} (n={len(runs)})"
+                    )
+                    color = line.get_color()
+                    ax.fill_between(grid * scale, mean - half, mean + half, color=color, alpha=0.15)
+        axes[1, 0].set_xlabel("environment steps")
+        axes[1, 1].set_xlabel("wall time [min] (one core per run)")
+        for col in (0, 1):
+            axes[0, col].set_ylabel("training episode return (last 100)")
+            axes[1, col].set_ylabel(f"training success (last {SMOOTHING} updates)")
+        for ax in axes.flat:
             ax.grid(alpha=0.3)
-        axes[0].legend(fontsize=8)
+        axes[0, 0].legend(fontsize=8)
         fig.suptitle(f"{scenario}: {config.steps} steps per run, mean and 95% interval over seeds")
         fig.tight_layout()
         path = out_dir / f"curves_{scenario}.png"
@@ -67,6 +97,16 @@ def _ci(cell: Mapping[str, Any], percent: bool = False) -> str:
     if percent:
         return f"{mean:.0%}" + ("" if math.isnan(half) else f" ± {half * 100:.0f}")
     return f"{mean:.2f}" + ("" if math.isnan(half) else f" ± {half:.2f}")
+
+
+def _iqm(cell: Mapping[str, Any], percent: bool = False) -> str:
+    value, low, high = cell["iqm"], cell["low"], cell["high"]
+    if math.isnan(value):
+        return "n/a"
+    if percent:
+        text = f"{value:.0%}"
+        return text if math.isnan(low) else f"{text} [{low:.0%}, {high:.0%}]"
+    return f"{value:.2f}" if math.isnan(low) else f"{value:.2f} [{low:.2f}, {high:.2f}]"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -93,6 +133,7 @@ def markdown(summary: dict[str, Any]) -> str:
                 _ci(row["reference"]["mean_return"]),
                 _ci(row["reference"]["success_rate"], True),
                 _ci(row["reference"]["collision_rate"], True),
+                _ci(row["reference"]["mean_speed"]) if "mean_speed" in row["reference"] else "",
             ]
             for arm, row in arms.items()
         ]
@@ -104,21 +145,51 @@ def markdown(summary: dict[str, Any]) -> str:
                 f"{b['reference']['mean_return']:.2f}",
                 f"{b['reference']['success_rate']:.0%}",
                 f"{b['reference']['collision_rate']:.0%}",
+                f"{b['reference']['mean_speed']:.2f}" if "mean_speed" in b["reference"] else "",
             ]
             for name, b in summary["references"].get(scenario, {}).items()
         ]
         lines += [
             f"#### {scenario}: trained on `{spec['train']}`, evaluated on both backends",
             "",
-            "Return on each backend; success and collision on highway-env:",
+            "Return on each backend; success, collision and speed (m/s) on highway-env; mean and "
+            "95% t-interval over seeds:",
             "",
             *_table(
-                ["arm", "seeds", "return, batched", "return, highway-env", "success", "collision"],
+                [
+                    "arm",
+                    "seeds",
+                    "return, batched",
+                    "return, highway-env",
+                    "success",
+                    "collision",
+                    "speed",
+                ],
                 rows,
             ),
         ]
         if not arms:
             continue
+        if all("iqm" in row for row in arms.values()):
+            lines += [
+                f"Interquartile mean over runs on highway-env ({scenario}), 95% percentile "
+                "bootstrap interval in brackets:",
+                "",
+            ]
+            lines += _table(
+                ["arm", "runs", "success", "collision", "speed", "return"],
+                [
+                    [
+                        arm,
+                        str(row["iqm"]["success_rate"]["n"]),
+                        _iqm(row["iqm"]["success_rate"], True),
+                        _iqm(row["iqm"]["collision_rate"], True),
+                        _iqm(row["iqm"]["mean_speed"]),
+                        _iqm(row["iqm"]["mean_return"]),
+                    ]
+                    for arm, row in arms.items()
+                ],
+            )
         robust = {a: r["robustness"] for a, r in arms.items()}
         modes = sorted({m for r in robust.values() for m in r}, key=_mode_order)
         if modes:

@@ -1,6 +1,7 @@
 """The study's statistics: means with 95% Student-t intervals over seeds (the seed is the unit),
-learning-curve bands, and :func:`aggregate`, which turns the job results into the study's
-numbers."""
+interquartile means with percentile-bootstrap intervals over runs (the ``rliable`` convention,
+Agarwal et al. 2021), learning-curve bands, and :func:`aggregate`, which turns the job results
+into the study's numbers."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.benchmark.config import METRICS, BenchmarkConfig
+from agent.benchmark.config import EVAL_METRICS, METRICS, BenchmarkConfig
 
 # two-sided 95% quantiles of Student's t, by degrees of freedom (scipy is not a dependency)
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306}
@@ -36,6 +37,35 @@ def interval(values: Sequence[float]) -> dict[str, Any]:
         return {"mean": math.nan, "ci95": math.nan, "n": 0, "values": []}
     half = t95(n - 1) * float(x.std(ddof=1)) / math.sqrt(n) if n > 1 else math.nan
     return {"mean": float(x.mean()), "ci95": half, "n": n, "values": [float(v) for v in x]}
+
+
+BOOTSTRAP_SAMPLES = 2000
+
+
+def iqm(values: Sequence[float]) -> float:
+    """Interquartile mean: the mean of the runs left after cutting ``floor(n / 4)`` from each end
+    of the sorted scores (``scipy.stats.trim_mean(x, 0.25)``, as ``rliable`` computes it)."""
+    x = np.sort(np.asarray(values, dtype=np.float64))
+    cut = int(len(x) * 0.25)
+    kept = x[cut : len(x) - cut]
+    return float(kept.mean()) if len(kept) else math.nan
+
+
+def iqm_interval(
+    values: Sequence[float], samples: int = BOOTSTRAP_SAMPLES, seed: int = 0
+) -> dict[str, Any]:
+    """IQM over runs and its 95% percentile-bootstrap interval (runs resampled with replacement;
+    seeded, so a report is reproducible). ``low``/``high`` are NaN with fewer than 2 runs."""
+    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    if len(x) == 0:
+        return {"iqm": math.nan, "low": math.nan, "high": math.nan, "n": 0}
+    if len(x) < 2:
+        return {"iqm": iqm(x), "low": math.nan, "high": math.nan, "n": 1}
+    rng = np.random.default_rng(seed)
+    draws = x[rng.integers(0, len(x), size=(samples, len(x)))]
+    stats = np.array([iqm(row) for row in draws])
+    low, high = np.percentile(stats, [2.5, 97.5])
+    return {"iqm": iqm(x), "low": float(low), "high": float(high), "n": len(x)}
 
 
 def curve_band(
@@ -82,8 +112,14 @@ def aggregate(
             row: dict[str, Any] = {"seeds": [r["seed"] for r in runs]}
             for backend in ("batched", "reference"):
                 row[backend] = {
-                    m: interval([r["evaluation"][backend][m] for r in runs]) for m in METRICS
+                    # .get: studies recorded before speed was kept have no speed
+                    m: interval([r["evaluation"][backend].get(m) for r in runs])
+                    for m in EVAL_METRICS
                 }
+            row["iqm"] = {
+                m: iqm_interval([r["evaluation"]["reference"].get(m) for r in runs])
+                for m in EVAL_METRICS
+            }
             modes = [m for m in runs[0].get("robustness", {}) if m != "intact"]
             row["robustness"] = {
                 mode: {m: interval([r["robustness"][mode][m] for r in runs]) for m in METRICS}
