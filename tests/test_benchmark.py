@@ -461,3 +461,11 @@ def test_a_failed_attempt_without_a_checkpoint_is_set_aside_for_the_retry(tmp_pa
     assert (run.path / "benchmark.log").is_file(), "the job's log stays where the study reads it"
     run.check_new(strict=False)  # a new run may start here now
     assert run.set_aside() is None, "nothing left to move"
+
+
+def test_report_flags_each_attention_run_whose_map_is_not_faithful():
+    from agent.benchmark.report import _faithfulness
+
+    line = _faithfulness([0, 1, 2], {"values": [17.7, 1.3, 2.0]})
+    assert line == "s0 17.7, s1 1.3 (NOT FAITHFUL), s2 2.0"
+    assert _faithfulness([0, 1], {"values": [3.0]}) == "n/a"  # a run without a ratio

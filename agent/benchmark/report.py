@@ -13,6 +13,7 @@ import numpy as np
 from agent.benchmark.config import BenchmarkConfig
 from agent.benchmark.jobs import write_json
 from agent.benchmark.stats import aggregate, curve_band
+from agent.evaluation import FAITHFUL_RATIO
 from agent.files import write_text
 
 SMOOTHING = 10  # logged points in the trailing mean of the per-update success curve
@@ -107,6 +108,19 @@ def _iqm(cell: Mapping[str, Any], percent: bool = False) -> str:
         text = f"{value:.0%}"
         return text if math.isnan(low) else f"{text} [{low:.0%}, {high:.0%}]"
     return f"{value:.2f}" if math.isnan(low) else f"{value:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def _faithfulness(seeds: Sequence[int], ratios: Mapping[str, Any]) -> str:
+    """``s0 17.7, s1 1.2 (NOT FAITHFUL), ...``: the map a run's videos show does not explain its
+    policy where blanking its most-attended patches moves the policy less than
+    :data:`agent.evaluation.FAITHFUL_RATIO` times as much as blanking random ones."""
+    values = ratios.get("values", [])
+    if len(values) != len(seeds):  # a run without a ratio: no per-seed line can be matched
+        return "n/a"
+    return ", ".join(
+        f"s{seed} {value:.1f}" + ("" if value >= FAITHFUL_RATIO else " (NOT FAITHFUL)")
+        for seed, value in zip(seeds, values, strict=True)
+    )
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -225,6 +239,8 @@ def markdown(summary: dict[str, Any]) -> str:
                 f"Attention attribution ({scenario}, {arm}, last layer, mean over seeds): "
                 f"camera share {_ci(att['camera_share'], True)}, occlusion ratio "
                 f"{_ci(att['occlusion_ratio'])}",
+                "",
+                f"Occlusion ratio per seed: {_faithfulness(row['seeds'], att['occlusion_ratio'])}",
                 "",
             ]
             lines += _table(
