@@ -166,6 +166,7 @@ def _prepare_resume(run: RunDir, overrides: Overrides, checkpoint: str | Path | 
         config, ckpt = _resume_config(run, overrides, checkpoint)
         device = resolve_device(config.train.device)
         spec = probe_env(config.env)
+        check_resumed_reward(run, ckpt.config, config)
         check_model(config, spec)
         check_eval_env(config, spec)
         _check_checkpoint_fits(config, spec, ckpt)
@@ -208,6 +209,51 @@ def _resume_config(
     if changed:
         print("resuming with changed options:\n  " + "\n  ".join(changed), file=sys.stderr)
     return config, ckpt
+
+
+def _weights_text(weights: dict[str, float]) -> str:
+    return "{" + ", ".join(f"{k}: {v:g}" for k, v in weights.items()) + "}"
+
+
+def check_resumed_reward(run: RunDir, saved: dict[str, Any], config: ExperimentConfig) -> None:
+    """Refuse to continue a run under other reward weights than it was trained with, unless the
+    command line asks for them. A run records its weights in ``run.json``; the config leaves the
+    defaults out, so a change of defaults would otherwise change a resumed run's reward without
+    a word. A run made before runs recorded them gets a warning (its weights are unknown)."""
+    import envs
+
+    current = envs.reward_weights(config.env.id, **config.env.kwargs)
+    recorded = run.read_info().get("reward_weights")
+    keep = f"env.kwargs.reward_weights='{_weights_text(current)}'"
+    if recorded is None:
+        print(
+            f"warning: {run.path} does not record the reward weights it was trained with (made "
+            f"before runs recorded them); it continues under {_weights_text(current)}. If it was "
+            "trained under other weights (before issue 17 every scenario used alive 0, progress "
+            "0.5, collision 1), give them with env.kwargs.reward_weights='{...}'",
+            file=sys.stderr,
+        )
+        return
+    recorded = {k: float(v) for k, v in recorded.items()}
+    if recorded == current:
+        return
+    asked = saved.get("env", {}).get("kwargs", {}).get("reward_weights") != (
+        config.env.kwargs.get("reward_weights")
+    )
+    if asked:  # the command line changed them: the diff was printed with the other options
+        return
+    changed = ", ".join(
+        f"{k} {recorded.get(k, 'unset')} -> {current[k]:g}"
+        for k in current
+        if recorded.get(k) != current[k]
+    )
+    trained = f"env.kwargs.reward_weights='{_weights_text(recorded)}'"
+    raise ConfigError(
+        f"--resume {run.path}: the run was trained with the reward weights "
+        f"{_weights_text(recorded)}, and this version's defaults would change them ({changed}); "
+        f"to continue with the reward it was trained under, add {trained}; to switch to the new "
+        f"reward on purpose, add {keep}"
+    )
 
 
 def _fallback_hint(run: RunDir, damaged: Path) -> str:
@@ -616,7 +662,13 @@ class Trainer:
             run_id=info.get("wandb_id"),
             system_metrics=cfg.logging.system_metrics,
         )
-        run.update_info(wandb_id=self.logger.run_id or info.get("wandb_id"), device=self.device)
+        import envs
+
+        run.update_info(
+            wandb_id=self.logger.run_id or info.get("wandb_id"),
+            device=self.device,
+            reward_weights=envs.reward_weights(cfg.env.id, **cfg.env.kwargs),
+        )
         self.model.set_logger(Logger(folder=None, output_formats=[SB3Writer(self.logger)]))
         # road labels on the eval env: its attention videos get per-class attention figures
         self.eval_env = make_env(eval_env_id(cfg), {**cfg.env.kwargs, "road_labels": True})

@@ -91,10 +91,39 @@ def sensor_names(env_id: str, **options: Any) -> tuple[str, ...]:
 
         config = build(CarlaEnvConfig, options)
         return make_sensor_names(config.n_route_points, config.n_rays)
+    raise _unknown_id(env_id)
+
+
+def reward_weights(env_id: str, **options: Any) -> dict[str, float]:
+    """Every reward term's weight ``gymnasium.make(env_id, **options)`` would use: the backend's
+    defaults for the scenario with ``options["reward_weights"]`` on top (no env is made). A run
+    records them, so that resuming it under changed defaults is noticed."""
+    options.pop("render_mode", None)
+    from envs.configuration import build
+
+    if env_id in HIGHWAY_IDS or env_id in BATCHED_IDS:
+        from envs.scenarios import ScenarioConfig
+
+        if env_id in BATCHED_IDS:
+            from envs.batched.core import BatchedDriveConfig as config_class
+        else:
+            config_class = ScenarioConfig
+        scenario = HIGHWAY_IDS.get(env_id) or BATCHED_IDS[env_id]
+        weights = build(config_class, {"scenario": scenario, **options}).weights
+    elif env_id == CARLA_ID:
+        from envs.carla.config import CarlaEnvConfig
+
+        weights = build(CarlaEnvConfig, options).reward_weights
+    else:
+        raise _unknown_id(env_id)
+    return {term: float(weights[term]) for term in REWARD_TERMS}
+
+
+def _unknown_id(env_id: str) -> ConfigError:
     ids = [*HIGHWAY_IDS, *BATCHED_IDS, CARLA_ID]
     from envs.configuration import closest
 
-    raise ConfigError(
+    return ConfigError(
         f"{env_id!r} is not one of this project's env ids{closest(env_id, ids)}; ids: "
         f"{', '.join(ids)}"
     )
@@ -109,6 +138,7 @@ __all__ = [
     "ROAD_CLASSES",
     "ConfigError",
     "env_id",
+    "reward_weights",
     "sensor_groups",
     "sensor_names",
 ]

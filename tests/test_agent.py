@@ -548,6 +548,36 @@ def test_resume_with_a_different_model_is_refused(trained_run: Path, tmp_path: P
     assert latest_checkpoint(run).name == latest_checkpoint(trained_run).name  # nothing written
 
 
+def test_resume_under_changed_default_reward_weights_is_refused_with_the_fix(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run records its reward weights; resumed where the defaults have changed since, it is
+    refused (its reward would change without a word) and the message gives both fixes."""
+    import envs
+    from agent.config import read_yaml
+    from agent.training import prepare
+
+    run = shutil.copytree(trained_run, tmp_path / "tiny")
+    info_path = run / "run.json"
+    info = json.loads(info_path.read_text())
+    env = read_yaml(run / "config.yaml")["env"]
+    assert info["reward_weights"] == envs.reward_weights(env["id"], **env["kwargs"])
+    older = {**info["reward_weights"], "alive": 0.0, "collision": 1.0}  # as if trained before
+    info_path.write_text(json.dumps({**info, "reward_weights": older}))
+    with pytest.raises(ConfigError, match=r"reward weights.*alive 0\.0 -> 1") as refused:
+        prepare(None, [], resume=run)
+    assert "env.kwargs.reward_weights=" in str(refused.value)
+    keep = "{" + ", ".join(f"{k}: {v}" for k, v in older.items()) + "}"
+    prepared = prepare(None, [f"env.kwargs.reward_weights={keep}"], resume=run)
+    prepared.lock.release()
+    # a run from before runs recorded them: a warning, and it goes on
+    info_path.write_text(json.dumps({k: v for k, v in info.items() if k != "reward_weights"}))
+    capsys.readouterr()
+    prepared = prepare(None, [], resume=run)
+    prepared.lock.release()
+    assert "does not record the reward weights" in capsys.readouterr().err
+
+
 def test_unknown_env_id_names_the_closest(tmp_path: Path) -> None:
     from agent.training import prepare
 
