@@ -67,55 +67,49 @@ def _register() -> None:
 _register()
 
 
-def sensor_names(env_id: str, **options: Any) -> tuple[str, ...]:
-    """The sensor names ``gymnasium.make(env_id, **options).unwrapped.sensor_names`` would give,
-    without making the env (no simulator, no CARLA connection): computed from the backend's
-    options and the scenario definition. Invalid options raise :class:`ConfigError` as
-    ``gymnasium.make`` would; ``render_mode`` is accepted and ignored."""
-    options.pop("render_mode", None)
+def _options(env_id: str, options: dict[str, Any]) -> Any:
+    """The validated options object ``gymnasium.make(env_id, **options)`` would build (an
+    embedded backend's, with its scenario, or CARLA's), without making the env."""
+    from envs.configuration import build
+
+    options = {k: v for k, v in options.items() if k != "render_mode"}
     if env_id in HIGHWAY_IDS or env_id in BATCHED_IDS:
-        from envs.configuration import build
         from envs.scenarios import ScenarioConfig
-        from envs.scenarios import sensor_names as scenario_sensor_names
 
         if env_id in BATCHED_IDS:
             from envs.batched.core import BatchedDriveConfig as config_class
         else:
             config_class = ScenarioConfig
         scenario = HIGHWAY_IDS.get(env_id) or BATCHED_IDS[env_id]
-        return scenario_sensor_names(build(config_class, {"scenario": scenario, **options}))
+        return build(config_class, {"scenario": scenario, **options})
     if env_id == CARLA_ID:
         from envs.carla.config import CarlaEnvConfig
-        from envs.carla.core import make_sensor_names
-        from envs.configuration import build
 
-        config = build(CarlaEnvConfig, options)
-        return make_sensor_names(config.n_route_points, config.n_rays)
+        return build(CarlaEnvConfig, options)
     raise _unknown_id(env_id)
+
+
+def sensor_names(env_id: str, **options: Any) -> tuple[str, ...]:
+    """The sensor names ``gymnasium.make(env_id, **options).unwrapped.sensor_names`` would give,
+    without making the env (no simulator, no CARLA connection): computed from the backend's
+    options and the scenario definition. Invalid options raise :class:`ConfigError` as
+    ``gymnasium.make`` would; ``render_mode`` is accepted and ignored."""
+    config = _options(env_id, options)
+    if env_id == CARLA_ID:
+        from envs.carla.core import make_sensor_names
+
+        return make_sensor_names(config.n_route_points, config.n_rays)
+    from envs.scenarios import sensor_names as scenario_sensor_names
+
+    return scenario_sensor_names(config)
 
 
 def reward_weights(env_id: str, **options: Any) -> dict[str, float]:
     """Every reward term's weight ``gymnasium.make(env_id, **options)`` would use: the backend's
     defaults for the scenario with ``options["reward_weights"]`` on top (no env is made). A run
     records them, so that resuming it under changed defaults is noticed."""
-    options.pop("render_mode", None)
-    from envs.configuration import build
-
-    if env_id in HIGHWAY_IDS or env_id in BATCHED_IDS:
-        from envs.scenarios import ScenarioConfig
-
-        if env_id in BATCHED_IDS:
-            from envs.batched.core import BatchedDriveConfig as config_class
-        else:
-            config_class = ScenarioConfig
-        scenario = HIGHWAY_IDS.get(env_id) or BATCHED_IDS[env_id]
-        weights = build(config_class, {"scenario": scenario, **options}).weights
-    elif env_id == CARLA_ID:
-        from envs.carla.config import CarlaEnvConfig
-
-        weights = build(CarlaEnvConfig, options).reward_weights
-    else:
-        raise _unknown_id(env_id)
+    config = _options(env_id, options)
+    weights = config.reward_weights if env_id == CARLA_ID else config.weights
     return {term: float(weights[term]) for term in REWARD_TERMS}
 
 
