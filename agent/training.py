@@ -166,7 +166,7 @@ def _prepare_resume(run: RunDir, overrides: Overrides, checkpoint: str | Path | 
         config, ckpt = _resume_config(run, overrides, checkpoint)
         device = resolve_device(config.train.device)
         spec = probe_env(config.env)
-        check_resumed_reward(run, ckpt.config, config)
+        check_resumed_reward(run, config)
         check_model(config, spec)
         check_eval_env(config, spec)
         _check_checkpoint_fits(config, spec, ckpt)
@@ -215,11 +215,12 @@ def _weights_text(weights: dict[str, float]) -> str:
     return "{" + ", ".join(f"{k}: {v:g}" for k, v in weights.items()) + "}"
 
 
-def check_resumed_reward(run: RunDir, saved: dict[str, Any], config: ExperimentConfig) -> None:
-    """Refuse to continue a run under other reward weights than it was trained with, unless the
-    command line asks for them. A run records its weights in ``run.json``; the config leaves the
-    defaults out, so a change of defaults would otherwise change a resumed run's reward without
-    a word. A run made before runs recorded them gets a warning (its weights are unknown)."""
+def check_resumed_reward(run: RunDir, config: ExperimentConfig) -> None:
+    """Refuse to continue a run under other reward weights than it was trained with, unless
+    ``env.kwargs.reward_weights`` names each term that changes. A run records its weights in
+    ``run.json``; the config leaves the defaults out, so a change of defaults would otherwise
+    change a resumed run's reward without a word. A run made before runs recorded them gets a
+    warning (its weights are unknown)."""
     import envs
 
     current = envs.reward_weights(config.env.id, **config.env.kwargs)
@@ -235,22 +236,18 @@ def check_resumed_reward(run: RunDir, saved: dict[str, Any], config: ExperimentC
         )
         return
     recorded = {k: float(v) for k, v in recorded.items()}
-    if recorded == current:
+    changed = [k for k in current if recorded.get(k) != current[k]]
+    # the terms the command line (or the run's own config) names are asked for; any other term
+    # whose weight differs from the recorded one changed under the run without a word
+    named = config.env.kwargs.get("reward_weights") or {}
+    unasked = [k for k in changed if k not in named]
+    if not unasked:
         return
-    asked = saved.get("env", {}).get("kwargs", {}).get("reward_weights") != (
-        config.env.kwargs.get("reward_weights")
-    )
-    if asked:  # the command line changed them: the diff was printed with the other options
-        return
-    changed = ", ".join(
-        f"{k} {recorded.get(k, 'unset')} -> {current[k]:g}"
-        for k in current
-        if recorded.get(k) != current[k]
-    )
+    text = ", ".join(f"{k} {recorded.get(k, 'unset')} -> {current[k]:g}" for k in unasked)
     trained = f"env.kwargs.reward_weights='{_weights_text(recorded)}'"
     raise ConfigError(
         f"--resume {run.path}: the run was trained with the reward weights "
-        f"{_weights_text(recorded)}, and this version's defaults would change them ({changed}); "
+        f"{_weights_text(recorded)}, and this version's defaults would change them ({text}); "
         f"to continue with the reward it was trained under, add {trained}; to switch to the new "
         f"reward on purpose, add {keep}"
     )

@@ -567,6 +567,9 @@ def test_resume_under_changed_default_reward_weights_is_refused_with_the_fix(
     with pytest.raises(ConfigError, match=r"reward weights.*alive 0\.0 -> 1") as refused:
         prepare(None, [], resume=run)
     assert "env.kwargs.reward_weights=" in str(refused.value)
+    # naming one changed term does not let the other through
+    with pytest.raises(ConfigError, match=r"alive 0\.0 -> 1"):
+        prepare(None, ["env.kwargs.reward_weights={collision: 1.0}"], resume=run)
     keep = "{" + ", ".join(f"{k}: {v}" for k, v in older.items()) + "}"
     prepared = prepare(None, [f"env.kwargs.reward_weights={keep}"], resume=run)
     prepared.lock.release()

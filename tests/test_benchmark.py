@@ -198,6 +198,27 @@ def test_runs_made_when_overrides_were_strings_are_still_the_same_settings(tmp_p
         assert stale(job) == []
 
 
+def test_a_run_trained_under_other_reward_weights_is_stale(tmp_path):
+    """config.yaml leaves the default weights out: a run whose run.json records other weights
+    than this version's defaults give is refused rather than mixed in; one from before runs
+    recorded them is not."""
+    import envs
+
+    config = load_benchmark_config(write_config(tmp_path, TINY))
+    job = plan(config, tmp_path / "runs")[0]
+    experiment = job.experiment()
+    run_dir = Path(job.run_dir)
+    run_dir.mkdir(parents=True)
+    save_config(experiment, run_dir / "config.yaml")
+    assert stale(job) == []  # no weights recorded: unknown, not refused
+    weights = envs.reward_weights(experiment.env.id, **experiment.env.kwargs)
+    (run_dir / "run.json").write_text(json.dumps({"reward_weights": weights}))
+    assert stale(job) == []
+    older = {**weights, "collision": weights["collision"] + 1}
+    (run_dir / "run.json").write_text(json.dumps({"reward_weights": older}))
+    assert any("reward weight collision" in line for line in stale(job))
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -466,6 +487,6 @@ def test_a_failed_attempt_without_a_checkpoint_is_set_aside_for_the_retry(tmp_pa
 def test_report_flags_each_attention_run_whose_map_is_not_faithful():
     from agent.benchmark.report import _faithfulness
 
-    line = _faithfulness([0, 1, 2], {"values": [17.7, 1.3, 2.0]})
+    line = _faithfulness([0, 1, 2], [17.7, 1.3, 2.0])
     assert line == "s0 17.7, s1 1.3 (NOT FAITHFUL), s2 2.0"
-    assert _faithfulness([0, 1], {"values": [3.0]}) == "n/a"  # a run without a ratio
+    assert _faithfulness([0, 1], [None, math.inf]) == "s0 n/a, s1 inf"  # no ratio; infinite

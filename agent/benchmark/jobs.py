@@ -131,6 +131,17 @@ def stale(job: Job) -> list[str]:
         saved = read_yaml(run.config)
         wanted = to_dict(job.experiment())
         changes += [line for line in config_diff(saved, wanted) if not line.startswith("logging.")]
+    recorded = run.read_info().get("reward_weights")  # None: a run from before they were kept
+    if recorded is not None and run.config.is_file():
+        import envs
+
+        env = job.experiment().env
+        current = envs.reward_weights(env.id, **env.kwargs)
+        changes += [
+            f"reward weight {k}: {recorded.get(k)} -> {current[k]:g}"
+            for k in current
+            if recorded.get(k) is None or float(recorded[k]) != current[k]
+        ]
     done = read_result(job)
     if done is not None and "evaluation_spec" in done:
         changes += [

@@ -110,17 +110,17 @@ def _iqm(cell: Mapping[str, Any], percent: bool = False) -> str:
     return f"{value:.2f}" if math.isnan(low) else f"{value:.2f} [{low:.2f}, {high:.2f}]"
 
 
-def _faithfulness(seeds: Sequence[int], ratios: Mapping[str, Any]) -> str:
-    """``s0 17.7, s1 1.2 (NOT FAITHFUL), ...``: the map a run's videos show does not explain its
-    policy where blanking its most-attended patches moves the policy less than
+def _faithfulness(seeds: Sequence[int], ratios: Sequence[float | None]) -> str:
+    """``s0 17.7, s1 1.2 (NOT FAITHFUL), s2 n/a``: the map a run's videos show does not explain
+    its policy where blanking its most-attended patches moves the policy less than
     :data:`agent.evaluation.FAITHFUL_RATIO` times as much as blanking random ones."""
-    values = ratios.get("values", [])
-    if len(values) != len(seeds):  # a run without a ratio: no per-seed line can be matched
-        return "n/a"
-    return ", ".join(
-        f"s{seed} {value:.1f}" + ("" if value >= FAITHFUL_RATIO else " (NOT FAITHFUL)")
-        for seed, value in zip(seeds, values, strict=True)
-    )
+
+    def verdict(value: float | None) -> str:
+        if value is None or math.isnan(value):
+            return "n/a"
+        return f"{value:.1f}" + ("" if value >= FAITHFUL_RATIO else " (NOT FAITHFUL)")
+
+    return ", ".join(f"s{seed} {verdict(v)}" for seed, v in zip(seeds, ratios, strict=True))
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -159,7 +159,9 @@ def markdown(summary: dict[str, Any]) -> str:
                 f"{b['reference']['mean_return']:.2f}",
                 f"{b['reference']['success_rate']:.0%}",
                 f"{b['reference']['collision_rate']:.0%}",
-                f"{b['reference']['mean_speed']:.2f}" if "mean_speed" in b["reference"] else "",
+                f"{b['reference']['mean_speed']:.2f}"
+                if b["reference"].get("mean_speed") is not None
+                else "",
             ]
             for name, b in summary["references"].get(scenario, {}).items()
         ]
@@ -240,7 +242,7 @@ def markdown(summary: dict[str, Any]) -> str:
                 f"camera share {_ci(att['camera_share'], True)}, occlusion ratio "
                 f"{_ci(att['occlusion_ratio'])}",
                 "",
-                f"Occlusion ratio per seed: {_faithfulness(row['seeds'], att['occlusion_ratio'])}",
+                f"Occlusion ratio per seed: {_faithfulness(row['seeds'], att['occlusion_runs'])}",
                 "",
             ]
             lines += _table(

@@ -145,6 +145,8 @@ def aggregate(
                     "class_share": _per_class([r["attention"]["class_share"] for r in runs]),
                     "camera_share": interval([r["attention"]["camera_share"] for r in runs]),
                     "occlusion_ratio": interval([r["attention"]["occlusion_ratio"] for r in runs]),
+                    # per run, in the order of "seeds" (None where a run has no ratio)
+                    "occlusion_runs": [r["attention"]["occlusion_ratio"] for r in runs],
                 }
             table[scenario][arm] = row
         arms = table[scenario]
