@@ -17,7 +17,8 @@ highway-env and the batched simulator give in the world frame: ray ``k`` points 
   config has it): gap acceptance. The ego is assumed to go towards the route's look-ahead point
   (``route.ahead_*``) at ``max(speed, GO_SPEED)``, every tracked vehicle to keep its velocity;
   the rule yields (brakes) to any vehicle that would then come within :data:`CONFLICT` of the
-  ego within ``ttc`` seconds, except vehicles behind it, and otherwise drives at ``cruise``.
+  ego within ``gap_horizon`` seconds, except vehicles behind it, and otherwise drives at
+  ``gap_cruise`` (each falls back to ``ttc`` and ``cruise`` where it is 0).
 - **roundabout, intersection** with rays only (curved roads, and no sensor gives the ego's world
   heading, so the rule cannot tell ahead from behind): yield to any vehicle that closes in and
   is within ``min_gap`` or ``ttc`` seconds of contact, from any direction; otherwise drive at
@@ -112,7 +113,7 @@ class Reading:
     distance: np.ndarray  # (n_rays,) [m] to the nearest vehicle per world direction
     closing: np.ndarray  # (n_rays,) [m/s] how fast it closes in (0 without a hit)
     angle: np.ndarray  # (n_rays,) [rad] world direction of each ray
-    objects: np.ndarray | None = None  # (K, 5) the object list as observed (n_objects > 0)
+    objects: np.ndarray | None = None  # (M, [x, y, vx, vy]) [m, m/s] the tracked vehicles
     route: np.ndarray | None = None  # (2,) unit vector to the route ahead, ego frame
 
 
@@ -218,9 +219,16 @@ class RulePolicy:
             distance=rays[:, 0] * self.ray_range,
             closing=rays[:, 1] * CLOSING_SCALE,
             angle=self.angles,
-            objects=s[self.objects] if len(self.objects) else None,
+            objects=self.tracked(s) if len(self.objects) else None,
             route=self.route_direction(s),
         )
+
+    def tracked(self, s: np.ndarray) -> np.ndarray:
+        """(M, [x, y, vx, vy]) the object list's filled rows in metres and m/s (ego frame)."""
+        present, x, y, vx, vy = s[self.objects].T
+        rows = np.stack([x * self.ray_range, y * self.lateral_scale, vx, vy], -1)
+        rows[:, 2:] *= CLOSING_SCALE
+        return rows[present > 0.5]
 
     def route_direction(self, s: np.ndarray) -> np.ndarray | None:
         """Unit vector (ego frame) towards the route's look-ahead point, where the env has it."""
@@ -234,14 +242,10 @@ class RulePolicy:
     def wanted_speed(self, r: Reading) -> tuple[float, bool]:
         """The speed [m/s] the rule wants now, and whether it must brake."""
         c = self.caution
-        if not c.road_frame and r.objects is not None and len(r.objects):
+        if not c.road_frame and r.objects is not None:
             # yield to the tracked vehicles whose path crosses the ego's within the horizon
-            present, x, y, vx, vy = r.objects.T
-            tracked = np.stack([x * self.ray_range, y * self.lateral_scale, vx, vy], -1)
-            tracked[:, 2:] *= CLOSING_SCALE
             path = np.array([1.0, 0.0]) if r.route is None else r.route
-            horizon = c.gap_horizon or c.ttc
-            conflict = predicted_conflict(tracked, path, r.speed, horizon) & (present > 0.5)
+            conflict = predicted_conflict(r.objects, path, r.speed, c.gap_horizon or c.ttc)
             return c.gap_cruise or c.cruise, bool(np.any(conflict))
         if not c.road_frame:  # yield to whatever closes in, from any direction
             closing = r.closing > MIN_CLOSING
