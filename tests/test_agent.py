@@ -627,6 +627,7 @@ def test_normalisation_statistics_round_trip(tmp_path: Path) -> None:
         DEFAULT,
         [
             "env.n_envs=1",
+            "algo.n_steps=32",
             "algo.batch_size=32",
             "env.normalize_sensors=true",
             "env.normalize_reward=true",
