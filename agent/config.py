@@ -22,6 +22,7 @@ refuses binary files and a key given twice in one mapping (plain YAML keeps the 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -596,11 +597,17 @@ def read_yaml(path: str | Path, missing: str | None = None) -> dict[str, Any]:
     return dict(raw)
 
 
-def load_config(path: str | Path, overrides: Overrides = ()) -> ExperimentConfig:
-    """Read a YAML experiment, apply overrides and validate everything."""
-    raw = read_yaml(
-        path, missing=f"config file {path} does not exist; see configs/ for the experiments"
-    )
+def load_config(
+    path: str | Path | Mapping[str, Any], overrides: Overrides = ()
+) -> ExperimentConfig:
+    """Read a YAML experiment (or take one already read: a study reads its base once), apply
+    overrides and validate everything."""
+    if isinstance(path, Mapping):
+        raw = copy.deepcopy(dict(path))
+    else:
+        raw = read_yaml(
+            path, missing=f"config file {path} does not exist; see configs/ for the experiments"
+        )
     return resolve_config(apply_overrides(raw, overrides))
 
 

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,7 @@ def prepare(
     checkpoint: str | Path | None = None,
     *,
     empty_folder: bool = False,
+    base: Mapping[str, Any] | None = None,
 ) -> Prepared:
     """Validate everything a run needs, before any work: config, env kwargs, model, checkpoint,
     run folder; then take the run's lock (a run that another process trains is refused at once).
@@ -119,7 +121,9 @@ def prepare(
     command-line items or data (see :data:`agent.config.Overrides`). ``resume``: continue that
     run from its latest checkpoint, or from ``checkpoint`` (one of the run's own); the config is
     the one stored in the checkpoint with ``overrides`` on top (``config.yaml``, which anyone can
-    edit, is only compared with it). A new run never reuses a folder that holds a run;
+    edit, is only compared with it). ``base``: the experiment ``config_path`` held, already read
+    (a study reads its base once, so that editing the file mid-study changes none of its runs).
+    A new run never reuses a folder that holds a run;
     ``empty_folder`` (the command line) refuses any non-empty folder, else files that are not a
     run's (a benchmark's log) may be there already.
     """
@@ -132,7 +136,7 @@ def prepare(
         )
     if config_path is None:
         raise ConfigError("give --config configs/<experiment>.yaml (or --resume runs/<name>)")
-    config = load_config(config_path, overrides)
+    config = load_config(base if base is not None else config_path, overrides)
     if config.logging.name is None:
         config.logging.name = default_run_name(config_path)
     if config.logging.group is None:  # seeds and arms of one experiment share a W&B group

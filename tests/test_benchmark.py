@@ -198,6 +198,32 @@ def test_runs_made_when_overrides_were_strings_are_still_the_same_settings(tmp_p
         assert stale(job) == []
 
 
+def test_a_base_edited_while_the_study_runs_changes_none_of_its_runs(tmp_path):
+    """The plan reads the base experiment once: a job that starts after the file was edited
+    still trains what the study was planned with (else one study mixes two recipes)."""
+    from agent.benchmark.execution import run_job
+
+    base = tmp_path / "base.yaml"
+    base.write_text((ROOT / "configs" / "batched.yaml").read_text())
+    raw = {**TINY, "base": str(base), "seeds": [0], "arms": {"combined": {"model.name": "combined"}}}
+    raw["evaluation"] = {"episodes": 1, "seed": 500, "attribution_arms": []}
+    config = load_benchmark_config(write_config(tmp_path, raw))
+    job = plan(config, tmp_path / "runs")[0]
+    planned = job.experiment()
+    edited = yaml.safe_load(base.read_text())
+    edited["algo"]["clip_range"] = 0.05
+    base.write_text(yaml.safe_dump(edited))
+    assert load_config(base).algo.clip_range == pytest.approx(0.05)
+    assert job.experiment().algo.clip_range == pytest.approx(planned.algo.clip_range) != 0.05
+    assert run_job(job)["status"] == "finished"
+    trained = yaml.safe_load((Path(job.run_dir) / "config.yaml").read_text())
+    assert trained["algo"]["clip_range"] == pytest.approx(planned.algo.clip_range)
+    assert stale(job) == []
+    # a new plan reads the edited file: the finished run is then refused, not mixed in
+    replanned = plan(config, tmp_path / "runs")[0]
+    assert any("clip_range" in line for line in stale(replanned))
+
+
 def test_a_run_trained_under_other_reward_weights_is_stale(tmp_path):
     """config.yaml leaves the default weights out: a run whose run.json records other weights
     than this version's defaults give is refused rather than mixed in; one from before runs

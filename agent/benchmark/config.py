@@ -120,8 +120,11 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def arm_experiment(base: str | Path, overrides: Mapping[str, Any], arm: str) -> ExperimentConfig:
-    """One run's validated experiment; errors name the arm."""
+def arm_experiment(
+    base: str | Path | Mapping[str, Any], overrides: Mapping[str, Any], arm: str
+) -> ExperimentConfig:
+    """One run's validated experiment (``base``: a YAML file, or one already read); errors name
+    the arm."""
     try:
         return load_config(base, overrides)
     except ConfigError as err:

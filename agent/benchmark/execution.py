@@ -61,7 +61,7 @@ def _train_and_evaluate(job: Job) -> dict[str, Any]:
         aside = run.set_aside(extra=(SEGMENTS_FILE,))  # a failed attempt that saved nothing
         if aside is not None:
             print(f"   earlier attempt without a checkpoint moved to {aside}", flush=True)
-        prepared = prepare(job.base, job.overrides)
+        prepared = prepare(job.base, job.overrides, base=job.base_config)
     start_step = prepared.checkpoint.step if prepared.checkpoint else 0
     trainer = Trainer(prepared)
     started = time.perf_counter()

@@ -33,8 +33,9 @@ class Job:
     seed: int
     train_id: str
     reference_id: str
-    base: str
-    overrides: dict[str, Any]  # section.key -> value, applied to base
+    base: str  # the study's base experiment file (its name)
+    base_config: dict[str, Any]  # what that file held when the study was planned
+    overrides: dict[str, Any]  # section.key -> value, applied to base_config
     run_dir: str
     evaluation: dict[str, Any]
     attribution: bool
@@ -45,8 +46,9 @@ class Job:
         return Path(self.run_dir).name
 
     def experiment(self) -> ExperimentConfig:
-        """The run's validated experiment."""
-        return arm_experiment(self.base, self.overrides, self.arm)
+        """The run's validated experiment: the base as read when the study was planned (a base
+        file edited while the study runs does not change its later runs), then the overrides."""
+        return arm_experiment(self.base_config, self.overrides, self.arm)
 
     def identity(self) -> dict[str, Any]:
         """Which run a result belongs to: the first keys of its ``benchmark.json``."""
@@ -54,7 +56,9 @@ class Job:
 
 
 def plan(config: BenchmarkConfig, runs_root: Path) -> list[Job]:
-    """Every job, seeds outermost so that a partial benchmark covers all arms evenly."""
+    """Every job, seeds outermost so that a partial benchmark covers all arms evenly. The base
+    experiment is read once, here: every job of the plan starts from the same one."""
+    base = read_yaml(config.base, missing=f"base: {config.base}: no such file; see configs/")
     jobs = []
     for seed in config.seeds:
         for scenario, spec in config.scenarios.items():
@@ -67,6 +71,7 @@ def plan(config: BenchmarkConfig, runs_root: Path) -> list[Job]:
                         train_id=spec.train,
                         reference_id=spec.reference,
                         base=config.base,
+                        base_config=base,
                         overrides=config.run_overrides(scenario, arm, seed, runs_root),
                         run_dir=str(runs_root / config.run_name(scenario, arm, seed)),
                         evaluation=asdict(config.evaluation),

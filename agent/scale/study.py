@@ -22,7 +22,6 @@ import yaml
 from agent.benchmark.config import BenchmarkConfig
 from agent.benchmark.jobs import LOG_FILE, Job, outstanding, read_result
 from agent.benchmark.scheduler import OUTCOMES, progress_line
-from agent.config import read_yaml
 from agent.scale.cluster import check_resources, connected
 from agent.scale.store import RunMirror, pull, start_store
 
@@ -49,7 +48,7 @@ def write_base(scratch: Path, name: str, base: dict[str, Any]) -> str:
     return str(path)
 
 
-def train_remote(job: Job, store: Any, base: dict[str, Any]) -> dict[str, Any]:
+def train_remote(job: Job, store: Any) -> dict[str, Any]:
     """One job inside a Ray task (see the module's docstring); returns its outcome."""
     import ray
 
@@ -71,7 +70,6 @@ def train_remote(job: Job, store: Any, base: dict[str, Any]) -> dict[str, Any]:
             )
         local = replace(
             job,
-            base=write_base(scratch, job.base, base),
             run_dir=str(folder),
             overrides={**job.overrides, "logging.root": str(scratch)},
         )
@@ -96,7 +94,6 @@ def run_benchmark_ray(
     ``jobs`` caps the tasks in flight (default: as many as the cluster places at once)."""
     todo, results, pending = outstanding(config, runs_root)
     runs_root.mkdir(parents=True, exist_ok=True)
-    bases = {job.base: read_yaml(job.base) for job in todo}
     with connected(address, num_cpus=jobs) as ray:
         check_resources(ray, cpus_per_job, gpus_per_job)
         store = start_store(ray, runs_root)
@@ -118,7 +115,7 @@ def run_benchmark_ray(
             try:
                 while queue and not interrupted and len(flying) < cap:
                     job = queue.pop(0)
-                    flying[task.remote(job, store, bases[job.base])] = job
+                    flying[task.remote(job, store)] = job
                 ready, _ = ray.wait(list(flying), num_returns=1, timeout=0.5)
             except KeyboardInterrupt:
                 if interrupted:
