@@ -20,8 +20,14 @@ def write(tmp_path: Path, raw: dict) -> Path:
     return path
 
 
-def test_every_arm_gets_the_same_sweep_budget():
-    paths = sorted((ROOT / "configs" / "sweep").glob("*.yaml"))
+SWEEPS = ROOT / "configs" / "sweep"
+SWEEP_GROUPS = [SWEEPS, *sorted(path for path in SWEEPS.iterdir() if path.is_dir())]
+
+
+@pytest.mark.parametrize("folder", SWEEP_GROUPS, ids=lambda p: p.name)
+def test_every_arm_gets_the_same_sweep_budget(folder):
+    """The sweeps of one folder are one comparison: the same budget for every arm."""
+    paths = sorted(folder.glob("*.yaml"))
     configs = [load_sweep_config(path) for path in paths]
     assert {c.arm for c in configs} >= {"attention", "combined", "late_fusion"}
     shared = ("trials", "steps", "eval_every", "eval_episodes", "eval_seed", "metric", "seed")
