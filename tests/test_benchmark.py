@@ -205,7 +205,12 @@ def test_a_base_edited_while_the_study_runs_changes_none_of_its_runs(tmp_path):
 
     base = tmp_path / "base.yaml"
     base.write_text((ROOT / "configs" / "batched.yaml").read_text())
-    raw = {**TINY, "base": str(base), "seeds": [0], "arms": {"combined": {"model.name": "combined"}}}
+    raw = {
+        **TINY,
+        "base": str(base),
+        "seeds": [0],
+        "arms": {"combined": {"model.name": "combined"}},
+    }
     raw["evaluation"] = {"episodes": 1, "seed": 500, "attribution_arms": []}
     config = load_benchmark_config(write_config(tmp_path, raw))
     job = plan(config, tmp_path / "runs")[0]
