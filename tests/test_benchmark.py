@@ -125,6 +125,31 @@ def test_iqm_trims_a_quarter_of_the_runs_from_each_end_like_rliable():
     assert iqm([1.0, 2.0, 30.0]) == pytest.approx(11.0)  # 3 runs: nothing cut
 
 
+def test_success_at_equal_wall_time_is_read_where_the_fastest_arm_ended():
+    from agent.benchmark.stats import at_equal_time
+
+    def run(seconds_per_step: float, success: list[float]) -> dict:
+        steps = [100 * (i + 1) for i in range(len(success))]
+        return {
+            "curve": {
+                "steps": steps,
+                "seconds": [s * seconds_per_step for s in steps],
+                "success": success,
+            }
+        }
+
+    fast = [run(0.01, [0.0] * 5 + [1.0] * 5), run(0.01, [0.0] * 5 + [0.5] * 5)]  # ends at 10 s
+    slow = [run(0.02, [0.2] * 5 + [0.9] * 5), run(0.02, [0.4] * 5 + [0.9] * 5)]  # 20 s
+    same = at_equal_time({"fast": fast, "slow": slow})
+    assert same["seconds"] == pytest.approx(10.0)
+    assert same["arms"]["fast"]["steps"]["mean"] == pytest.approx(1000)
+    assert same["arms"]["slow"]["steps"]["mean"] == pytest.approx(500)  # half its budget
+    # success: the trailing mean of the last 10 points at 10 s (fast: all of its points)
+    assert same["arms"]["fast"]["success"]["mean"] == pytest.approx((0.5 + 0.25) / 2)
+    assert same["arms"]["slow"]["success"]["mean"] == pytest.approx((0.2 + 0.4) / 2)
+    assert at_equal_time({"none": []}) == {}
+
+
 def test_iqm_interval_is_a_seeded_bootstrap_that_narrows_with_more_runs():
     runs = [0.6, 0.7, 0.8, 0.9, 1.0]
     out = iqm_interval(runs)

@@ -12,23 +12,9 @@ import numpy as np
 
 from agent.benchmark.config import BenchmarkConfig
 from agent.benchmark.jobs import write_json
-from agent.benchmark.stats import aggregate, curve_band
+from agent.benchmark.stats import SMOOTHING, aggregate, curve_band, smooth
 from agent.evaluation import FAITHFUL_RATIO
 from agent.files import write_text
-
-SMOOTHING = 10  # logged points in the trailing mean of the per-update success curve
-
-
-def _smooth(values: Sequence[float], window: int = SMOOTHING) -> np.ndarray:
-    """Trailing mean over ``window`` points, ignoring NaN (a point with no finished episode)."""
-    x = np.asarray(values, dtype=np.float64)
-    out = np.full(len(x), np.nan)
-    for i in range(len(x)):
-        tail = x[max(0, i - window + 1) : i + 1]
-        tail = tail[~np.isnan(tail)]
-        if len(tail):
-            out[i] = tail.mean()
-    return out
 
 
 def plot_curves(
@@ -60,7 +46,7 @@ def plot_curves(
                     curves = [
                         (
                             r["curve"][key],
-                            _smooth(r["curve"][metric]) if row else r["curve"][metric],
+                            smooth(r["curve"][metric]) if row else r["curve"][metric],
                         )
                         for r in runs
                         if metric in r["curve"]
@@ -230,6 +216,21 @@ def markdown(summary: dict[str, Any]) -> str:
                 for arm, row in arms.items()
             ],
         )
+        same = summary.get("at_equal_time", {}).get(scenario)
+        if same:
+            lines += [
+                f"Success at equal wall time ({scenario}): training-episode success (last "
+                f"{SMOOTHING} updates) of every arm after {same['seconds'] / 60:.1f} min, the "
+                "time the fastest arm took for the whole budget:",
+                "",
+            ]
+            lines += _table(
+                ["arm", "steps trained by then", "training success then"],
+                [
+                    [arm, f"{cell['steps']['mean']:.0f}", _ci(cell["success"], True)]
+                    for arm, cell in same["arms"].items()
+                ],
+            )
         if scenario in summary["attention_over_combined_speed"]:
             ratio = summary["attention_over_combined_speed"][scenario]
             lines += [f"attention / CombinedExtractor training speed: {ratio:.2f}x", ""]

@@ -68,6 +68,51 @@ def iqm_interval(
     return {"iqm": iqm(x), "low": float(low), "high": float(high), "n": len(x)}
 
 
+SMOOTHING = 10  # logged points in the trailing mean of the per-update success curve
+
+
+def smooth(values: Sequence[float], window: int = SMOOTHING) -> np.ndarray:
+    """Trailing mean over ``window`` points, ignoring NaN (a point with no finished episode)."""
+    x = np.asarray(values, dtype=np.float64)
+    out = np.full(len(x), np.nan)
+    for i in range(len(x)):
+        tail = x[max(0, i - window + 1) : i + 1]
+        tail = tail[~np.isnan(tail)]
+        if len(tail):
+            out[i] = tail.mean()
+    return out
+
+
+def at_equal_time(runs_by_arm: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, Any]:
+    """Training success of every arm at one wall time: that of the arm whose runs end soonest
+    (the mean over its runs of their training seconds). Per run, the smoothed success of its
+    training episodes and the steps it had trained by then (a run that ended sooner: its last
+    point); mean and 95% t-interval over seeds. Success on training episodes, not on the
+    evaluation's: a run is only evaluated at its end."""
+    ends = {
+        arm: float(np.mean([r["curve"]["seconds"][-1] for r in runs]))
+        for arm, runs in runs_by_arm.items()
+        if runs and all(r["curve"]["seconds"] for r in runs)
+    }
+    if not ends:
+        return {}
+    seconds = min(ends.values())
+    out: dict[str, Any] = {"seconds": seconds, "arms": {}}
+    for arm in ends:
+        success, steps = [], []
+        for r in runs_by_arm[arm]:
+            curve = r["curve"]
+            at = min(seconds, curve["seconds"][-1])
+            steps.append(float(np.interp(at, curve["seconds"], curve["steps"])))
+            ys = smooth(curve.get("success", []))
+            known = ~np.isnan(ys)
+            if len(ys) == len(curve["seconds"]) and known.any():
+                xs = np.asarray(curve["seconds"], float)[known]
+                success.append(float(np.interp(at, xs, ys[known])))
+        out["arms"][arm] = {"success": interval(success), "steps": interval(steps)}
+    return out
+
+
 def curve_band(
     curves: Sequence[tuple[Sequence[float], Sequence[float]]], grid: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -102,6 +147,7 @@ def aggregate(
     present = {(r["scenario"], r["arm"], r["seed"]) for r in results}
     missing = sorted(expected - present)
     table: dict[str, Any] = {}
+    equal_time: dict[str, Any] = {}  # per scenario: training success at one wall time
     speed: dict[str, float] = {}  # attention / CombinedExtractor training steps/s
     for scenario in config.scenarios:
         table[scenario] = {}
@@ -150,6 +196,12 @@ def aggregate(
                 }
             table[scenario][arm] = row
         arms = table[scenario]
+        equal_time[scenario] = at_equal_time(
+            {
+                arm: [r for r in finished if r["scenario"] == scenario and r["arm"] == arm]
+                for arm in arms
+            }
+        )
         if "attention" in arms and "combined" in arms:
             att = arms["attention"]["throughput"]["train_steps_per_s"]["mean"]
             comb = arms["combined"]["throughput"]["train_steps_per_s"]["mean"]
@@ -159,6 +211,7 @@ def aggregate(
         "config": asdict(config),
         "results": table,
         "attention_over_combined_speed": speed,
+        "at_equal_time": equal_time,
         "references": references,
         "runs": [{k: v for k, v in r.items() if k != "curve"} for r in results],
         "not_finished": [r for r in results if r.get("status") != "finished"],
