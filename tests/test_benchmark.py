@@ -148,6 +148,14 @@ def test_success_at_equal_wall_time_is_read_where_the_fastest_arm_ended():
     assert same["arms"]["fast"]["success"]["mean"] == pytest.approx((0.5 + 0.25) / 2)
     assert same["arms"]["slow"]["success"]["mean"] == pytest.approx((0.2 + 0.4) / 2)
     assert at_equal_time({"none": []}) == {}
+    # a run with no logged point is left out, not its arm; before a run's first known success
+    # its success is unknown, not read from later in training
+    empty = {"curve": {"steps": [], "seconds": [], "success": []}}
+    late = run(0.02, [float("nan")] * 6 + [1.0] * 4)
+    same = at_equal_time({"fast": [*fast, empty], "slow": [late, *slow]})
+    assert same["arms"]["fast"]["steps"]["n"] == 2
+    assert same["arms"]["slow"]["success"]["n"] == 2  # late: unknown at 10 s
+    assert same["arms"]["slow"]["steps"]["n"] == 3
 
 
 def test_iqm_interval_is_a_seeded_bootstrap_that_narrows_with_more_runs():
@@ -249,9 +257,10 @@ def test_a_base_edited_while_the_study_runs_changes_none_of_its_runs(tmp_path):
     trained = yaml.safe_load((Path(job.run_dir) / "config.yaml").read_text())
     assert trained["algo"]["clip_range"] == pytest.approx(planned.algo.clip_range)
     assert stale(job) == []
-    # a new plan reads the edited file: the finished run is then refused, not mixed in
-    replanned = plan(config, tmp_path / "runs")[0]
-    assert any("clip_range" in line for line in stale(replanned))
+    assert plan(config, tmp_path / "runs")[0].experiment() == planned  # the same config: frozen
+    # the study started again reads the edited file: the finished run is refused, not mixed in
+    reloaded = load_benchmark_config(write_config(tmp_path, raw))
+    assert any("clip_range" in line for line in stale(plan(reloaded, tmp_path / "runs")[0]))
 
 
 def test_a_run_trained_under_other_reward_weights_is_stale(tmp_path):
@@ -319,6 +328,19 @@ def test_the_committed_benchmark_configs_are_valid():
             config.arms
         )
         assert len(config.scenarios) >= 2
+
+
+def test_the_tuned_study_names_every_searched_key_for_every_arm():
+    """Each arm of configs/benchmark/highway_tuned.yaml is its own sweep's best values: every key
+    its sweep searched is named, so no arm depends on what the base file says for it."""
+    from agent.scale.sweep import load_sweep_config
+
+    config = load_benchmark_config(ROOT / "configs" / "benchmark" / "highway_tuned.yaml")
+    assert len(config.seeds) >= 5 and set(config.arms) == {"attention", "combined", "late_fusion"}
+    for arm, overrides in config.arms.items():
+        sweep = load_sweep_config(ROOT / "configs" / "sweep" / "default" / f"{arm}.yaml")
+        assert sweep.base == config.base
+        assert set(sweep.space) <= set(overrides), arm
 
 
 # ----------------------------------------------------------------------------- end to end

@@ -30,7 +30,10 @@ def test_every_arm_gets_the_same_sweep_budget(folder):
     paths = sorted(folder.glob("*.yaml"))
     configs = [load_sweep_config(path) for path in paths]
     assert {c.arm for c in configs} >= {"attention", "combined", "late_fusion"}
-    shared = ("trials", "steps", "eval_every", "eval_episodes", "eval_seed", "metric", "seed")
+    shared = (
+        *("base", "scenario", "trials", "steps", "eval_every", "eval_episodes", "eval_seed"),
+        *("metric", "mode", "seed"),
+    )
     for key in shared:
         assert len({getattr(c, key) for c in configs}) == 1, key
     assert len({(c.scheduler.grace_steps, c.scheduler.reduction_factor) for c in configs}) == 1

@@ -58,6 +58,9 @@ class BenchmarkConfig:
     throughput_seconds: float = 5.0  # raw env stepping measured after each run
     jobs: int = 2  # runs at a time (one torch thread each)
     wandb: Literal["online", "offline", "disabled"] = "disabled"  # every run, grouped by study
+    # what the base file held when this config was loaded: every run, check and reference row
+    # starts from it (editing the file while the study runs changes none of them)
+    base_config: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         check(bool(self.scenarios), "scenarios: give at least one")
@@ -150,6 +153,9 @@ def load_benchmark_config(
     raw.setdefault("name", path.stem)
     try:
         config = build(BenchmarkConfig, raw)
+        config.base_config = read_yaml(
+            config.base, missing=f"base: {config.base}: no such file; see configs/"
+        )
         check_runs(config)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
@@ -160,7 +166,9 @@ def check_runs(config: BenchmarkConfig) -> None:
     """Every run's config, both env ids of every scenario, and every model, on the real spaces."""
     experiments = {
         (scenario, arm): arm_experiment(
-            config.base, config.run_overrides(scenario, arm, seed, Path("runs")), arm
+            config.base_config or config.base,
+            config.run_overrides(scenario, arm, seed, Path("runs")),
+            arm,
         )
         for seed in config.seeds
         for scenario in config.scenarios

@@ -56,9 +56,11 @@ class Job:
 
 
 def plan(config: BenchmarkConfig, runs_root: Path) -> list[Job]:
-    """Every job, seeds outermost so that a partial benchmark covers all arms evenly. The base
-    experiment is read once, here: every job of the plan starts from the same one."""
-    base = read_yaml(config.base, missing=f"base: {config.base}: no such file; see configs/")
+    """Every job, seeds outermost so that a partial benchmark covers all arms evenly. Every job
+    starts from the base experiment as it was when the config was loaded."""
+    base = config.base_config or read_yaml(
+        config.base, missing=f"base: {config.base}: no such file; see configs/"
+    )
     jobs = []
     for seed in config.seeds:
         for scenario, spec in config.scenarios.items():

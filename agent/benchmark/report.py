@@ -220,8 +220,9 @@ def markdown(summary: dict[str, Any]) -> str:
         if same:
             lines += [
                 f"Success at equal wall time ({scenario}): training-episode success (last "
-                f"{SMOOTHING} updates) of every arm after {same['seconds'] / 60:.1f} min, the "
-                "time the fastest arm took for the whole budget:",
+                f"{SMOOTHING} updates) of every arm after {same['seconds'] / 60:.1f} min, when "
+                "the fastest arm's runs had finished their budget (mean over its seeds; wall "
+                "times compare only where runs shared the machine alike):",
                 "",
             ]
             lines += _table(

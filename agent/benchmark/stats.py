@@ -84,31 +84,32 @@ def smooth(values: Sequence[float], window: int = SMOOTHING) -> np.ndarray:
 
 
 def at_equal_time(runs_by_arm: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, Any]:
-    """Training success of every arm at one wall time: that of the arm whose runs end soonest
-    (the mean over its runs of their training seconds). Per run, the smoothed success of its
-    training episodes and the steps it had trained by then (a run that ended sooner: its last
-    point); mean and 95% t-interval over seeds. Success on training episodes, not on the
-    evaluation's: a run is only evaluated at its end."""
-    ends = {
-        arm: float(np.mean([r["curve"]["seconds"][-1] for r in runs]))
+    """Training success of every arm at one wall time: when the arm that ends soonest ended
+    (the mean over its runs of their curves' last logged time). Per run, the smoothed success
+    of its training episodes and the steps it had trained by then (a run that ended sooner: its
+    last point; before its first known success: unknown); mean and 95% t-interval over seeds.
+    Runs with no logged point are left out. Success on training episodes, not the evaluation's:
+    a run is only evaluated at its end. Wall times compare only where the runs shared the
+    machine alike (the same ``jobs``, the same kind of node)."""
+    curves = {
+        arm: [r["curve"] for r in runs if r["curve"]["seconds"]]
         for arm, runs in runs_by_arm.items()
-        if runs and all(r["curve"]["seconds"] for r in runs)
     }
-    if not ends:
+    curves = {arm: found for arm, found in curves.items() if found}
+    if not curves:
         return {}
-    seconds = min(ends.values())
+    seconds = min(float(np.mean([c["seconds"][-1] for c in found])) for found in curves.values())
     out: dict[str, Any] = {"seconds": seconds, "arms": {}}
-    for arm in ends:
+    for arm, found in curves.items():
         success, steps = [], []
-        for r in runs_by_arm[arm]:
-            curve = r["curve"]
+        for curve in found:
             at = min(seconds, curve["seconds"][-1])
             steps.append(float(np.interp(at, curve["seconds"], curve["steps"])))
             ys = smooth(curve.get("success", []))
             known = ~np.isnan(ys)
             if len(ys) == len(curve["seconds"]) and known.any():
                 xs = np.asarray(curve["seconds"], float)[known]
-                success.append(float(np.interp(at, xs, ys[known])))
+                success.append(float(np.interp(at, xs, ys[known], left=np.nan)))
         out["arms"][arm] = {"success": interval(success), "steps": interval(steps)}
     return out
 
