@@ -22,7 +22,6 @@ refuses binary files and a key given twice in one mapping (plain YAML keeps the 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import difflib
 import math
@@ -603,7 +602,7 @@ def load_config(
     """Read a YAML experiment (or take one already read: a study reads its base once), apply
     overrides and validate everything."""
     if isinstance(path, Mapping):
-        raw = copy.deepcopy(dict(path))
+        raw = dict(path)  # apply_overrides copies it before changing anything
     else:
         raw = read_yaml(
             path, missing=f"config file {path} does not exist; see configs/ for the experiments"

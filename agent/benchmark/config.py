@@ -166,7 +166,7 @@ def check_runs(config: BenchmarkConfig) -> None:
     """Every run's config, both env ids of every scenario, and every model, on the real spaces."""
     experiments = {
         (scenario, arm): arm_experiment(
-            config.base_config or config.base,
+            config.base_config,
             config.run_overrides(scenario, arm, seed, Path("runs")),
             arm,
         )

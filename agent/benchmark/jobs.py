@@ -58,9 +58,6 @@ class Job:
 def plan(config: BenchmarkConfig, runs_root: Path) -> list[Job]:
     """Every job, seeds outermost so that a partial benchmark covers all arms evenly. Every job
     starts from the base experiment as it was when the config was loaded."""
-    base = config.base_config or read_yaml(
-        config.base, missing=f"base: {config.base}: no such file; see configs/"
-    )
     jobs = []
     for seed in config.seeds:
         for scenario, spec in config.scenarios.items():
@@ -73,7 +70,7 @@ def plan(config: BenchmarkConfig, runs_root: Path) -> list[Job]:
                         train_id=spec.train,
                         reference_id=spec.reference,
                         base=config.base,
-                        base_config=base,
+                        base_config=config.base_config,
                         overrides=config.run_overrides(scenario, arm, seed, runs_root),
                         run_dir=str(runs_root / config.run_name(scenario, arm, seed)),
                         evaluation=asdict(config.evaluation),

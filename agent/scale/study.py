@@ -17,8 +17,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from agent.benchmark.config import BenchmarkConfig
 from agent.benchmark.jobs import LOG_FILE, Job, outstanding, read_result
 from agent.benchmark.scheduler import OUTCOMES, progress_line
@@ -38,14 +36,6 @@ def repath(old: str, new: str) -> Callable[[str, bytes], bytes]:
         return data
 
     return transform
-
-
-def write_base(scratch: Path, name: str, base: dict[str, Any]) -> str:
-    """The experiment YAML a run starts from, sent by the driver (no node but the driver needs
-    the driver's files), written into the run's scratch folder."""
-    path = scratch / Path(name).name
-    path.write_text(yaml.safe_dump(base, sort_keys=False))
-    return str(path)
 
 
 def train_remote(job: Job, store: Any) -> dict[str, Any]:

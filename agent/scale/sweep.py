@@ -225,7 +225,7 @@ def run_trial(
     from agent.evaluation import EvalReport
     from agent.rundir import RunDir
     from agent.scale.store import RunMirror, pull
-    from agent.scale.study import repath, write_base
+    from agent.scale.study import repath
     from agent.training import Trainer, prepare
 
     class ReportingTrainer(Trainer):
@@ -246,7 +246,7 @@ def run_trial(
             prepared = prepare(None, {"logging.root": str(scratch)}, resume=folder)
         else:
             run.set_aside()  # an attempt that failed before its first checkpoint
-            prepared = prepare(write_base(scratch, config.base, base), overrides)
+            prepared = prepare(config.base, overrides, base=base)
         with RunMirror(store, name, folder, repath(str(scratch), root)):
             ReportingTrainer(prepared).run()
     finally:
