@@ -39,6 +39,7 @@ from agent.evaluation import (
 )
 from agent.files import UnsafePathError, check_writable, creation_problem
 from agent.loading import load_agent, run_config, with_env
+from agent.lookahead import LookaheadPolicy, check_can_look_ahead
 from agent.rule_policy import check_has_rule, rule_policy
 from agent.rundir import RunDir
 from agent.wandb_logger import RunLogger
@@ -118,8 +119,11 @@ def run_evaluation(request: EvaluationRequest) -> tuple[EvalReport, Path]:
         config = with_env(config, request.env_id)
         if request.policy == "rule":
             check_has_rule(config.env.id)  # before the env is made (CARLA needs a server)
+        if request.policy == "lookahead":
+            check_can_look_ahead(config.env.id)
         spec = probe_env(config.env)
-        policy = _reference_policy(request.policy, config, spec)
+        if request.policy != "lookahead":  # made below, with the env it plans in
+            policy = _reference_policy(request.policy, config, spec)
     if config.train.torch_threads:
         torch.set_num_threads(config.train.torch_threads)
 
@@ -160,6 +164,8 @@ def run_evaluation(request: EvaluationRequest) -> tuple[EvalReport, Path]:
     if request.attention:  # road labels give the videos a per-class attention legend
         env_kwargs["road_labels"] = True
     env = make_env(config.env.id, env_kwargs)
+    if request.policy == "lookahead":  # it plans in copies of this env
+        policy = LookaheadPolicy(env)
     try:
         report = evaluate(
             env,

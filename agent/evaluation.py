@@ -31,7 +31,9 @@ SUMMARY_KEYS: tuple[str, ...] = (
     "mean_speed",
     "mean_length",
 )
-POLICIES: tuple[str, ...] = ("trained", "random", "idle", "rule")  # rule: agent.rule_policy
+POLICIES: tuple[str, ...] = ("trained", "random", "idle", "rule", "lookahead")
+"""rule: :mod:`agent.rule_policy`; lookahead: :mod:`agent.lookahead` (plans in copies of the
+simulator: a bound, not a driver)."""
 TABLE_COLUMNS: tuple[str, ...] = (
     "episode",
     "seed",

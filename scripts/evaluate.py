@@ -1,12 +1,14 @@
 """Evaluate a trained run (or the random / idle / rule reference policy) on seeded episodes.
 
 ``python scripts/evaluate.py --run runs/NAME --episodes 20 --seed 1000
-[--policy random|idle|rule] [--checkpoint PATH] [--env ID] [--video] [--attention] [--json OUT]
-[--wandb [MODE]] [--allow-pickle]``
+[--policy random|idle|rule|lookahead] [--checkpoint PATH] [--env ID] [--video] [--attention]
+[--json OUT] [--wandb [MODE]] [--allow-pickle]``
 
 The reference policies need no trained run: ``--policy rule --env ID --json OUT`` evaluates the
 hand-written cautious controller (:mod:`agent.rule_policy`) with the env's default options
-(``--config`` or ``--run`` for a config's options).
+(``--config`` or ``--run`` for a config's options). ``--policy lookahead`` (highway-env ids,
+discrete actions) plans each decision in copies of the simulator that know the traffic's future
+(:mod:`agent.lookahead`): not a driver, but a bound from below on what the meta-actions reach.
 
 Prints a table (mean and std of return, success and collision rates, mean speed, episode
 length) and writes the same figures with per-episode rows as JSON (default:
@@ -45,7 +47,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="experiment YAML, for --policy random|idle|rule without --run",
     )
     parser.add_argument(
-        "--policy", choices=["trained", "random", "idle", "rule"], default="trained"
+        "--policy",
+        choices=["trained", "random", "idle", "rule", "lookahead"],
+        default="trained",
+        help="lookahead: plans in copies of the highway-env simulator (a bound on what the "
+        "meta-actions can reach, not a driver)",
     )
     parser.add_argument("--env", dest="env_id", help="evaluate on another registered env id")
     parser.add_argument("--episodes", type=int, default=20)

@@ -12,6 +12,7 @@ bicycle model, collisions); this module replaces its observation, reward and epi
 
 from __future__ import annotations
 
+import copy
 import functools
 import itertools
 from typing import Any, ClassVar
@@ -93,6 +94,7 @@ class DriveEnv(gym.Env):
         self._frames = FrameStack(cfg.frame_stack)
         self._stats = EpisodeStats(dt=1.0 / cfg.policy_frequency)
         self._last_labels: np.ndarray | None = None
+        self._planning = False  # a planning copy: steps skip the camera and the sensors
 
     # ----------------------------------------------------------------- configuration
     def _sim_config(self) -> dict[str, Any]:
@@ -174,8 +176,11 @@ class DriveEnv(gym.Env):
 
         terminated = collision or (off_road and cfg.offroad_terminal) or arrived
         truncated = timeout and not terminated
-        self._frames.push(self._render_camera())
         info: dict[str, Any] = {"reward_terms": weighted, "speed": float(self.ego.speed)}
+        if self._planning:  # what a plan's outcome needs, without the observation
+            info.update(self._stats.summary(success), arrived=arrived)
+            return None, reward, terminated, truncated, info  # type: ignore[return-value]
+        self._frames.push(self._render_camera())
         if cfg.road_labels:
             info.update(self._label_info())
         if terminated or truncated:
@@ -190,6 +195,20 @@ class DriveEnv(gym.Env):
 
     def close(self) -> None:
         self.sim.close()
+
+    def planning_copy(self) -> DriveEnv:
+        """A copy of the episode as it stands, to try actions on (a lookahead planner's): the
+        simulator, its random state and the episode's statistics are copied, and the copy's steps
+        return no observation (``None``: neither camera nor sensors are computed) and every
+        step's ``info`` holds the episode statistics so far and ``arrived``. The original is
+        untouched by the copy's steps."""
+        twin = copy.copy(self)
+        twin.sim = copy.deepcopy(self.sim)  # highway-env's deepcopy leaves its viewer out
+        twin.ego = twin.sim.vehicle
+        twin._stats = copy.deepcopy(self._stats)
+        twin._last_action = np.array(self._last_action)
+        twin._planning = True
+        return twin
 
     # ----------------------------------------------------------------- internals
     def _advance(self, sim_action: Any) -> None:
