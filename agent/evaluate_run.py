@@ -52,7 +52,7 @@ class EvaluationRequest:
     run: Path | None
     checkpoint: Path | None = None
     config: Path | None = None  # for reference policies without a run
-    policy: str = "trained"  # trained | random | idle | rule
+    policy: str = "trained"  # trained | random | idle | rule | lookahead
     env_id: str | None = None
     episodes: int = 20
     seed: int = 1000
@@ -164,9 +164,9 @@ def run_evaluation(request: EvaluationRequest) -> tuple[EvalReport, Path]:
     if request.attention:  # road labels give the videos a per-class attention legend
         env_kwargs["road_labels"] = True
     env = make_env(config.env.id, env_kwargs)
-    if request.policy == "lookahead":  # it plans in copies of this env
-        policy = LookaheadPolicy(env)
     try:
+        if request.policy == "lookahead":  # it plans in copies of this env
+            policy = LookaheadPolicy(env)
         report = evaluate(
             env,
             policy,

@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--config",
         type=Path,
-        help="experiment YAML, for --policy random|idle|rule without --run",
+        help="experiment YAML, for --policy random|idle|rule|lookahead without --run",
     )
     parser.add_argument(
         "--policy",

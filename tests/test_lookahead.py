@@ -13,6 +13,7 @@ from test_rule_policy import evaluate_main
 from agent.config import ConfigError
 from agent.evaluation import evaluate
 from agent.lookahead import FASTER, IDLE, SLOWER, LookaheadPolicy
+from agent.scene import HighwayScene
 
 INTERSECTION = "DriveAttention/Intersection-v0"
 
@@ -45,6 +46,42 @@ def test_a_planning_copy_foresees_the_episode_and_leaves_the_original_alone() ->
     for key in ("success", "collision", "off_road", "distance", "mean_speed"):
         assert foreseen[key] == pytest.approx(happened[key]), key
     assert twin._time == env._time
+
+
+def test_a_planning_copy_of_a_filmed_episode_steps_its_own_road() -> None:
+    """A video recorder wraps the road's step; a copy made while filming must move its own
+    vehicles, not the filmed episode's, and add nothing to the video."""
+    env = gym.make(INTERSECTION)
+    env.reset(seed=3)
+    scene = HighwayScene.attach(env, scale=2)
+    scene.start()
+    env.step(IDLE)
+    scene.take_between()
+    base = env.unwrapped
+    positions = np.array([v.position for v in base.sim.road.vehicles])
+    twin = base.planning_copy()
+    for _ in range(3):
+        twin.step(FASTER)
+    assert np.array_equal([v.position for v in base.sim.road.vehicles], positions)
+    assert not np.allclose(twin.ego.position, base.ego.position)  # the copy did move
+    assert scene.take_between() == []
+    env.step(IDLE)  # the filmed episode still records its own steps
+    assert len(scene.take_between()) > 0
+    env.close()
+
+
+def test_ties_go_to_the_first_action_listed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When every plan has the same outcome the planner keeps idle, the first action it tries
+    (not the last, which would brake or speed up for nothing)."""
+    env = gym.make("DriveAttention/Highway-v0")
+    env.reset(seed=0)
+    planner = LookaheadPolicy(env)
+    monkeypatch.setattr(planner, "outcome", lambda first, plan: (1, 0.0))
+    assert planner.first_actions[0] == IDLE and planner.act({}) == IDLE
+    better = {SLOWER: (1, 1.0)}  # a strictly better outcome still wins
+    monkeypatch.setattr(planner, "outcome", lambda first, plan: better.get(first, (1, 0.0)))
+    assert planner.act({}) == SLOWER
+    env.close()
 
 
 def test_the_lookahead_arrives_where_idle_crashes() -> None:

@@ -201,9 +201,13 @@ class DriveEnv(gym.Env):
         simulator, its random state and the episode's statistics are copied, and the copy's steps
         return no observation (``None``: neither camera nor sensors are computed) and every
         step's ``info`` holds the episode statistics so far and ``arrived``. The original is
-        untouched by the copy's steps."""
+        untouched by the copy's steps; only ``step`` is meant for the copy (its camera, lidar and
+        rasteriser are still the original's)."""
         twin = copy.copy(self)
         twin.sim = copy.deepcopy(self.sim)  # highway-env's deepcopy leaves its viewer out
+        # a recorder (agent.scene.HighwayScene) replaces the road's step on the instance with a
+        # closure over the original road; the copy must step its own road
+        vars(twin.sim.road).pop("step", None)
         twin.ego = twin.sim.vehicle
         twin._stats = copy.deepcopy(self._stats)
         twin._last_action = np.array(self._last_action)
