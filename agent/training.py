@@ -240,7 +240,8 @@ def check_resumed_reward(run: RunDir, config: ExperimentConfig) -> None:
         )
         return
     recorded = {k: float(v) for k, v in recorded.items()}
-    changed = [k for k in current if recorded.get(k) != current[k]]
+    # a term the record lacks did not exist when the run was trained: it weighed 0
+    changed = [k for k in current if recorded.get(k, 0.0) != current[k]]
     # the terms the command line (or the run's own config) names are asked for; any other term
     # whose weight differs from the recorded one changed under the run without a word
     named = config.env.kwargs.get("reward_weights") or {}

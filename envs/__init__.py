@@ -35,11 +35,13 @@ def env_id(scenario: str, batched: bool = False) -> str:
     spec = SCENARIOS[scenario]
     if batched and not spec.batched:
         raise ValueError(f"{scenario} has no batched version")
+    if not batched and not spec.highway:
+        raise ValueError(f"{scenario} has only a batched version")
     return f"DriveAttention/{'Batched' if batched else ''}{spec.title}-v0"
 
 
-HIGHWAY_IDS: dict[str, str] = {env_id(name): name for name in SCENARIOS}
-"""highway-env backend ids -> scenario names (every scenario of :mod:`envs.scenarios`)."""
+HIGHWAY_IDS: dict[str, str] = {env_id(n): n for n, s in SCENARIOS.items() if s.highway}
+"""highway-env backend ids -> scenario names (the scenarios it has: all but the signalised)."""
 BATCHED_IDS: dict[str, str] = {
     env_id(n, batched=True): n for n, s in SCENARIOS.items() if s.batched
 }

@@ -57,6 +57,27 @@ PALETTE = np.array(
     dtype=np.uint8,
 )
 
+LIGHT_STATES: tuple[str, ...] = ("green", "amber", "red")
+"""Traffic-light states (the signalised intersection's); the camera shows each in its colour."""
+LIGHT_LABELS: tuple[int, ...] = tuple(len(ROAD_CLASSES) + i for i in range(len(LIGHT_STATES)))
+"""Label ids the embedded backends draw lights with inside their camera (one per state of
+:data:`LIGHT_STATES`); outside, in ``info["road_labels"]``, they all read ``traffic_light``
+(:func:`public_labels`)."""
+LIGHT_PALETTE = np.array([(0, 230, 130), (255, 190, 0), (230, 20, 20)], dtype=np.uint8)
+CAMERA_PALETTE = np.concatenate([PALETTE, LIGHT_PALETTE])
+"""Camera colour of every label id the embedded backends draw: :data:`PALETTE`, then the
+lights' states."""
+
+
+def public_labels(labels: Any) -> Any:
+    """Label maps as ``info["road_labels"]`` gives them: a light in any state is
+    ``traffic_light`` (numpy arrays or torch tensors, same type out)."""
+    light = CLASS_ID["traffic_light"]
+    if isinstance(labels, np.ndarray):
+        return np.where(labels >= len(ROAD_CLASSES), light, labels).astype(labels.dtype)
+    return labels.masked_fill(labels >= len(ROAD_CLASSES), light)  # a torch tensor
+
+
 REWARD_TERMS: tuple[str, ...] = (
     "alive",  # +1 on every step that ends without a collision or leaving the road
     "progress",  # forward speed mapped to [0, 1] over the scenario's speed range
@@ -65,6 +86,7 @@ REWARD_TERMS: tuple[str, ...] = (
     "lane_keeping",  # -|lateral offset| / half lane width, in [-1, 0]
     "comfort",  # -|action change|, in [-1, 0]
     "goal",  # +1 on the step the scenario goal is reached
+    "red_light",  # -1 on the step the ego crosses a stop line on red (signalised scenarios)
 )
 
 EPISODE_KEYS: tuple[str, ...] = ("collision", "off_road", "success", "distance", "mean_speed")
@@ -218,6 +240,7 @@ def reward_terms(
     lane_width: float,  # [m]
     change: float,  # action_change(), in [0, 1]
     goal: bool,
+    red_light: bool = False,  # the ego crossed a stop line on red during the step
 ) -> dict[str, float]:
     """Unweighted reward terms of :data:`REWARD_TERMS`, each in [-1, 1]."""
     lo, hi = speed_range
@@ -229,6 +252,7 @@ def reward_terms(
         "lane_keeping": -float(min(abs(lateral) / max(lane_width / 2.0, 1e-3), 1.0)),
         "comfort": -float(change),
         "goal": float(bool(goal)),
+        "red_light": -float(bool(red_light)),
     }
 
 

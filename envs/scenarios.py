@@ -74,6 +74,7 @@ DEFAULT_REWARD_WEIGHTS: dict[str, float] = {
     "lane_keeping": 0.05,
     "comfort": 0.02,
     "goal": 1.0,
+    "red_light": 0.0,  # no lights (the signalised scenario sets its own: Scenario.weights)
 }
 """The embedded backends' reward weights (CARLA has its own, in :mod:`envs.carla.config`).
 
@@ -122,6 +123,8 @@ class Scenario:
     destinations: tuple[str, ...] = ()  # exits, one drawn per episode (route scenarios)
     respawns_traffic: bool = False  # the simulator spawns traffic every step (intersection)
     batched: bool = False  # the batched simulator has it (envs.batched.scenarios)
+    highway: bool = True  # the highway-env backend has it (False: batched only)
+    reward_defaults: tuple[tuple[str, float], ...] = ()  # reward weights of its own
 
     route_sensors: ClassVar[tuple[str, ...]] = ()  # names after "route."
     has_goal: ClassVar[bool] = False  # a place to reach (else: surviving is the task)
@@ -242,6 +245,22 @@ def turn_of(start_heading: float, end_heading: float) -> tuple[float, float, flo
     return (0.0, 1.0, 0.0)
 
 
+STOP_SCALE = 50.0  # [m] the ``route.stop_line`` sensor's normalisation
+
+
+@dataclass(frozen=True)
+class SignalScenario(RouteScenario):
+    """The intersection with traffic lights and pedestrian crossings (batched backend only:
+    :mod:`envs.batched.signals`). Leave through the drawn exit without a collision and without
+    crossing a stop line on red. ``route.stop_line`` is the distance to the ego's stop line
+    (what a map gives); the light's state is not a sensor: the camera shows it."""
+
+    route_sensors: ClassVar[tuple[str, ...]] = (*RouteScenario.route_sensors, "stop_line")
+
+    def route_values(self, ego: EgoView) -> list[Any]:
+        return [*super().route_values(ego), ego.stop_line]
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -289,6 +308,31 @@ SCENARIOS: dict[str, Scenario] = {
             respawns_traffic=True,
             batched=True,
         ),
+        SignalScenario(
+            "signalized",
+            "highway_env.envs.intersection_env:IntersectionEnv",
+            {
+                "simulation_frequency": 10,
+                "other_vehicles_type": f"{__name__}.IntersectionIDMVehicle",
+                # the lights' cycle [s] and the pedestrians (envs.batched.signals)
+                "green_duration": 8.0,
+                "amber_duration": 3.0,
+                "all_red_duration": 1.0,
+                "pedestrian_probability": 0.4,  # of a new pedestrian after each policy step
+                "jaywalk_probability": 0.1,  # of a pedestrian not waiting for the walk signal
+            },
+            view_m=48.0,  # pedestrians (1 m) and lights need more pixels than cars
+            centering=(0.5, 0.65),  # more road ahead of the ego (it starts heading up)
+            speed_range=(4.0, 9.0),
+            duration=30.0,  # a red light can hold the ego for 15 s
+            destinations=("o1", "o2", "o3"),
+            exit_distance=25.0,
+            exit_prefix="il",
+            respawns_traffic=True,
+            batched=True,
+            highway=False,
+            reward_defaults=(("red_light", 1.0),),
+        ),
     )
 }
 """Every scenario by name; ``import envs`` registers ``DriveAttention/<Title>-v0`` for each and
@@ -314,8 +358,18 @@ SIM_INTEGERS: dict[str, tuple[int, int]] = {  # highway-env settings and their s
     "simulation_frequency": (1, 100),  # [Hz]
     "initial_vehicle_count": (1, 50),
 }
-SIM_POSITIVE: tuple[str, ...] = ("vehicles_density", "ego_spacing")
-SIM_FRACTIONS: tuple[str, ...] = ("spawn_probability",)  # within 0..1
+SIM_POSITIVE: tuple[str, ...] = (
+    "vehicles_density",
+    "ego_spacing",
+    "green_duration",
+    "amber_duration",
+    "all_red_duration",
+)
+SIM_FRACTIONS: tuple[str, ...] = (  # within 0..1
+    "spawn_probability",
+    "pedestrian_probability",
+    "jaywalk_probability",
+)
 SIM_OWNED: dict[str, str] = {  # highway-env settings this env decides, and the option instead
     "observation": "camera_size, n_rays, ray_range",
     "action": "action",
@@ -431,7 +485,7 @@ class ScenarioConfig:
         """Reward weights: the defaults (``alive`` 0 where the scenario has a goal), overridden by
         ``reward_weights``."""
         defaults = {**DEFAULT_REWARD_WEIGHTS, **(GOAL_REWARD_WEIGHTS if self.spec.has_goal else {})}
-        return {**defaults, **self.reward_weights}
+        return {**defaults, **dict(self.spec.reward_defaults), **self.reward_weights}
 
     def check_policy_frequency(self) -> None:
         """The decision rate must divide the simulation rate (whole frames per decision)."""

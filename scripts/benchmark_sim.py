@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 import envs
-from agent.backend_validation import traffic_statistics, trajectory_error
+from agent.backend_validation import REFERENCE_IDS, traffic_statistics, trajectory_error
 from agent.cli import guarded
 from envs.batched import BatchedDrive, BatchedDriveVecEnv
 
@@ -90,8 +90,9 @@ def main() -> int:
     parser.add_argument(
         "--scenario",
         action="append",
-        choices=list(envs.BATCHED_IDS.values()),
-        help="only these scenarios (repeat the flag); default: all four",
+        choices=list(REFERENCE_IDS),
+        help="only these scenarios (repeat the flag); default: the four with a highway-env "
+        "version to compare with",
     )
     parser.add_argument("--skip-validation", action="store_true")
     args = parser.parse_args()
@@ -102,7 +103,7 @@ def measure(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     camera = tuple(args.camera)
     seconds = 2.0 if args.quick else 8.0
-    scenarios = args.scenario or list(envs.BATCHED_IDS.values())
+    scenarios = args.scenario or list(REFERENCE_IDS)
     result: dict = {
         "throughput": {},
         "settings": {

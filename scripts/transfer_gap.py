@@ -54,7 +54,7 @@ def report(args: argparse.Namespace) -> int:
     if scenario not in REFERENCE_IDS:
         raise ConfigError(
             f"--run {args.run}: trained on {config.env.id}; give a run trained on one of "
-            f"{', '.join(envs.BATCHED_IDS)}"
+            f"{', '.join(envs.env_id(name, batched=True) for name in REFERENCE_IDS)}"
         )
     agent = load_agent(args.run, env_id=REFERENCE_IDS[scenario], device="cpu")
     # TrainedPolicy.act takes a batch as well as one observation

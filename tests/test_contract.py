@@ -35,11 +35,13 @@ def test_reward_terms_and_weights() -> None:
     terms = reward_terms(forward_speed=5.0, collision=False, off_road=False, lateral=1.0, **calm)
     assert tuple(terms) == REWARD_TERMS
     assert terms == {"alive": 1.0, "progress": 0.5, "collision": 0.0, "off_road": 0.0,
-                     "lane_keeping": -0.5, "comfort": -0.0, "goal": 0.0}  # fmt: skip
+                     "lane_keeping": -0.5, "comfort": -0.0, "goal": 0.0,
+                     "red_light": 0.0}  # fmt: skip
     worst = reward_terms(forward_speed=-3.0, collision=True, off_road=True, lateral=-9.0,
-                         **{**calm, "change": 1.0, "goal": True})  # fmt: skip
+                         **{**calm, "change": 1.0, "goal": True, "red_light": True})  # fmt: skip
     assert worst == {"alive": 0.0, "progress": 0.0, "collision": -1.0, "off_road": -1.0,
-                     "lane_keeping": -1.0, "comfort": -1.0, "goal": 1.0}  # fmt: skip
+                     "lane_keeping": -1.0, "comfort": -1.0, "goal": 1.0,
+                     "red_light": -1.0}  # fmt: skip
     weights = {"collision": 20.0, "goal": 3.0}
     weighted = weigh(worst, weights)
     assert weighted["collision"] == -20.0 and weighted["goal"] == 3.0 and weighted["progress"] == 0
@@ -127,6 +129,7 @@ def test_torch_twins_match_the_numpy_contract() -> None:
         lane_width=rng.uniform(3, 5, b),
         change=rng.uniform(0, 1, b),
         goal=rng.random(b) < 0.3,
+        red_light=rng.random(b) < 0.3,
     )
     out = twin.reward_terms(
         speed_range=(20.0, 30.0), **{k: torch.tensor(v) for k, v in fields.items()}
@@ -191,7 +194,7 @@ def test_both_embedded_backends_report_the_same_episode_from_the_same_state(
 
 # ----------------------------------------------------------------------------- scenarios
 def test_ids_come_from_the_scenario_definitions() -> None:
-    assert set(envs.HIGHWAY_IDS.values()) == set(SCENARIOS)
+    assert set(envs.HIGHWAY_IDS.values()) == {n for n, s in SCENARIOS.items() if s.highway}
     assert set(envs.BATCHED_IDS.values()) == {n for n, s in SCENARIOS.items() if s.batched}
     for env_id in [*envs.HIGHWAY_IDS, *envs.BATCHED_IDS]:
         assert env_id in gym.registry
@@ -228,7 +231,7 @@ def test_sensor_layout_follows_the_scenario() -> None:
         assert [n for n in names if n.startswith("route.")] == [
             f"route.{r}" for r in spec.route_sensors
         ]
-        env = gym.make(envs.env_id(name))
+        env = gym.make(envs.env_id(name, batched=not spec.highway))
         assert env.unwrapped.sensor_names == names
         obs, _ = env.reset(seed=0)
         assert obs["sensors"].shape == (len(names),)

@@ -141,10 +141,11 @@ def stale(job: Job) -> list[str]:
 
         env = job.experiment().env
         current = envs.reward_weights(env.id, **env.kwargs)
+        # a term the record lacks did not exist when the run was trained: it weighed 0
         changes += [
-            f"reward weight {k}: {recorded.get(k)} -> {current[k]:g}"
+            f"reward weight {k}: {recorded.get(k, 0.0)} -> {current[k]:g}"
             for k in current
-            if recorded.get(k) is None or float(recorded[k]) != current[k]
+            if float(recorded.get(k, 0.0)) != current[k]
         ]
     done = read_result(job)
     if done is not None and "evaluation_spec" in done:

@@ -69,6 +69,7 @@ def reward_terms(
     lane_width: torch.Tensor,  # (B,) [m]
     change: torch.Tensor,  # (B,) in [0, 1]
     goal: torch.Tensor,  # (B,) bool
+    red_light: torch.Tensor | None = None,  # (B,) bool, a stop line crossed on red
 ) -> torch.Tensor:
     """(B, len(REWARD_TERMS)) unweighted terms, columns in :data:`REWARD_TERMS` order."""
     lo, hi = speed_range
@@ -80,6 +81,7 @@ def reward_terms(
         "lane_keeping": -(lateral.abs() / (lane_width / 2.0).clamp(min=1e-3)).clamp(max=1.0),
         "comfort": -change,
         "goal": goal.float(),
+        "red_light": -red_light.float() if red_light is not None else torch.zeros_like(change),
     }
     return torch.stack([terms[name] for name in REWARD_TERMS], 1)
 

@@ -24,7 +24,14 @@ from envs.batched.scenarios import BATCHED, BatchedScenario
 from envs.batched.sim import EGO, IDM, ROUTE_HOPS, Simulator, Traffic
 from envs.camera import road_map as camera_map
 from envs.configuration import ConfigError, build, check, closest
-from envs.contract import DISCRETE_ACTIONS, REWARD_TERMS, action_space, observation_space
+from envs.contract import (
+    DISCRETE_ACTIONS,
+    LIGHT_STATES,
+    REWARD_TERMS,
+    action_space,
+    observation_space,
+    public_labels,
+)
 from envs.contract import sensor_groups as group_sensors
 from envs.scenarios import CLOSING_SCALE, EDGE_SCALE, SPEED_SCALE, ScenarioConfig, sensor_names
 
@@ -75,7 +82,8 @@ class StepOutput:
     terms: torch.Tensor  # (B, len(REWARD_TERMS)) weighted terms
     terminated: torch.Tensor  # (B,) bool
     truncated: torch.Tensor  # (B,) bool
-    episode: dict[str, torch.Tensor]  # EPISODE_KEYS -> (B,), meaningful where done
+    episode: dict[str, torch.Tensor]  # EPISODE_KEYS -> (B,), meaningful where done (plus
+    # SIGNAL_EPISODE_KEYS where the scenario has lights and pedestrians)
     speed: torch.Tensor  # (B,) ego speed [m/s]
 
 
@@ -98,20 +106,26 @@ class BatchedDrive:
         self.sim_frequency = cfg.sim_frequency  # [Hz]
         self.frames_per_step = self.sim_frequency // cfg.policy_frequency
         self.road = self.traffic_spec.road(self.device)
+        # traffic lights and crossings (the signalised scenario), else None
+        make_signals = getattr(self.traffic_spec, "signals", None)
+        self.signals = make_signals(self.road) if make_signals is not None else None
         self.sim = Simulator(
             self.road,
             all_collisions=self.traffic_spec.all_collisions,
             discrete=self.discrete,
             driver=self.traffic_spec.driver(),
             regulated=self.traffic_spec.regulated,
+            signals=self.signals,
         )
         h, w = cfg.camera_size
         scaling, centering = w / cfg.view, self.scenario.centering
         road_map = camera_map(self.road.lanes, scaling)  # as the highway-env backend draws it
         if road_map is None:  # straight roads along +x, traced per frame
             self.raster = TorchRasterizer(self.road, h, w, scaling, centering)
+            assert self.signals is None, "lights are drawn on map-rasterised roads only"
         else:  # drawn once into a map, cropped per frame
             self.raster = MapRasterizer(road_map, h, w, scaling, centering, self.device)
+        self.scaling = scaling  # [px/m]
         self.sensor_names = sensor_names(cfg)
         self.sensor_groups = group_sensors(self.sensor_names)
         self.action_dim = len(DISCRETE_ACTIONS) if self.discrete else 2
@@ -152,7 +166,7 @@ class BatchedDrive:
         self.stats.start(self._ego_position(traffic))
         self.last_action = torch.zeros(b, self.action_dim, device=dev)
         self.turn = self._turn(traffic)
-        labels = self.raster.draw(traffic)
+        labels = self._draw(traffic)
         self.labels = labels[:, None].repeat(1, self.config.frame_stack, 1, 1)
 
     def reset(self) -> StepOutput:
@@ -181,7 +195,7 @@ class BatchedDrive:
         self.stats.start(self._ego_position(fresh), idx)
         self.last_action[idx] = 0.0
         self.turn[idx] = self._turn(fresh)
-        labels = self.raster.draw(fresh)
+        labels = self._draw(fresh)
         self.labels[idx] = labels[:, None].repeat(1, self.config.frame_stack, 1, 1)
 
     def restart_from(self, traffic: Traffic) -> None:
@@ -216,9 +230,11 @@ class BatchedDrive:
             action_vec = action
             sim_action = action_vec[:, [1, 0]]  # highway-env's order is [accel, steer]
         dt = 1.0 / self.sim_frequency
+        runs_before = t.red_runs.clone()
         for frame in range(self.frames_per_step):
             self.sim.step(t, dt, sim_action if frame == 0 else None)
         self.traffic_spec.after_step(t, self.sim, self.generator)
+        red_light = t.red_runs > runs_before  # a stop line crossed on red during the step
 
         lane = t.lane[:, 0]
         s, lat = self._ego_lane_coordinates(t)
@@ -232,6 +248,8 @@ class BatchedDrive:
             arrived = torch.zeros_like(collision)
         timeout = self.stats.steps.float() * self.stats.dt >= self.duration - 1e-9
         success = scenario.success(arrived, timeout, collision)
+        if self.signals is not None:  # not with a red light run
+            success = success & (t.red_runs == 0)
 
         terms = contract.reward_terms(
             forward_speed=forward,
@@ -242,14 +260,19 @@ class BatchedDrive:
             lane_width=self.road.width[lane],
             change=contract.action_change(action_vec, self.last_action, self.discrete),
             goal=success,
+            red_light=red_light,
         )
         terms = terms * self.weight_vec
         self.last_action = action_vec
 
         terminated = collision | (off_road & cfg.offroad_terminal) | arrived
         truncated = timeout & ~terminated
-        labels = self.raster.draw(t)
+        labels = self._draw(t)
         self.labels = torch.cat([self.labels[:, 1:], labels[:, None]], 1)
+        episode = self.stats.summary(success)
+        if self.signals is not None:
+            episode["red_light_runs"] = t.red_runs.clone()
+            episode["pedestrian_collision"] = t.pedestrian_hit.clone()
         return StepOutput(
             labels=self.labels,
             sensors=self.sensors(t, self.last_action),
@@ -257,9 +280,22 @@ class BatchedDrive:
             terms=terms,
             terminated=terminated,
             truncated=truncated,
-            episode=self.stats.summary(success),
+            episode=episode,
             speed=t.speed[:, 0].clone(),
         )
+
+    def _draw(self, t: Traffic) -> torch.Tensor:
+        """(B, H, W) label maps of ``t``: the road, the lights, crossings and pedestrians where
+        the scenario has them, the vehicles on top."""
+        if self.signals is None:
+            return self.raster.draw(t)
+        signals, scaling = self.signals, self.scaling
+        return self.raster.draw(t, lambda labels, origin: signals.draw(labels, origin, t, scaling))
+
+    def road_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """``labels`` as ``info["road_labels"]`` gives them (lights of every state:
+        ``traffic_light``)."""
+        return public_labels(labels) if self.signals is not None else labels
 
     # ----------------------------------------------------------------- observation parts
     @staticmethod
@@ -288,6 +324,21 @@ class BatchedDrive:
             mask = [index[0] in nodes for index in self.road.indexes]
             self._from_nodes[nodes] = torch.tensor(mask, dtype=torch.bool, device=self.device)
         return self._from_nodes[nodes]
+
+    def situation(self, which: torch.Tensor | None = None) -> dict[str, list[Any]] | None:
+        """What the ego faces now, per environment (``which``: a mask or indices; all by
+        default), where the scenario has lights: ``light_state`` of its incoming lane (a name
+        of :data:`LIGHT_STATES`, ``"none"`` past the stop line) and ``pedestrian_ahead``
+        (a pedestrian walks on a crossing on its path within 40 m). None elsewhere."""
+        if self.signals is None:
+            return None
+        t = self.traffic if which is None else self.traffic.select(which)
+        view = self.signals.ego_view(self.sim, t)
+        names = [*LIGHT_STATES, "none"]  # NO_LIGHT (-1) reads the last
+        return {
+            "light_state": [names[i] for i in view["light_state"].tolist()],
+            "pedestrian_ahead": [bool(v) for v in view["pedestrian_ahead"].tolist()],
+        }
 
     def sensors(
         self, t: Traffic, last_action: torch.Tensor, turn: torch.Tensor | None = None
@@ -351,6 +402,11 @@ class _EgoView:
         has = self.destination >= 0
         self.on_exit_road = has & road.exit_of[self.lane, self.destination.clamp(min=0)]
         self.turn = turn.unbind(1)
+
+    @property
+    def stop_line(self) -> torch.Tensor:
+        """(B,) the signalised scenario's stop-line sensor."""
+        return self.core.signals.stop_sensor(self.core.sim, self.t)
 
     def vehicles_near(self, roads: tuple[str, ...], radius: float) -> torch.Tensor:
         t = self.t

@@ -35,8 +35,18 @@ from envs.contract import (
 
 
 def _episode_info(cpu: dict[str, np.ndarray], i: int) -> dict[str, Any]:
-    """The :data:`EPISODE_KEYS` of environment ``i`` as plain Python values."""
-    return {key: cpu[key][i].item() for key in EPISODE_KEYS}
+    """The :data:`EPISODE_KEYS` of environment ``i`` as plain Python values (and the
+    signalised scenario's ``red_light_runs`` and ``pedestrian_collision``)."""
+    return {key: value[i].item() for key, value in cpu.items()}
+
+
+def _situation(core: BatchedDrive, info: dict[str, Any], i: int) -> None:
+    """Put the ego's ``light_state`` and ``pedestrian_ahead`` of environment ``i`` into
+    ``info`` where the scenario has lights (see ``BatchedDrive.situation``)."""
+    now = core.situation(torch.tensor([i], device=core.device))
+    if now is not None:
+        for key, values in now.items():
+            info[key] = values[0]
 
 
 class BatchedDriveVecEnv(VecEnv):
@@ -81,7 +91,11 @@ class BatchedDriveVecEnv(VecEnv):
         obs = self._obs(out.labels, out.sensors)
         terms = out.terms.cpu().numpy()
         speeds = out.speed.cpu().numpy()
-        labels_np = out.labels[:, -1].cpu().numpy() if self.config.road_labels else None
+        labels_np = (
+            core.road_labels(out.labels[:, -1]).cpu().numpy() if self.config.road_labels else None
+        )
+        # what the ego faces (lights, pedestrians): with the road labels, for attribution
+        situation = core.situation() if self.config.road_labels else None
         infos: list[dict[str, Any]] = []
         for i in range(self.num_envs):
             info: dict[str, Any] = {
@@ -90,6 +104,8 @@ class BatchedDriveVecEnv(VecEnv):
             }
             if labels_np is not None:
                 info["road_labels"] = labels_np[i].copy()
+            if situation is not None:
+                info.update({key: values[i] for key, values in situation.items()})
             infos.append(info)
         done_np = done.cpu().numpy()
         if done_np.any():
@@ -106,7 +122,7 @@ class BatchedDriveVecEnv(VecEnv):
             for key in obs:
                 obs[key][done_np] = fresh[key]
             if labels_np is not None:
-                fresh_labels = labels[:, -1].cpu().numpy()
+                fresh_labels = core.road_labels(labels[:, -1]).cpu().numpy()
                 for j, i in enumerate(np.flatnonzero(done_np)):
                     infos[i]["reset_road_labels"] = fresh_labels[j]
         return obs, out.reward.cpu().numpy().astype(np.float32), done_np, infos
@@ -167,7 +183,8 @@ class BatchedDriveEnv(gym.Env):
         out = self.core.reset()
         info: dict[str, Any] = {"speed": float(out.speed[0])}
         if self.config.road_labels:
-            info["road_labels"] = out.labels[0, -1].cpu().numpy()
+            info["road_labels"] = self.core.road_labels(out.labels[0, -1]).cpu().numpy()
+        _situation(self.core, info, 0)
         return self._obs(out.labels, out.sensors), info
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
@@ -179,7 +196,8 @@ class BatchedDriveEnv(gym.Env):
             "speed": float(out.speed[0]),
         }
         if self.config.road_labels:
-            info["road_labels"] = out.labels[0, -1].cpu().numpy()
+            info["road_labels"] = self.core.road_labels(out.labels[0, -1]).cpu().numpy()
+        _situation(self.core, info, 0)
         terminated, truncated = bool(out.terminated[0]), bool(out.truncated[0])
         if terminated or truncated:
             cpu = {k: v.cpu().numpy() for k, v in out.episode.items()}
@@ -275,7 +293,8 @@ class BatchedDriveVectorEnv(VectorEnv):
             "_speed": self._mask(),
         }
         if self.config.road_labels:
-            info["road_labels"], info["_road_labels"] = labels[:, -1].cpu().numpy(), self._mask()
+            info["road_labels"] = self.core.road_labels(labels[:, -1]).cpu().numpy()
+            info["_road_labels"] = self._mask()
         return self._obs(labels, sensors), info
 
     def step(
@@ -293,7 +312,9 @@ class BatchedDriveVectorEnv(VectorEnv):
         for k, name in enumerate(REWARD_TERMS):
             reward_terms[name], reward_terms[f"_{name}"] = terms[:, k], self._mask()
         speed = out.speed.cpu().numpy().astype(np.float64)
-        labels = out.labels[:, -1].cpu().numpy() if self.config.road_labels else None
+        labels = (
+            core.road_labels(out.labels[:, -1]).cpu().numpy() if self.config.road_labels else None
+        )
         infos: dict[str, Any] = {}
         if done.any():
             final: dict[str, Any] = {"reward_terms": reward_terms, "_reward_terms": done.copy()}
@@ -316,7 +337,7 @@ class BatchedDriveVectorEnv(VectorEnv):
             speed[done] = core.traffic.speed[done_t, 0].cpu().numpy()
             if labels is not None:
                 labels = labels.copy()
-                labels[done] = fresh_labels[:, -1].cpu().numpy()
+                labels[done] = core.road_labels(fresh_labels[:, -1]).cpu().numpy()
             reward_terms = {
                 k: (v & ~done if k.startswith("_") else v) for k, v in reward_terms.items()
             }

@@ -10,13 +10,15 @@ frame is gathers of cost O(B H W), whatever the number of lanes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from highway_env.road.lane import AbstractLane
 
 from envs.batched.render import box_patch, draw_boxes
 from envs.batched.sim import Traffic
 from envs.camera import MAX_MAP_BYTES, SUPERSAMPLE, TILE, RoadMap
-from envs.contract import PALETTE
+from envs.contract import CAMERA_PALETTE
 
 
 class MapRasterizer:
@@ -53,7 +55,7 @@ class MapRasterizer:
         self.table_shape = road.table.shape  # (f, f, tiles_h, tiles_w)
         self.table = torch.as_tensor(road.table, device=device).reshape(-1)  # int32 tile ids
         self.tiles = torch.as_tensor(road.tiles, device=device).reshape(-1, TILE, TILE)
-        self.palette = torch.as_tensor(PALETTE, device=device)
+        self.palette = torch.as_tensor(CAMERA_PALETTE, device=device)
         self.patch = box_patch(scaling, device)  # (P, 2)
         self.cols = torch.arange(width, device=device)
         self.rows = torch.arange(height, device=device)
@@ -73,8 +75,9 @@ class MapRasterizer:
         ego = torch.stack([t.x[:, 0], t.y[:, 0]], -1)
         return ego - self.ego_offset
 
-    def draw(self, t: Traffic) -> torch.Tensor:
-        """(B, H, W) uint8 label map of every environment."""
+    def draw(self, t: Traffic, overlay: Callable[..., None] | None = None) -> torch.Tensor:
+        """(B, H, W) uint8 label map of every environment; ``overlay(labels, origin)`` draws
+        into the road layer before the vehicles go on top (the lights and pedestrians)."""
         h, w, f = self.height, self.width, self.factor
         _, _, tiles_h, tiles_w = self.table_shape
         origin = self.origin(t)  # (B, 2)
@@ -102,6 +105,8 @@ class MapRasterizer:
         block = block.gather(1, rows)  # (B, H, TW TILE)
         cols = (skip[:, :1] + self.cols)[:, None, :].expand(b, h, w)
         labels = block.gather(2, cols)  # (B, H, W) uint8
+        if overlay is not None:
+            overlay(labels, origin)
 
         # vehicles then the ego, scattered from pixel patches
         flat = torch.cat([labels.reshape(-1), labels.new_zeros(1)])  # last cell: a sink

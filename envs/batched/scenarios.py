@@ -327,6 +327,7 @@ class IntersectionTraffic(RouteTraffic):
         count = self.settings.initial_vehicle_count
         for s0 in np.linspace(0, 80, count)[:-1]:
             self.spawn_vehicles(t, sim, gen, float(s0), self.INITIAL_PROBABILITY)
+        self.before_warm_up(t, sim, gen)
         dt = 1.0 / self.settings.simulation_frequency
         for _ in range(self.WARM_UP * self.settings.simulation_frequency):
             sim.step(t, dt)
@@ -347,6 +348,14 @@ class IntersectionTraffic(RouteTraffic):
         t.timer[:, 0] = 0.0
         _ego_speed_index(t, sim, discrete)
         return t
+
+    def before_warm_up(self, t: Traffic, sim: Simulator, gen: torch.Generator) -> None:
+        """What a variant of the scenario adds to the initial traffic before its warm-up
+        (nothing here)."""
+
+    def vehicle_slots(self) -> int:
+        """Slots ``0 .. vehicle_slots() - 1`` hold vehicles (all of them here)."""
+        return self.n_slots()
 
     def _lanes(self, road: LaneTable) -> dict[str, torch.Tensor]:
         """Lane tables of the arrivals and departures (made once per device)."""
@@ -404,6 +413,7 @@ class IntersectionTraffic(RouteTraffic):
         ).any(1)
         free = t.kind == EMPTY
         free[:, 0] = False  # the ego's slot
+        free[:, self.vehicle_slots() :] = False  # slots kept for pedestrians, if any
         go = go & ~crowded & free.any(1)
         env = go.nonzero()[:, 0]
         if env.numel() == 0:
@@ -428,11 +438,81 @@ class IntersectionTraffic(RouteTraffic):
                 getattr(t, f.name)[env, slot] = value[:, 0]
 
 
+class SignalizedTraffic(IntersectionTraffic):
+    """The intersection's traffic with traffic lights and pedestrians
+    (:mod:`envs.batched.signals`): the lights' clock drawn over the cycle, pedestrians in slots
+    of their own, spawned before the warm-up and after every policy step."""
+
+    @dataclass(frozen=True)
+    class Settings:
+        simulation_frequency: int  # [Hz]
+        spawn_probability: float  # of a new vehicle after each policy step
+        initial_vehicle_count: int  # spawn attempts before the warm-up, plus one
+        green_duration: float  # [s] each group's green
+        amber_duration: float  # [s] each group's amber
+        all_red_duration: float  # [s] both groups red, between them
+        pedestrian_probability: float  # of a new pedestrian after each policy step
+        jaywalk_probability: float  # of a pedestrian who does not wait for the walk signal
+
+    PEDESTRIAN_SLOTS = 6
+    INITIAL_PEDESTRIANS = 3  # spawn attempts before the warm-up
+
+    def __init__(self, spec: Scenario, sim: dict[str, Any]) -> None:
+        super().__init__(spec, sim)
+        self._signals: dict[torch.device, Any] = {}
+
+    def signals(self, road: LaneTable) -> Any:
+        """The :class:`envs.batched.signals.Signals` of ``road`` (one per device)."""
+        from envs.batched.signals import Signals, Timing
+
+        device = road.x0.device
+        if device not in self._signals:
+            cfg = self.settings
+            timing = Timing(cfg.green_duration, cfg.amber_duration, cfg.all_red_duration)
+            self._signals[device] = Signals(road, timing)
+        return self._signals[device]
+
+    def n_slots(self) -> int:
+        return super().n_slots() + self.PEDESTRIAN_SLOTS
+
+    def vehicle_slots(self) -> int:
+        return super().n_slots()
+
+    def _spawn_pedestrians(self, t: Traffic, sim: Simulator, gen: torch.Generator) -> None:
+        cfg = self.settings
+        sim.signals.spawn_pedestrians(
+            t,
+            gen,
+            cfg.pedestrian_probability,
+            cfg.jaywalk_probability,
+            self.vehicle_slots(),
+            _next_order(t),
+        )
+
+    def before_warm_up(self, t: Traffic, sim: Simulator, gen: torch.Generator) -> None:
+        k, device = t.x.shape[0], t.x.device
+        cycle = sim.signals.timing.cycle
+        t.clock = cycle * torch.rand(k, generator=gen, device=device)
+        for _ in range(self.INITIAL_PEDESTRIANS):
+            self._spawn_pedestrians(t, sim, gen)
+        sim.update_lanes(t)
+
+    def _make(self, k: int, sim: Simulator, gen: torch.Generator, discrete: bool) -> Traffic:
+        t = super()._make(k, sim, gen, discrete)
+        sim.signals.start(t)
+        return t
+
+    def after_step(self, t: Traffic, sim: Simulator, gen: torch.Generator) -> None:
+        super().after_step(t, sim, gen)
+        self._spawn_pedestrians(t, sim, gen)
+
+
 BATCHED: dict[str, type[BatchedScenario]] = {
     "highway": HighwayTraffic,
     "merge": MergeTraffic,
     "roundabout": RoundaboutTraffic,
     "intersection": IntersectionTraffic,
+    "signalized": SignalizedTraffic,
 }
 """The batched part of each scenario that has one (``batched=True`` in :mod:`envs.scenarios`)."""
 assert set(BATCHED) == {name for name, spec in SCENARIOS.items() if spec.batched}
@@ -467,6 +547,11 @@ def empty_traffic(k: int, n: int, device: torch.device) -> Traffic:
         route_lock=z(torch.bool),
         yielding=z(torch.bool),
         road_steps=torch.zeros(k, dtype=torch.long, device=device),
+        clock=torch.zeros(k, device=device),
+        waiting=z(torch.bool),
+        behind_line=torch.zeros(k, dtype=torch.bool, device=device),
+        red_runs=torch.zeros(k, dtype=torch.long, device=device),
+        pedestrian_hit=torch.zeros(k, dtype=torch.bool, device=device),
     )
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,8 +41,9 @@ from envs.batched.collision import Contacts, contacts
 from envs.batched.road import VEHICLE_LENGTH, LaneTable, wrap_to_pi
 from envs.contract import DISCRETE_ACTIONS
 
-# Vehicle kinds (slot types).
-EGO, IDM, OBSTACLE, EMPTY = 0, 1, 2, 3
+# Slot kinds: the ego, driven traffic, obstacles, free slots, pedestrians (the signalised
+# intersection's, moved by :mod:`envs.batched.signals`)
+EGO, IDM, OBSTACLE, EMPTY, PEDESTRIAN = 0, 1, 2, 3, 4
 
 # IDM / MOBIL parameters (highway_env.vehicle.behavior.IDMVehicle)
 ACC_MAX = IDMVehicle.ACC_MAX  # [m/s2]
@@ -104,6 +106,12 @@ class Traffic:
     route_lock: torch.Tensor  # bool, still on the route's first lane: MOBIL keeps its lane
     yielding: torch.Tensor  # bool, stopped by the intersection's priority rules
     road_steps: torch.Tensor  # (B,) long, simulation frames so far (the rules' clock)
+    # the signalised intersection (envs.batched.signals); unused elsewhere
+    clock: torch.Tensor  # (B,) [s] time within the traffic lights' cycle
+    waiting: torch.Tensor  # bool, a pedestrian waiting at the kerb for the walk signal
+    behind_line: torch.Tensor  # (B,) bool, the ego is before its stop line (last frame)
+    red_runs: torch.Tensor  # (B,) long, stop lines the ego crossed on red this episode
+    pedestrian_hit: torch.Tensor  # (B,) bool, the ego has hit a pedestrian this episode
 
     def select(self, index: torch.Tensor) -> Traffic:
         """The environments ``index`` (a (K,) long tensor or a (B,) bool mask)."""
@@ -292,8 +300,11 @@ class Simulator:
         discrete: bool,
         driver: DriverModel | None = None,
         regulated: bool = False,
+        signals: Any = None,
     ) -> None:
         self.road = road
+        # traffic lights and crossings (envs.batched.signals.Signals), or None
+        self.signals = signals
         self.all_collisions = all_collisions  # False: HighwayEnvFast, only the ego checks
         self.discrete = discrete  # ego under meta-actions (MDPVehicle) or continuous (Vehicle)
         self.driver = driver or DriverModel()
@@ -473,6 +484,8 @@ class Simulator:
             f_tgt = near(env, me, tl[env, me])[0][:, None]  # (K, 1)
             acc_t = self.idm(t, me[:, None], f_tgt, t.delta[env, me][:, None], s_all, env[:, None])
             acc[env, me] = torch.minimum(acc[env, me], acc_t[:, 0])
+        if self.signals is not None:  # stop lines on red, crossings with pedestrians on them
+            acc = torch.minimum(acc, self.signals.stop_acceleration(self, t, s_all))
         acc = acc.clamp(-ACC_MAX, ACC_MAX)
         acc = torch.where(ego_mdp, KP_A * (t.target_speed - t.speed), acc)
         t.acceleration = torch.where(controlled, acc, t.acceleration)
@@ -503,6 +516,8 @@ class Simulator:
         hits = self.collisions(t, dt)
         t.crashed = t.crashed | hits.crashed
         t.impact, t.has_impact = hits.impact, hits.has_impact
+        if self.signals is not None:  # the lights' clock, pedestrians, the ego's infractions
+            self.signals.after_frame(self, t, dt)
 
     def change_lane_policy(
         self,

@@ -52,6 +52,7 @@ DEFAULT_REWARD_WEIGHTS: dict[str, float] = {
     "lane_keeping": 0.2,
     "comfort": 0.05,
     "goal": 20.0,
+    "red_light": 0.0,  # the CARLA backend does not detect red-light runs yet
 }
 
 
