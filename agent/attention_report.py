@@ -20,14 +20,17 @@ import numpy as np
 
 from agent.attribution import (
     ABLATIONS,
+    SITUATIONS,
     Attribution,
     ModalityAblation,
     SB3Probe,
+    light_test,
     occlusion_test,
+    situations,
 )
 from agent.build import make_env
 from agent.evaluation import FAITHFUL_RATIO, EvalReport, Policy, TrainedPolicy, evaluate
-from envs.contract import ROAD_CLASSES
+from envs.contract import DISCRETE_ACTIONS, LIGHT_PALETTE, LIGHT_STATES, ROAD_CLASSES
 
 
 def _layer_maps(policy: TrainedPolicy, obs: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -72,6 +75,13 @@ def analyse_attention(
     env = make_env(env_id, {**env_kwargs, "road_labels": True})
     frames: list[dict[str, np.ndarray]] = []
     layers: list[Attribution] = []
+    # the signalised scenario: attribution per situation (last layer), and the frames with the
+    # light in view for the light test
+    by_situation = {name: Attribution() for name in SITUATIONS}
+    light_frames: dict[str, list[tuple[dict[str, np.ndarray], np.ndarray]]] = {
+        "red": [],
+        "green": [],
+    }
     try:
         say("attention: attribution over the evaluation episodes")
         for k in range(episodes):
@@ -90,6 +100,11 @@ def analyse_attention(
                         sensor_token_names=maps["names"],
                         cell=cell,
                     )
+                for name in situations(info, info["road_labels"]):
+                    by_situation[name].add(maps["camera"][0, -1], info["road_labels"], cell=cell)
+                    state = name.removeprefix("light_")
+                    if state in light_frames:
+                        light_frames[state].append((obs, info["road_labels"]))
                 frames.append(obs)
                 obs, _, terminated, truncated, info = env.step(policy.act(obs))
                 if terminated or truncated:
@@ -136,8 +151,10 @@ def analyse_attention(
             "camera_share": camera_share(policy, ablated.observation(batch)),
         }
 
+    signals = _signals_section(policy, by_situation, light_frames, max_frames, seed, say)
     last = layers[-1].summary()
     return {
+        **signals,
         **last,
         "layer": len(layers) - 1,
         "per_layer": [{"layer": i, **a.summary()} for i, a in enumerate(layers)],
@@ -148,6 +165,53 @@ def analyse_attention(
         "modality": modality,
         "noise_std": noise_std,
     }
+
+
+def _signals_section(
+    policy: TrainedPolicy,
+    by_situation: dict[str, Attribution],
+    light_frames: dict[str, list[tuple[dict[str, np.ndarray], np.ndarray]]],
+    max_frames: int,
+    seed: int,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """``situations`` (attention mass and lift on the light and on pedestrians per situation)
+    and ``light_test`` (:func:`agent.attribution.light_test` on the frames with a red light in
+    view, shown green, and with a green one, shown red), where the env reports them; {} else."""
+    if not any(a.frames for a in by_situation.values()):
+        return {}
+    out: dict[str, Any] = {"situations": {}}
+    for name, attribution in by_situation.items():
+        summary = attribution.summary()
+        row: dict[str, Any] = {"frames": summary["frames"]}
+        for element in ("traffic_light", "pedestrian"):
+            if element in summary.get("class_mass", {}):
+                row[f"{element}_mass"] = summary["class_mass"][element]
+                row[f"{element}_share"] = summary["class_share"][element]
+                row[f"{element}_lift"] = summary["class_lift"][element]
+        out["situations"][name] = row
+    stop = None
+    action_space = getattr(policy.model, "action_space", None)
+    if action_space is not None and getattr(action_space, "n", None) == len(DISCRETE_ACTIONS):
+        stop = DISCRETE_ACTIONS.index("slower")
+    rng = np.random.default_rng(seed)
+    tests: dict[str, Any] = {}
+    for state, swap in (("red", "green"), ("green", "red")):
+        chosen = light_frames[state]
+        if not chosen:
+            continue
+        if len(chosen) > max_frames:
+            chosen = [chosen[i] for i in np.sort(rng.choice(len(chosen), max_frames, False))]
+        say(f"attention: light test on {len(chosen)} frames with the light {state}")
+        batch = {key: np.stack([o[key] for o, _ in chosen]) for key in chosen[0][0]}
+        labels = np.stack([lab for _, lab in chosen])
+        colour = LIGHT_PALETTE[LIGHT_STATES.index(swap)]
+        tests[state] = light_test(
+            SB3Probe(policy.model.policy), policy.prepare(batch), labels, colour, seed, stop
+        )
+        tests[state]["shown_as"] = swap
+    out["light_test"] = tests
+    return out
 
 
 def evaluate_ablations(
@@ -214,6 +278,7 @@ def format_attention(attention: dict[str, Any]) -> str:
             f"{FAITHFUL_RATIO:g}x as much as blanking random ones; the map does not explain "
             "this policy's choices"
         )
+    lines += _format_signals(attention)
     lines.append(
         f"{'modality':16s} {'return':>14s} {'success':>8s} {'collision':>10s} {'camera att.':>12s}"
     )
@@ -223,3 +288,37 @@ def format_attention(attention: dict[str, Any]) -> str:
             f"{row['success_rate']:8.0%} {row['collision_rate']:10.0%} {row['camera_share']:12.0%}"
         )
     return "\n".join(lines)
+
+
+def _format_signals(attention: dict[str, Any]) -> list[str]:
+    """The situation table and the light test, where the evaluation has them."""
+    if "situations" not in attention:
+        return []
+    lines = [
+        f"{'situation':22s} {'frames':>6s} {'light mass':>10s} {'lift':>6s} {'ped. mass':>9s} "
+        f"{'lift':>6s}"
+    ]
+    for name, row in attention["situations"].items():
+        light = (
+            f"{row['traffic_light_mass']:10.1%} {row['traffic_light_lift']:6.2f}"
+            if "traffic_light_mass" in row
+            else f"{'':10s} {'':6s}"
+        )
+        ped = (
+            f"{row['pedestrian_mass']:9.1%} {row['pedestrian_lift']:6.2f}"
+            if "pedestrian_mass" in row
+            else ""
+        )
+        lines.append(f"{name:22s} {row['frames']:6d} {light} {ped}")
+    for state, test in attention.get("light_test", {}).items():
+        parts = []
+        for name in ("as_is", "blanked", "swapped", "control"):
+            row = test[name]
+            text = name if name != "swapped" else f"shown {test['shown_as']}"
+            if "stop_probability" in row:
+                text += f" P(slower) {row['stop_probability']:.2f}"
+            if "action_changed" in row:
+                text += f", action changed {row['action_changed']:.0%}, KL {row['kl']:.3f}"
+            parts.append(text)
+        lines.append(f"light test, {state} ({test['frames']} frames): " + "; ".join(parts))
+    return lines

@@ -305,3 +305,103 @@ class ModalityAblation(gym.ObservationWrapper):
             noise = self._rng.normal(0.0, self.noise_std, obs["sensors"].shape)
             obs["sensors"] = np.clip(obs["sensors"] + noise, -1.0, 1.0).astype(np.float32)
         return obs
+
+
+# ----------------------------------------------------------------------------- signals
+SITUATIONS: tuple[str, ...] = (
+    "light_red",
+    "light_amber",
+    "light_green",
+    "pedestrian_ahead",
+    "pedestrian_elsewhere",
+)
+"""The situations of the signalised intersection that attribution is split by: the ego before
+its stop line with the light (in view) red, amber or green; a pedestrian in view walking on a
+crossing on the ego's path within 40 m, or pedestrians in view but none there."""
+
+
+def situations(info: dict[str, Any], labels: np.ndarray) -> list[str]:
+    """The :data:`SITUATIONS` a frame is in, from the env's ``info`` (``light_state``,
+    ``pedestrian_ahead``) and its road labels (what is in view)."""
+    out = []
+    light = labels == ROAD_CLASSES.index("traffic_light")
+    state = info.get("light_state")
+    if state in ("red", "amber", "green") and light.any():
+        out.append(f"light_{state}")
+    if (labels == ROAD_CLASSES.index("pedestrian")).any():
+        out.append("pedestrian_ahead" if info.get("pedestrian_ahead") else "pedestrian_elsewhere")
+    return out
+
+
+def _recolour(camera: np.ndarray, mask: np.ndarray, colour: Any) -> np.ndarray:
+    """Copy of ``camera`` (B, H, W, C) with the pixels of ``mask`` (B, H, W) in its newest
+    frame (last 3 channels) set to ``colour``."""
+    out = camera.copy()
+    newest = out[..., -3:]
+    newest[mask] = colour
+    out[..., -3:] = newest
+    return out
+
+
+def light_test(
+    probe: PolicyProbe,
+    obs: dict[str, np.ndarray],
+    labels: np.ndarray,
+    swap_to: Any,
+    seed: int = 0,
+    stop_action: int | None = None,
+) -> dict[str, Any]:
+    """Does the policy act on the light? Over a batch of frames with the light in view
+    (``labels`` (B, H, W) their road labels), compare the policy on the frames as they are with:
+
+    - ``blanked``: the light's pixels set to 0 (as the occlusion test blanks patches);
+    - ``swapped``: the light's pixels in the colour ``swap_to`` (red frames shown green, ...);
+    - ``control``: as many pixels set to 0 elsewhere, a square block at a random place that
+      holds no light (what blanking any small area does).
+
+    Each gives the mean KL(as is || changed) of the action distribution, the share of frames
+    whose most likely action changes, and, with ``stop_action`` (a discrete policy's
+    ``slower``), the mean probability of that action.
+    """
+    rng = np.random.default_rng(seed)
+    light = labels == ROAD_CLASSES.index("traffic_light")  # (B, H, W)
+    b, h, w = light.shape
+    control = np.zeros_like(light)
+    for i in range(b):
+        side = max(1, round(float(np.sqrt(light[i].sum()))))
+        for _ in range(100):  # a block that holds none of the light
+            r, c = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+            if not light[i, r : r + side, c : c + side].any():
+                control[i, r : r + side, c : c + side] = True
+                break
+    base = probe.outputs(obs)
+
+    def figures(dist: Distribution, reference: Distribution | None) -> dict[str, float]:
+        out: dict[str, float] = {}
+        probs = getattr(dist, "probs", None)
+        if probs is not None:
+            out["greedy"] = probs.argmax(-1)
+            if stop_action is not None:
+                out["stop_probability"] = float(probs[..., stop_action].mean())
+        if reference is not None:
+            kl = kl_divergence(reference, dist)
+            kl = kl.sum(-1) if kl.dim() > 1 else kl
+            out["kl"] = float(kl.clamp(min=0.0).mean())
+        return out
+
+    result: dict[str, Any] = {"frames": b, "light_pixels": float(light.sum(axis=(1, 2)).mean())}
+    as_is = figures(base[0], None)
+    greedy = as_is.pop("greedy", None)
+    result["as_is"] = as_is
+    for name, mask, colour in (
+        ("blanked", light, 0),
+        ("swapped", light, swap_to),
+        ("control", control, 0),
+    ):
+        changed = dict(obs, camera=_recolour(obs["camera"], mask, colour))
+        row = figures(probe.outputs(changed)[0], base[0])
+        new_greedy = row.pop("greedy", None)
+        if greedy is not None and new_greedy is not None:
+            row["action_changed"] = float((new_greedy != greedy).float().mean())
+        result[name] = row
+    return result

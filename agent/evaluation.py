@@ -166,6 +166,9 @@ class EpisodeResult:
     # of a filmed episode's map: how much more its most-attended patches move the policy than
     # random ones (map_occlusion_ratio); None without a camera attention map
     occlusion_ratio: float | None = None
+    # the signalised scenario's infractions (None where the scenario has no lights)
+    red_light_runs: int | None = None  # stop lines crossed on red
+    pedestrian_collision: bool | None = None  # the collision was with a pedestrian
 
     def row(self) -> dict[str, Any]:
         out = asdict(self)
@@ -191,7 +194,20 @@ class EvalReport:
             "collision_rate": float(np.mean([e.collision for e in self.episodes])),
             "mean_speed": float(np.mean([e.mean_speed for e in self.episodes])),
             "mean_length": float(np.mean([e.length for e in self.episodes])),
+            **self._signal_summary(),
         }
+
+    def _signal_summary(self) -> dict[str, float]:
+        """``red_light_rate`` (share of episodes with a red light run) and
+        ``pedestrian_collision_rate``, where the env reports them."""
+        runs = [e.red_light_runs for e in self.episodes if e.red_light_runs is not None]
+        hits = [e.pedestrian_collision for e in self.episodes if e.pedestrian_collision is not None]
+        out = {}
+        if runs:
+            out["red_light_rate"] = float(np.mean([r > 0 for r in runs]))
+        if hits:
+            out["pedestrian_collision_rate"] = float(np.mean(hits))
+        return out
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -344,6 +360,10 @@ def rollout(
         mean_speed=float(info.get("mean_speed", np.mean(speeds) if speeds else 0.0)),
         distance=float(info.get("distance", 0.0)),
         reward_terms=terms,
+        red_light_runs=int(info["red_light_runs"]) if "red_light_runs" in info else None,
+        pedestrian_collision=(
+            bool(info["pedestrian_collision"]) if "pedestrian_collision" in info else None
+        ),
     )
     return result, recording
 
@@ -601,6 +621,9 @@ def table_rows(report: EvalReport) -> list[list[Any]]:
 def format_table(reports: Sequence[EvalReport], title: str = "Evaluation") -> str:
     """A plain-text table, one row per report, of the summary figures."""
     header = ["policy", "env", "episodes", "return", "success", "collision", "speed m/s", "length"]
+    signals = any("red_light_rate" in r.summary() for r in reports)
+    if signals:  # the signalised scenario's infractions
+        header += ["red light", "pedestrian hit"]
     rows = []
     for report in reports:
         s = report.summary()
@@ -616,6 +639,11 @@ def format_table(reports: Sequence[EvalReport], title: str = "Evaluation") -> st
                 f"{s['mean_length']:.1f}",
             ]
         )
+        if signals:
+            rows[-1] += [
+                f"{s['red_light_rate']:.0%}" if "red_light_rate" in s else "",
+                f"{s['pedestrian_collision_rate']:.0%}" if "pedestrian_collision_rate" in s else "",
+            ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def line(cells: Sequence[str]) -> str:

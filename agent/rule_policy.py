@@ -1,7 +1,8 @@
 """The hand-written reference controller (``--policy rule``): a cautious driver on the sensors.
 
-It reads only the observation's sensor vector, by name (``ego.*`` and ``rays.<k>.*``; see
-:func:`envs.scenarios.sensor_names`), never the camera or the simulator, and chooses the same
+It reads the observation's sensor vector, by name (``ego.*`` and ``rays.<k>.*``; see
+:func:`envs.scenarios.sensor_names`), never the simulator (the camera only on the signalised
+intersection, for its lights), and chooses the same
 actions a learned policy could. It keeps its lane and sets its speed from the range rays (which
 highway-env and the batched simulator give in the world frame: ray ``k`` points at
 ``k * 360 / n_rays`` degrees from the world's x axis, whatever the ego's heading):
@@ -19,6 +20,11 @@ highway-env and the batched simulator give in the world frame: ray ``k`` points 
   the rule yields (brakes) to any vehicle that would then come within :data:`CONFLICT` of the
   ego within ``gap_horizon`` seconds, except vehicles behind it, and otherwise drives at
   ``gap_cruise`` (each falls back to ``ttc`` and ``cruise`` where it is 0).
+- **signalised intersection**: the intersection's gap acceptance (pedestrians are in the object
+  list too), and it brakes for a red light, or an amber one it can stop for, within
+  :data:`STOP_REACH` of its stop line: the light's state read from the camera's pixels where the
+  stop bar crosses its lane (:meth:`RulePolicy.light_ahead`), the line's distance from the
+  ``route.stop_line`` sensor. The only rule that looks at the camera.
 - **roundabout, intersection** with rays only (curved roads, and no sensor gives the ego's world
   heading, so the rule cannot tell ahead from behind): yield to any vehicle that closes in and
   is within ``min_gap`` or ``ttc`` seconds of contact, from any direction; otherwise drive at
@@ -47,12 +53,13 @@ from gymnasium import spaces
 
 from agent.config import ConfigError
 from agent.evaluation import AttentionView
-from envs.contract import DISCRETE_ACTIONS
+from envs.contract import DISCRETE_ACTIONS, LIGHT_PALETTE, LIGHT_STATES
 from envs.scenarios import (
     CLOSING_SCALE,
     OBJECT_QUANTITIES,
     SCENARIOS,
     SPEED_SCALE,
+    STOP_SCALE,
     ScenarioConfig,
 )
 
@@ -80,6 +87,7 @@ class Caution:
     # gap acceptance on the object list (curved roads): cruise speed [m/s] and horizon [s]
     gap_cruise: float = 0.0  # 0: ``cruise``
     gap_horizon: float = 0.0  # 0: ``ttc``
+    reads_lights: bool = False  # stop for red and amber lights seen on the camera
 
     def __post_init__(self) -> None:
         if self.road_frame and self.headway <= 0:
@@ -99,8 +107,20 @@ CAUTION: dict[str, Caution] = {
         gap_cruise=9.0,
         gap_horizon=3.0,
     ),
+    "signalized": Caution(
+        cruise=4.5,
+        min_gap=8.0,
+        ttc=5.0,
+        tolerance=1.5,
+        road_frame=False,
+        gap_cruise=9.0,
+        gap_horizon=3.0,
+        reads_lights=True,
+    ),
 }
 """The rule's settings per scenario name (:data:`envs.scenarios.SCENARIOS`)."""
+STOP_DECELERATION = 3.0  # [m/s^2] the rule stops for an amber light if this suffices
+STOP_REACH = 30.0  # [m] the rule brakes for a red light this close (two slower steps at 9 m/s)
 
 
 @dataclass
@@ -156,7 +176,9 @@ class RulePolicy:
         sensor_names: Sequence[str],
         action_space: spaces.Space,
         ray_range: float = ScenarioConfig.ray_range,
+        camera: tuple[int, int, float] | None = None,
     ) -> None:
+        """``camera``: (H, W, view [m]) of the env's camera, for a rule that reads lights."""
         if scenario not in CAUTION:
             raise ConfigError(
                 f"--policy rule: no rule for the scenario {scenario!r}; it drives "
@@ -180,6 +202,10 @@ class RulePolicy:
             )
         self.scenario = scenario
         self.caution = CAUTION[scenario]
+        spec = SCENARIOS[scenario]
+        h, w, view = camera or (*ScenarioConfig.camera_size, spec.view_m)
+        self.ego_pixel = (round(spec.centering[1] * h), round(spec.centering[0] * w))  # row, col
+        self.scaling = w / view  # [px/m]
         self.ray_range = float(ray_range)  # [m]
         self.lateral_scale = SCENARIOS[scenario].object_lateral_scale(self.ray_range)  # [m]
         names = list(sensor_names)
@@ -259,9 +285,39 @@ class RulePolicy:
         brake = gap < c.min_gap or (closing > MIN_CLOSING and gap < c.ttc * closing)
         return min(c.cruise, (gap - c.min_gap) / c.headway), brake
 
+    def light_ahead(self, camera: np.ndarray, stop_distance: float) -> str | None:
+        """The state of the ego's light as its camera shows it, where the stop bar lies across
+        its lane ahead: ``"red"``, ``"amber"``, ``"green"`` or None (not in view).
+
+        The camera is world-aligned and the ego's incoming lane runs up the frame (the
+        signalised scenario starts it on its southern arm), so the bar is in the ego's column
+        of pixels (+-2), within ``stop_distance`` + 4 m above its row (the far arm's bar, in
+        the same column, shows the same state)."""
+        frame = np.asarray(camera)[..., -3:]  # the newest frame
+        row, col = self.ego_pixel
+        reach = math.ceil((stop_distance + 4.0) * self.scaling)
+        band = frame[max(0, row - reach) : row, max(0, col - 2) : col + 3]
+        for state in ("red", "amber", "green"):
+            if (band == LIGHT_PALETTE[LIGHT_STATES.index(state)]).all(-1).any():
+                return state
+        return None
+
+    def stop_for_light(self, obs: dict[str, np.ndarray], r: Reading) -> bool:
+        """Whether a red light (or an amber one it can stop for) holds the ego before its line
+        (the ``route.stop_line`` sensor: metres to it, 1 past it)."""
+        line = float(obs["sensors"][self.index["route.stop_line"]])
+        if line >= 1.0:  # past the stop line
+            return False
+        distance = line * STOP_SCALE
+        state = self.light_ahead(obs["camera"], distance)
+        stoppable = distance > r.speed**2 / (2 * STOP_DECELERATION)
+        return distance < STOP_REACH and (state == "red" or (state == "amber" and stoppable))
+
     def act(self, obs: dict[str, np.ndarray]) -> Any:
         r = self.read(obs["sensors"])
         target, brake = self.wanted_speed(r)
+        if self.caution.reads_lights and self.stop_for_light(obs, r):
+            brake = True
         if self.discrete:
             if brake or r.speed > target + self.caution.tolerance:
                 return SLOWER
@@ -307,7 +363,10 @@ def rule_policy(
     check_has_rule(env_id)
     scenario = envs.HIGHWAY_IDS.get(env_id) or envs.BATCHED_IDS[env_id]
     ray_range = env_kwargs.get("ray_range", ScenarioConfig.ray_range)
-    return RulePolicy(scenario, sensor_names, action_space, ray_range=ray_range)
+    h, w = env_kwargs.get("camera_size", ScenarioConfig.camera_size)
+    view = env_kwargs.get("view_m") or envs.SCENARIOS[scenario].view_m
+    camera = (int(h), int(w), float(view))
+    return RulePolicy(scenario, sensor_names, action_space, ray_range=ray_range, camera=camera)
 
 
 __all__ = [

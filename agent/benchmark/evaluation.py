@@ -27,6 +27,8 @@ ATTENTION_KEYS = (
     "camera_share",
     "occlusion_ratio",
     "frames",
+    "situations",  # the signalised scenario's, where the env reports them
+    "light_test",
 )
 
 
@@ -38,11 +40,14 @@ def evaluate_job(job: Job) -> dict[str, Any]:
     for backend, env_id in (("batched", job.train_id), ("reference", job.reference_id)):
         agent = load_agent(job.run_dir, env_id=env_id, device="cpu")
         kwargs = dict(agent.config.env.kwargs)
-        env = make_env(env_id, kwargs)
-        try:
-            report = evaluate(env, agent.policy, episodes, seed, env_id=env_id)
-        finally:
-            env.close()
+        if backend == "batched" or env_id != job.train_id:
+            env = make_env(env_id, kwargs)
+            try:
+                report = evaluate(env, agent.policy, episodes, seed, env_id=env_id)
+            finally:
+                env.close()
+        # else: a scenario judged on the batched backend itself (no highway-env version, as the
+        # signalised intersection): the same episodes, evaluated once
         out["evaluation"][backend] = {"env_id": env_id, **_summary(report)}
         print(f"{backend} ({env_id}): {out['evaluation'][backend]}", flush=True)
         if backend != "reference":
@@ -59,7 +64,7 @@ def evaluate_job(job: Job) -> dict[str, Any]:
                 noise_std=spec["noise_std"],
                 progress=lambda line: print(line, flush=True),
             )
-            out["attention"] = {key: attention[key] for key in ATTENTION_KEYS}
+            out["attention"] = {key: attention[key] for key in ATTENTION_KEYS if key in attention}
             out["robustness"] = {
                 mode: {k: row[k] for k in METRICS} for mode, row in attention["modality"].items()
             }

@@ -259,6 +259,7 @@ def markdown(summary: dict[str, Any]) -> str:
                     for cls, mass in att["class_mass"].items()
                 ],
             )
+        lines += _signals_markdown(scenario, arms, summary["references"].get(scenario, {}))
     bad = summary["not_finished"]
     if bad or summary["missing"]:
         lines.append("Runs that did not finish:")
@@ -267,6 +268,99 @@ def markdown(summary: dict[str, Any]) -> str:
     else:
         lines.append("Every planned run finished.")
     return "\n".join(lines) + "\n"
+
+
+SITUATION_TEXT = {
+    "light_red": "approaching, light red",
+    "light_amber": "approaching, light amber",
+    "light_green": "approaching, light green",
+    "pedestrian_ahead": "pedestrian on a crossing ahead",
+    "pedestrian_elsewhere": "pedestrians elsewhere",
+}
+
+
+def _signals_markdown(
+    scenario: str, arms: Mapping[str, Any], references: Mapping[str, Any]
+) -> list[str]:
+    """The signalised scenario's tables: infractions of every arm and reference policy; per
+    attention arm, the attention on the light and on pedestrians by situation, and the light
+    test. Nothing where the scenario has no lights."""
+    judged = [(arm, row["reference"]) for arm, row in arms.items()]
+    if not any("red_light_rate" in cells for _, cells in judged):
+        return []
+    lines = [
+        f"Infractions ({scenario}): share of episodes with a red light run, and with a "
+        "pedestrian hit (a collision); mean and 95% t-interval over seeds:",
+        "",
+    ]
+    rows = [
+        [arm, _ci(c["red_light_rate"], True), _ci(c["pedestrian_collision_rate"], True)]
+        for arm, c in judged
+        if "red_light_rate" in c
+    ]
+    rows += [
+        [
+            f"{name} policy",
+            f"{b['reference']['red_light_rate']:.0%}",
+            f"{b['reference']['pedestrian_collision_rate']:.0%}",
+        ]
+        for name, b in references.items()
+        if "red_light_rate" in b.get("reference", {})
+    ]
+    lines += _table(["policy", "ran a red light", "hit a pedestrian"], rows)
+    for arm, row in arms.items():
+        signals = row.get("signals")
+        if not signals:
+            continue
+        lines += [
+            f"Attention on the light and on pedestrians by situation ({scenario}, {arm}, last "
+            "layer; frames that show the element; mass = share of the policy query's camera "
+            "attention, lift = mass / share of the image; mean and 95% t-interval over seeds):",
+            "",
+        ]
+        table = []
+        for name, cells in signals["situations"].items():
+            light = "traffic_light" if name.startswith("light_") else "pedestrian"
+            if f"{light}_mass" not in cells:
+                continue
+            table.append(
+                [
+                    SITUATION_TEXT.get(name, name),
+                    str(cells["frames"]),
+                    light.replace("_", " "),
+                    _ci(cells[f"{light}_share"], True),
+                    _ci(cells[f"{light}_mass"], True),
+                    _ci(cells[f"{light}_lift"]),
+                ]
+            )
+        lines += _table(["situation", "frames", "element", "share", "mass", "lift"], table)
+        tests = signals.get("light_test", {})
+        if tests:
+            lines += [
+                f"Light test ({scenario}, {arm}): on frames with the light in view, the light's "
+                "pixels blanked (set to 0), shown in the other colour, or as many pixels blanked "
+                "elsewhere (control); share of frames whose most likely action changes, "
+                "KL(as is || changed), and P(slower):",
+                "",
+            ]
+            table = []
+            for state, block in tests.items():
+                for condition in ("as_is", "blanked", "swapped", "control"):
+                    cells = block[condition]
+                    text = condition.replace("_", " ")
+                    if condition == "swapped":
+                        text = f"shown {block['shown_as']}"
+                    table.append(
+                        [
+                            f"{state} ({block['frames']} frames)",
+                            text,
+                            _ci(cells["action_changed"], True) if "action_changed" in cells else "",
+                            _ci(cells["kl"]) if "kl" in cells else "",
+                            _ci(cells["stop_probability"]) if "stop_probability" in cells else "",
+                        ]
+                    )
+            lines += _table(["light", "frames shown", "action changed", "KL", "P(slower)"], table)
+    return lines
 
 
 def _mode_order(mode: str) -> int:

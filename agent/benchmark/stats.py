@@ -163,6 +163,9 @@ def aggregate(
                     m: interval([r["evaluation"][backend].get(m) for r in runs])
                     for m in EVAL_METRICS
                 }
+                for m in SIGNAL_METRICS:  # the signalised scenario's infractions
+                    if all(m in r["evaluation"][backend] for r in runs):
+                        row[backend][m] = interval([r["evaluation"][backend][m] for r in runs])
             row["iqm"] = {
                 m: iqm_interval([r["evaluation"]["reference"].get(m) for r in runs])
                 for m in EVAL_METRICS
@@ -195,6 +198,8 @@ def aggregate(
                     # per run, in the order of "seeds" (None where a run has no ratio)
                     "occlusion_runs": [r["attention"]["occlusion_ratio"] for r in runs],
                 }
+            if all("situations" in r.get("attention", {}) for r in runs):
+                row["signals"] = _signals([r["attention"] for r in runs])
             table[scenario][arm] = row
         arms = table[scenario]
         equal_time[scenario] = at_equal_time(
@@ -218,6 +223,38 @@ def aggregate(
         "not_finished": [r for r in results if r.get("status") != "finished"],
         "missing": [{"scenario": s, "arm": a, "seed": seed} for s, a, seed in missing],
     }
+
+
+SIGNAL_METRICS = ("red_light_rate", "pedestrian_collision_rate")
+"""Episode shares the signalised scenario adds to an evaluation (agent.evaluation.EvalReport)."""
+
+
+def _signals(attention: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Intervals over runs of the signalised scenario's attribution: per situation, the mass
+    and lift on the light and on pedestrians (runs that saw the situation), and the light test's
+    figures per light state and condition."""
+    out: dict[str, Any] = {"situations": {}, "light_test": {}}
+    names = {name for a in attention for name in a["situations"]}
+    for name in sorted(names):
+        rows = [a["situations"][name] for a in attention if name in a["situations"]]
+        keys = {k for r in rows for k in r if k != "frames"}
+        out["situations"][name] = {
+            "frames": int(sum(r["frames"] for r in rows)),
+            **{k: interval([r.get(k) for r in rows]) for k in sorted(keys)},
+        }
+    for state in ("red", "green"):
+        tests = [a["light_test"][state] for a in attention if state in a.get("light_test", {})]
+        if not tests:
+            continue
+        block: dict[str, Any] = {"runs": len(tests), "frames": int(sum(t["frames"] for t in tests))}
+        for condition in ("as_is", "blanked", "swapped", "control"):
+            keys = {k for t in tests for k in t[condition]}
+            block[condition] = {
+                k: interval([t[condition].get(k) for t in tests]) for k in sorted(keys)
+            }
+        block["shown_as"] = tests[0].get("shown_as")
+        out["light_test"][state] = block
+    return out
 
 
 def _per_class(rows: Sequence[Mapping[str, float]]) -> dict[str, Any]:
