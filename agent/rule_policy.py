@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -107,17 +107,8 @@ CAUTION: dict[str, Caution] = {
         gap_cruise=9.0,
         gap_horizon=3.0,
     ),
-    "signalized": Caution(
-        cruise=4.5,
-        min_gap=8.0,
-        ttc=5.0,
-        tolerance=1.5,
-        road_frame=False,
-        gap_cruise=9.0,
-        gap_horizon=3.0,
-        reads_lights=True,
-    ),
 }
+CAUTION["signalized"] = replace(CAUTION["intersection"], reads_lights=True)
 """The rule's settings per scenario name (:data:`envs.scenarios.SCENARIOS`)."""
 STOP_DECELERATION = 3.0  # [m/s^2] the rule stops for an amber light if this suffices
 STOP_REACH = 30.0  # [m] the rule brakes for a red light this close (two slower steps at 9 m/s)
