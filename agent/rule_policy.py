@@ -108,8 +108,8 @@ CAUTION: dict[str, Caution] = {
         gap_horizon=3.0,
     ),
 }
-CAUTION["signalized"] = replace(CAUTION["intersection"], reads_lights=True)
 """The rule's settings per scenario name (:data:`envs.scenarios.SCENARIOS`)."""
+CAUTION["signalized"] = replace(CAUTION["intersection"], reads_lights=True)
 STOP_DECELERATION = 3.0  # [m/s^2] the rule stops for an amber light if this suffices
 STOP_REACH = 30.0  # [m] the rule brakes for a red light this close (two slower steps at 9 m/s)
 
