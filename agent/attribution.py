@@ -328,8 +328,8 @@ def situations(info: dict[str, Any], labels: np.ndarray) -> list[str]:
     state = info.get("light_state")
     if state in ("red", "amber", "green") and light.any():
         out.append(f"light_{state}")
-    if (labels == ROAD_CLASSES.index("pedestrian")).any():
-        out.append("pedestrian_ahead" if info.get("pedestrian_ahead") else "pedestrian_elsewhere")
+    if "pedestrian_ahead" in info and (labels == ROAD_CLASSES.index("pedestrian")).any():
+        out.append("pedestrian_ahead" if info["pedestrian_ahead"] else "pedestrian_elsewhere")
     return out
 
 
@@ -356,8 +356,12 @@ def light_test(
 
     - ``blanked``: the light's pixels set to 0 (as the occlusion test blanks patches);
     - ``swapped``: the light's pixels in the colour ``swap_to`` (red frames shown green, ...);
-    - ``control``: as many pixels set to 0 elsewhere, a square block at a random place that
-      holds no light (what blanking any small area does).
+    - ``control``: as many pixels set to 0 elsewhere on the road, a square block at a random
+      place that is all road (as the stop bar is), else as many road pixels scattered
+      (``control_blocks``: the share of frames that got a block).
+
+    Only the newest frame of a frame stack is changed (``labels`` are its labels): with
+    ``frame_stack`` > 1 the older frames still show the light.
 
     Each gives the mean KL(as is || changed) of the action distribution, the share of frames
     whose most likely action changes, and, with ``stop_action`` (a discrete policy's
@@ -365,15 +369,23 @@ def light_test(
     """
     rng = np.random.default_rng(seed)
     light = labels == ROAD_CLASSES.index("traffic_light")  # (B, H, W)
+    road = labels == ROAD_CLASSES.index("road")
     b, h, w = light.shape
     control = np.zeros_like(light)
+    blocks = 0
     for i in range(b):
-        side = max(1, round(float(np.sqrt(light[i].sum()))))
-        for _ in range(100):  # a block that holds none of the light
+        count = int(light[i].sum())
+        side = max(1, round(float(np.sqrt(count))))
+        for _ in range(200):  # a block of road
             r, c = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
-            if not light[i, r : r + side, c : c + side].any():
+            if road[i, r : r + side, c : c + side].all():
                 control[i, r : r + side, c : c + side] = True
+                blocks += 1
                 break
+        else:  # as many road pixels, scattered
+            cells = np.flatnonzero(road[i])
+            chosen = rng.choice(cells, min(count, len(cells)), replace=False)
+            control[i].flat[chosen] = True
     base = probe.outputs(obs)
 
     def figures(dist: Distribution, reference: Distribution | None) -> dict[str, float]:
@@ -389,7 +401,11 @@ def light_test(
             out["kl"] = float(kl.clamp(min=0.0).mean())
         return out
 
-    result: dict[str, Any] = {"frames": b, "light_pixels": float(light.sum(axis=(1, 2)).mean())}
+    result: dict[str, Any] = {
+        "frames": b,
+        "light_pixels": float(light.sum(axis=(1, 2)).mean()),
+        "control_blocks": blocks / max(b, 1),
+    }
     as_is = figures(base[0], None)
     greedy = as_is.pop("greedy", None)
     result["as_is"] = as_is

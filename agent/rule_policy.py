@@ -282,8 +282,7 @@ class RulePolicy:
 
         The camera is world-aligned and the ego's incoming lane runs up the frame (the
         signalised scenario starts it on its southern arm), so the bar is in the ego's column
-        of pixels (+-2), within ``stop_distance`` + 4 m above its row (the far arm's bar, in
-        the same column, shows the same state)."""
+        of pixels (+-2), within ``stop_distance`` + 4 m above its row."""
         frame = np.asarray(camera)[..., -3:]  # the newest frame
         row, col = self.ego_pixel
         reach = math.ceil((stop_distance + 4.0) * self.scaling)

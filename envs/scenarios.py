@@ -425,6 +425,7 @@ class ScenarioConfig:
     policy_frequency: int | None = None  # [Hz] decisions per second; None: 1 discrete, 5 cont.
     reward_weights: dict[str, float] = field(default_factory=dict)
     offroad_terminal: bool = True  # leaving the road ends the episode
+    red_light_terminal: bool = True  # crossing a stop line on red ends it (lights only)
     sim: dict[str, Any] = field(default_factory=dict)  # extra simulator settings
 
     def __post_init__(self) -> None:

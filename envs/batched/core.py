@@ -266,6 +266,8 @@ class BatchedDrive:
         self.last_action = action_vec
 
         terminated = collision | (off_road & cfg.offroad_terminal) | arrived
+        if self.signals is not None and cfg.red_light_terminal:
+            terminated = terminated | red_light
         truncated = timeout & ~terminated
         labels = self._draw(t)
         self.labels = torch.cat([self.labels[:, 1:], labels[:, None]], 1)

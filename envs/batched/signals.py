@@ -27,12 +27,14 @@ counted (``red_runs``), and touching a pedestrian is a collision (``pedestrian_h
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from envs.batched.collision import contacts
 from envs.batched.road import LaneTable
 from envs.batched.sim import EGO, EMPTY, IDM, PEDESTRIAN, TIME_WANTED, Simulator, Traffic, not_zero
 from envs.contract import CLASS_ID, LIGHT_LABELS, LIGHT_STATES
@@ -52,6 +54,8 @@ ROAD_HALF = 4.0  # |u| of the road's edges
 PEDESTRIAN_SIZE = 1.0  # [m] side of a pedestrian's square
 WALK_SPEED = (1.0, 1.8)  # [m/s] pedestrians' pace, uniform
 PAUSE_AHEAD, PAUSE_SIDE = 2.5, 3.0  # [m] a vehicle this close in front of a pedestrian
+PAUSE_TIME = 1.5  # [s] ... or this close in time
+WALK_CUTOFF = 4.0  # [s] pedestrians start only while this much of the green beside them is left
 BLOCK_WIDTH = 3.0  # [m] a pedestrian this close (across) to a lane's centre blocks it
 STOP_DECELERATION = 3.0  # [m/s2] drivers stop on amber if this suffices
 STOP_MARGIN = 1.0  # [m] drivers stop this far before a line or a crossing
@@ -153,15 +157,22 @@ class Signals:
     def states(self, clock: torch.Tensor) -> torch.Tensor:
         """(B, 4) light state of every arm (GREEN, AMBER, RED) at the (B,) ``clock`` [s]."""
         tm = self.timing
-        phase = torch.remainder(clock[:, None] - self.offset, tm.cycle)
+        phase = self.phases(clock)
         return torch.where(
             phase < tm.green, GREEN, torch.where(phase < tm.green + tm.amber, AMBER, RED)
         )
 
-    def walk(self, states: torch.Tensor) -> torch.Tensor:
-        """(B, 4) whether pedestrians may start crossing each arm: its light red and the other
-        group's green (they walk beside the traffic that has green)."""
-        return (states == RED) & (states.roll(1, dims=1) == GREEN)
+    def phases(self, clock: torch.Tensor) -> torch.Tensor:
+        """(B, 4) [s] every arm's time since its green began, at the (B,) ``clock``."""
+        return torch.remainder(clock[:, None] - self.offset, self.timing.cycle)
+
+    def walk(self, clock: torch.Tensor) -> torch.Tensor:
+        """(B, 4) whether pedestrians may start crossing each arm at the (B,) ``clock``: its light
+        red and the other group's green with :data:`WALK_CUTOFF` of it left (they walk beside
+        the traffic that has green)."""
+        phases = self.phases(clock)
+        other = phases.roll(1, dims=1)
+        return (self.states(clock) == RED) & (other < self.timing.green - WALK_CUTOFF)
 
     # ------------------------------------------------------------------ pedestrians
     def across_of(self, t: Traffic) -> torch.Tensor:
@@ -251,8 +262,8 @@ class Signals:
         to_line = length - STOP_LINE - s
         front = to_line - half  # from the front bumper
         comfortable = front > t.speed**2 / (2 * STOP_DECELERATION)
-        keep = incoming & (front > -STOP_MARGIN)
-        keep &= (state == RED) | ((state == AMBER) & comfortable)
+        # red: every vehicle before its line; amber: those that can still stop comfortably
+        keep = incoming & (((state == RED) & (front > 0)) | ((state == AMBER) & comfortable))
         light = torch.where(keep, to_line, inf)
         state = torch.where(incoming & (front > -STOP_MARGIN), state, NO_LIGHT)
 
@@ -272,9 +283,12 @@ class Signals:
         )
         return {"light": light, "crossing": crossing, "state": state, "s": s}
 
-    def stop_acceleration(self, sim: Simulator, t: Traffic, s_all: torch.Tensor) -> torch.Tensor:
+    def stop_acceleration(
+        self, sim: Simulator, t: Traffic, s_all: torch.Tensor, dt: float
+    ) -> torch.Tensor:
         """(B, N) highway-env's IDM acceleration of each driven vehicle behind a stopped
-        vehicle at its stop line or crossing (the nearer), inf where it has neither."""
+        vehicle at its stop line or crossing (the nearer), inf where it has neither (the
+        simulator keeps any braking from reversing a car, ``dt`` [s] being the frame)."""
         stops = self.path_stops(sim, t, s_all)
         d = torch.minimum(stops["light"], stops["crossing"])
         p, v = sim.driver, t.speed.clamp(min=0)
@@ -286,55 +300,64 @@ class Signals:
         acc = free - p.comfort_acc_max * (d_star / gap) ** 2
         return torch.where((t.kind == IDM) & torch.isfinite(d), acc, math.inf)
 
-    def after_frame(self, sim: Simulator, t: Traffic, dt: float) -> None:
-        """The lights' clock, the pedestrians' frame, the ego's red-light runs and contacts."""
-        t.clock = t.clock + dt
-        states = self.states(t.clock)
+    def move_pedestrians(self, sim: Simulator, t: Traffic, dt: float) -> None:
+        """The pedestrians' frame, after the vehicles moved and before the collision check: the
+        waiting start on their walk signal, the walking go on unless a vehicle is in their way,
+        those across the road leave, as do those hit earlier (taken away)."""
         ped = t.kind == PEDESTRIAN
         arm = t.target_lane.clamp(0, 3)
-        start = ped & t.waiting & self.walk(states).gather(1, arm)
+        blocked = self._blocked_by_vehicle(t, ped)
+        start = ped & t.waiting & self.walk(t.clock).gather(1, arm) & ~blocked
         t.waiting = t.waiting & ~start
-        moving = ped & ~t.waiting & ~t.crashed & ~self._blocked_by_vehicle(t, ped)
+        moving = ped & ~t.waiting & ~t.crashed & ~blocked
         t.speed = torch.where(moving, t.target_speed, torch.where(ped, 0.0, t.speed))
         t.x = t.x + torch.where(moving, t.speed * torch.cos(t.heading) * dt, 0.0)
         t.y = t.y + torch.where(moving, t.speed * torch.sin(t.heading) * dt, 0.0)
-        # across the road: gone from the far kerb
         ahead = (
             torch.cos(t.heading) * self.across[arm, 0] + torch.sin(t.heading) * self.across[arm, 1]
         )
         done = moving & (self.across_of(t) * torch.sign(ahead) > KERB)
+        done |= ped & t.crashed
         t.kind = torch.where(done, EMPTY, t.kind)
-        ped = ped & ~done
 
-        # the ego: contacts with pedestrians (a collision), stop lines crossed on red
+    def after_frame(self, sim: Simulator, t: Traffic, dt: float) -> None:
+        """After the frame's collision check: the ego's pedestrian hits (that check's own
+        verdict on the ego and the pedestrians alone: boxes that overlap, or would within the
+        next frame) and stop lines crossed on red (the light as it was during the frame), then
+        the lights' clock."""
         ego = t.kind[:, 0] == EGO
-        c, s = torch.cos(t.heading[:, :1]), torch.sin(t.heading[:, :1])
-        dx, dy = t.x - t.x[:, :1], t.y - t.y[:, :1]
-        along, side = (c * dx + s * dy).abs(), (-s * dx + c * dy).abs()
-        touch = ped & ego[:, None]
-        touch &= along < (t.length[:, :1] + t.length) / 2
-        touch &= side < (t.width[:, :1] + t.width) / 2
-        hit = touch.any(1)
-        t.crashed = t.crashed | touch
-        t.crashed[:, 0] |= hit
-        t.pedestrian_hit = t.pedestrian_hit | hit
+        ped = t.kind == PEDESTRIAN
+        if bool(ped.any()):
+            keep = ped.clone()
+            keep[:, 0] = ego
+            alone = dataclasses.replace(t, kind=torch.where(keep, t.kind, EMPTY))
+            hit = contacts(alone, torch.zeros_like(keep), dt, ego_only=True)
+            t.pedestrian_hit = t.pedestrian_hit | hit.crashed[:, 0] | hit.has_impact[:, 0]
+        states = self.states(t.clock)
         behind, ego_arm = self.ego_behind_line(t)
         crossed = ego & t.behind_line & ~behind & (ego_arm >= 0)
         on_red = states.gather(1, ego_arm.clamp(min=0)[:, None])[:, 0] == RED
         t.red_runs = t.red_runs + (crossed & on_red).long()
         t.behind_line = behind & ego
+        t.clock = t.clock + dt
 
     @staticmethod
     def _blocked_by_vehicle(t: Traffic, ped: torch.Tensor) -> torch.Tensor:
         """(B, N) pedestrians with a vehicle in their way: its centre within
-        :data:`PAUSE_AHEAD` ahead of them and :data:`PAUSE_SIDE` to the side (a vehicle across
-        the crossing is long along it). They pause: nobody walks into a car."""
+        :data:`PAUSE_AHEAD` ahead of them (along their walk) and, to the side, within
+        :data:`PAUSE_SIDE` (a vehicle across the crossing is long along it) plus the distance
+        it closes in :data:`PAUSE_TIME`. They wait: nobody walks into a car, or in front of one
+        that is about to pass."""
         vehicle = (t.kind == IDM) | (t.kind == EGO)
         dx = t.x[:, None, :] - t.x[:, :, None]  # (B, pedestrian, vehicle) [m]
         dy = t.y[:, None, :] - t.y[:, :, None]
         c, s = torch.cos(t.heading)[..., None], torch.sin(t.heading)[..., None]
-        along, side = c * dx + s * dy, (-s * dx + c * dy).abs()
-        near = vehicle[:, None, :] & (along > -0.5) & (along < PAUSE_AHEAD) & (side < PAUSE_SIDE)
+        along, side = c * dx + s * dy, -s * dx + c * dy
+        vx = (t.speed * torch.cos(t.heading))[:, None, :]
+        vy = (t.speed * torch.sin(t.heading))[:, None, :]
+        closing = (-torch.sign(side) * (-s * vx + c * vy)).clamp(min=0)  # [m/s] towards its line
+        reach = PAUSE_SIDE + closing * PAUSE_TIME
+        near = vehicle[:, None, :] & (along > -0.5) & (along < PAUSE_AHEAD) & (side.abs() < reach)
         return ped & near.any(-1)
 
     def ego_behind_line(self, t: Traffic) -> tuple[torch.Tensor, torch.Tensor]:
@@ -427,15 +450,15 @@ def fill_boxes(
 
     ``labels``: (B, H, W) uint8; ``origin``: (B, 2) [m] world position of pixel (0, 0);
     ``boxes``: (B, R, 4) [x0, y0, x1, y1] [m]; ``ids``: (B, R) labels; ``show``: (B, R) bool.
-    A box covers the pixels from its rounded first edge to its rounded second, at least one.
+    A box covers the pixels whose centres it holds (pixel ``i`` is centred on ``i``, as the
+    vehicles are drawn), at least the one nearest its middle.
     """
     h, w = labels.shape[1:]
     device = labels.device
     px = (boxes[..., 0::2] - origin[:, None, :1]) * scaling  # (B, R, 2) columns
     py = (boxes[..., 1::2] - origin[:, None, 1:]) * scaling  # rows
-    c0, r0 = torch.round(px[..., 0]), torch.round(py[..., 0])
-    c1 = torch.maximum(torch.round(px[..., 1]), c0 + 1)
-    r1 = torch.maximum(torch.round(py[..., 1]), r0 + 1)
+    c0, c1 = _pixel_span(px[..., 0], px[..., 1])
+    r0, r1 = _pixel_span(py[..., 0], py[..., 1])
     cols = torch.arange(w, device=device)
     rows = torch.arange(h, device=device)
     in_col = (cols >= c0[..., None]) & (cols < c1[..., None])  # (B, R, W)
@@ -445,3 +468,12 @@ def fill_boxes(
         mask = in_row[:, r, :, None] & in_col[:, r, None, :] & visible[:, r, None, None]
         labels.masked_fill_(mask, 0)
         labels.add_(mask.to(labels.dtype) * ids[:, r, None, None].to(labels.dtype))
+
+
+def _pixel_span(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """First and past-the-last pixel whose centre lies in [lo, hi] [px]; the pixel nearest the
+    middle where none does."""
+    first, last = torch.ceil(lo), torch.floor(hi)
+    middle = torch.round((lo + hi) / 2)
+    empty = last < first
+    return torch.where(empty, middle, first), torch.where(empty, middle, last) + 1

@@ -485,7 +485,10 @@ class Simulator:
             acc_t = self.idm(t, me[:, None], f_tgt, t.delta[env, me][:, None], s_all, env[:, None])
             acc[env, me] = torch.minimum(acc[env, me], acc_t[:, 0])
         if self.signals is not None:  # stop lines on red, crossings with pedestrians on them
-            acc = torch.minimum(acc, self.signals.stop_acceleration(self, t, s_all))
+            acc = torch.minimum(acc, self.signals.stop_acceleration(self, t, s_all, dt))
+            # queues at red lights: IDM's braking stops a car, it does not reverse it (the
+            # other scenarios keep highway-env's IDM, which can)
+            acc = torch.maximum(acc, -t.speed.clamp(min=0) / dt)
         acc = acc.clamp(-ACC_MAX, ACC_MAX)
         acc = torch.where(ego_mdp, KP_A * (t.target_speed - t.speed), acc)
         t.acceleration = torch.where(controlled, acc, t.acceleration)
@@ -511,12 +514,14 @@ class Simulator:
         t.heading = torch.where(moving, heading, t.heading)
         t.speed = torch.where(moving, speed, t.speed)
         t.crashed = t.crashed | push
+        if self.signals is not None:  # pedestrians walk (before the collision check)
+            self.signals.move_pedestrians(self, t, dt)
         self.update_lanes(t)
         # Road.step: every pair once all have moved; impacts wait for the next frame
         hits = self.collisions(t, dt)
         t.crashed = t.crashed | hits.crashed
         t.impact, t.has_impact = hits.impact, hits.has_impact
-        if self.signals is not None:  # the lights' clock, pedestrians, the ego's infractions
+        if self.signals is not None:  # the ego's infractions, the lights' clock
             self.signals.after_frame(self, t, dt)
 
     def change_lane_policy(
