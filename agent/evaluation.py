@@ -268,7 +268,7 @@ class Recording:
     scene: HighwayScene | None  # draws the snapshots; None: the camera frames are shown
 
 
-_INFO_KEYS = ("speed", "road_labels", "lead_vehicle_mask")
+_INFO_KEYS = ("speed", "road_labels", "lead_vehicle_mask", "light_state")
 
 
 def policy_frequency(env: gym.Env) -> float:
@@ -530,7 +530,8 @@ def _frame(
     title: str,
 ) -> np.ndarray:
     d, view = decision, decision.view
-    text = FrameText(d.step, d.action, float(d.info.get("speed", 0.0)), d.reward, d.total)
+    speed = float(d.info.get("speed", 0.0))
+    text = FrameText(d.step, d.action, speed, d.reward, d.total, d.info.get("light_state"))
     image, labels = scene if scene is not None else (None, None)
     if view is None:
         return render_frame(d.camera, text, scale=scale, scene=image, title=title)

@@ -80,6 +80,7 @@ class FrameText:
     speed: float  # [m/s]
     reward: float
     episode_return: float
+    light: str | None = None  # the ego's traffic light where the env has lights
 
 
 @dataclass
@@ -334,6 +335,7 @@ def render_frame(
         f"speed {text.speed:5.1f} m/s",
         f"reward {text.reward:+.2f}",
         f"return {text.episode_return:+.2f}",
+        *([f"light {text.light}"] if text.light is not None else []),
     ):
         _text(out, line, x0, y)
         y += 16

@@ -159,3 +159,12 @@ def test_without_a_layout_every_token_gets_a_bar() -> None:
     plain = render_frame(camera, TEXT, scale=4)
     np.testing.assert_array_equal(with_bars[:256, :256], plain[:256, :256])
     assert (with_bars[:, 256:] != plain[:, 256:]).any()
+
+
+def test_the_panel_names_the_egos_light_where_the_env_has_one() -> None:
+    camera = np.zeros((32, 32, 3), np.uint8)
+    plain = render_frame(camera, TEXT, scale=4)
+    lit = render_frame(camera, FrameText(0, "SLOWER", 8.0, 0.0, 0.0, "red"), scale=4)
+    same_action = render_frame(camera, FrameText(0, "SLOWER", 8.0, 0.0, 0.0), scale=4)
+    assert plain.shape == lit.shape
+    assert not np.array_equal(lit, same_action), "the light's line is printed"
