@@ -9,6 +9,7 @@ simulator is imported only when one of its envs is made):
   (:mod:`envs.batched`), B environments per call: ``gymnasium.make_vec(id, num_envs=B)`` returns
   it as a ``gymnasium.vector.VectorEnv`` (the ids' ``vector_entry_point``), ``gymnasium.make``
   one env of it, and :func:`envs.batched.make_vec_env` its SB3 VecEnv;
+  ``DriveAttention/BatchedSignalized-v0`` (traffic lights and pedestrians) only there;
 - ``DriveAttention/Carla-v0``: CARLA through its official client (:mod:`envs.carla`,
   needs ``pip install -e '.[carla]'`` and a running server).
 """
