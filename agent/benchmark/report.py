@@ -151,10 +151,13 @@ def markdown(summary: dict[str, Any]) -> str:
             ]
             for name, b in summary["references"].get(scenario, {}).items()
         ]
+        # a scenario highway-env lacks is judged on the batched simulator itself
+        judge = "highway-env" if spec["reference"] != spec["train"] else "the batched simulator"
+        both = "both backends" if spec["reference"] != spec["train"] else "its only backend"
         lines += [
-            f"#### {scenario}: trained on `{spec['train']}`, evaluated on both backends",
+            f"#### {scenario}: trained on `{spec['train']}`, evaluated on {both}",
             "",
-            "Return on each backend; success, collision and speed (m/s) on highway-env; mean and "
+            f"Return on each backend; success, collision and speed (m/s) on {judge}; mean and "
             "95% t-interval over seeds:",
             "",
             *_table(
@@ -162,7 +165,7 @@ def markdown(summary: dict[str, Any]) -> str:
                     "arm",
                     "seeds",
                     "return, batched",
-                    "return, highway-env",
+                    f"return, {judge.removeprefix('the ')}",
                     "success",
                     "collision",
                     "speed",
@@ -174,7 +177,7 @@ def markdown(summary: dict[str, Any]) -> str:
             continue
         if all("iqm" in row for row in arms.values()):
             lines += [
-                f"Interquartile mean over runs on highway-env ({scenario}), 95% percentile "
+                f"Interquartile mean over runs on {judge} ({scenario}), 95% percentile "
                 "bootstrap interval in brackets:",
                 "",
             ]
@@ -195,7 +198,7 @@ def markdown(summary: dict[str, Any]) -> str:
         robust = {a: r["robustness"] for a, r in arms.items()}
         modes = sorted({m for r in robust.values() for m in r}, key=_mode_order)
         if modes:
-            lines += [f"Robustness on highway-env ({scenario}), return:", ""]
+            lines += [f"Robustness on {judge} ({scenario}), return:", ""]
             lines += _table(
                 ["arm", *(m.replace("_", " ") for m in modes)],
                 [
