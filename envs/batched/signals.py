@@ -245,27 +245,27 @@ class Signals:
         t.road_order[env, slot] = order[env]
 
     # ------------------------------------------------------------------ traffic
-    def path_stops(self, sim: Simulator, t: Traffic, s_all: torch.Tensor) -> dict[str, Any]:
+    def path_stops(
+        self, t: Traffic, s_all: torch.Tensor, slots: slice = slice(None)
+    ) -> dict[str, torch.Tensor]:
         """Each slot's distance [m] along its path, from its centre, to the stop line it must
         keep to on red or amber (``light``) and to a crossing with a pedestrian on it
-        (``crossing``), inf where none; and the light state of its arm (``state``)."""
+        (``crossing``), inf where none; its ``s`` [m] along its lane. (B, K) each, for the
+        ``slots`` (all by default; ``s_all`` is (B, N, L) every slot's ``s`` on every lane)."""
         road = self.road
-        lane = t.lane
-        s = s_all.gather(2, lane[..., None])[..., 0]
+        lane, speed, half = t.lane[:, slots], t.speed[:, slots], t.length[:, slots] / 2
+        s = s_all[:, slots].gather(2, lane[..., None])[..., 0]
         length = road.length[lane]
-        half = t.length / 2
         inf = torch.full_like(s, math.inf)
-        states = self.states(t.clock)
         arm = self.approach_arm[lane]
         incoming = arm >= 0
-        state = torch.where(incoming, states.gather(1, arm.clamp(min=0)), NO_LIGHT)
+        state = torch.where(incoming, self.states(t.clock).gather(1, arm.clamp(min=0)), NO_LIGHT)
         to_line = length - STOP_LINE - s
         front = to_line - half  # from the front bumper
-        comfortable = front > t.speed**2 / (2 * STOP_DECELERATION)
+        comfortable = front > speed**2 / (2 * STOP_DECELERATION)
         # red: every vehicle before its line; amber: those that can still stop comfortably
         keep = incoming & (((state == RED) & (front > 0)) | ((state == AMBER) & comfortable))
         light = torch.where(keep, to_line, inf)
-        state = torch.where(incoming & (front > -STOP_MARGIN), state, NO_LIGHT)
 
         blocked = self.blocked(t)
         crossing = inf
@@ -281,7 +281,7 @@ class Signals:
         crossing = torch.where(
             (e >= 0) & b_exit & (to_exit - half > -STOP_MARGIN), to_exit, crossing
         )
-        return {"light": light, "crossing": crossing, "state": state, "s": s}
+        return {"light": light, "crossing": crossing, "s": s}
 
     def stop_acceleration(
         self, sim: Simulator, t: Traffic, s_all: torch.Tensor, dt: float
@@ -289,7 +289,7 @@ class Signals:
         """(B, N) highway-env's IDM acceleration of each driven vehicle behind a stopped
         vehicle at its stop line or crossing (the nearer), inf where it has neither (the
         simulator keeps any braking from reversing a car, ``dt`` [s] being the frame)."""
-        stops = self.path_stops(sim, t, s_all)
+        stops = self.path_stops(t, s_all)
         d = torch.minimum(stops["light"], stops["crossing"])
         p, v = sim.driver, t.speed.clamp(min=0)
         # the stopped "vehicle" is placed so that IDM's rest gap leaves STOP_MARGIN before it
@@ -381,27 +381,22 @@ class Signals:
         """(B,) the light state of the ego's incoming lane (NO_LIGHT past the line), the
         distance [m] from its front to the line (inf past it), and whether a pedestrian walks
         on a crossing on its path within :data:`AHEAD`."""
+        road, lane = self.road, t.lane[:, 0]
         s_all, _ = sim.coordinates(t)
-        stops = self.path_stops(sim, t, s_all)
-        behind, _ = self.ego_behind_line(t)
-        state = torch.where(behind, stops["state"][:, 0], NO_LIGHT)
-        road = self.road
-        lane = t.lane[:, 0]
-        to_line = road.length[lane] - STOP_LINE - stops["s"][:, 0] - t.length[:, 0] / 2
-        to_line = torch.where(behind, to_line, math.inf)
-        # a crossing ahead on the ego's path: its own lane's, or the one its route leads to
-        crossing = stops["crossing"][:, 0]
-        blocked = self.blocked(t)
+        stops = {k: v[:, 0] for k, v in self.path_stops(t, s_all, slice(0, 1)).items()}
+        behind, arm = self.ego_behind_line(t)
+        light = self.states(t.clock).gather(1, arm.clamp(min=0)[:, None])[:, 0]
+        to_line = road.length[lane] - STOP_LINE - stops["s"] - t.length[:, 0] / 2
+        # a crossing ahead on the ego's path: its own lane's, or, from its incoming lane, the
+        # one its route leaves by (the junction between is about 20 m)
         dest_arm = self._destination_arm(t)
-        on_incoming = self.approach_arm[lane] >= 0
-        further = road.length[lane] - stops["s"][:, 0] + 20.0 + CROSSING[0]  # the junction ~20 m
-        b_out = blocked[..., 1].gather(1, dest_arm.clamp(min=0)[:, None])[:, 0]
-        crossing = torch.where(
-            on_incoming & b_out & (dest_arm >= 0), torch.minimum(crossing, further), crossing
-        )
+        further = road.length[lane] - stops["s"] + 20.0 + CROSSING[0]
+        b_out = self.blocked(t)[..., 1].gather(1, dest_arm.clamp(min=0)[:, None])[:, 0]
+        b_out &= (self.approach_arm[lane] >= 0) & (dest_arm >= 0)
+        crossing = torch.where(b_out, torch.minimum(stops["crossing"], further), stops["crossing"])
         return {
-            "light_state": state,
-            "stop_distance": to_line,
+            "light_state": torch.where(behind, light, NO_LIGHT),
+            "stop_distance": torch.where(behind, to_line, math.inf),
             "pedestrian_ahead": crossing < AHEAD,
         }
 
