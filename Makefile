@@ -3,12 +3,13 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # what training needs (torch first, then the package); `make test` adds the dev extra (pytest,
-# ruff, the carla client where it has a wheel, Ray and Optuna)
+# ruff, the carla client where it has a wheel, Ray and Optuna), `make docs` the docs extra
 BASE := $(VENV)/.installed-base
 STAMP := $(VENV)/.installed
+DOCS_STAMP := $(VENV)/.installed-docs
 export WANDB_SILENT ?= true
 
-.PHONY: train test test-slow lint format bench bench-gpu benchmark sweep mutation clean
+.PHONY: train test test-slow lint format docs bench bench-gpu benchmark sweep mutation clean
 
 $(BASE): pyproject.toml scripts/install_torch.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || (echo "python venv missing: on Debian/Ubuntu, apt install python3-venv"; exit 1)
@@ -19,6 +20,10 @@ $(BASE): pyproject.toml scripts/install_torch.sh
 $(STAMP): $(BASE)
 	$(PY) -m pip install --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
+
+$(DOCS_STAMP): $(BASE)
+	$(PY) -m pip install --disable-pip-version-check -e '.[docs]'
+	touch $(DOCS_STAMP)
 
 train: $(BASE)
 	$(PY) scripts/train.py --config configs/default.yaml $(ARGS)
@@ -37,6 +42,11 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+docs: $(DOCS_STAMP)
+	# the site (docs/ and mkdocs.yml) into site/; the API pages are read from the source (griffe),
+	# nothing is imported. Preview while editing: $(VENV)/bin/mkdocs serve
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 bench: $(STAMP)
 	$(PY) scripts/benchmark_env.py
@@ -62,4 +72,4 @@ mutation: $(STAMP)
 	$(PY) scripts/mutation_report.py --json mutants/report.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache mutants mutation.log
+	rm -rf $(VENV) .pytest_cache .ruff_cache mutants mutation.log site
