@@ -1,6 +1,6 @@
 """The contract every backend keeps, and the one implementation of what it names.
 
-Every backend (see the README, "Environments") calls these instead of computing them itself, so an
+Every backend (see docs/observations.md) calls these instead of computing them itself, so an
 episode reports the same statistics whichever backend ran it. The batched backend keeps torch
 twins of the per-step parts (:mod:`envs.batched.contract`), held to these by a parity test.
 

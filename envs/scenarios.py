@@ -81,14 +81,14 @@ DEFAULT_REWARD_WEIGHTS: dict[str, float] = {
 Where surviving is the task (highway), every step without a crash pays ``alive`` (1) and speed
 adds at most ``progress`` (1, at the top of the scenario's speed range): a crash costs
 ``collision`` (3) and forfeits the rest of the episode's pay, so the return ranks careful drives
-above most fast crashes and, among careful drives, the faster one higher (the README's "Reward"
-gives the evidence). Scenarios with a goal use :data:`GOAL_REWARD_WEIGHTS` instead."""
+above most fast crashes and, among careful drives, the faster one higher (docs/reward.md gives
+the evidence). Scenarios with a goal use :data:`GOAL_REWARD_WEIGHTS` instead."""
 
 
 GOAL_REWARD_WEIGHTS: dict[str, float] = {"alive": 0.0, "progress": 0.5, "collision": 1.0}
 """Where a scenario has a goal (merge, roundabout, intersection): no pay for lasting, and speed
-and crashes weighed as before issue 17 (arriving ends the episode, and with it the pay for speed;
-the goal's +1 must stay worth more than a few steps of speed)."""
+and crashes weighed as in the previous reward (arriving ends the episode, and with it the pay for
+speed; the goal's +1 must stay worth more than a few steps of speed)."""
 
 
 class EgoView(Protocol):

@@ -5,7 +5,7 @@
 
 Random, idle, the cautious rule, a reckless rule and an always-faster policy (and the trained
 runs given with --run) drive the same seeded episodes. Prints each policy's success, speed and
-mean return under the current reward and under the reward before issue 17, and
+mean return under the current reward and under the previous one (docs/reward.md), and
 how often each return orders two episodes as a user would (:mod:`agent.reward_check`).
 """
 
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"{args.env}, {args.episodes} episodes per policy from seed {args.seed}")
-    print("| policy | success | collision | speed [m/s] | return | return before issue 17 |")
+    print("| policy | success | collision | speed [m/s] | return | return, previous reward |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, s in result["policies"].items():
         print(

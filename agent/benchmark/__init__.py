@@ -1,4 +1,4 @@
-"""The benchmark study behind the README's Results: encoders x scenarios x seeds, trained with equal
+"""The benchmark study behind docs/results/: encoders x scenarios x seeds, trained with equal
 step budgets on the batched simulator and evaluated on both backends.
 
 One *job* is one training run (``<runs>/<scenario>-<arm>-s<seed>/``, an ordinary run directory,

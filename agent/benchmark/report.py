@@ -1,4 +1,4 @@
-"""The study's report: ``results.json``, ``results.md`` (the README's Results tables) and the
+"""The study's report: ``results.json``, ``results.md`` (the tables docs/results/ links) and the
 learning-curve PNGs."""
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def markdown(summary: dict[str, Any]) -> str:
-    """The Results tables (markdown), as the README shows them."""
+    """The study's tables (markdown), as ``results.md`` holds them."""
     config = summary["config"]
     lines: list[str] = []
     for scenario, arms in summary["results"].items():

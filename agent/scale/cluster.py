@@ -61,7 +61,7 @@ def connected(address: str | None, num_cpus: int | None = None) -> Iterator[Any]
     except (ConnectionError, ValueError, RuntimeError) as err:
         raise ConfigError(
             f"--ray {address}: cannot connect to a Ray cluster there ({err}); start one with "
-            "`ray start --head` (see the README's 'Past one machine'), or leave the address out "
+            "`ray start --head` (see docs/sweeps-and-ray.md), or leave the address out "
             "for a local instance"
         ) from None
     try:
@@ -83,7 +83,7 @@ def _probe(address: str) -> None:
     except OSError as err:
         raise ConfigError(
             f"--ray {address}: no Ray head answers there ({err.strerror or err}); start one with "
-            "`ray start --head` (see the README's 'Past one machine'), or leave the address out "
+            "`ray start --head` (see docs/sweeps-and-ray.md), or leave the address out "
             "for a local instance"
         ) from None
 

@@ -444,7 +444,7 @@ def fill_boxes(
     """Fill world-axis-aligned boxes into label maps, later boxes on top, in place.
 
     ``labels``: (B, H, W) uint8; ``origin``: (B, 2) [m] world position of pixel (0, 0);
-    ``boxes``: (B, R, 4) [x0, y0, x1, y1] [m]; ``ids``: (B, R) labels; ``show``: (B, R) bool.
+    ``boxes``: (B, R, 4) as (x0, y0, x1, y1) [m]; ``ids``: (B, R) labels; ``show``: (B, R) bool.
     A box covers the pixels whose centres it holds (pixel ``i`` is centred on ``i``, as the
     vehicles are drawn), at least the one nearest its middle.
     """

@@ -37,7 +37,7 @@ def server_help(host: str, port: int) -> str:
         f"`docker run -d --rm --gpus all --net=host carlasim/carla:0.9.16 bash CarlaUE4.sh "
         f"-RenderOffScreen -nosound -carla-rpc-port={port}` or, from the packaged release, "
         f"`./CarlaUE4.sh -RenderOffScreen -nosound -carla-rpc-port={port}`; point the env at it "
-        "with CARLA_HOST/CARLA_PORT or host=/port= (README, 'CARLA backend')."
+        "with CARLA_HOST/CARLA_PORT or host=/port= (docs/carla.md, 'Start a server')."
     )
 
 
