@@ -69,6 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # imported after parsing: --help answers without loading torch and the simulators
+    # imported after the arguments are read: --help and a bad flag answer before torch loads
     from agent.run.cli import fail, guarded
 
     if args.jobs is not None and args.jobs < 1:

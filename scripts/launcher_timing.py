@@ -49,6 +49,7 @@ def without_throughput(value):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # imported after the arguments are read: --help and a bad flag answer before torch loads
     from agent.run.cli import fail, guarded
 
     if args.workers < 1:

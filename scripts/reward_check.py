@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.episodes < 2 or args.seed < 0:
         parser.error("--episodes must be at least 2 and --seed non-negative")
 
+    # imported after the arguments are read: --help and a bad flag answer before torch loads
     from agent.evaluate.reward_check import run_check
     from agent.run.config import ConfigError, check_env_id
     from agent.run.loading import load_agent

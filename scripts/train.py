@@ -34,6 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # imported after the arguments are read: --help and a bad flag answer before torch loads
     from agent.run.admission import prepare
     from agent.run.cli import fail, guarded
     from agent.run.config_files import parse_overrides

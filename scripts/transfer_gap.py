@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         "--no-arrivals", action="store_true", help="no new traffic during episodes (intersection)"
     )
     args = parser.parse_args(argv)
+    # imported after the arguments are read: --help and a bad flag answer before torch loads
     from agent.run.cli import fail, guarded
 
     if args.episodes < 2:
