@@ -1,12 +1,12 @@
-"""Does the reward rank drives the way a user ranks them? (the README's "Reward")
+"""Does the reward rank drives the way a user ranks them? (docs/reward.md)
 
 Policies of known character drive the same seeded episodes: random, idle, the cautious rule, a
 reckless variant of the rule (short gaps, top speed), one that only ever speeds up, and any
 trained runs given. A user ranks two episodes by success first (arriving, or lasting, without a
 crash), then by speed. For every pair of episodes that the user's order tells apart (one
 succeeded and the other not, or both succeeded at different speeds), the check asks whether the
-return puts them in the same order, under the current reward and under the reward before issue
-17 (:data:`PREVIOUS_WEIGHTS`, recomputed from the episodes' terms); and whether the policies'
+return puts them in the same order, under the current reward and under the previous reward
+(:data:`PREVIOUS_WEIGHTS`, recomputed from the episodes' terms); and whether the policies'
 mean returns rank the policies as their success and speed do.
 """
 

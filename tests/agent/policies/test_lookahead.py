@@ -86,7 +86,7 @@ def test_ties_go_to_the_first_action_listed(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_the_lookahead_arrives_where_idle_crashes() -> None:
     """On the first intersection episode where keeping the speed crashes, planning in copies
-    finds a way through (the bound the README quotes rests on this)."""
+    finds a way through (the bound docs/evaluation.md quotes rests on this)."""
     env = gym.make(INTERSECTION)
     crashed = []
     for seed in range(40):

@@ -1,8 +1,8 @@
 """Interop with plain SB3: ``scripts/export.py --format sb3`` and ``evaluate.py --allow-pickle``.
 
 One tiny real run (batched highway, sensors normalised) is trained and exported once per module;
-the exported zip is loaded in a separate Python process by a plain SB3 script (the README's
-snippet), which must act as the run's own policy does on the same observations.
+the exported zip is loaded in a separate Python process by a plain SB3 script (the
+snippet of docs/interop.md), which must act as the run's own policy does on the same observations.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ TINY = [
     "train.final_eval_episodes=0", "env.normalize_sensors=true", "logging.video=false",
 ]  # fmt: skip
 
-# What a plain SB3 user runs (the README's snippet): SB3, numpy, gymnasium and `import envs`
+# What a plain SB3 user runs (docs/interop.md): SB3, numpy, gymnasium and `import envs`
 # for the env; the policy's extractor is imported by SB3's unpickling (this package installed).
 PLAIN = """
 import json, sys

@@ -1,5 +1,5 @@
 """The batched merge draws its initial traffic from the same distribution as highway-env's
-``MergeEnv._make_vehicles`` (the README's "own initial states are easier" question)."""
+``MergeEnv._make_vehicles`` (docs/batched.md, the merge's own initial states)."""
 
 from __future__ import annotations
 

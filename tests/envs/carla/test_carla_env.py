@@ -641,9 +641,7 @@ def live() -> dict[str, Any]:
     try:
         probe_server(host, port, 2.0)
     except CarlaConnectionError:
-        pytest.skip(
-            f"no CARLA server answers at {host}:{port} (start one: README, 'CARLA backend')"
-        )
+        pytest.skip(f"no CARLA server answers at {host}:{port} (start one: docs/carla.md)")
     return {"host": host, "port": port}
 
 
