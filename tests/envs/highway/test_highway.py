@@ -182,6 +182,30 @@ def test_the_frame_hook_delivers_every_simulation_frame(env_id: str) -> None:
     assert len(seen) == 2 * frames and env._on_frame is None
 
 
+@pytest.mark.parametrize("env_id", ["DriveAttention/Merge-v0", "DriveAttention/Intersection-v0"])
+def test_the_frame_loop_is_highway_envs_own(env_id: str) -> None:
+    """The env runs highway-env's frame loop itself (so that ``on_frame`` sees every frame): the
+    traffic must move exactly as highway-env's own ``_simulate`` moves it, frame for frame, so a
+    highway-env release that changes its loop shows here."""
+    ours = gym.make(env_id, action="continuous").unwrapped
+    theirs = gym.make(env_id, action="continuous").unwrapped
+    ours.reset(seed=5)
+    theirs.reset(seed=5)
+    sim = theirs.sim
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        action = rng.uniform(-1, 1, size=2).astype(np.float32)
+        ours._advance(action)
+        sim.time += 1 / sim.config["policy_frequency"]
+        sim._simulate(action)  # highway-env's step loop, as the env ran it before the hook
+        if theirs.scenario.respawns_traffic:
+            sim._clear_vehicles()
+            sim._spawn_vehicle(spawn_probability=sim.config["spawn_probability"])
+        assert ours.sim.steps == sim.steps
+        mine = [(*v.position, v.heading, v.speed) for v in ours.sim.road.vehicles]
+        assert mine == [(*v.position, v.heading, v.speed) for v in sim.road.vehicles]
+
+
 def test_route_sensors_tell_the_turn() -> None:
     env = gym.make("DriveAttention/Intersection-v0")
     names = env.unwrapped.sensor_names
