@@ -48,16 +48,9 @@ def _policy_action(policy: str, space: gym.Space, rng: np.random.Generator) -> A
 Frame = tuple[np.ndarray, np.ndarray]  # (N, 2) positions [m], (N,) crash flags
 
 
-def _recording(step: Callable, snapshot: Callable[[], Frame], out: list[Frame]) -> Callable:
-    """``step`` that appends ``snapshot()`` to ``out`` after every call: an observer put in place
-    of a simulator's frame step, so that simulator's own policy-step loop runs unchanged."""
-
-    def recorded(*args: Any, **kwargs: Any) -> Any:
-        result = step(*args, **kwargs)
-        out.append(snapshot())
-        return result
-
-    return recorded
+def _observer(snapshot: Callable[[], Frame], out: list[Frame]) -> Callable[[], None]:
+    """A frame hook's callback (``on_frame``) that appends ``snapshot()`` to ``out``."""
+    return lambda: out.append(snapshot())
 
 
 def _reference_frame(listed: list[Any]) -> Frame:
@@ -86,10 +79,9 @@ def trajectory_error(
     Per seed, highway-env's initial state is copied into the batched simulator and both run the
     same ego actions for ``steps`` policy steps, crashes included (the run goes on after any
     crash: post-crash motion, the impact push and braking, is part of what is compared). Each
-    side runs its own policy step unchanged; an observer on its frame step (highway-env's
-    ``Road.step``, the batched ``Simulator.step``) records every vehicle's position and crash
-    flag after every simulation frame, so crash flags are compared at simulation-frame
-    granularity, not only where the policy acts.
+    side runs its own policy step unchanged; an observer given to each env's frame hook
+    (``on_frame``) records every vehicle's position and crash flag after every simulation frame,
+    so crash flags are compared at simulation-frame granularity, not only where the policy acts.
 
     Returns, per policy step, the max and mean over episodes of the largest position error over
     vehicles (``max_position_error_m``, ``mean_position_error_m``, at ``horizon_s``); over all
@@ -115,15 +107,12 @@ def trajectory_error(
         core = BatchedDrive(scenario=scenario, action=action, **options)
         n = core.traffic_spec.n_slots()
         core.restart_from(import_state(ref.sim, core.road, n, ref.destination))
-        road = ref.sim.road
         listed = slot_order(ref.sim)
         n = len(listed)
         ref_frames: list[Frame] = []
         mine_frames: list[Frame] = []
-        road.step = _recording(road.step, functools.partial(_reference_frame, listed), ref_frames)
-        core.sim.step = _recording(
-            core.sim.step, functools.partial(_batched_frame, core, n), mine_frames
-        )
+        ref.on_frame(_observer(functools.partial(_reference_frame, listed), ref_frames))
+        core.on_frame(_observer(functools.partial(_batched_frame, core, n), mine_frames))
         rng = np.random.default_rng(seed)
         for k in range(steps):
             a = _policy_action(policy, ref.action_space, rng)

@@ -4,7 +4,8 @@ The policy sees a small camera frame (64 px by default) once per decision. The v
 same ego-centred view from the simulator's state at ``scale`` times the camera's resolution with
 the backend's own rasterizer (:class:`envs.camera.Rasterizer`: same transform, colours and label
 map, so the attention's patch grid lines up), and records the state at every simulation step
-between two decisions so the video can play the episode at its real pace.
+between two decisions so the video can play the episode at its real pace (the env delivers each
+simulation frame through its hook, :meth:`envs.highway.env.DriveEnv.on_frame`).
 
 Only the highway-env backend exposes its simulator (``env.unwrapped.sim``); for other backends
 :meth:`HighwayScene.attach` returns None and the video shows the camera frame upsampled.
@@ -76,25 +77,22 @@ class HighwayScene:
     def attach(cls, env: Any, scale: int) -> HighwayScene | None:
         """A scene for ``env`` if its backend exposes its simulator (highway-env), else None."""
         u = env.unwrapped
-        if not all(hasattr(u, name) for name in ("sim", "raster", "ego")):
+        if not all(hasattr(u, name) for name in ("sim", "raster", "ego", "on_frame")):
             return None
         if not isinstance(u.raster, Rasterizer):
             return None
         return cls(env, scale)
 
     def start(self) -> None:
-        """Call after each reset: take the episode's road, and record every simulation step of
-        the coming decisions (highway-env builds a new road at each reset)."""
-        road = self.env.sim.road
-        self.raster.set_road(road.network.lanes_list())
+        """Call after each reset: take the episode's road, and ask the env for every simulation
+        step of the coming decisions (highway-env builds a new road, and the env forgets the
+        request, at each reset)."""
+        self.raster.set_road(self.env.sim.road.network.lanes_list())
         self._between = []
-        step = road.step
+        self.env.on_frame(self._record)
 
-        def recorded_step(dt: float) -> None:
-            step(dt)
-            self._between.append(self.snapshot())
-
-        road.step = recorded_step  # this road only: the next reset replaces it
+    def _record(self) -> None:
+        self._between.append(self.snapshot())
 
     def snapshot(self) -> Snapshot:
         sim = self.env.sim

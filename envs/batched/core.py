@@ -10,6 +10,7 @@ highway-env (:mod:`envs.batched.road`), started by the scenario's :mod:`envs.bat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,6 +136,7 @@ class BatchedDrive:
         self.name = f"the batched {cfg.scenario} ({cfg.num_envs} envs)"  # for error messages
         self._from_nodes: dict[tuple[str, ...], torch.Tensor] = {}
         self._straight = torch.tensor([0.0, 1.0, 0.0], device=self.device)  # no route's turn
+        self._on_frame: Callable[[], None] | None = None  # see on_frame
 
     # ----------------------------------------------------------------- spaces
     def observation_space(self) -> spaces.Dict:
@@ -162,6 +164,7 @@ class BatchedDrive:
                 f"{expected}; import it with that many slots (import_state(..., n=...))"
             )
         self.traffic = traffic
+        self._on_frame = None  # an observer asks each start anew
         self.stats = contract.EpisodeStats.zeros(1.0 / self.config.policy_frequency, b, dev)
         self.stats.start(self._ego_position(traffic))
         self.last_action = torch.zeros(b, self.action_dim, device=dev)
@@ -213,6 +216,14 @@ class BatchedDrive:
         t = self.traffic.select(which)
         return self.labels[which], self.sensors(t, self.last_action[which], self.turn[which])
 
+    def on_frame(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback()`` after every simulation frame of the coming steps (``self.traffic``
+        holds that frame's state; the last frame of a step is before the scenario's departures and
+        arrivals), as the highway-env backend's ``DriveEnv.on_frame`` does: for an observer
+        comparing the backends frame by frame. ``None`` stops the calls, and so do
+        :meth:`reset` and :meth:`restart_from`. Without one a step costs nothing more."""
+        self._on_frame = callback
+
     def step(self, action: torch.Tensor) -> StepOutput:
         """Advance every environment by one policy period (no automatic reset).
 
@@ -233,6 +244,8 @@ class BatchedDrive:
         runs_before = t.red_runs.clone()
         for frame in range(self.frames_per_step):
             self.sim.step(t, dt, sim_action if frame == 0 else None)
+            if self._on_frame is not None:
+                self._on_frame()
         self.traffic_spec.after_step(t, self.sim, self.generator)
         red_light = t.red_runs > runs_before  # a stop line crossed on red during the step
 

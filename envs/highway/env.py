@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import functools
 import itertools
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -95,6 +96,7 @@ class DriveEnv(gym.Env):
         self._stats = EpisodeStats(dt=1.0 / cfg.policy_frequency)
         self._last_labels: np.ndarray | None = None
         self._planning = False  # a planning copy: steps skip the camera and the sensors
+        self._on_frame: Callable[[], None] | None = None  # see on_frame
 
     # ----------------------------------------------------------------- configuration
     def _sim_config(self) -> dict[str, Any]:
@@ -126,6 +128,7 @@ class DriveEnv(gym.Env):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
+        self._on_frame = None  # a recorder asks each episode anew
         self.sim.reset(seed=simulator_seed(self.np_random, seed))
         self.ego = self.sim.vehicle
         self._plan_route()
@@ -205,9 +208,7 @@ class DriveEnv(gym.Env):
         rasteriser are still the original's)."""
         twin = copy.copy(self)
         twin.sim = copy.deepcopy(self.sim)  # highway-env's deepcopy leaves its viewer out
-        # a recorder (agent.evaluate.scene.HighwayScene) replaces the road's step on the instance
-        # with a closure over the original road; the copy must step its own road
-        vars(twin.sim.road).pop("step", None)
+        twin._on_frame = None  # the original's recorder films the original only
         twin.ego = twin.sim.vehicle
         twin._stats = copy.deepcopy(self._stats)
         twin._last_action = np.array(self._last_action)
@@ -215,11 +216,34 @@ class DriveEnv(gym.Env):
         return twin
 
     # ----------------------------------------------------------------- internals
+    def on_frame(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback()`` after every simulation frame of this episode's coming steps: the
+        ``simulation_frequency / policy_frequency`` frames of each step, each call once the road
+        has moved (``self.sim`` holds that frame's state; the last frame of a step is the state
+        the next decision sees, before the intersection's arrivals are spawned). For a recorder
+        that films the episode between decisions (:class:`agent.evaluate.scene.HighwayScene`).
+
+        ``None`` stops the calls, and so does the next :meth:`reset` (a recorder asks each
+        episode anew); a :meth:`planning_copy` never calls it. Without one a step costs nothing
+        more."""
+        self._on_frame = callback
+
     def _advance(self, sim_action: Any) -> None:
-        """highway-env's step without its observation, reward and info (computed here)."""
+        """highway-env's step without its observation, reward and info (computed here): its
+        frame loop (``AbstractEnv._simulate``, less the viewer's automatic rendering of
+        intermediate frames, as this env never opens highway-env's viewer) runs here, so that
+        :meth:`on_frame` sees every frame."""
         sim = self.sim
         sim.time += 1 / sim.config["policy_frequency"]
-        sim._simulate(sim_action)
+        frames = int(sim.config["simulation_frequency"] // sim.config["policy_frequency"])
+        for _ in range(frames):
+            if sim.steps % frames == 0 and not sim.config["manual_control"]:
+                sim.action_type.act(sim_action)  # the action holds for the whole step
+            sim.road.act()
+            sim.road.step(1 / sim.config["simulation_frequency"])  # [s]
+            sim.steps += 1
+            if self._on_frame is not None:
+                self._on_frame()
         if self.scenario.respawns_traffic:  # what IntersectionEnv.step adds to the base step
             sim._clear_vehicles()
             sim._spawn_vehicle(spawn_probability=sim.config["spawn_probability"])

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import envs  # noqa: F401  (registers the ids)
+from agent.evaluate.rollout import evaluate, rollout
 from agent.evaluate.scene import HighwayScene, Snapshot, interpolate
 from agent.evaluate.video import (
     MIN_SCENE_PX,
@@ -23,6 +24,7 @@ from agent.evaluate.video import (
     render_frame,
     scene_scale,
 )
+from agent.policies.base import IdlePolicy
 from envs.contract import CLASS_ID, PALETTE
 
 TEXT = FrameText(0, "IDLE", 20.0, 0.0, 0.0)
@@ -76,6 +78,29 @@ def test_scene_records_every_simulation_step(highway: gym.Env) -> None:
         half.ego_position, (between[0].ego_position + between[1].ego_position) / 2
     )
     assert set(half.others) == set(between[0].others) & set(between[1].others)
+
+
+def test_only_filmed_episodes_ask_the_env_for_frames(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The recorder asks the env for its frames through the env's hook, episode by episode: an
+    evaluation without videos registers nothing, a filmed episode gets every simulation step,
+    and an unfilmed one after it (the scene kept for the next film) takes no snapshot."""
+    env = gym.make("DriveAttention/Highway-v0", duration=3.0)
+    base = env.unwrapped
+    policy = IdlePolicy(base.idle_action)
+    asked = []
+    register = base.on_frame
+    monkeypatch.setattr(base, "on_frame", lambda callback: (asked.append(1), register(callback)))
+    evaluate(env, policy, episodes=2, seed=0)
+    assert asked == [] and base._on_frame is None
+    scene = HighwayScene.attach(env, 4)
+    _, recording = rollout(env, policy, 0, 0, record=True, scene=scene)
+    *steps, end = recording.decisions
+    assert len(asked) == 1 and [len(d.between) for d in steps] == [5] * 3 and end.between == []
+    snapshots = []
+    monkeypatch.setattr(scene, "snapshot", lambda: snapshots.append(1))
+    rollout(env, policy, 1, 1, record=False, scene=scene)
+    assert snapshots == [] and len(asked) == 1 and base._on_frame is None
+    env.close()
 
 
 def test_interpolation_keeps_vehicles_that_appear_or_leave() -> None:

@@ -49,8 +49,8 @@ def test_a_planning_copy_foresees_the_episode_and_leaves_the_original_alone() ->
 
 
 def test_a_planning_copy_of_a_filmed_episode_steps_its_own_road() -> None:
-    """A video recorder wraps the road's step; a copy made while filming must move its own
-    vehicles, not the filmed episode's, and add nothing to the video."""
+    """A video recorder asks the env for every simulation frame; a copy made while filming must
+    move its own vehicles, not the filmed episode's, and never call the original's recorder."""
     env = gym.make(INTERSECTION)
     env.reset(seed=3)
     scene = HighwayScene.attach(env, scale=2)
@@ -64,7 +64,7 @@ def test_a_planning_copy_of_a_filmed_episode_steps_its_own_road() -> None:
         twin.step(FASTER)
     assert np.array_equal([v.position for v in base.sim.road.vehicles], positions)
     assert not np.allclose(twin.ego.position, base.ego.position)  # the copy did move
-    assert scene.take_between() == []
+    assert scene.take_between() == [] and twin._on_frame is None
     env.step(IDLE)  # the filmed episode still records its own steps
     assert len(scene.take_between()) > 0
     env.close()

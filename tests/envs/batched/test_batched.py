@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -117,6 +119,27 @@ def test_determinism_under_seed() -> None:
     a, b, c = rollout(3), rollout(3), rollout(4)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     assert not np.array_equal(a[0], c[0])
+
+
+def test_the_frame_hook_delivers_every_simulation_frame() -> None:
+    """As the highway-env backend's: one call per simulation frame of a step, none after
+    ``on_frame(None)`` or a reset, and none registered unless asked."""
+    core = BatchedDrive(num_envs=2)
+    core.reset()
+    assert core._on_frame is None
+    seen: list[np.ndarray] = []
+    core.on_frame(lambda: seen.append(core.traffic.x[:, 0].clone().numpy()))
+    idle = torch.ones(2, dtype=torch.long)
+    core.step(idle)
+    assert len(seen) == core.frames_per_step
+    assert all((b > a).all() for a, b in itertools.pairwise(seen)), "the egos drive on"
+    np.testing.assert_array_equal(seen[-1], core.traffic.x[:, 0].numpy())
+    core.on_frame(None)
+    core.step(idle)
+    core.on_frame(lambda: seen.append(np.zeros(2)))
+    core.reset()
+    core.step(idle)
+    assert len(seen) == core.frames_per_step and core._on_frame is None
 
 
 def _imported(scenario: str, seed: int, steps: int = 0, **options):

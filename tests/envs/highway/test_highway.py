@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -150,6 +151,59 @@ def test_frame_stack_and_continuous_actions() -> None:
     assert not np.array_equal(obs["camera"][..., :3], obs["camera"][..., 6:])
     names = env.unwrapped.sensor_names
     assert obs["sensors"][names.index("ego.last_accel")] == 1.0
+
+
+@pytest.mark.parametrize("env_id", ["DriveAttention/Highway-v0", "DriveAttention/Intersection-v0"])
+def test_the_frame_hook_delivers_every_simulation_frame(env_id: str) -> None:
+    """``on_frame`` calls its recorder once per simulation frame, after the road moved, the last
+    call seeing the state the step returns; ``None`` and the next reset stop it, and an env
+    nobody films holds no recorder."""
+    env = gym.make(env_id).unwrapped
+    env.reset(seed=2)
+    assert env._on_frame is None, "an unfilmed env registers nothing"
+    sim = env.sim
+    frames = sim.config["simulation_frequency"] // sim.config["policy_frequency"]
+    seen: list[tuple[int, np.ndarray]] = []
+    env.on_frame(lambda: seen.append((sim.steps, np.array(sim.vehicle.position))))
+    start = sim.steps
+    env.step(env.idle_action)
+    assert [k for k, _ in seen] == list(range(start + 1, start + frames + 1))
+    positions = [p for _, p in seen]
+    assert all(not np.array_equal(a, b) for a, b in itertools.pairwise(positions))
+    np.testing.assert_array_equal(positions[-1], env.ego.position)
+    env.step(env.idle_action)
+    assert len(seen) == 2 * frames
+    env.on_frame(None)
+    env.step(env.idle_action)
+    assert len(seen) == 2 * frames
+    env.on_frame(lambda: seen.append((sim.steps, np.zeros(2))))
+    env.reset(seed=3)  # a recorder asks each episode anew
+    env.step(env.idle_action)
+    assert len(seen) == 2 * frames and env._on_frame is None
+
+
+@pytest.mark.parametrize("env_id", ["DriveAttention/Merge-v0", "DriveAttention/Intersection-v0"])
+def test_the_frame_loop_is_highway_envs_own(env_id: str) -> None:
+    """The env runs highway-env's frame loop itself (so that ``on_frame`` sees every frame): the
+    traffic must move exactly as highway-env's own ``_simulate`` moves it, frame for frame, so a
+    highway-env release that changes its loop shows here."""
+    ours = gym.make(env_id, action="continuous").unwrapped
+    theirs = gym.make(env_id, action="continuous").unwrapped
+    ours.reset(seed=5)
+    theirs.reset(seed=5)
+    sim = theirs.sim
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        action = rng.uniform(-1, 1, size=2).astype(np.float32)
+        ours._advance(action)
+        sim.time += 1 / sim.config["policy_frequency"]
+        sim._simulate(action)  # highway-env's step loop, as the env ran it before the hook
+        if theirs.scenario.respawns_traffic:
+            sim._clear_vehicles()
+            sim._spawn_vehicle(spawn_probability=sim.config["spawn_probability"])
+        assert ours.sim.steps == sim.steps
+        mine = [(*v.position, v.heading, v.speed) for v in ours.sim.road.vehicles]
+        assert mine == [(*v.position, v.heading, v.speed) for v in sim.road.vehicles]
 
 
 def test_route_sensors_tell_the_turn() -> None:
