@@ -25,7 +25,7 @@ import numpy as np
 
 import envs
 from agent.policies.base import AttentionView
-from agent.run.config import ConfigError
+from envs.configuration import ConfigError
 from envs.contract import DISCRETE_ACTIONS
 
 LEFT, IDLE, RIGHT, FASTER, SLOWER = range(len(DISCRETE_ACTIONS))  # highway-env's order

@@ -53,7 +53,7 @@ from gymnasium import spaces
 
 import envs
 from agent.policies.base import AttentionView
-from agent.run.config import ConfigError
+from envs.configuration import ConfigError
 from envs.contract import DISCRETE_ACTIONS, LIGHT_PALETTE, LIGHT_STATES
 from envs.scenarios import (
     CLOSING_SCALE,
