@@ -43,6 +43,7 @@ from agent.lookahead import LookaheadPolicy, check_can_look_ahead
 from agent.rule_policy import check_has_rule, rule_policy
 from agent.rundir import RunDir
 from agent.wandb_logger import RunLogger
+from envs import camera_geometry
 
 
 @dataclass
@@ -100,7 +101,8 @@ def run_evaluation(request: EvaluationRequest) -> tuple[EvalReport, Path]:
             allow_pickle=request.allow_pickle,
         )
         config, spec, policy, step = agent.config, agent.spec, agent.policy, agent.checkpoint.step
-        cell_px = (config.model.patch, config.model.patch)
+        camera = camera_geometry(config.env.id, **config.env.kwargs)
+        cell_px = camera.patch_cell(config.model.patch)
         label = _checkpoint_label(run, agent.checkpoint)
     else:
         if run is not None:

@@ -18,6 +18,7 @@ from agent.config import ConfigError
 from agent.evaluation import EvalReport, IdlePolicy, RandomPolicy, evaluate
 from agent.loading import load_agent
 from agent.rule_policy import has_rule, rule_policy
+from envs import camera_geometry
 
 # what a job's result keeps of the attribution (agent.attention_report.analyse_attention)
 ATTENTION_KEYS = (
@@ -60,7 +61,7 @@ def evaluate_job(job: Job) -> dict[str, Any]:
                 report,
                 episodes,
                 seed,
-                cell=(agent.config.model.patch, agent.config.model.patch),
+                cell=camera_geometry(env_id, **kwargs).patch_cell(agent.config.model.patch),
                 noise_std=spec["noise_std"],
                 progress=lambda line: print(line, flush=True),
             )
