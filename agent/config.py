@@ -140,7 +140,7 @@ class EnvConfig:
 
     id: str = "DriveAttention/Highway-v0"
     n_envs: int = 2  # parallel copies; > 1 runs them in subprocesses
-    kwargs: dict[str, Any] = field(default_factory=dict)  # validated by the env itself
+    kwargs: dict[str, Any] = field(default_factory=dict)  # the backend's typed options
     start_method: Literal["forkserver", "fork", "spawn"] = "forkserver"
     normalize_sensors: bool = False  # running mean/std of the sensor vector (VecNormalize)
     normalize_reward: bool = False  # running return scaling (VecNormalize)
@@ -171,6 +171,9 @@ class EnvConfig:
                 "env.kwargs.num_envs: the number of environments is env.n_envs; remove it and set "
                 f"env.n_envs={self.kwargs['num_envs']}"
             )
+        # checked against the backend's typed options without making an env: a bad key is
+        # named with the closest valid one, a bad value with its range or the backend's reason
+        envs.options(self.id, self.kwargs, prefix="env.kwargs.")
 
 
 @dataclass
