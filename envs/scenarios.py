@@ -95,9 +95,7 @@ every backend resolves them with :func:`reward_weights`.
   (arriving ends the episode, and with it the pay for speed; the goal's +1 must stay worth more
   than a few steps of speed).
 - ``red_light`` only where the simulator has lights and detects running them (the signalised
-  scenario; the CARLA backend does not detect red-light runs yet).
-- CARLA's terms are larger: its episodes are longer (up to 120 s at 20 Hz) and its goal a whole
-  route."""
+  scenario; the CARLA backend does not detect red-light runs yet)."""
 
 
 def reward_weights(scenario: str, given: Mapping[str, float] | None = None) -> dict[str, float]:
