@@ -43,7 +43,7 @@ range)."""
 
 # ------------------------------------------------------------------ the embedded backends' camera
 # How both embedded backends draw a highway-env road (highway-env's look), so their frames agree
-# pixel for pixel (tests/test_batched.py holds them to it).
+# pixel for pixel (tests/envs/batched/test_batched.py holds them to it).
 STRIPE_SPACING = 4.33  # [m] dash period
 STRIPE_LENGTH = 3.0  # [m] dash length
 CURVE_STEP = 1.0  # [m] sampling step along curved lanes

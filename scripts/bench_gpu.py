@@ -54,7 +54,7 @@ GOAL_STEPS_PER_S = 1_000_000  # with 64x64 frames on one GPU, simulator + render
 MINIMUM_STEPS_PER_S = 100_000
 # name: (experiment, device of the policy, config overrides); run in this order
 TRAIN_RUNS: dict[str, tuple[str, str, dict[str, Any]]] = {
-    # the highway-env backend in subprocesses (the default before issue 17)
+    # the highway-env backend in subprocesses (the default before the batched simulator)
     "highway_env/cuda": ("configs/highway_env.yaml", "cuda", {}),
     "highway_env/cpu": ("configs/highway_env.yaml", "cpu", {}),
     # the batched simulator on the GPU too: only its numpy observations cross to the host
@@ -185,8 +185,8 @@ def train_worker(args: argparse.Namespace) -> int:
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.logger import Logger
 
-    from agent.build import make_algo, make_vec_env, probe_env, resolve_device, wrap_normalize
-    from agent.config import load_config
+    from agent.run.build import make_algo, make_vec_env, probe_env, resolve_device, wrap_normalize
+    from agent.run.config_files import load_config
 
     path, device, overrides = TRAIN_RUNS[args.run]
     overrides = {**overrides, **(QUICK_TRAIN if args.quick else {})}

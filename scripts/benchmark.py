@@ -69,7 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # imported after parsing: --help answers without loading torch and the simulators
-    from agent.cli import fail, guarded
+    # imported after the arguments are read: --help and a bad flag answer before torch loads
+    from agent.run.cli import fail, guarded
 
     if args.jobs is not None and args.jobs < 1:
         return fail(f"--jobs must be at least 1, got {args.jobs}")

@@ -22,7 +22,7 @@ from pathlib import Path
 import gymnasium as gym
 
 import envs
-from agent.cli import fail, guarded
+from agent.run.cli import fail, guarded
 from envs.highway import DriveEnv
 
 

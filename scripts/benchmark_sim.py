@@ -8,7 +8,7 @@ second with camera frames (the VecEnv's numpy observations) at B = 1, 16, 256, b
 highway-env backend (DriveAttention/<Scenario>-v0, same frame size, one process, one core)
 measured in the same run. ``ratio_per_core`` = (batched steps/s / torch
 threads) / (reference steps/s). On a GPU the frames stay on the device (tensor API), as a GPU
-training pipeline would consume them. Validation: see :mod:`agent.backend_validation`.
+training pipeline would consume them. Validation: see :mod:`envs.validation`.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 import envs
-from agent.backend_validation import REFERENCE_IDS, traffic_statistics, trajectory_error
-from agent.cli import guarded
+from agent.run.cli import guarded
 from envs.batched import BatchedDrive, BatchedDriveVecEnv
+from envs.validation import REFERENCE_IDS, traffic_statistics, trajectory_error
 
 
 def reference_rate(scenario: str, camera: tuple[int, int], seconds: float) -> float:
@@ -164,7 +164,7 @@ def measure(args: argparse.Namespace) -> int:
 
 def validate(scenarios: list[str], quick: bool) -> dict:
     """Trajectories from one state and traffic statistics of every scenario (see
-    :mod:`agent.backend_validation`); printed as they come."""
+    :mod:`envs.validation`); printed as they come."""
     episodes = 16 if quick else 100
     seeds = 10 if quick else 50
     validation: dict = {"trajectory": [], "statistics": []}

@@ -5,10 +5,11 @@
 [--json OUT] [--wandb [MODE]] [--allow-pickle]``
 
 The reference policies need no trained run: ``--policy rule --env ID --json OUT`` evaluates the
-hand-written cautious controller (:mod:`agent.rule_policy`) with the env's default options
+hand-written cautious controller (:mod:`agent.policies.rule`) with the env's default options
 (``--config`` or ``--run`` for a config's options). ``--policy lookahead`` (highway-env ids,
 discrete actions) plans each decision in copies of the simulator that know the traffic's future
-(:mod:`agent.lookahead`): not a driver, but a bound from below on what the meta-actions reach.
+(:mod:`agent.policies.lookahead`): not a driver, but a bound from below on what the meta-actions
+reach.
 
 Prints a table (mean and std of return, success and collision rates, mean speed, episode
 length) and writes the same figures with per-episode rows as JSON (default:
@@ -99,8 +100,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from agent.cli import guarded
-    from agent.evaluate_run import EvaluationRequest, main_table, run_evaluation
+    # imported after the arguments are read: --help and a bad flag answer before torch loads
+    from agent.evaluate.command import EvaluationRequest, main_table, run_evaluation
+    from agent.run.cli import guarded
 
     def body() -> int:
         report, json_path = run_evaluation(EvaluationRequest(**vars(args)))

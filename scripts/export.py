@@ -29,8 +29,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from agent.cli import guarded
-    from agent.export import export_sb3
+    # imported after the arguments are read: --help and a bad flag answer before torch loads
+    from agent.run.cli import guarded
+    from agent.run.export import export_sb3
 
     def body() -> int:
         result = export_sb3(args.run, args.out, checkpoint=args.checkpoint, fmt=args.fmt)

@@ -49,7 +49,8 @@ def without_throughput(value):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from agent.cli import fail, guarded
+    # imported after the arguments are read: --help and a bad flag answer before torch loads
+    from agent.run.cli import fail, guarded
 
     if args.workers < 1:
         return fail(f"--workers must be at least 1, got {args.workers}")

@@ -5,8 +5,8 @@
 
 Random, idle, the cautious rule, a reckless rule and an always-faster policy (and the trained
 runs given with --run) drive the same seeded episodes. Prints each policy's success, speed and
-mean return under the current reward and under the reward before issue 17, and
-how often each return orders two episodes as a user would (:mod:`agent.reward_check`).
+mean return under the current reward and under the reward before the ``alive`` term, and
+how often each return orders two episodes as a user would (:mod:`agent.evaluate.reward_check`).
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.episodes < 2 or args.seed < 0:
         parser.error("--episodes must be at least 2 and --seed non-negative")
 
-    from agent.config import ConfigError, check_env_id
-    from agent.loading import load_agent
-    from agent.reward_check import run_check
+    # imported after the arguments are read: --help and a bad flag answer before torch loads
+    from agent.evaluate.reward_check import run_check
+    from agent.run.config import ConfigError, check_env_id
+    from agent.run.loading import load_agent
 
     try:
         check_env_id(args.env, key="--env")
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"{args.env}, {args.episodes} episodes per policy from seed {args.seed}")
-    print("| policy | success | collision | speed [m/s] | return | return before issue 17 |")
+    print("| policy | success | collision | speed [m/s] | return | return before the alive term |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, s in result["policies"].items():
         print(

@@ -45,7 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from agent.cli import fail, guarded
+    # imported after the arguments are read: --help and a bad flag answer before torch loads
+    from agent.run.cli import fail, guarded
 
     if args.trials is not None and args.trials < 1:
         return fail(f"--trials must be at least 1, got {args.trials}")

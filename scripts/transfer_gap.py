@@ -9,7 +9,7 @@ only when boxes overlap). Both simulators have the predictive test, so from the 
 episodes should match: the figures are highway-env's return over the batched return from the
 same starts, and the episodes that crash on one backend only. ``--no-arrivals`` turns the
 intersection's random arrivals off on both sides (they are separate random draws). See
-``agent.backend_validation.paired_transfer``.
+``envs.validation.paired_transfer``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         "--no-arrivals", action="store_true", help="no new traffic during episodes (intersection)"
     )
     args = parser.parse_args(argv)
-    from agent.cli import fail, guarded
+    # imported after the arguments are read: --help and a bad flag answer before torch loads
+    from agent.run.cli import fail, guarded
 
     if args.episodes < 2:
         return fail("--episodes must be at least 2")
@@ -43,10 +44,10 @@ def report(args: argparse.Namespace) -> int:
     import torch
 
     import envs
-    from agent.backend_validation import REFERENCE_IDS, paired_transfer
-    from agent.config import ConfigError
-    from agent.loading import load_agent, run_config
-    from agent.rundir import RunDir
+    from agent.run.config import ConfigError
+    from agent.run.loading import load_agent, run_config
+    from agent.run.rundir import RunDir
+    from envs.validation import REFERENCE_IDS, paired_transfer
 
     torch.set_num_threads(1)
     config = run_config(RunDir(Path(args.run)))

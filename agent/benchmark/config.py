@@ -8,10 +8,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from agent.build import probe_env
-from agent.config import ConfigError, ExperimentConfig, load_config, read_yaml
-from agent.loading import check_same_observation
-from agent.training import check_model
+from agent.run.admission import check_model
+from agent.run.build import probe_env
+from agent.run.config import ConfigError, ExperimentConfig
+from agent.run.config_files import load_config, read_yaml
+from agent.run.loading import check_same_observation
 from envs.configuration import build, check, closest
 
 METRICS = ("mean_return", "success_rate", "collision_rate")  # per backend and condition

@@ -10,17 +10,19 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from agent.attention_report import analyse_attention, evaluate_ablations
 from agent.benchmark.config import METRICS, BenchmarkConfig
 from agent.benchmark.jobs import Job, plan, write_json
-from agent.build import make_env, probe_env
-from agent.config import ConfigError
-from agent.evaluation import EvalReport, IdlePolicy, RandomPolicy, evaluate
-from agent.loading import load_agent
-from agent.rule_policy import has_rule, rule_policy
+from agent.evaluate.attention_report import analyse_attention, evaluate_ablations
+from agent.evaluate.episodes import EvalReport
+from agent.evaluate.rollout import evaluate
+from agent.policies.base import IdlePolicy, RandomPolicy
+from agent.policies.rule import has_rule, rule_policy
+from agent.run.build import make_env, probe_env
+from agent.run.config import ConfigError
+from agent.run.loading import load_agent
 from envs import camera_geometry
 
-# what a job's result keeps of the attribution (agent.attention_report.analyse_attention)
+# what a job's result keeps of the attribution (agent.evaluate.attention_report.analyse_attention)
 ATTENTION_KEYS = (
     "class_mass",
     "class_lift",
@@ -95,7 +97,7 @@ REFERENCES: tuple[str, ...] = ("random", "idle", "rule")
 
 def reference_policies(config: BenchmarkConfig, runs_root: Path) -> dict[str, Any]:
     """Random, idle and rule policies on every scenario and backend (rule where it has one: see
-    :mod:`agent.rule_policy`): the same env settings and seeded episodes as the arms. Cached in
+    :mod:`agent.policies.rule`): the same env settings and seeded episodes as the arms. Cached in
     ``<runs>/references.json`` (recomputed when they change)."""
     ev = config.evaluation
     cache = runs_root / "references.json"

@@ -20,11 +20,12 @@ import torch
 
 from agent.benchmark.evaluation import evaluate_job
 from agent.benchmark.jobs import LOG_FILE, RESULT_FILE, Job, write_json
-from agent.build import make_vec_env
-from agent.config import ExperimentConfig
-from agent.files import append_line
-from agent.rundir import RunDir
-from agent.training import Trainer, prepare
+from agent.run.admission import prepare
+from agent.run.build import make_vec_env
+from agent.run.config import ExperimentConfig
+from agent.run.files import append_line
+from agent.run.rundir import RunDir
+from agent.training import Trainer
 
 SEGMENTS_FILE = "benchmark_segments.jsonl"  # steps and seconds of each training segment
 

@@ -15,10 +15,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import envs
 from agent.benchmark.config import BenchmarkConfig, arm_experiment
-from agent.config import ConfigError, ExperimentConfig, config_diff, read_yaml, to_dict
-from agent.files import write_text
-from agent.rundir import RunDir
+from agent.run.config import ConfigError, ExperimentConfig
+from agent.run.config_files import config_diff, read_yaml, to_dict
+from agent.run.files import write_text
+from agent.run.rundir import RunDir
 
 RESULT_FILE = "benchmark.json"
 LOG_FILE = "benchmark.log"
@@ -137,8 +139,6 @@ def stale(job: Job) -> list[str]:
         changes += [line for line in config_diff(saved, wanted) if not line.startswith("logging.")]
     recorded = run.read_info().get("reward_weights")  # None: a run from before they were kept
     if recorded is not None and run.config.is_file():
-        import envs
-
         env = job.experiment().env
         current = envs.reward_weights(env.id, **env.kwargs)
         # a term the record lacks did not exist when the run was trained: it weighed 0

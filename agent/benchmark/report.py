@@ -13,8 +13,8 @@ import numpy as np
 from agent.benchmark.config import BenchmarkConfig
 from agent.benchmark.jobs import write_json
 from agent.benchmark.stats import SMOOTHING, aggregate, curve_band, smooth
-from agent.evaluation import FAITHFUL_RATIO
-from agent.files import write_text
+from agent.evaluate.episodes import FAITHFUL_RATIO
+from agent.run.files import write_text
 
 
 def plot_curves(
@@ -99,7 +99,7 @@ def _iqm(cell: Mapping[str, Any], percent: bool = False) -> str:
 def _faithfulness(seeds: Sequence[int], ratios: Sequence[float | None]) -> str:
     """``s0 17.7, s1 1.2 (NOT FAITHFUL), s2 n/a``: the map a run's videos show does not explain
     its policy where blanking its most-attended patches moves the policy less than
-    :data:`agent.evaluation.FAITHFUL_RATIO` times as much as blanking random ones."""
+    :data:`agent.evaluate.episodes.FAITHFUL_RATIO` times as much as blanking random ones."""
 
     def verdict(value: float | None) -> str:
         if value is None or math.isnan(value):

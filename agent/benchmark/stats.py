@@ -226,7 +226,8 @@ def aggregate(
 
 
 SIGNAL_METRICS = ("red_light_rate", "pedestrian_collision_rate")
-"""Episode shares the signalised scenario adds to an evaluation (agent.evaluation.EvalReport)."""
+"""Episode shares the signalised scenario adds to an evaluation
+(:class:`agent.evaluate.episodes.EvalReport`)."""
 
 
 def _signals(attention: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent.files import TEMP_MARK, write_atomic
-from agent.rundir import LOCK_FILE
+from agent.run.files import TEMP_MARK, write_atomic
+from agent.run.rundir import LOCK_FILE
 
 
 def _skipped(relative: Path) -> bool:

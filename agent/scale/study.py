@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.benchmark.config import BenchmarkConfig
+from agent.benchmark.execution import run_job
 from agent.benchmark.jobs import LOG_FILE, Job, outstanding, read_result
 from agent.benchmark.scheduler import OUTCOMES, progress_line
 from agent.scale.cluster import check_resources, connected
@@ -41,8 +42,6 @@ def repath(old: str, new: str) -> Callable[[str, bytes], bytes]:
 def train_remote(job: Job, store: Any) -> dict[str, Any]:
     """One job inside a Ray task (see the module's docstring); returns its outcome."""
     import ray
-
-    from agent.benchmark.execution import run_job
 
     node = ray.get_runtime_context().get_node_id()
     root = Path(job.run_dir).parent  # the driver's runs folder

@@ -26,8 +26,16 @@ from typing import Any, Literal
 import yaml
 
 from agent.benchmark.config import flatten
-from agent.config import ConfigError, ExperimentConfig, load_config, read_yaml, to_dict
-from agent.files import write_text
+from agent.evaluate.episodes import EvalReport
+from agent.run.admission import prepare
+from agent.run.config import ConfigError, ExperimentConfig
+from agent.run.config_files import load_config, read_yaml, to_dict
+from agent.run.files import write_text
+from agent.run.rundir import RunDir
+from agent.scale.cluster import check_resources, connected
+from agent.scale.store import RunMirror, pull, start_store
+from agent.scale.study import repath
+from agent.training import Trainer
 from envs.configuration import build, check
 
 METRICS = ("mean_return", "success_rate", "collision_rate", "mean_speed")  # periodic eval
@@ -222,12 +230,6 @@ def run_trial(
     and report every periodic evaluation."""
     from ray import tune
 
-    from agent.evaluation import EvalReport
-    from agent.rundir import RunDir
-    from agent.scale.store import RunMirror, pull
-    from agent.scale.study import repath
-    from agent.training import Trainer, prepare
-
     class ReportingTrainer(Trainer):
         def periodic_eval(self, step: int) -> EvalReport:
             report = super().periodic_eval(step)
@@ -264,8 +266,6 @@ def run_sweep(
     say: Any = print,
 ) -> dict[str, Any]:
     """Run (or continue) the sweep; write the trial table and ``best.yaml``; the summary."""
-    from agent.scale.cluster import check_resources, connected
-    from agent.scale.store import start_store
 
     runs_root.mkdir(parents=True, exist_ok=True)
     with connected(address, num_cpus=config.concurrent) as ray:

@@ -1,7 +1,7 @@
 """Torch twins of :mod:`envs.contract` for B environments at once.
 
 Each function here computes what its numpy namesake computes, elementwise over a (B,) batch;
-``tests/test_batched.py`` holds them to each other (the parity test).
+``tests/envs/batched/test_batched.py`` holds them to each other (the parity test).
 """
 
 from __future__ import annotations

@@ -161,7 +161,8 @@ class MergeTraffic(BatchedScenario):
     """MergeEnv's ``_make_vehicles``: three highway vehicles, one on the ramp, an obstacle.
 
     Same draws as highway-env's (lane, position and speed offsets of the three highway cars, no
-    ``randomize_behavior``), held to its distribution by ``tests/test_batched_initial_states.py``.
+    ``randomize_behavior``), held to its distribution by
+    ``tests/envs/batched/test_batched_initial_states.py``.
     """
 
     def n_slots(self) -> int:
@@ -270,7 +271,8 @@ class IntersectionTraffic(RouteTraffic):
         initial_vehicle_count: int  # spawn attempts before the warm-up, plus one
 
     regulated = True
-    SLOTS = 16  # at the defaults: never full while an episode runs (tests/test_batched_routes.py)
+    # at the defaults: never full while an episode runs (tests/envs/batched/test_batched_routes.py)
+    SLOTS = 16
     WARM_UP = 3  # [s] simulated before the ego is placed
     # _make_vehicles spawns the initial traffic at _spawn_vehicle's own default probability,
     # whatever the spawn_probability setting (which only the arrivals after each step follow)

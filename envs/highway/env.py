@@ -205,8 +205,8 @@ class DriveEnv(gym.Env):
         rasteriser are still the original's)."""
         twin = copy.copy(self)
         twin.sim = copy.deepcopy(self.sim)  # highway-env's deepcopy leaves its viewer out
-        # a recorder (agent.scene.HighwayScene) replaces the road's step on the instance with a
-        # closure over the original road; the copy must step its own road
+        # a recorder (agent.evaluate.scene.HighwayScene) replaces the road's step on the instance
+        # with a closure over the original road; the copy must step its own road
         vars(twin.sim.road).pop("step", None)
         twin.ego = twin.sim.vehicle
         twin._stats = copy.deepcopy(self._stats)

@@ -1,0 +1,175 @@
+"""Filming a recorded episode as an attention video: the decisions, the simulation frames between
+them, the per-class legend and the map's faithfulness (occlusion ratio)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.policies import ActorCriticPolicy
+
+from agent.evaluate.attribution import Attribution, SB3Probe, occlusion_test
+from agent.evaluate.episodes import EpisodeResult, faithfulness_text, outcome
+from agent.evaluate.scene import HighwayScene, Snapshot, interpolate
+from agent.evaluate.video import FrameText, RayLayout, VideoWriter, render_frame, scene_scale
+from agent.policies.base import AttentionView, Policy, TrainedPolicy
+
+
+@dataclass
+class Decision:
+    """What the video frames of one decision show (recorded while the episode runs, drawn only
+    if the episode is filmed)."""
+
+    step: int
+    camera: np.ndarray  # (H, W, 3k) the observation's frame stack
+    sensors: np.ndarray  # (D,) the observation's sensors
+    info: dict[str, Any]  # speed, and road labels where the env gives them
+    view: AttentionView | None  # the policy's attention on this observation
+    action: str  # the action chosen on it ("(end)" after the last step)
+    reward: float  # of the previous step
+    total: float  # the return so far
+    scene: Snapshot | None = None  # the simulator's state at the decision
+    between: list[Snapshot] = field(default_factory=list)  # its steps until the next decision
+
+
+@dataclass
+class Recording:
+    """An episode's decisions, enough to film it afterwards."""
+
+    decisions: list[Decision]
+    policy_hz: float  # [Hz] decisions per second
+    scene: HighwayScene | None  # draws the snapshots; None: the camera frames are shown
+
+
+def map_occlusion_ratio(
+    policy: Policy, decisions: list[Decision], cell_px: tuple[int, int] | None = None
+) -> float | None:
+    """The occlusion ratio (:func:`agent.evaluate.attribution.occlusion_test`) of the camera map
+    a video shows, on that episode's decision frames; None for a policy without one."""
+
+    shown = [d for d in decisions if d.view is not None and d.view.camera is not None]
+    model = getattr(policy, "model", None)
+    if not shown or model is None or not isinstance(policy, TrainedPolicy):
+        return None
+    if not isinstance(model.policy, ActorCriticPolicy):  # the probe reads PPO's distribution
+        return None  # (SAC's actor has none here: its videos go without the verdict)
+
+    batch = {
+        "camera": np.stack([d.camera for d in shown]),
+        "sensors": np.stack([d.sensors for d in shown]),
+    }
+    maps = np.stack([d.view.camera for d in shown])  # (B, gh, gw)
+    test = occlusion_test(SB3Probe(model.policy), policy.prepare(batch), maps, cell=cell_px)
+    return float(test["occlusion_ratio"])
+
+
+def film(
+    result: EpisodeResult,
+    recording: Recording,
+    path: Path,
+    fps: int = 8,
+    scale: int = 4,
+    cell_px: tuple[int, int] | None = None,
+    rays: RayLayout | None = None,
+) -> Path | None:
+    """Write ``recording`` as an attention video at ``path`` and fill in ``result``'s video and
+    attention figures.
+
+    The video plays at the episode's pace: ``round(fps / policy_hz)`` frames per decision, the
+    frames between two decisions interpolated from the simulation steps where the backend
+    exposes them (else the decision's frame is held); the last frame is held for one decision.
+    The scene is drawn at :func:`agent.evaluate.video.scene_scale` times the camera's size.
+    """
+    decisions = recording.decisions
+    scale = scene_scale(decisions[0].camera.shape[:2], scale)
+    per_decision = max(1, round(fps / recording.policy_hz))
+    writer = VideoWriter(path, fps=max(1, round(per_decision * recording.policy_hz)))
+    attribution = Attribution()  # of the decision frames, when the env gives road labels
+    title = f"episode {result.episode}: {outcome(result)}, return {result.episode_return:.2f}"
+    if result.occlusion_ratio is not None:
+        title = f"{title}\n{faithfulness_text(result.occlusion_ratio)}"
+    scene = recording.scene
+    try:
+        for decision in decisions:
+            legend = _legend(decision, attribution, cell_px)
+            snapshots = [decision.scene, *decision.between] if decision.scene is not None else []
+            if scene is None or len(snapshots) < 2:  # a still frame, held
+                still = scene.draw(snapshots[0]) if scene is not None and snapshots else None
+                frame = _frame(decision, still, legend, scale, cell_px, rays, title)
+                for _ in range(per_decision):
+                    writer.append(frame)
+                continue
+            for j in range(per_decision):  # time j / per_decision of the way to the next one
+                position = j / per_decision * (len(snapshots) - 1)
+                i = int(position)
+                snap = interpolate(snapshots[i], snapshots[i + 1], position - i)
+                writer.append(
+                    _frame(decision, scene.draw(snap), legend, scale, cell_px, rays, title)
+                )
+    finally:
+        written = writer.close()
+    shares = [
+        d.view.camera_share
+        for d in decisions[:-1]
+        if d.view is not None and d.view.camera_share is not None
+    ]
+    result.video = str(written) if written is not None else None
+    result.camera_attention = float(np.mean(shares)) if shares else None
+    if attribution.frames:
+        summary = attribution.summary()
+        result.attention_class_mass = summary["class_mass"]
+        result.attention_class_lift = summary["class_lift"]
+    return written
+
+
+def _legend(
+    decision: Decision, attribution: Attribution, cell_px: tuple[int, int] | None
+) -> list[str]:
+    """The per-class attention of this decision's frame (added to ``attribution``)."""
+    view, info = decision.view, decision.info
+    if view is None or view.camera is None or "road_labels" not in info:
+        return []
+    mass = attribution.add(
+        view.camera, info["road_labels"], info.get("lead_vehicle_mask"), cell=cell_px
+    )
+    return [f"{name:12s} {m:5.1%}" for name, m in mass.items() if m >= 0.005]
+
+
+def _frame(
+    decision: Decision,
+    scene: tuple[np.ndarray, np.ndarray] | None,
+    legend: list[str],
+    scale: int,
+    cell_px: tuple[int, int] | None,
+    rays: RayLayout | None,
+    title: str,
+) -> np.ndarray:
+    d, view = decision, decision.view
+    speed = float(d.info.get("speed", 0.0))
+    text = FrameText(d.step, d.action, speed, d.reward, d.total, d.info.get("light_state"))
+    image, labels = scene if scene is not None else (None, None)
+    if view is None:
+        return render_frame(d.camera, text, scale=scale, scene=image, title=title)
+    return render_frame(
+        d.camera,
+        text,
+        camera_attention=view.camera,
+        sensor_attention=view.sensors,
+        sensor_labels=view.sensor_labels,
+        camera_share=view.camera_share,
+        cell_px=cell_px,
+        scale=scale,
+        legend=legend,
+        scene=image,
+        scene_labels=labels,
+        rays=rays,
+        sensors=d.sensors,
+        title=title,
+    )
+
+
+def video_path(video_dir: str | Path, prefix: str, episode: int) -> Path:
+    """Where :func:`evaluate` writes the video of ``episode``: ``<video_dir>/<prefix>ep<k>.mp4``."""
+    return Path(video_dir) / f"{prefix}ep{episode:02d}.mp4"

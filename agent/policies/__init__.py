@@ -1,0 +1,2 @@
+"""Policies an evaluation drives: the interface, random, idle, trained, the hand-written rule and
+the lookahead planner (a bound that sees the simulator, not a driver)."""

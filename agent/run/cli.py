@@ -1,0 +1,31 @@
+"""What every script's entry point shares: an error the user can fix (a bad config, option,
+argument or checkpoint, a simulator that is not running) is one line on stderr and exit status
+2, never a traceback."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from agent.run.checkpoint import CheckpointError
+from agent.run.files import UnsafePathError
+from envs.configuration import ConfigError
+from envs.contract import SimulatorUnavailable
+
+USAGE_ERROR = 2  # exit status of a command the user must correct
+
+
+def fail(message: object) -> int:
+    """Print ``error: message`` to stderr; the exit status for the caller to return."""
+    print(f"error: {message}", file=sys.stderr)
+    return USAGE_ERROR
+
+
+def guarded(body: Callable[[], int]) -> int:
+    """Run a script's ``body``; a ConfigError, CheckpointError, SimulatorUnavailable or
+    UnsafePathError becomes :func:`fail`."""
+
+    try:
+        return body()
+    except (ConfigError, CheckpointError, SimulatorUnavailable, UnsafePathError) as err:
+        return fail(err)

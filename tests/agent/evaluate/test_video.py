@@ -1,0 +1,170 @@
+"""Attention videos (agent/video.py, agent/scene.py): the scene at video size lined up with the
+camera, a heat-map that leaves the scene visible, and the range rays drawn where the env casts
+them, coloured by their sensor tokens' attention."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import envs  # noqa: F401  (registers the ids)
+from agent.evaluate.scene import HighwayScene, Snapshot, interpolate
+from agent.evaluate.video import (
+    MIN_SCENE_PX,
+    PANEL_WIDTH,
+    FrameText,
+    RayLayout,
+    attention_scale,
+    ray_weights,
+    render_frame,
+    scene_scale,
+)
+from envs.contract import CLASS_ID, PALETTE
+
+TEXT = FrameText(0, "IDLE", 20.0, 0.0, 0.0)
+
+
+@pytest.fixture(scope="module")
+def highway() -> gym.Env:
+    env = gym.make("DriveAttention/Highway-v0", road_labels=True)
+    yield env
+    env.close()
+
+
+def test_scene_is_the_camera_view_drawn_at_video_size(highway: gym.Env) -> None:
+    """The scene is at least 256 px and shows what the 64 px camera shows: its label map,
+    sampled at the camera's pixel centres, agrees with the camera's (so the attention's patch
+    grid lines up with the road under it)."""
+    obs, info = highway.reset(seed=3)
+    scale = scene_scale(obs["camera"].shape[:2], 1)
+    assert scale == 4 and 64 * scale >= MIN_SCENE_PX
+    scene = HighwayScene.attach(highway, scale)
+    scene.start()
+    image, labels = scene.draw(scene.snapshot())
+    assert image.shape == (256, 256, 3) and labels.shape == (256, 256)
+    np.testing.assert_array_equal(image, PALETTE[labels])
+    centres = labels[scale // 2 :: scale, scale // 2 :: scale]  # (64, 64)
+    # markings are at least a pixel wide, so wider at 64 px: compare them as road
+    marking, road = CLASS_ID["lane_marking"], CLASS_ID["road"]
+    same = np.where(centres == marking, road, centres) == np.where(
+        info["road_labels"] == marking, road, info["road_labels"]
+    )
+    assert same.mean() > 0.97
+    for name in ("vehicle", "ego", "lane_marking"):  # every road element is there
+        assert (labels == CLASS_ID[name]).any(), name
+
+
+def test_scene_records_every_simulation_step(highway: gym.Env) -> None:
+    """Between two 1 Hz decisions the highway simulates 5 steps; each is recorded, the last
+    being the state the next decision sees, and interpolation runs between them."""
+    highway.reset(seed=4)
+    scene = HighwayScene.attach(highway, 4)
+    scene.start()
+    before = scene.snapshot()
+    highway.step(1)
+    between = scene.take_between()
+    assert len(between) == 5 and scene.take_between() == []
+    np.testing.assert_allclose(between[-1].ego_position, scene.snapshot().ego_position)
+    xs = [before.ego_position[0]] + [s.ego_position[0] for s in between]
+    assert all(b > a for a, b in itertools.pairwise(xs)), "the ego drives on, step by step"
+    half = interpolate(between[0], between[1], 0.5)
+    np.testing.assert_allclose(
+        half.ego_position, (between[0].ego_position + between[1].ego_position) / 2
+    )
+    assert set(half.others) == set(between[0].others) & set(between[1].others)
+
+
+def test_interpolation_keeps_vehicles_that_appear_or_leave() -> None:
+    box = np.zeros((4, 2))
+    a = Snapshot(np.zeros(2), box, {1: box, 2: box + 1})
+    b = Snapshot(np.ones(2), box + 2, {1: box + 4, 3: box})
+    early, late = interpolate(a, b, 0.25), interpolate(a, b, 0.75)
+    assert set(early.others) == {1, 2} and set(late.others) == {1, 3}
+    np.testing.assert_allclose(early.others[1], box + 1)
+    assert interpolate(a, b, 0.0) is a and interpolate(a, b, 1.0) is b
+
+
+def test_heatmap_leaves_the_scene_visible() -> None:
+    """An even spread of attention draws nothing; a patch at 8x (the top of the colour scale)
+    is tinted, less on vehicles than on the road, and patches below even stay untouched."""
+    camera = np.full((64, 64, 3), PALETTE[CLASS_ID["road"]], np.uint8)
+    labels = np.full((256, 256), CLASS_ID["road"], np.uint8)
+    labels[40:56, 40:56] = CLASS_ID["vehicle"]  # inside patch (1, 1) at scale 4
+    scene = PALETTE[labels]
+    plain = render_frame(camera, TEXT, scale=4, scene=scene, scene_labels=labels)
+    even = render_frame(camera, TEXT, np.full((8, 8), 1 / 64), scale=4, scene=scene)
+    np.testing.assert_array_equal(even[:256, :256], plain[:256, :256])
+    focused = np.full((8, 8), 0.5 / 63)
+    focused[1, 1] = 0.5  # 32x an even spread (64 tokens): the top of the scale
+    assert attention_scale(focused, 64)[1, 1] == 1.0 and attention_scale(focused, 64)[5, 5] == 0
+    shown = render_frame(camera, TEXT, focused, scale=4, scene=scene, scene_labels=labels)
+    diff = np.abs(shown[:256, :256].astype(int) - plain[:256, :256].astype(int)).sum(-1)
+    # the same pixels when they are road: tinted about three times as much
+    road_labels = np.full_like(labels, CLASS_ID["road"])
+    as_road = render_frame(camera, TEXT, focused, scale=4, scene=scene, scene_labels=road_labels)
+    road_diff = np.abs(as_road[:256, :256].astype(int) - plain[:256, :256].astype(int)).sum(-1)
+    vehicle, road = diff[44:52, 44:52].mean(), road_diff[44:52, 44:52].mean()
+    assert diff[34:38, 34:62].mean() > 60  # patch (1, 1) off the vehicle: clearly tinted
+    assert 0 < vehicle < 0.5 * road
+    assert diff[160:256, 160:256].max() == 0  # far from it: untouched
+
+
+def test_rays_are_drawn_where_the_env_casts_them(highway: gym.Env) -> None:
+    """Ray k points at world angle 2 pi k / n from the ego; the attended ray's token colours it
+    (bright) and the others stay dim; a sector token ``rays.04-05`` colours both its rays."""
+    highway.reset(seed=0)
+    layout = RayLayout.from_env(highway)
+    assert layout.rays == tuple(range(16)) and layout.range_m == 60.0
+    assert layout.px_per_m == pytest.approx(1.0) and layout.ego_px == (0.3 * 64, 0.5 * 64)
+    labels = ("ego", *(f"rays.{k:02d}-{k + 1:02d}" for k in range(0, 16, 2)))
+    weights = np.full(len(labels), 0.002)
+    weights[3] = 0.5  # rays.04-05: ray 4 points straight down (90 degrees)
+    np.testing.assert_array_equal(
+        ray_weights(layout, weights, labels)[[3, 4, 5, 6]], weights[[0, 3, 3, 0]]
+    )
+    sensors = np.zeros(len(highway.unwrapped.sensor_names), np.float32)
+    sensors[list(layout.distance_index)] = 1.0  # nothing within range
+    camera = np.full((64, 64, 3), 60, np.uint8)
+    plain = render_frame(camera, TEXT, scale=4)
+    shown = render_frame(
+        camera, TEXT, np.full((8, 8), 0.5 / 64), weights, labels, 0.5, scale=4,
+        rays=layout, sensors=sensors,
+    )  # fmt: skip
+    ego = np.array(layout.ego_px) * 4
+
+    def change(angle: float, distance: float) -> float:
+        x, y = (ego + distance * np.array([math.cos(angle), math.sin(angle)])).round().astype(int)
+        return float(np.abs(shown[y, x].astype(int) - plain[y, x].astype(int)).sum())
+
+    down = change(math.pi / 2, 60)  # ray 4
+    up = change(3 * math.pi / 2, 60)  # ray 12, its token at an even spread
+    between = change(math.pi / 2 + math.pi / 16, 60)  # between rays 4 and 5: no ray there
+    assert down > 3 * up > 0 and between < down / 4
+    assert shown.shape[1] == 256 + PANEL_WIDTH
+    # the non-ray token is listed in the panel, the rays are not
+    panel = shown[:, 256:]
+    assert np.abs(panel.astype(int) - plain[:, 256:].astype(int)).sum() > 0
+
+
+def test_without_a_layout_every_token_gets_a_bar() -> None:
+    """An env that does not say where its rays are (CARLA's are relative to the heading): the
+    rays are listed as bars, the scene untouched by them."""
+    camera = np.full((64, 64, 3), 60, np.uint8)
+    labels = ("ego", "rays.00", "rays.01")
+    with_bars = render_frame(camera, TEXT, None, np.array([0.2, 0.5, 0.3]), labels, scale=4)
+    plain = render_frame(camera, TEXT, scale=4)
+    np.testing.assert_array_equal(with_bars[:256, :256], plain[:256, :256])
+    assert (with_bars[:, 256:] != plain[:, 256:]).any()
+
+
+def test_the_panel_names_the_egos_light_where_the_env_has_one() -> None:
+    camera = np.zeros((32, 32, 3), np.uint8)
+    plain = render_frame(camera, TEXT, scale=4)
+    lit = render_frame(camera, FrameText(0, "SLOWER", 8.0, 0.0, 0.0, "red"), scale=4)
+    same_action = render_frame(camera, FrameText(0, "SLOWER", 8.0, 0.0, 0.0), scale=4)
+    assert plain.shape == lit.shape
+    assert not np.array_equal(lit, same_action), "the light's line is printed"

@@ -1,0 +1,205 @@
+"""Interop with plain SB3: ``scripts/export.py --format sb3`` and ``evaluate.py --allow-pickle``.
+
+One tiny real run (batched highway, sensors normalised) is trained and exported once per module;
+the exported zip is loaded in a separate Python process by a plain SB3 script (the README's
+snippet), which must act as the run's own policy does on the same observations.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from agent.run.checkpoint import CheckpointError
+from agent.run.config import ConfigError
+from agent.run.export import export_sb3, vec_normalize_path
+
+ROOT = Path(__file__).resolve().parents[3]
+PYTHON = sys.executable
+ENV = {**os.environ, "WANDB_MODE": "disabled", "WANDB_SILENT": "true"}
+ENV_ID = "DriveAttention/BatchedHighway-v0"
+
+TINY = [
+    "--steps", "64", "--wandb", "disabled", "--device", "cpu", "env.n_envs=4",
+    "algo.n_steps=16", "algo.batch_size=32", "algo.n_epochs=1", "model.dim=16",
+    "env.kwargs.duration=8", "train.eval_every=0", "train.checkpoint_every=0",
+    "train.final_eval_episodes=0", "env.normalize_sensors=true", "logging.video=false",
+]  # fmt: skip
+
+# What a plain SB3 user runs (the README's snippet): SB3, numpy, gymnasium and `import envs`
+# for the env; the policy's extractor is imported by SB3's unpickling (this package installed).
+PLAIN = """
+import json, sys
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+import envs  # registers the ids
+
+zip_path, stats_path, obs_path, out_path, env_id = sys.argv[1:6]
+model = PPO.load(zip_path, device="cpu")
+venv = VecNormalize.load(stats_path, DummyVecEnv([lambda: gym.make(env_id)]))
+venv.training = False
+raw = dict(np.load(obs_path))
+obs = venv.normalize_obs(raw)
+actions, _ = model.predict(obs, deterministic=True)
+with torch.no_grad():
+    probs = model.policy.get_distribution(model.policy.obs_to_tensor(obs)[0]).distribution.probs
+    raw_probs = model.policy.get_distribution(
+        model.policy.obs_to_tensor(raw)[0]
+    ).distribution.probs
+np.savez(out_path, actions=actions, probs=probs.numpy(), raw_probs=raw_probs.numpy())
+print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})))
+"""
+
+
+def run_script(script: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [PYTHON, str(ROOT / "scripts" / script), *args],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(run folder, exported zip) of a tiny real run."""
+    root = tmp_path_factory.mktemp("export")
+    batched = str(ROOT / "configs" / "batched.yaml")
+    result = run_script(
+        "train.py", "--config", batched, "--name", "tiny", f"logging.root={root}", *TINY
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = root / "out" / "model.zip"
+    result = run_script(
+        "export.py", "--run", str(root / "tiny"), "--format", "sb3", "--out", str(out)
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "PPO" in result.stdout and str(out) in result.stdout
+    return root / "tiny", out
+
+
+def _observations() -> dict[str, np.ndarray]:
+    """24 raw observations of the run's env: 4 seeded starts and 5 steps of each."""
+    env = gym.make(ENV_ID, duration=8)
+    rows = []
+    for seed in range(4):
+        obs, _ = env.reset(seed=seed)
+        rows.append(obs)
+        for action in (3, 3, 0, 4, 2):
+            obs, *_ = env.step(action)
+            rows.append(obs)
+    env.close()
+    return {key: np.stack([r[key] for r in rows]) for key in ("camera", "sensors")}
+
+
+def test_exported_zip_acts_as_the_run_in_plain_sb3(
+    exported: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from agent.run.loading import load_agent
+
+    run, zip_path = exported
+    stats = vec_normalize_path(zip_path)
+    assert stats.is_file(), "the run normalises sensors: SB3's VecNormalize file goes beside"
+    obs = _observations()
+    np.savez(tmp_path / "obs.npz", **obs)
+    result = subprocess.run(
+        [PYTHON, "-c", PLAIN, str(zip_path), str(stats), str(tmp_path / "obs.npz"),
+         str(tmp_path / "plain.npz"), ENV_ID],
+        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "agent" not in json.loads(result.stdout.splitlines()[-1])  # plain SB3, not our loader
+    plain = np.load(tmp_path / "plain.npz")
+
+    agent = load_agent(run, device="cpu")  # the run's own policy, from its safetensors
+    own_actions = agent.policy.act(obs)
+    with torch.no_grad():
+        policy = agent.model.policy
+        tensor = policy.obs_to_tensor(agent.policy.prepare(obs))[0]
+        own_probs = policy.get_distribution(tensor).distribution.probs.numpy()
+    np.testing.assert_array_equal(plain["actions"], own_actions)
+    np.testing.assert_allclose(plain["probs"], own_probs, rtol=1e-5, atol=1e-6)
+    # the statistics matter: without them the same policy gives other probabilities
+    assert np.abs(plain["raw_probs"] - own_probs).max() > 1e-4
+
+
+def test_sb3_zip_is_evaluated_only_with_allow_pickle(
+    exported: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, zip_path = exported
+    out = tmp_path / "eval.json"
+    common = ["--checkpoint", str(zip_path), "--episodes", "1", "--json", str(out)]
+    refused = run_script("evaluate.py", *common)
+    assert refused.returncode == 2 and not out.exists()
+    assert "--allow-pickle" in refused.stderr and "execute any code" in refused.stderr
+    result = run_script("evaluate.py", *common, "--allow-pickle", "--attention", "--device", "cpu")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["checkpoint"] == str(zip_path) and report["step"] == 64
+    assert set(report["attention"]["class_mass"]) and report["attention"]["occlusion_ratio"] > 0
+
+
+def test_zip_of_a_policy_without_attention_is_refused_for_attention(tmp_path: Path) -> None:
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from agent.evaluate.command import EvaluationRequest, run_evaluation
+    from agent.run.loading import load_agent
+
+    zip_path = tmp_path / "plain.zip"
+    venv = DummyVecEnv([lambda: gym.make(ENV_ID)])
+    PPO("MultiInputPolicy", venv, n_steps=8, batch_size=8, device="cpu").save(zip_path)
+    venv.close()
+    with pytest.raises(ConfigError, match=r"names no env.*--env ID"):
+        load_agent(None, zip_path, allow_pickle=True, device="cpu")
+    loaded = load_agent(None, zip_path, env_id=ENV_ID, allow_pickle=True, device="cpu")
+    assert not loaded.policy.has_attention and "CombinedExtractor" in loaded.source
+    request = EvaluationRequest(
+        run=None, checkpoint=zip_path, env_id=ENV_ID, episodes=1, attention=True,
+        allow_pickle=True, json_path=tmp_path / "e.json", device="cpu",
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match=r"CombinedExtractor.*has no attention maps"):
+        run_evaluation(request)
+    with pytest.raises(ConfigError, match=r"does not fit DriveAttention/BatchedMerge-v0.*sensors"):
+        load_agent(None, zip_path, env_id="DriveAttention/BatchedMerge-v0", allow_pickle=True)
+
+
+def test_export_refuses_bad_input_before_any_work(
+    exported: tuple[Path, Path], tmp_path: Path
+) -> None:
+    run, _ = exported
+    out = tmp_path / "m.zip"
+    with pytest.raises(ConfigError, match="no such run folder"):
+        export_sb3(tmp_path / "missing", out)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match=r"no checkpoint in .*train first"):
+        export_sb3(tmp_path / "empty", out)
+    with pytest.raises(ConfigError, match="'onnx' is not supported; formats: sb3"):
+        export_sb3(run, out, fmt="onnx")
+    with pytest.raises(ConfigError, match=r"must end in \.zip"):
+        export_sb3(run, tmp_path / "m.pt")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="is not a folder"):
+        export_sb3(run, tmp_path / "file" / "m.zip")
+    with pytest.raises(ConfigError, match="is a folder"):
+        export_sb3(run, Path(tmp_path / "empty.zip").mkdir() or tmp_path / "empty.zip")
+    (tmp_path / "link.zip").symlink_to(tmp_path / "elsewhere.zip")
+    with pytest.raises(ConfigError, match="symbolic link"):
+        export_sb3(run, tmp_path / "link.zip")
+    assert not out.exists() and not (tmp_path / "elsewhere.zip").exists()
+    result = run_script("export.py", "--run", str(run), "--format", "onnx", "--out", str(out))
+    assert result.returncode == 2 and result.stderr.startswith("error: --format")

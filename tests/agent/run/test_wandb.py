@@ -1,0 +1,84 @@
+"""W&B logging (agent/wandb_logger.py, the run's group in agent/training.py) with a real offline
+W&B run: checkpoint artifact versions and their aliases, best-value summaries, per-frame series
+on their own axis, system metrics as configured, and the group a run joins."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agent.run.wandb_logger import RunLogger
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def records(run_dir: Path) -> bytes:
+    """The offline W&B run's record file (protobuf; names and strings are stored as bytes)."""
+    (path,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    return path.read_bytes()
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+def test_offline_run_logs_checkpoints_summaries_and_frames(
+    tmp_path: Path, offline: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = tmp_path / "step_1.safetensors", tmp_path / "step_2.safetensors"
+    first.write_bytes(b"one")
+    second.write_bytes(b"two")
+    logger = RunLogger(tmp_path, mode="offline", name="x", group="default", system_metrics=False)
+    assert logger.active and logger.run.group == "default"
+    assert logger.run.settings.x_disable_stats  # system metrics switched off by the config
+    for step, value in ((100, 2.0), (200, 5.0), (300, 1.0)):
+        logger.log({"eval/mean_return": value, "eval/success_rate": value / 10}, step)
+    # the run's summary keeps the best evaluation, not only the last
+    assert logger.run.summary["eval/mean_return"]["max"] == 5.0
+    assert logger.run.summary["eval/mean_return"]["last"] == 1.0
+    assert logger.run.summary["eval/success_rate"]["max"] == 0.5
+    logger.log_frames([{"attention/frame/class_mass/road": m} for m in (0.3, 0.4, 0.5)])
+    logger.log_model([first], "x-model", {"step": 1}, ("latest",))
+    logger.log_model([second], "x-model", {"step": 2}, ("best", "latest"))
+    assert logger.url is None  # offline: no page to print
+    logger.finish()
+    assert "wandb sync" in capsys.readouterr().out
+
+    # metrics.jsonl: one row per logged environment step, no per-frame rows
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [row["global_step"] for row in rows] == [100, 200, 300]
+    data = records(tmp_path)
+    assert data.count(b"attention/frame/class_mass/road") >= 3  # W&B got every frame
+    # two versions of one model artifact: aliases latest (both), best, and the steps
+    assert data.count(b"x-model") == 2
+    for alias in (b"best", b"step-1", b"step-2"):
+        assert data.count(alias) == 1, alias
+    assert data.count(b"latest") == 2
+
+
+def test_system_metrics_are_on_by_default(tmp_path: Path, offline: None) -> None:
+    logger = RunLogger(tmp_path, mode="offline", name="y")
+    try:
+        assert not logger.run.settings.x_disable_stats
+    finally:
+        logger.finish()
+
+
+def test_group_defaults_to_the_experiment(tmp_path: Path) -> None:
+    """A run's W&B group is its config's name (the seeds and arms of one experiment share it)
+    unless ``logging.group`` says otherwise; it is saved in the run's config."""
+    from agent.run.admission import prepare
+
+    default = ROOT / "configs" / "default.yaml"
+    prepared = prepare(default, {"logging.root": str(tmp_path), "logging.name": "a"})
+    prepared.release()
+    assert prepared.config.logging.group == "default"
+    assert prepared.config.logging.system_metrics is True
+    given = {"logging.root": str(tmp_path), "logging.name": "b", "logging.group": "study-1"}
+    prepared = prepare(default, given)
+    prepared.release()
+    assert prepared.config.logging.group == "study-1"

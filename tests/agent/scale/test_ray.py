@@ -1,0 +1,262 @@
+"""The study and sweeps on Ray (agent/scale/): a real multi-node Ray cluster started by the test
+on the loopback address (``ray.cluster_utils.Cluster``: a head and two worker nodes, one CPU
+each), no mocks. Skipped when the ``ray`` extra is not installed (``make test`` installs it)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
+pytest.importorskip("optuna", reason="the ray extra is not installed: pip install -e '.[ray]'")
+
+from agent.benchmark import (  # noqa: E402
+    LOG_FILE,
+    SEGMENTS_FILE,
+    load_benchmark_config,
+    run_benchmark,
+    write_report,
+)
+from agent.run.config_files import read_yaml  # noqa: E402
+from agent.scale.cluster import loopback_cluster  # noqa: E402
+from agent.scale.study import run_benchmark_ray  # noqa: E402
+from agent.scale.sweep import load_sweep_config, run_sweep  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[3]
+LOOPBACK = "127.0.0.1"
+
+STUDY = {
+    "name": "raytiny",
+    "base": str(ROOT / "configs" / "batched.yaml"),
+    "steps": 256,
+    "seeds": [0, 1],
+    "jobs": 2,
+    "throughput_seconds": 0.1,
+    "scenarios": {
+        "highway": {
+            "train": "DriveAttention/BatchedHighway-v0",
+            "reference": "DriveAttention/Highway-v0",
+        }
+    },
+    "overrides": {
+        "env.n_envs": 4,
+        "algo.n_steps": 32,
+        "algo.batch_size": 64,
+        "algo.n_epochs": 2,
+        "train.checkpoint_every": 128,
+    },
+    "arms": {"attention": {"model.name": "attention"}},
+    "evaluation": {"episodes": 1, "seed": 500, "attribution_arms": ["attention"]},
+}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head (no CPUs: it holds the driver and the run store) and two one-CPU worker nodes."""
+    with loopback_cluster(workers=2) as made:
+        yield made
+
+
+def write(tmp_path: Path, raw: dict, name: str = "study.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def without(value, keys=("throughput",)):
+    """The report without what differs between two honest runs of the same jobs: their speed."""
+    if isinstance(value, dict):
+        return {k: without(v, keys) for k, v in value.items() if k not in keys}
+    if isinstance(value, list):
+        return [without(v, keys) for v in value]
+    return value
+
+
+def test_every_address_stays_on_the_loopback(cluster):
+    assert {node["NodeManagerAddress"] for node in ray.nodes()} == {LOOPBACK}
+    assert cluster.address.startswith(f"{LOOPBACK}:")
+
+
+def test_study_on_two_nodes_reports_what_the_local_launcher_reports(tmp_path, cluster):
+    config = load_benchmark_config(write(tmp_path, STUDY))
+    local, stopped = run_benchmark(config, tmp_path / "local", say=lambda _: None)
+    assert not stopped and [r["status"] for r in local] == ["finished"] * 2
+    said: list[str] = []
+    remote, stopped = run_benchmark_ray(config, tmp_path / "ray", address=None, say=said.append)
+    assert not stopped and [r["status"] for r in remote] == ["finished"] * 2
+    # both worker nodes trained a run (one CPU each, two runs at once)
+    nodes = {line.rsplit("Ray node ", 1)[1] for line in said if "Ray node" in line}
+    assert len(nodes) == 2, said
+    reports = {}
+    for name, results in (("local", local), ("ray", remote)):
+        write_report(config, results, {}, tmp_path / f"out-{name}", "cmd")
+        reports[name] = json.loads((tmp_path / f"out-{name}" / "results.json").read_text())
+    assert without(reports["ray"]["results"]) == without(reports["local"]["results"])
+    assert reports["ray"]["results"]["highway"]["attention"]["attention"]["class_mass"]
+    # the run directories reached the driver whole, naming the driver's folder, not the scratch
+    for result in remote:
+        run = Path(result["run"])
+        assert run.parent == tmp_path / "ray"
+        assert [p.name for p in sorted((run / "checkpoints").iterdir())] == [
+            "step_0000000128.safetensors",
+            "step_0000000256.safetensors",
+        ]
+        saved = json.loads((run / "benchmark.json").read_text())
+        assert saved["run"] == str(run) and saved["status"] == "finished"
+        assert read_yaml(run / "config.yaml")["logging"]["root"] == str(tmp_path / "ray")
+        assert read_yaml(run / "config.yaml")["logging"]["group"] == "benchmark-raytiny"
+    # run again: nothing is redone
+    again, _ = run_benchmark_ray(config, tmp_path / "ray", address=None, say=said.append)
+    assert [r["steps"] for r in again] == [256, 256] and said[-1].startswith("benchmark raytiny")
+
+
+def test_a_node_killed_while_training_resumes_on_another(tmp_path, cluster):
+    raw = {
+        **STUDY,
+        "name": "rayfault",
+        "steps": 2048,
+        "seeds": [3],
+        "wandb": "offline",
+        "evaluation": {"episodes": 1, "seed": 500},
+        "overrides": {**STUDY["overrides"], "train.checkpoint_every": 256},
+    }
+    config = load_benchmark_config(write(tmp_path, raw))
+    runs = tmp_path / "runs"
+    run = runs / "highway-attention-s3"
+    outcome: dict = {}
+
+    def study() -> None:
+        outcome["results"], outcome["stopped"] = run_benchmark_ray(
+            config, runs, address=None, say=lambda _: None
+        )
+
+    thread = threading.Thread(target=study)
+    thread.start()
+    # generous limits: on a machine whose cores are busy (a study beside the suite) the tiny
+    # run takes minutes; the limits only turn a hang into a failure
+    deadline = time.monotonic() + 600
+    # wait until the first checkpoint has reached the driver, then kill the node training it
+    while not list((run / "checkpoints").glob("step_*.safetensors")):
+        assert thread.is_alive() and time.monotonic() < deadline, "no checkpoint arrived"
+        time.sleep(0.1)
+    first = (run / LOG_FILE).read_text().split("== Ray node ")[1].split()[0]
+    victim = next(node for node in cluster.worker_nodes if node.node_id == first)
+    cluster.remove_node(victim)
+    cluster.add_node(num_cpus=1, node_ip_address=LOOPBACK)  # the cluster gets a node back
+    thread.join(timeout=900)
+    assert not thread.is_alive() and not outcome["stopped"]
+    (result,) = outcome["results"]
+    assert result["status"] == "finished", result.get("error")
+    assert result["resumed"] is True
+    log = (run / LOG_FILE).read_text()
+    attempts = [line.split()[3:] for line in log.splitlines() if line.startswith("== Ray node")]
+    assert attempts[0] == [first, "(starting)"], log
+    assert attempts[-1][0] != first and attempts[-1][1] == "(resuming)", log
+    # resumed from a checkpoint: the finishing segment started past 0, and no step is counted
+    # twice on the learning curve
+    segments = [json.loads(line) for line in (run / SEGMENTS_FILE).read_text().splitlines()]
+    assert segments[-1]["from_step"] >= 256
+    assert segments[-1]["from_step"] + segments[-1]["steps"] == 2048
+    steps = result["curve"]["steps"]
+    assert steps == sorted(set(steps)) and steps[-1] == 2048
+    # W&B logged the run offline inside the run directory, and it reached the driver too
+    assert list((run / "wandb").glob("offline-run-*"))
+
+
+def test_a_tiny_sweep_prunes_and_its_best_config_trains(tmp_path, cluster):
+    raw = {
+        "name": "tiny",
+        "base": str(ROOT / "configs" / "batched.yaml"),
+        "scenario": "highway",
+        "arm": "attention",
+        "overrides": {
+            "env.n_envs": 4,
+            "algo.n_steps": 32,
+            "algo.batch_size": 64,
+            "algo.n_epochs": 2,
+        },
+        "steps": 384,
+        "eval_every": 128,
+        "eval_episodes": 1,
+        "trials": 6,
+        "concurrent": 2,
+        "scheduler": {"grace_steps": 128, "reduction_factor": 2},
+        "space": {
+            "algo.learning_rate": {"loguniform": [1.0e-4, 1.0e-3]},
+            "train.seed": {"choice": [0, 1, 2, 3, 4, 5, 6, 7]},
+        },
+    }
+    config = load_sweep_config(write(tmp_path, raw, "sweep.yaml"))
+    out = tmp_path / "out"
+    summary = run_sweep(config, tmp_path / "runs", out, address=None, say=lambda _: None)
+    rows = summary["trials"]
+    assert len(rows) == 6 and not [r for r in rows if r["status"] == "error"], rows
+    assert summary["pruned"] >= 1, rows
+    pruned = [r for r in rows if r["status"] == "pruned"]
+    assert all(r["steps"] < 384 for r in pruned)
+    assert rows[0]["base"] and rows[0]["params"]["algo.learning_rate"] == 5.0e-4
+    best = summary["best"]
+    assert best["status"] == "completed"
+    assert best["mean_return"] == max(r["mean_return"] for r in rows if r["status"] == "completed")
+    # every trial is an ordinary run directory on the driver, grouped and tagged for W&B
+    trial_config = read_yaml(tmp_path / "runs" / best["trial"] / "config.yaml")
+    assert trial_config["logging"]["group"] == "sweep-tiny"
+    assert {"highway", "attention", "sweep"} <= set(trial_config["logging"]["tags"])
+    assert list((tmp_path / "runs" / best["trial"] / "eval").glob("step_*.json"))
+    table = (out / "trials.md").read_text()
+    assert "**best**" in table and table.count("| pruned |") == summary["pruned"]
+    # the best configuration trains with scripts/train.py as it is
+    best_yaml = read_yaml(out / "best.yaml")
+    assert best_yaml["algo"]["learning_rate"] == pytest.approx(best["params"]["algo.learning_rate"])
+    trained = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "train.py"),
+            "--config",
+            str(out / "best.yaml"),
+            "--steps",
+            "128",
+            "--wandb",
+            "disabled",
+            "--name",
+            "from-sweep",
+            f"logging.root={tmp_path / 'trained'}",
+            "train.final_eval_episodes=0",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert list((tmp_path / "trained" / "from-sweep" / "checkpoints").glob("step_*"))
+
+
+def test_scripts_say_how_to_reach_a_cluster(tmp_path):
+    """A cluster address where none answers is one clear line, not a hang or a traceback."""
+    config = write(tmp_path, {**STUDY, "name": "noray"})
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "benchmark.py"),
+            "--config",
+            str(config),
+            "--runs",
+            str(tmp_path / "runs"),
+            "--ray",
+            f"{LOOPBACK}:1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=180,
+    )
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "ray start --head" in out.stderr and "Traceback" not in out.stderr
