@@ -133,8 +133,8 @@ class Trainer:
         return TrainedPolicy(self.model, normalize)
 
     def _cell_px(self) -> tuple[int, int]:
-        patch = int(getattr(self.config.model, "patch", 8))
-        return (patch, patch)
+        camera = self.eval_env.unwrapped.camera_geometry  # envs.observation.CameraGeometry
+        return camera.patch_cell(self.config.model.patch)
 
     def _evaluate(self, policy: Any, episodes: int, prefix: str, video: bool) -> EvalReport:
         cfg = self.config

@@ -17,13 +17,17 @@ simulator is imported only when one of its envs is made):
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from gymnasium.envs.registration import register, registry
 
-from envs.configuration import ConfigError
+from envs.carla.config import CarlaEnvConfig
+from envs.configuration import ConfigError, build, closest
 from envs.contract import EPISODE_KEYS, REWARD_TERMS, ROAD_CLASSES, sensor_groups
-from envs.scenarios import SCENARIOS
+from envs.observation import CameraGeometry, ObservationOptions
+from envs.scenarios import SCENARIOS, ScenarioConfig
+from envs.scenarios import sensor_names as scenario_sensor_names
 
 if not os.environ.get("DISPLAY"):
     # highway-env imports pygame; without a display it must render off screen ("dummy" draws
@@ -70,56 +74,55 @@ def _register() -> None:
 _register()
 
 
-def _options(env_id: str, options: dict[str, Any]) -> Any:
-    """The validated options object ``gymnasium.make(env_id, **options)`` would build (an
-    embedded backend's, with its scenario, or CARLA's), without making the env."""
-    from envs.configuration import build
+def options(
+    env_id: str, given: Mapping[str, Any] | None = None, prefix: str = ""
+) -> ObservationOptions:
+    """The validated options object ``gymnasium.make(env_id, **given)`` would build (an embedded
+    backend's, with its scenario, or CARLA's), without making the env: an unknown key, a wrong
+    type, a value out of range or one the backend cannot honour raises :class:`ConfigError`
+    naming the key (spelled with ``prefix``, e.g. ``env.kwargs.``); ``render_mode`` is accepted
+    and ignored."""
+    given = {k: v for k, v in (given or {}).items() if k != "render_mode"}
+    if env_id in BATCHED_IDS:
+        # the batched backend imports torch: only when its options are asked for
+        from envs.batched.core import BatchedDriveConfig
 
-    options = {k: v for k, v in options.items() if k != "render_mode"}
-    if env_id in HIGHWAY_IDS or env_id in BATCHED_IDS:
-        from envs.scenarios import ScenarioConfig
-
-        if env_id in BATCHED_IDS:
-            from envs.batched.core import BatchedDriveConfig as config_class
-        else:
-            config_class = ScenarioConfig
-        scenario = HIGHWAY_IDS.get(env_id) or BATCHED_IDS[env_id]
-        return build(config_class, {"scenario": scenario, **options})
+        return build(BatchedDriveConfig, {"scenario": BATCHED_IDS[env_id], **given}, prefix)
+    if env_id in HIGHWAY_IDS:
+        return build(ScenarioConfig, {"scenario": HIGHWAY_IDS[env_id], **given}, prefix)
     if env_id == CARLA_ID:
-        from envs.carla.config import CarlaEnvConfig
-
-        return build(CarlaEnvConfig, options)
+        return build(CarlaEnvConfig, given, prefix)
     raise _unknown_id(env_id)
 
 
-def sensor_names(env_id: str, **options: Any) -> tuple[str, ...]:
-    """The sensor names ``gymnasium.make(env_id, **options).unwrapped.sensor_names`` would give,
+def sensor_names(env_id: str, **given: Any) -> tuple[str, ...]:
+    """The sensor names ``gymnasium.make(env_id, **given).unwrapped.sensor_names`` would give,
     without making the env (no simulator, no CARLA connection): computed from the backend's
     options and the scenario definition. Invalid options raise :class:`ConfigError` as
     ``gymnasium.make`` would; ``render_mode`` is accepted and ignored."""
-    config = _options(env_id, options)
-    if env_id == CARLA_ID:
-        from envs.carla.core import make_sensor_names
+    config = options(env_id, given)
+    if isinstance(config, CarlaEnvConfig):
+        from envs.carla.core import make_sensor_names  # its core imports cv2: only for CARLA
 
         return make_sensor_names(config.n_route_points, config.n_rays)
-    from envs.scenarios import sensor_names as scenario_sensor_names
-
     return scenario_sensor_names(config)
 
 
-def reward_weights(env_id: str, **options: Any) -> dict[str, float]:
-    """Every reward term's weight ``gymnasium.make(env_id, **options)`` would use: the backend's
-    defaults for the scenario with ``options["reward_weights"]`` on top (no env is made). A run
-    records them, so that resuming it under changed defaults is noticed."""
-    config = _options(env_id, options)
-    weights = config.reward_weights if env_id == CARLA_ID else config.weights
-    return {term: float(weights[term]) for term in REWARD_TERMS}
+def camera_geometry(env_id: str, **given: Any) -> CameraGeometry:
+    """``gymnasium.make(env_id, **given).unwrapped.camera_geometry``, without making the env."""
+    return options(env_id, given).camera_geometry
+
+
+def reward_weights(env_id: str, **given: Any) -> dict[str, float]:
+    """Every reward term's weight ``gymnasium.make(env_id, **given)`` would use: the scenario's
+    defaults (:data:`envs.scenarios.REWARD_WEIGHTS`) with ``given["reward_weights"]`` on top
+    (no env is made). A run records them, so that resuming it under changed defaults is
+    noticed."""
+    return options(env_id, given).weights
 
 
 def _unknown_id(env_id: str) -> ConfigError:
     ids = [*HIGHWAY_IDS, *BATCHED_IDS, CARLA_ID]
-    from envs.configuration import closest
-
     return ConfigError(
         f"{env_id!r} is not one of this project's env ids{closest(env_id, ids)}; ids: "
         f"{', '.join(ids)}"
@@ -133,8 +136,12 @@ __all__ = [
     "HIGHWAY_IDS",
     "REWARD_TERMS",
     "ROAD_CLASSES",
+    "CameraGeometry",
     "ConfigError",
+    "ObservationOptions",
+    "camera_geometry",
     "env_id",
+    "options",
     "reward_weights",
     "sensor_groups",
     "sensor_names",

@@ -20,6 +20,7 @@ import numpy as np
 from highway_env.road.lane import AbstractLane, LineType, StraightLane
 
 from envs.contract import CLASS_ID, PALETTE
+from envs.observation import CameraGeometry
 from envs.scenarios import (
     STRIPE_LENGTH,
     STRIPE_SPACING,
@@ -137,6 +138,14 @@ class Rasterizer:
         self.geometry: RoadGeometry | None = None
         self.road_map: RoadMap | None = None  # roads not along +x: their road layer's map
         self._road_key: tuple | None = None
+
+    @classmethod
+    def for_camera(cls, geometry: CameraGeometry) -> Rasterizer:
+        """The rasterizer of a top-down camera's frame, scale and ego place."""
+        assert geometry.px_per_m is not None and geometry.centering is not None, (
+            "a perspective camera has no top-down raster"
+        )
+        return cls(geometry.height, geometry.width, geometry.px_per_m, geometry.centering)
 
     def set_road(self, lanes: list[AbstractLane]) -> None:
         """The road of the next frames (after each reset: highway-env builds it anew), drawn

@@ -7,6 +7,7 @@ import difflib
 import math
 import types
 import typing
+import warnings
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -93,13 +94,37 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     return value
 
 
+def _renamed(cls: type, mapping: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """``mapping`` with the old spellings of ``cls.ALIASES`` (old name -> new name) renamed,
+    each with a warning that names the new key. A FutureWarning, not a DeprecationWarning:
+    Python hides the latter outside ``__main__``, and these keys are written by users in their
+    configs and ``gymnasium.make`` calls."""
+    for old, new in getattr(cls, "ALIASES", {}).items():
+        if old not in mapping:
+            continue
+        if new in mapping:
+            raise ConfigError(
+                f"{prefix}{old}: the old spelling of {prefix}{new}, which is also given; "
+                f"keep {prefix}{new} only"
+            )
+        warnings.warn(
+            f"option '{prefix}{old}' is now spelled '{prefix}{new}'; rename it (the old "
+            "spelling still works for now)",
+            FutureWarning,
+            stacklevel=3,
+        )
+        mapping[new] = mapping.pop(old)
+    return mapping
+
+
 def build(cls: type[T], mapping: Mapping[str, Any] | None, prefix: str = "") -> T:
-    """Build dataclass ``cls`` from ``mapping``: unknown keys and wrong types raise ConfigError.
+    """Build dataclass ``cls`` from ``mapping``: unknown keys and wrong types raise ConfigError;
+    old spellings in ``cls.ALIASES`` are renamed, with a warning.
 
     Range checks belong in the dataclass's ``__post_init__`` (raising ConfigError); their
     messages are prefixed with ``prefix`` here.
     """
-    mapping = dict(mapping or {})
+    mapping = _renamed(cls, dict(mapping or {}), prefix)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
     for key in mapping:

@@ -6,9 +6,10 @@ computed, where it ends and what counts as success. A backend asks its scenario 
 branching on its name; what a backend must supply is the small :class:`EgoView` (floats for one
 environment, (B,) tensors for a batch: the scenario's arithmetic works on both).
 
-The embedded backends (highway-env and batched) also share their options (:class:`ScenarioConfig`),
-the sensor layout (:func:`sensor_names`) and its normalisation, the default reward weights and
-how the camera draws a road.
+Every backend resolves its default reward weights here (:data:`REWARD_WEIGHTS`, CARLA's row
+too, by :func:`reward_weights`). The embedded backends (highway-env and batched) also share their
+options (:class:`ScenarioConfig`, on the options every backend shares), the sensor layout
+(:func:`sensor_names`) and its normalisation, and how the camera draws a road.
 
 Adding a scenario: an instance of :class:`Scenario` (or a subclass with new behaviour) in
 :data:`SCENARIOS`; ``import envs`` then registers its ids. Its batched version is a
@@ -19,13 +20,15 @@ from __future__ import annotations
 
 import importlib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
 from envs.configuration import check, closest
 from envs.contract import DISCRETE_ACTIONS, REWARD_TERMS
+from envs.observation import CameraGeometry, ObservationOptions
 
 SPEED_SCALE = 40.0  # [m/s] ego speed normalisation
 CLOSING_SCALE = 30.0  # [m/s] ray closing-speed normalisation
@@ -66,29 +69,41 @@ def marking_px(scaling: float) -> int:
     return max(1, round(MARKING_WIDTH * scaling))
 
 
-DEFAULT_REWARD_WEIGHTS: dict[str, float] = {
-    "alive": 1.0,  # 0 in scenarios with a goal (GOAL_REWARD_WEIGHTS): it would pay for dawdling
-    "progress": 1.0,
-    "collision": 3.0,
-    "off_road": 1.0,
-    "lane_keeping": 0.05,
-    "comfort": 0.02,
-    "goal": 1.0,
-    "red_light": 0.0,  # no lights (the signalised scenario sets its own: Scenario.weights)
+# ------------------------------------------------------------------ default reward weights
+REWARD_WEIGHTS: dict[str, dict[str, float]] = {
+    name: dict(zip(REWARD_TERMS, row, strict=True))
+    for name, row in {
+        # alive, progress, collision, off_road, lane_keeping, comfort, goal, red_light
+        "highway": (1.0, 1.0, 3.0, 1.0, 0.05, 0.02, 1.0, 0.0),
+        "merge": (0.0, 0.5, 1.0, 1.0, 0.05, 0.02, 1.0, 0.0),
+        "roundabout": (0.0, 0.5, 1.0, 1.0, 0.05, 0.02, 1.0, 0.0),
+        "intersection": (0.0, 0.5, 1.0, 1.0, 0.05, 0.02, 1.0, 0.0),
+        "signalized": (0.0, 0.5, 1.0, 1.0, 0.05, 0.02, 1.0, 1.0),
+        "carla": (0.0, 0.5, 20.0, 1.0, 0.2, 0.05, 20.0, 0.0),
+    }.items()
 }
-"""The embedded backends' reward weights (CARLA has its own, in :mod:`envs.carla.config`).
+"""Every scenario's default reward weights, one row per scenario (``carla``: CARLA's drive to a
+random destination, :mod:`envs.carla`), in the order of :data:`envs.contract.REWARD_TERMS`;
+every backend resolves them with :func:`reward_weights`.
 
-Where surviving is the task (highway), every step without a crash pays ``alive`` (1) and speed
-adds at most ``progress`` (1, at the top of the scenario's speed range): a crash costs
-``collision`` (3) and forfeits the rest of the episode's pay, so the return ranks careful drives
-above most fast crashes and, among careful drives, the faster one higher (docs/reward.md gives
-the evidence). Scenarios with a goal use :data:`GOAL_REWARD_WEIGHTS` instead."""
+- Where surviving is the task (highway), every step without a crash pays ``alive`` (1) and
+  speed adds at most ``progress`` (1, at the top of the scenario's speed range): a crash costs
+  ``collision`` (3) and forfeits the rest of the episode's pay, so the return ranks careful
+  drives above most fast crashes and, among careful drives, the faster one higher.
+- Where a scenario has a goal (merge, roundabout, intersection, signalized, CARLA), lasting pays
+  nothing (it would pay for dawdling instead of arriving), and speed and crashes weigh less
+  (arriving ends the episode, and with it the pay for speed; the goal's +1 must stay worth more
+  than a few steps of speed).
+- ``red_light`` only where the simulator has lights and detects running them (the signalised
+  scenario; the CARLA backend does not detect red-light runs yet)."""
 
 
-GOAL_REWARD_WEIGHTS: dict[str, float] = {"alive": 0.0, "progress": 0.5, "collision": 1.0}
-"""Where a scenario has a goal (merge, roundabout, intersection): no pay for lasting, and speed
-and crashes weighed as in the previous reward (arriving ends the episode, and with it the pay for
-speed; the goal's +1 must stay worth more than a few steps of speed)."""
+def reward_weights(scenario: str, given: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Every reward term's weight (in :data:`envs.contract.REWARD_TERMS` order): the
+    scenario's row of :data:`REWARD_WEIGHTS`, with ``given`` (an options' ``reward_weights``,
+    checked by :class:`envs.observation.ObservationOptions`) on top."""
+    weights = {**REWARD_WEIGHTS[scenario], **(given or {})}
+    return {term: float(weights[term]) for term in REWARD_TERMS}
 
 
 class EgoView(Protocol):
@@ -124,7 +139,6 @@ class Scenario:
     respawns_traffic: bool = False  # the simulator spawns traffic every step (intersection)
     batched: bool = False  # the batched simulator has it (envs.batched.scenarios)
     highway: bool = True  # the highway-env backend has it (False: batched only)
-    reward_defaults: tuple[tuple[str, float], ...] = ()  # reward weights of its own
 
     route_sensors: ClassVar[tuple[str, ...]] = ()  # names after "route."
     has_goal: ClassVar[bool] = False  # a place to reach (else: surviving is the task)
@@ -331,12 +345,12 @@ SCENARIOS: dict[str, Scenario] = {
             respawns_traffic=True,
             batched=True,
             highway=False,
-            reward_defaults=(("red_light", 1.0),),
         ),
     )
 }
 """Every scenario by name; ``import envs`` registers ``DriveAttention/<Title>-v0`` for each and
 ``DriveAttention/Batched<Title>-v0`` for those with ``batched=True``."""
+assert set(SCENARIOS) <= set(REWARD_WEIGHTS), "every scenario needs a row in REWARD_WEIGHTS"
 
 
 def __getattr__(name: str) -> Any:
@@ -408,25 +422,22 @@ def check_sim(sim: dict[str, Any]) -> None:
             )
 
 
+EMBEDDED_CAMERA_PX = (16, 512)  # [px] the frame sizes the embedded top-down raster draws
+EMBEDDED_MIN_RAYS = 4  # lidar sectors, at least
+
+
 @dataclass
-class ScenarioConfig:
-    """Options of the embedded backends (``gymnasium.make(id, **options)``)."""
+class ScenarioConfig(ObservationOptions):
+    """Options of the embedded backends (``gymnasium.make(id, **options)``): the shared
+    :class:`envs.observation.ObservationOptions` and the scenario's own."""
 
     scenario: str = "highway"  # a name in SCENARIOS
-    camera_size: tuple[int, int] = (64, 64)  # (H, W) [px]
-    frame_stack: int = 1  # frames stacked along the channel axis
     view_m: float | None = None  # [m] road width seen across the frame; None: scenario's
-    action: Literal["discrete", "continuous"] = "discrete"
-    road_labels: bool = False  # put info["road_labels"] in every step
-    n_rays: int = 16  # lidar directions
-    ray_range: float = 60.0  # [m]
-    n_objects: int = 0  # radar object list: the nearest vehicles within ray_range, one row each
-    duration: float | None = None  # [s] episode length; None: scenario's
     policy_frequency: int | None = None  # [Hz] decisions per second; None: 1 discrete, 5 cont.
-    reward_weights: dict[str, float] = field(default_factory=dict)
-    offroad_terminal: bool = True  # leaving the road ends the episode
     red_light_terminal: bool = True  # crossing a stop line on red ends it (lights only)
     sim: dict[str, Any] = field(default_factory=dict)  # extra simulator settings
+
+    BACKEND: ClassVar[str] = "the embedded backends (highway-env and batched)"
 
     def __post_init__(self) -> None:
         hint = closest(self.scenario, list(SCENARIOS))
@@ -435,30 +446,32 @@ class ScenarioConfig:
             f"scenario: {self.scenario!r} is not a scenario{hint}; use one of "
             f"{', '.join(SCENARIOS)}",
         )
-        h, w = self.camera_size
-        check(
-            16 <= h <= 512 and 16 <= w <= 512,
-            f"camera_size: {self.camera_size} must be within 16..512 px",
-        )
-        check(1 <= self.frame_stack <= 8, f"frame_stack: {self.frame_stack} must be within 1..8")
+        super().__post_init__()
         check(
             self.view_m is None or 10.0 <= self.view_m <= 500.0, "view_m: must be within 10..500 m"
         )
-        check(4 <= self.n_rays <= 128, f"n_rays: {self.n_rays} must be within 4..128")
-        check(
-            5.0 <= self.ray_range <= 500.0, f"ray_range: {self.ray_range} must be within 5..500 m"
-        )
-        check(0 <= self.n_objects <= 32, f"n_objects: {self.n_objects} must be within 0..32")
-        check(self.duration is None or self.duration > 0, "duration: must be positive [s]")
         if self.policy_frequency is None:
             self.policy_frequency = 1 if self.action == "discrete" else 5
         check(1 <= self.policy_frequency <= 30, "policy_frequency: must be within 1..30 Hz")
         check_sim(self.sim)
-        for key in self.reward_weights:
-            check(
-                key in REWARD_TERMS,
-                f"reward_weights.{key}: unknown reward term{closest(key, REWARD_TERMS)}; "
-                f"terms: {', '.join(REWARD_TERMS)}",
+
+    def refuse(self) -> None:
+        lo, hi = EMBEDDED_CAMERA_PX
+        if not all(lo <= side <= hi for side in self.camera_size):
+            raise self.refusal(
+                "camera_size",
+                self.camera_size,
+                f"their top-down raster draws {lo}..{hi} px frames (below {lo} px a 5 m car "
+                "covers about one pixel of the default 64 m view)",
+                f"use a camera_size within {lo}..{hi} px",
+            )
+        if self.n_rays < EMBEDDED_MIN_RAYS:
+            raise self.refusal(
+                "n_rays",
+                self.n_rays,
+                "their lidar splits the full circle into n_rays sectors, and fewer than "
+                f"{EMBEDDED_MIN_RAYS} put the vehicles ahead and beside the ego in one sector",
+                f"use n_rays >= {EMBEDDED_MIN_RAYS}",
             )
 
     # what the options resolve to for their scenario
@@ -483,10 +496,14 @@ class ScenarioConfig:
 
     @property
     def weights(self) -> dict[str, float]:
-        """Reward weights: the defaults (``alive`` 0 where the scenario has a goal), overridden by
+        """Reward weights: the scenario's defaults (:data:`REWARD_WEIGHTS`) overridden by
         ``reward_weights``."""
-        defaults = {**DEFAULT_REWARD_WEIGHTS, **(GOAL_REWARD_WEIGHTS if self.spec.has_goal else {})}
-        return {**defaults, **dict(self.spec.reward_defaults), **self.reward_weights}
+        return reward_weights(self.scenario, self.reward_weights)
+
+    @property
+    def camera_geometry(self) -> CameraGeometry:
+        """The camera's frame, scale and ego pixel (both embedded backends draw with it)."""
+        return CameraGeometry.top_down(self.camera_size, self.view, self.spec.centering)
 
     def check_policy_frequency(self) -> None:
         """The decision rate must divide the simulation rate (whole frames per decision)."""

@@ -28,13 +28,13 @@ from envs.highway import DriveEnv
 
 def make_stock(ours: DriveEnv) -> gym.Env:
     """Stock highway-env (same scenario class and settings) rendering our frame size."""
-    h, w = ours.config.camera_size
+    camera = ours.camera_geometry
     config = {k: v for k, v in ours.sim.config.items() if k != "observation"}
     config.update(
-        screen_width=w,
-        screen_height=h,
-        scaling=ours.raster.scaling,
-        centering_position=list(ours.raster.centering),
+        screen_width=camera.width,
+        screen_height=camera.height,
+        scaling=camera.px_per_m,
+        centering_position=list(camera.centering),
         offscreen_rendering=True,
         duration=ours.duration,
     )

@@ -20,6 +20,7 @@ from agent.policies.rule import has_rule, rule_policy
 from agent.run.build import make_env, probe_env
 from agent.run.config import ConfigError
 from agent.run.loading import load_agent
+from envs import camera_geometry
 
 # what a job's result keeps of the attribution (agent.evaluate.attention_report.analyse_attention)
 ATTENTION_KEYS = (
@@ -62,7 +63,7 @@ def evaluate_job(job: Job) -> dict[str, Any]:
                 report,
                 episodes,
                 seed,
-                cell=(agent.config.model.patch, agent.config.model.patch),
+                cell=camera_geometry(env_id, **kwargs).patch_cell(agent.config.model.patch),
                 noise_std=spec["noise_std"],
                 progress=lambda line: print(line, flush=True),
             )

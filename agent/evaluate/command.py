@@ -35,6 +35,7 @@ from agent.run.files import UnsafePathError, check_writable, creation_problem
 from agent.run.loading import load_agent, run_config, with_env
 from agent.run.rundir import RunDir
 from agent.run.wandb_logger import RunLogger
+from envs import camera_geometry
 
 
 @dataclass
@@ -92,7 +93,8 @@ def run_evaluation(request: EvaluationRequest) -> tuple[EvalReport, Path]:
             allow_pickle=request.allow_pickle,
         )
         config, spec, policy, step = agent.config, agent.spec, agent.policy, agent.checkpoint.step
-        cell_px = (config.model.patch, config.model.patch)
+        camera = camera_geometry(config.env.id, **config.env.kwargs)
+        cell_px = camera.patch_cell(config.model.patch)
         label = _checkpoint_label(run, agent.checkpoint)
     else:
         if run is not None:

@@ -63,21 +63,15 @@ class HighwayScene:
 
     def __init__(self, env: Any, scale: int) -> None:
         self.env = env.unwrapped
-        raster = self.env.raster
         self.scale = scale
-        self.raster = Rasterizer(
-            raster.height * scale,
-            raster.width * scale,
-            scaling=raster.scaling * scale,
-            centering=tuple(raster.centering),
-        )
+        self.raster = Rasterizer.for_camera(self.env.camera_geometry.scaled(scale))
         self._between: list[Snapshot] = []
 
     @classmethod
     def attach(cls, env: Any, scale: int) -> HighwayScene | None:
         """A scene for ``env`` if its backend exposes its simulator (highway-env), else None."""
         u = env.unwrapped
-        if not all(hasattr(u, name) for name in ("sim", "raster", "ego", "on_frame")):
+        if not all(hasattr(u, n) for n in ("sim", "raster", "ego", "on_frame", "camera_geometry")):
             return None
         if not isinstance(u.raster, Rasterizer):
             return None

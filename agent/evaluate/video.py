@@ -107,12 +107,12 @@ class RayLayout:
         u = getattr(env, "unwrapped", env)
         cfg = getattr(u, "config", None)
         names = list(getattr(u, "sensor_names", ()))
+        camera = getattr(u, "camera_geometry", None)  # envs.observation.CameraGeometry
         try:
             n_rays, range_m = int(cfg.n_rays), float(cfg.ray_range)
-            height, width = cfg.camera_size
-            centering = cfg.spec.centering
-            view = float(cfg.view)
         except (AttributeError, TypeError, ValueError):
+            return None
+        if camera is None or not camera.top_view:  # a perspective camera: no ray in the frame
             return None
         found = [(int(m.group(1)), i) for i, n in enumerate(names) if (m := _RAY_DISTANCE.match(n))]
         if not found or n_rays < 1:
@@ -123,8 +123,8 @@ class RayLayout:
             angles=2 * np.pi * np.array(rays, np.float64) / n_rays,
             distance_index=tuple(i for _, i in found),
             range_m=range_m,
-            px_per_m=width / view,
-            ego_px=(centering[0] * width, centering[1] * height),
+            px_per_m=camera.px_per_m,
+            ego_px=camera.ego_px,
         )
 
 

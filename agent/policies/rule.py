@@ -55,6 +55,7 @@ import envs
 from agent.policies.base import AttentionView
 from envs.configuration import ConfigError
 from envs.contract import DISCRETE_ACTIONS, LIGHT_PALETTE, LIGHT_STATES
+from envs.observation import CameraGeometry
 from envs.scenarios import (
     CLOSING_SCALE,
     OBJECT_QUANTITIES,
@@ -168,9 +169,10 @@ class RulePolicy:
         sensor_names: Sequence[str],
         action_space: spaces.Space,
         ray_range: float = ScenarioConfig.ray_range,
-        camera: tuple[int, int, float] | None = None,
+        camera: CameraGeometry | None = None,
     ) -> None:
-        """``camera``: (H, W, view [m]) of the env's camera, for a rule that reads lights."""
+        """``camera``: the env's camera geometry, for a rule that reads lights (default: the
+        scenario's with the default options)."""
         if scenario not in CAUTION:
             raise ConfigError(
                 f"--policy rule: no rule for the scenario {scenario!r}; it drives "
@@ -194,10 +196,10 @@ class RulePolicy:
             )
         self.scenario = scenario
         self.caution = CAUTION[scenario]
-        spec = SCENARIOS[scenario]
-        h, w, view = camera or (*ScenarioConfig.camera_size, spec.view_m)
-        self.ego_pixel = (round(spec.centering[1] * h), round(spec.centering[0] * w))  # row, col
-        self.scaling = w / view  # [px/m]
+        camera = camera or ScenarioConfig(scenario=scenario).camera_geometry
+        ego_x, ego_y = camera.ego_px
+        self.ego_pixel = (round(ego_y), round(ego_x))  # row, col
+        self.scaling = camera.px_per_m  # [px/m]
         self.ray_range = float(ray_range)  # [m]
         self.lateral_scale = SCENARIOS[scenario].object_lateral_scale(self.ray_range)  # [m]
         names = list(sensor_names)
@@ -350,11 +352,14 @@ def rule_policy(
 
     check_has_rule(env_id)
     scenario = envs.HIGHWAY_IDS.get(env_id) or envs.BATCHED_IDS[env_id]
-    ray_range = env_kwargs.get("ray_range", ScenarioConfig.ray_range)
-    h, w = env_kwargs.get("camera_size", ScenarioConfig.camera_size)
-    view = env_kwargs.get("view_m") or envs.SCENARIOS[scenario].view_m
-    camera = (int(h), int(w), float(view))
-    return RulePolicy(scenario, sensor_names, action_space, ray_range=ray_range, camera=camera)
+    options = envs.options(env_id, env_kwargs)
+    return RulePolicy(
+        scenario,
+        sensor_names,
+        action_space,
+        ray_range=options.ray_range,
+        camera=options.camera_geometry,
+    )
 
 
 __all__ = [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import signal
 from dataclasses import dataclass, field
@@ -92,9 +91,9 @@ def make_env(env_id: str, kwargs: dict[str, Any], monitor: bool = False) -> gym.
     """One environment, with configuration errors re-labelled under ``env.``.
 
     ``env_id`` must be one of this project's ids (checked before Gymnasium sees it, so the
-    ``module:Env-v0`` form imports nothing). Any other exception the env raises while being made
-    from ``kwargs`` becomes a :class:`ConfigError` naming the options it cannot be made with
-    (see :func:`_blame_kwargs`); an env that fails without any options is a bug and keeps its
+    ``module:Env-v0`` form imports nothing). ``kwargs`` are checked as the experiment config
+    checks them (:class:`agent.run.config.EnvConfig`, against the backend's typed options): an error
+    names the key as spelled in the config; any other exception is the env's and keeps its
     traceback.
     """
 
@@ -111,98 +110,6 @@ def make_env(env_id: str, kwargs: dict[str, Any], monitor: bool = False) -> gym.
             f"env.id: {env_id!r} is not a registered environment{closest(env_id, ids)}; "
             f"registered: {', '.join(ids)} ({err.__class__.__name__})"
         ) from None
-    except Exception as err:
-        blamed = _blame_kwargs(env_id, kwargs)
-        if blamed is None:
-            raise
-        raise _cannot_make(env_id, kwargs, blamed, err) from None
-
-
-_BLAME_MAX_OPTIONS = 16  # options tried one at a time when an env cannot be made
-
-
-def _leaves(kwargs: dict[str, Any], prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Key paths of the options in ``kwargs``: ``sim.lanes_count`` is ``("sim", "lanes_count")``."""
-    out = []
-    for key, value in kwargs.items():
-        path = (*prefix, key)
-        if isinstance(value, dict) and value:
-            out += _leaves(value, path)
-        else:
-            out.append(path)
-    return out
-
-
-def _get(kwargs: dict[str, Any], path: tuple[Any, ...]) -> Any:
-    for key in path:
-        kwargs = kwargs[key]
-    return kwargs
-
-
-def _without(kwargs: dict[str, Any], path: tuple[Any, ...]) -> dict[str, Any]:
-    out = copy.deepcopy(kwargs)
-    node = out
-    for key in path[:-1]:
-        node = node[key]
-    del node[path[-1]]
-    return out
-
-
-def _can_make(env_id: str, kwargs: dict[str, Any], reset: bool = False) -> bool:
-    try:
-        env = gym.make(env_id, **kwargs)
-        try:
-            if reset:
-                env.reset(seed=0)
-        finally:
-            env.close()
-    except Exception:
-        return False
-    return True
-
-
-def _cheap_to_try(env_id: str) -> bool:
-    """Whether ``env_id`` is made and reset in a fraction of a second (not CARLA, which
-    connects to a server and spawns actors there)."""
-
-    return env_id in envs.HIGHWAY_IDS or env_id in envs.BATCHED_IDS
-
-
-def _blame_kwargs(
-    env_id: str, kwargs: dict[str, Any], reset: bool = False
-) -> list[tuple[Any, ...]] | None:
-    """Which options of ``kwargs`` keep ``env_id`` from being made (and reset, with ``reset``):
-    those whose removal alone lets it be, else all of them; ``None`` when it fails without
-    options too or works with them as a single env (not the options' fault), or when trying
-    again is not cheap (:func:`_cheap_to_try`)."""
-    if not kwargs or not _cheap_to_try(env_id):
-        return None
-    if not _can_make(env_id, {}, reset) or _can_make(env_id, kwargs, reset):
-        return None
-    leaves = _leaves(kwargs)
-    if len(leaves) > _BLAME_MAX_OPTIONS:
-        return leaves
-    blamed = [path for path in leaves if _can_make(env_id, _without(kwargs, path), reset)]
-    return blamed or leaves
-
-
-def _cannot_make(
-    env_id: str,
-    kwargs: dict[str, Any],
-    blamed: list[tuple[Any, ...]],
-    err: Exception,
-    what: str = "made",
-) -> ConfigError:
-    reason = str(err).split(" was raised from the environment creator")[0]  # gymnasium's suffix
-    reason = " ".join(reason.split())[:200]
-    names = [".".join(map(str, path)) for path in blamed]
-    given = ", ".join(f"{name}={_get(kwargs, path)!r}" for name, path in zip(names, blamed))
-    key = f"env.kwargs.{names[0]}" if len(blamed) == 1 else "env.kwargs"
-    fix = "this value" if len(blamed) == 1 else "these values"
-    return ConfigError(
-        f"{key}: {env_id} cannot be {what} with {given} ({err.__class__.__name__}: {reason}); "
-        f"change {fix} or remove {'it' if len(blamed) == 1 else 'them'}"
-    )
 
 
 def describe_env(env: gym.Env) -> EnvSpec:
@@ -233,29 +140,23 @@ def describe_env(env: gym.Env) -> EnvSpec:
 
 
 def probe_env(env_config: EnvConfig) -> EnvSpec:
-    """Make one env (validating ``env.id`` and ``env.kwargs``), read its spec, close it.
+    """Make one env (``env.kwargs`` were checked when the config was built), read its spec,
+    close it.
 
-    Envs that are cheap to make are also reset once: some options (e.g. the batched backend's
-    traffic) are only used at the first reset, and must fail here rather than once training
-    has started. An env whose simulator runs elsewhere (CARLA) is asked whether it answers
-    (``check_available()``), so that a stopped server is reported before a run folder exists."""
+    Envs whose simulator runs in this process are also reset once, so that an env that cannot
+    start fails here rather than once training has started. An env whose simulator runs
+    elsewhere (CARLA) is asked whether it answers (``check_available()``), so that a stopped
+    server is reported before a run folder exists."""
     env = make_env(env_config.id, env_config.kwargs)
     try:
         check_available = getattr(env.unwrapped, "check_available", None)
         if check_available is not None:
             check_available()
-        if _cheap_to_try(env_config.id):
+        else:
             try:
                 env.reset(seed=0)
             except ConfigError as err:
                 raise _env_kwargs_error(err) from None
-            except Exception as err:
-                blamed = _blame_kwargs(env_config.id, env_config.kwargs, reset=True)
-                if blamed is None:
-                    raise
-                raise _cannot_make(
-                    env_config.id, env_config.kwargs, blamed, err, what="reset"
-                ) from None
         return describe_env(env)
     finally:
         env.close()
@@ -275,11 +176,6 @@ def make_vec_env(env_config: EnvConfig, seed: int) -> VecEnv:
             venv = make_batched(env_config.id, env_config.n_envs, seed=seed, **env_config.kwargs)
         except ConfigError as err:
             raise _env_kwargs_error(err) from None
-        except Exception as err:
-            blamed = _blame_kwargs(env_config.id, env_config.kwargs)
-            if blamed is None:
-                raise
-            raise _cannot_make(env_config.id, env_config.kwargs, blamed, err) from None
         return VecMonitor(venv)
     factories = [
         EnvFactory(env_config.id, dict(env_config.kwargs)) for _ in range(env_config.n_envs)

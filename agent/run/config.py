@@ -125,7 +125,7 @@ class EnvConfig:
 
     id: str = "DriveAttention/Highway-v0"
     n_envs: int = 2  # parallel copies; > 1 runs them in subprocesses
-    kwargs: dict[str, Any] = field(default_factory=dict)  # validated by the env itself
+    kwargs: dict[str, Any] = field(default_factory=dict)  # the backend's typed options
     start_method: Literal["forkserver", "fork", "spawn"] = "forkserver"
     normalize_sensors: bool = False  # running mean/std of the sensor vector (VecNormalize)
     normalize_reward: bool = False  # running return scaling (VecNormalize)
@@ -137,7 +137,8 @@ class EnvConfig:
         self._check_kwargs_keys()
 
     def _check_kwargs_keys(self) -> None:
-        """Keys of ``kwargs`` that would not reach the env, or contradict ``id``/``n_envs``."""
+        """Keys of ``kwargs`` that would not reach the env, or contradict ``id``/``n_envs``; then
+        every option, against the backend's typed options (:func:`envs.options`)."""
 
         for key, why in _GYM_MAKE_KWARGS.items():
             check(key not in self.kwargs, f"env.kwargs.{key}: {why}")
@@ -155,6 +156,9 @@ class EnvConfig:
                 "env.kwargs.num_envs: the number of environments is env.n_envs; remove it and set "
                 f"env.n_envs={self.kwargs['num_envs']}"
             )
+        # checked against the backend's typed options without making an env: a bad key is
+        # named with the closest valid one, a bad value with its range or the backend's reason
+        envs.options(self.id, self.kwargs, prefix="env.kwargs.")
 
 
 @dataclass

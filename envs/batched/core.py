@@ -118,8 +118,9 @@ class BatchedDrive:
             regulated=self.traffic_spec.regulated,
             signals=self.signals,
         )
-        h, w = cfg.camera_size
-        scaling, centering = w / cfg.view, self.scenario.centering
+        self.camera_geometry = cfg.camera_geometry  # the camera's frame, scale and ego pixel
+        g = self.camera_geometry
+        h, w, scaling, centering = g.height, g.width, g.px_per_m, g.centering
         road_map = camera_map(self.road.lanes, scaling)  # as the highway-env backend draws it
         if road_map is None:  # straight roads along +x, traced per frame
             self.raster = TorchRasterizer(self.road, h, w, scaling, centering)

@@ -63,6 +63,7 @@ class BatchedDriveVecEnv(VecEnv):
         super().__init__(num_envs, self.core.observation_space(), self.core.action_space())
         self.config = self.core.config
         self.sensor_names = self.core.sensor_names
+        self.camera_geometry = self.core.camera_geometry  # scale, ego pixel, patch grid
         self.sensor_groups = self.core.sensor_groups
         self.idle_action = idle_action(self.config.action)
         self._actions: np.ndarray | None = None
@@ -166,6 +167,7 @@ class BatchedDriveEnv(gym.Env):
         self.observation_space = self.core.observation_space()
         self.action_space = self.core.action_space()
         self.sensor_names = self.core.sensor_names
+        self.camera_geometry = self.core.camera_geometry  # scale, ego pixel, patch grid
         self.sensor_groups = self.core.sensor_groups
         self.idle_action: Any = idle_action(self.config.action)
 
@@ -250,6 +252,7 @@ class BatchedDriveVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.sensor_names = self.core.sensor_names
+        self.camera_geometry = self.core.camera_geometry  # scale, ego pixel, patch grid
         self.sensor_groups = self.core.sensor_groups
         self.idle_action: Any = idle_action(self.config.action)
         self._started = False

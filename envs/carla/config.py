@@ -2,18 +2,24 @@
 
 Every option is a keyword argument of ``gymnasium.make("DriveAttention/Carla-v0", ...)``, checked
 by :func:`envs.configuration.build` so that a typo, a wrong type or a value out of range raises
-:class:`envs.configuration.ConfigError` naming the option.
+:class:`envs.configuration.ConfigError` naming the option. The options every backend shares
+(camera size, frame stack, rays, duration, ...) come from
+:class:`envs.observation.ObservationOptions`, with the same names, ranges and defaults except
+where :class:`CarlaEnvConfig` declares its own default.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from envs.configuration import ConfigError, check, closest
-from envs.contract import REWARD_TERMS
+from envs.observation import CameraGeometry, ObservationOptions
+from envs.scenarios import reward_weights
+
+REWARD_SCENARIO = "carla"  # this backend's row of envs.scenarios.REWARD_WEIGHTS
+MAX_RAYS = 100  # its sensor names number the rays with two digits
 
 DEFAULT_HOST = "localhost"
 DEFAULT_PORT = 2000
@@ -43,17 +49,7 @@ WEATHER_PRESETS: tuple[str, ...] = (
     "HardRainNight",
 )
 
-# Weights of the reward terms of envs.contract.REWARD_TERMS (each term is in [-1, 1] per step).
-DEFAULT_REWARD_WEIGHTS: dict[str, float] = {
-    "alive": 0.0,  # a route to complete: pay for lasting would pay for not arriving
-    "progress": 0.5,
-    "collision": 20.0,
-    "off_road": 1.0,
-    "lane_keeping": 0.2,
-    "comfort": 0.05,
-    "goal": 20.0,
-    "red_light": 0.0,  # the CARLA backend does not detect red-light runs yet
-}
+ROUTE_DURATION = 120.0  # [s] an episode's default time limit (the option ``duration``)
 
 
 def default_host() -> str:
@@ -76,9 +72,13 @@ def default_port() -> int:
 
 
 @dataclass
-class CarlaEnvConfig:
-    """Options of the CARLA backend; units in the comments."""
+class CarlaEnvConfig(ObservationOptions):
+    """Options of the CARLA backend: the shared :class:`envs.observation.ObservationOptions`
+    and its own; units in the comments."""
 
+    # --- shared options whose default differs here (the declared overrides) ---
+    ray_range: float = 50.0  # [m] the semantic lidar's reach
+    action: Literal["discrete", "continuous"] = "continuous"  # [steer, accel]; the only kind
     # --- server ---
     host: str = field(default_factory=default_host)  # CARLA_HOST or localhost
     port: int = field(default_factory=default_port)  # RPC port; CARLA_PORT or 2000
@@ -95,35 +95,29 @@ class CarlaEnvConfig:
     n_vehicles: int = 20  # background vehicles driven by the traffic manager
     n_pedestrians: int = 10  # pedestrians driven by AI walker controllers
     ego_blueprint: str = "vehicle.tesla.model3"
-    # --- camera ---
-    camera_size: tuple[int, int] = (64, 64)  # [px] (H, W)
+    # --- camera (camera_size, frame_stack, road_labels: shared) ---
     camera_fov: float = 90.0  # [deg] horizontal field of view
     camera_position: tuple[float, float, float] = (-5.5, 0.0, 2.8)  # [m] in the ego frame
     camera_pitch_deg: float = -15.0  # [deg]
-    frame_stack: int = 1  # frames stacked along channels, oldest first
-    road_labels: bool = False  # info["road_labels"] from a segmentation camera (costs time)
     segmentation: Literal["instance", "semantic"] = "instance"  # camera used for road labels
-    # --- sensor vector ---
-    n_rays: int = 16  # range rays around the car (semantic lidar), ray 0 straight ahead
-    ray_range: float = 50.0  # [m]
+    # --- sensor vector (n_rays, ray_range: shared; ray 0 straight ahead) ---
     n_route_points: int = 8  # next route points in the ego frame
     route_point_spacing_m: float = 5.0  # [m] between those route points
     light_range: float = 50.0  # [m] look-ahead for the traffic light ahead
     speed_range: tuple[float, float] = (0.0, 12.0)  # [m/s] progress reward 0..1 over this range
-    # --- task ---
-    action: Literal["continuous"] = "continuous"  # [steer, accel] (as the embedded backend's)
+    # --- task (duration, offroad_terminal, reward_weights: shared) ---
     route_length_m: float = 300.0  # [m] route from the spawn point to a random destination
     goal_tolerance_m: float = 5.0  # [m] route completed when this close to its end
     max_route_deviation_m: float = 8.0  # [m] farther from the route ends the episode
-    duration_s: float = 120.0  # [s] simulated time limit of an episode (truncation)
     stuck_steps: int = 400  # steps below stuck_speed (not at a red light) end the episode
     stuck_speed: float = 0.3  # [m/s]
     terminate_on_collision: bool = True
-    terminate_off_road: bool = True
     warmup_steps: int = 10  # ticks after spawning, before the first observation
-    reward_weights: dict[str, float] = field(default_factory=dict)  # partial, over defaults
+
+    BACKEND: ClassVar[str] = "the CARLA backend"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check(bool(self.host), "host: must not be empty (or unset CARLA_HOST)")
         check(1 <= self.port <= 65535, f"port: {self.port} is not a TCP port (1..65535)")
         check(1 <= self.tm_port <= 65535, f"tm_port: {self.tm_port} is not a TCP port")
@@ -147,13 +141,7 @@ class CarlaEnvConfig:
         check(self.n_vehicles >= 0, "n_vehicles: must be >= 0")
         check(self.n_pedestrians >= 0, "n_pedestrians: must be >= 0")
         check(bool(self.ego_blueprint), "ego_blueprint: use e.g. 'vehicle.tesla.model3'")
-        h, w = self.camera_size
-        check(h >= 8 and w >= 8, f"camera_size: {self.camera_size} is too small; use >= (8, 8)")
-        check(h <= 2048 and w <= 2048, f"camera_size: {self.camera_size} is too large")
         check(0 < self.camera_fov < 180, "camera_fov: must be in (0, 180) degrees")
-        check(self.frame_stack >= 1, "frame_stack: must be >= 1")
-        check(0 <= self.n_rays <= 100, "n_rays: must be in [0, 100] (two-digit ray names)")
-        check(self.ray_range > 0, "ray_range: must be > 0 metres")
         check(1 <= self.n_route_points <= 100, "n_route_points: must be in [1, 100]")
         check(self.route_point_spacing_m > 0, "route_point_spacing_m: must be > 0 metres")
         check(self.light_range > 0, "light_range: must be > 0 metres")
@@ -162,20 +150,56 @@ class CarlaEnvConfig:
         check(self.route_length_m > 0, "route_length_m: must be > 0 metres")
         check(self.goal_tolerance_m > 0, "goal_tolerance_m: must be > 0 metres")
         check(self.max_route_deviation_m > 0, "max_route_deviation_m: must be > 0 metres")
-        check(self.duration_s >= self.fixed_delta_s, "duration_s: must be >= fixed_delta_s")
+        check(
+            self.episode_duration >= self.fixed_delta_s,
+            f"duration: {self.episode_duration} s is shorter than one step (fixed_delta_s "
+            f"{self.fixed_delta_s} s); raise it",
+        )
         check(self.stuck_steps >= 1, "stuck_steps: must be >= 1")
         check(self.stuck_speed >= 0, "stuck_speed: must be >= 0 m/s")
         check(self.warmup_steps >= 1, "warmup_steps: must be >= 1")
-        for key, value in self.reward_weights.items():
-            if key not in REWARD_TERMS:
-                raise ConfigError(
-                    f"reward_weights.{key}: unknown reward term{closest(key, REWARD_TERMS)}; "
-                    f"terms: {', '.join(REWARD_TERMS)}"
-                )
-            check(math.isfinite(value), f"reward_weights.{key}: must be a finite number")
-        self.reward_weights = {**DEFAULT_REWARD_WEIGHTS, **self.reward_weights}
+
+    def refuse(self) -> None:
+        if self.action != "continuous":
+            raise self.refusal(
+                "action",
+                self.action,
+                "it drives the car with [steer, accel] only (no meta-actions)",
+                "use action: continuous",
+            )
+        if self.n_rays > MAX_RAYS:
+            raise self.refusal(
+                "n_rays",
+                self.n_rays,
+                "its sensor names number the rays with two digits",
+                f"use n_rays <= {MAX_RAYS}",
+            )
+        if self.n_objects:
+            raise self.refusal(
+                "n_objects",
+                self.n_objects,
+                "it has no radar object list (the rays see the vehicles around)",
+                "use n_objects: 0",
+            )
+
+    @property
+    def episode_duration(self) -> float:
+        """[s] the episode's simulated time limit."""
+        return ROUTE_DURATION if self.duration is None else self.duration
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Reward weights: CARLA's defaults (``envs.scenarios.REWARD_WEIGHTS``) overridden by
+        ``reward_weights``."""
+        return reward_weights(REWARD_SCENARIO, self.reward_weights)
+
+    @property
+    def camera_geometry(self) -> CameraGeometry:
+        """The chase camera's frame (a perspective view: no single scale or ego pixel)."""
+        height, width = self.camera_size
+        return CameraGeometry(height, width)
 
     @property
     def max_steps(self) -> int:
-        """Steps per episode before truncation (duration_s / fixed_delta_s)."""
-        return max(1, round(self.duration_s / self.fixed_delta_s))
+        """Steps per episode before truncation (duration / fixed_delta_s)."""
+        return max(1, round(self.episode_duration / self.fixed_delta_s))

@@ -148,6 +148,7 @@ class CarlaDriveEnv(gym.Env):
         c = self.config
         self.sensor_names: tuple[str, ...] = make_sensor_names(c.n_route_points, c.n_rays)
         self.sensor_groups: dict[str, list[int]] = sensor_groups(self.sensor_names)
+        self.camera_geometry = c.camera_geometry  # frame size (a perspective view)
         self.observation_space = observation_space(
             c.camera_size, c.frame_stack, len(self.sensor_names)
         )
@@ -714,7 +715,7 @@ class CarlaDriveEnv(gym.Env):
             change=action_change(action, ep.previous_action, "continuous"),
             goal=reached,
         )
-        weighted = weigh(terms, c.reward_weights)
+        weighted = weigh(terms, c.weights)
         ep.previous_action = action
         ep.stats.record(f.position, collided, f.off_road)
         stuck = ep.stuck.update(f.speed, f.waiting_at_red)
@@ -724,7 +725,7 @@ class CarlaDriveEnv(gym.Env):
             reason = "success"
         elif collided and c.terminate_on_collision:
             reason = "collision"
-        elif f.off_road and c.terminate_off_road:
+        elif f.off_road and c.offroad_terminal:
             reason = "off_road"
         elif f.route_distance > c.max_route_deviation_m:
             reason = "off_route"

@@ -82,8 +82,8 @@ class DriveEnv(gym.Env):
         self.sim = _simulator(self.scenario.simulator_class())(config=self._sim_config())
         self.lidar = LidarObservation(self.sim, cells=cfg.n_rays, maximum_range=cfg.ray_range)
 
-        h, w = cfg.camera_size
-        self.raster = Rasterizer(h, w, scaling=w / cfg.view, centering=self.scenario.centering)
+        self.camera_geometry = cfg.camera_geometry  # the camera's frame, scale and ego pixel
+        self.raster = Rasterizer.for_camera(self.camera_geometry)
 
         self.sensor_names = sensor_names(cfg)
         self.sensor_groups = sensor_groups(self.sensor_names)

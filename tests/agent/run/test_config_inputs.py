@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import envs
-from agent.run.build import EnvFactory, make_env, make_vec_env, probe_env
+from agent.run.build import EnvFactory, make_env, probe_env
 from agent.run.config import (
     ConfigError,
     EnvConfig,
@@ -343,9 +343,13 @@ def test_careless_env_input_names_the_key(overrides: list[str], key: str) -> Non
     assert key in message, message
 
 
-def test_batched_vec_env_names_unknown_option_as_spelled() -> None:
-    config = EnvConfig(id="DriveAttention/BatchedHighway-v0", kwargs={"camera_sise": [32, 32]})
-    message = config_error(config, 0, call=make_vec_env)
+def test_batched_env_config_names_unknown_option_as_spelled() -> None:
+    message = config_error(
+        "DriveAttention/BatchedHighway-v0",
+        2,
+        {"camera_sise": [32, 32]},
+        call=EnvConfig,
+    )
     assert message.startswith(
         "unknown option 'env.kwargs.camera_sise' (did you mean 'camera_size'?)"
     )

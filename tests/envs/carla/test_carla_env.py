@@ -43,7 +43,7 @@ from carla_fakes import (
 )
 
 import envs  # noqa: F401  (registers the ids)
-from envs.carla.config import DEFAULT_REWARD_WEIGHTS, default_host, default_port
+from envs.carla.config import REWARD_SCENARIO, default_host, default_port
 from envs.carla.runtime import CarlaConnectionError, CarlaServerLost, probe_server
 from envs.configuration import ConfigError
 from envs.contract import (
@@ -55,6 +55,7 @@ from envs.contract import (
     SimulatorUnavailable,
     sensor_groups,
 )
+from envs.scenarios import REWARD_WEIGHTS
 
 carla = pytest.importorskip(
     "carla", reason="the carla client is not installed: pip install -e '.[carla]'"
@@ -178,7 +179,7 @@ def test_env_passes_gymnasium_check_env_on_the_fake_server(fake: dict[str, Any])
 
 def test_env_episode_on_the_fake_server(fake: dict[str, Any]) -> None:
     server: FakeServer = fake["server"]
-    env = gym.make(ENV_ID, **{**FAST, "duration_s": 1.0}, road_labels=True)
+    env = gym.make(ENV_ID, **{**FAST, "duration": 1.0}, road_labels=True)
     obs, info = env.reset(seed=3)
     assert env.observation_space.contains(obs)
     settings = server.settings
@@ -247,7 +248,7 @@ def test_collision_ends_the_episode_with_a_penalty(fake: dict[str, Any]) -> None
         if terminated or truncated:
             break
     assert terminated and info["termination"] == "collision" and info["collision"] is True
-    assert info["reward_terms"]["collision"] == -DEFAULT_REWARD_WEIGHTS["collision"]
+    assert info["reward_terms"]["collision"] == -REWARD_WEIGHTS[REWARD_SCENARIO]["collision"]
     assert info["collided_with"] == ["vehicle.audi.tt"]
     ray_ahead = dict(zip(env.sensor_names, obs["sensors"]))["rays.00.distance"]
     assert ray_ahead < 0.1  # the ray straight ahead touches the parked car
@@ -552,7 +553,7 @@ def test_a_collision_is_an_overlap_of_boxes_not_a_near_miss(
     obs, _, terminated, _, info = env.step([0.0, -1.0])  # the ego stays where it is
     assert info["collided_with"] == ([type_id] if collides else [])
     assert terminated == collides and info.get("termination") == ("collision" if collides else None)
-    penalty = -DEFAULT_REWARD_WEIGHTS["collision"] if collides else 0.0
+    penalty = -REWARD_WEIGHTS[REWARD_SCENARIO]["collision"] if collides else 0.0
     assert info["reward_terms"]["collision"] == penalty
     expected = 1.0 if ahead is None else ahead / 50.0  # ray_range 50 m
     assert sensors_of(env, obs)["rays.00.distance"] == pytest.approx(expected, abs=1e-5)
@@ -677,7 +678,7 @@ def test_live_steps_and_cleanup(live: dict[str, Any]) -> None:
 
 @pytest.mark.carla
 def test_live_episodes_end_with_the_episode_keys(live: dict[str, Any]) -> None:
-    env = gym.make(ENV_ID, **{**LIVE, "duration_s": 2.0})
+    env = gym.make(ENV_ID, **{**LIVE, "duration": 2.0})
     for episode in range(2):
         env.reset(seed=episode)
         done, steps = False, 0
