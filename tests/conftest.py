@@ -1,7 +1,13 @@
 import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # W&B offline (headless rendering is set by ``import envs``).
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -19,3 +25,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def run_script() -> Callable[..., subprocess.CompletedProcess]:
+    """Run ``scripts/<script> *args`` as a user would: a fresh Python process in the repository,
+    W&B offline; returns the finished process (stdout and stderr as text)."""
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+
+    def run(script: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / script), *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    return run

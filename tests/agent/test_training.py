@@ -60,17 +60,6 @@ TINY = [
 ]
 
 
-def run_script(script: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [PYTHON, str(ROOT / "scripts" / script), *args],
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 # ------------------------------------------------------------------------------------- config
 
 
@@ -136,7 +125,7 @@ def test_read_yaml_says_what_is_wrong(tmp_path: Path) -> None:
     assert read_yaml(path) == {"train": {"steps": 10}}
 
 
-def test_train_script_fails_fast_on_bad_config(tmp_path: Path) -> None:
+def test_train_script_fails_fast_on_bad_config(run_script, tmp_path: Path) -> None:
     started = time.perf_counter()
     result = run_script(
         "train.py", "--config", str(DEFAULT), "model.layer=3", f"logging.root={tmp_path}"
@@ -266,7 +255,7 @@ def test_wandb_failure_does_not_stop_logging(
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def trained_run(run_script, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("runs")
     result = run_script(
         "train.py",
@@ -369,7 +358,9 @@ def test_offline_wandb_run_holds_video_and_metrics(trained_run: Path) -> None:
     assert any("rollout/collision_rate" in m for m in metrics)
 
 
-def test_resume_continues_step_counter_and_optimizer(trained_run: Path, tmp_path: Path) -> None:
+def test_resume_continues_step_counter_and_optimizer(
+    run_script, trained_run: Path, tmp_path: Path
+) -> None:
     run = shutil.copytree(trained_run, tmp_path / "tiny")
     before = load_checkpoint(latest_checkpoint(run))
     result = run_script(
@@ -390,7 +381,7 @@ def test_resume_continues_step_counter_and_optimizer(trained_run: Path, tmp_path
     assert max(steps) >= 256
 
 
-def test_evaluate_writes_documented_json(trained_run: Path, tmp_path: Path) -> None:
+def test_evaluate_writes_documented_json(run_script, trained_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval.json"
     wandb_runs = set((trained_run / "wandb").glob("offline-run-*"))
     result = run_script(
@@ -429,7 +420,9 @@ def test_evaluate_writes_documented_json(trained_run: Path, tmp_path: Path) -> N
         assert set(SUMMARY_KEYS) <= set(json.loads(out.read_text()))
 
 
-def test_evaluate_attention_reports_attribution(trained_run: Path, tmp_path: Path) -> None:
+def test_evaluate_attention_reports_attribution(
+    run_script, trained_run: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "attention.json"
     result = run_script(
         "evaluate.py", "--run", str(trained_run), "--episodes", "2", "--seed", "3",
@@ -478,7 +471,7 @@ def test_checkpoint_may_only_restore_the_algorithms_own_tensors(trained_run: Pat
     assert weight.abs().sum() > 0, "nothing was overwritten"
 
 
-def test_evaluate_refuses_bad_checkpoints(trained_run: Path, tmp_path: Path) -> None:
+def test_evaluate_refuses_bad_checkpoints(run_script, trained_run: Path, tmp_path: Path) -> None:
     good = latest_checkpoint(trained_run)
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(good.read_bytes()[:-100])
@@ -541,7 +534,9 @@ def test_sigint_saves_a_checkpoint(tmp_path: Path) -> None:
     assert "--resume" in stderr
 
 
-def test_resume_with_a_different_model_is_refused(trained_run: Path, tmp_path: Path) -> None:
+def test_resume_with_a_different_model_is_refused(
+    run_script, trained_run: Path, tmp_path: Path
+) -> None:
     run = shutil.copytree(trained_run, tmp_path / "tiny")
     result = run_script("train.py", "--resume", str(run), "model.dim=32")
     assert result.returncode == 2
@@ -603,7 +598,7 @@ def test_eval_env_must_be_a_known_id_with_the_same_observations(tmp_path: Path) 
     assert not any(tmp_path.iterdir())
 
 
-def test_sac_continuous_trains_and_resumes(tmp_path: Path) -> None:
+def test_sac_continuous_trains_and_resumes(run_script, tmp_path: Path) -> None:
     tiny_sac = [
         "--wandb", "disabled", f"logging.root={tmp_path}", "env.kwargs.duration=4", "model.dim=16",
         "algo.learning_starts=32", "algo.batch_size=16", "algo.buffer_size=500",
@@ -650,7 +645,7 @@ def test_normalisation_statistics_round_trip(tmp_path: Path) -> None:
     fresh.close()
 
 
-def test_batched_backend_trains_in_one_process(tmp_path: Path) -> None:
+def test_batched_backend_trains_in_one_process(run_script, tmp_path: Path) -> None:
     batched = str(ROOT / "configs" / "batched.yaml")
     result = run_script(
         "train.py", "--config", batched, "--name", "b", "--steps", "128", "--wandb", "disabled",

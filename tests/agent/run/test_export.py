@@ -63,24 +63,21 @@ print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})))
 """
 
 
-def run_script(script: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [PYTHON, str(ROOT / "scripts" / script), *args],
-        cwd=ROOT,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def exported(run_script, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(run folder, exported zip) of a tiny real run."""
     root = tmp_path_factory.mktemp("export")
     batched = str(ROOT / "configs" / "batched.yaml")
     result = run_script(
-        "train.py", "--config", batched, "--name", "tiny", f"logging.root={root}", *TINY
+        "train.py",
+        "--config",
+        batched,
+        "--name",
+        "tiny",
+        "--wandb",
+        "disabled",
+        f"logging.root={root}",
+        *TINY,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = root / "out" / "model.zip"
@@ -138,7 +135,7 @@ def test_exported_zip_acts_as_the_run_in_plain_sb3(
 
 
 def test_sb3_zip_is_evaluated_only_with_allow_pickle(
-    exported: tuple[Path, Path], tmp_path: Path
+    run_script, exported: tuple[Path, Path], tmp_path: Path
 ) -> None:
     _, zip_path = exported
     out = tmp_path / "eval.json"
@@ -179,7 +176,7 @@ def test_zip_of_a_policy_without_attention_is_refused_for_attention(tmp_path: Pa
 
 
 def test_export_refuses_bad_input_before_any_work(
-    exported: tuple[Path, Path], tmp_path: Path
+    run_script, exported: tuple[Path, Path], tmp_path: Path
 ) -> None:
     run, _ = exported
     out = tmp_path / "m.zip"
