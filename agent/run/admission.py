@@ -182,8 +182,8 @@ def check_resumed_reward(run: RunDir, config: ExperimentConfig) -> None:
         print(
             f"warning: {run.path} does not record the reward weights it was trained with (made "
             f"before runs recorded them); it continues under {_weights_text(current)}. If it was "
-            "trained under other weights (before the alive term, every scenario used alive 0, progress "
-            "0.5, collision 1), give them with env.kwargs.reward_weights='{...}'",
+            "trained under other weights (before the alive term, every scenario used alive 0, "
+            "progress 0.5, collision 1), give them with env.kwargs.reward_weights='{...}'",
             file=sys.stderr,
         )
         return
