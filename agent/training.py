@@ -35,6 +35,7 @@ from agent.evaluate.rollout import evaluate
 from agent.policies.base import IdlePolicy, RandomPolicy, TrainedPolicy
 from agent.policies.rule import has_rule, rule_policy
 from agent.run.admission import Prepared, eval_env_id
+from agent.run.algo_state import algo_state, restore_algo_state
 from agent.run.build import (
     make_algo,
     make_env,
@@ -50,14 +51,7 @@ from agent.run.callbacks import (
     graceful_stop,
     signal_name,
 )
-from agent.run.checkpoint import (
-    Checkpoint,
-    CheckpointError,
-    algo_state,
-    checkpoint_path,
-    restore_algo_state,
-    save_checkpoint,
-)
+from agent.run.checkpoint import Checkpoint, CheckpointError, checkpoint_path, save_checkpoint
 from agent.run.config import ConfigError
 from agent.run.config_files import (
     save_config,
@@ -262,7 +256,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ the run
     def run(self) -> int:
-        """Train, holding the run's lock throughout (taken here if :func:`prepare` did not)."""
+        """Train, holding the run's lock throughout (taken here if
+        :func:`agent.run.admission.prepare` did not)."""
         lock = self.lock if self.lock is not None and self.lock.held else self.run_dir.lock()
         try:
             return self._run()

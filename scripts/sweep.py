@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def sweep(args: argparse.Namespace) -> int:
-    from agent.scale.sweep import default_paths, load_sweep_config, run_sweep
+    from agent.scale.sweep import run_sweep
+    from agent.scale.sweep_config import default_paths, load_sweep_config
 
     config = load_sweep_config(args.config, trials=args.trials)
     runs_root, out_dir = default_paths(config)

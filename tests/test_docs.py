@@ -127,6 +127,21 @@ def test_every_config_is_in_the_configs_reference():
     assert not stale, f"docs/reference/configs.md names configs that do not exist: {stale}"
 
 
+def test_each_script_and_config_has_its_row_on_one_page_only():
+    """Other pages show scripts and configs in use and link the reference; only the reference
+    documents each one (a table row that starts with its path)."""
+    files = [p.relative_to(ROOT).as_posix() for p in (ROOT / "scripts").glob("*.py")]
+    files += [p.relative_to(ROOT).as_posix() for p in (ROOT / "configs").rglob("*.y*ml")]
+    texts = {page: page.read_text(encoding="utf-8") for page in manual_pages()}
+    twice = {}
+    for name in files:
+        row = re.compile(r"^\|\s*`" + re.escape(name) + r"`\s*\|", re.MULTILINE)
+        pages = [page.relative_to(ROOT).as_posix() for page, t in texts.items() if row.search(t)]
+        if len(pages) != 1:
+            twice[name] = pages
+    assert not twice, f"documented on other than exactly one page (its reference row): {twice}"
+
+
 def test_every_env_id_is_documented_on_exactly_one_scenario_page():
     ids = registered_ids()
     assert ids, f"import envs registered no id under {NAMESPACE}"

@@ -39,7 +39,6 @@ from models import attention_from_policy
 
 def _layer_maps(policy: TrainedPolicy, obs: dict[str, np.ndarray]) -> dict[str, Any]:
     """Per-layer, head-averaged attention of one observation or a batch."""
-
     maps = attention_from_policy(policy.model.policy, policy.prepare(obs)).to("cpu")
     layers = range(maps.num_layers)
     return {

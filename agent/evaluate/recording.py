@@ -48,7 +48,6 @@ def map_occlusion_ratio(
 ) -> float | None:
     """The occlusion ratio (:func:`agent.evaluate.attribution.occlusion_test`) of the camera map
     a video shows, on that episode's decision frames; None for a policy without one."""
-
     shown = [d for d in decisions if d.view is not None and d.view.camera is not None]
     model = getattr(policy, "model", None)
     if not shown or model is None or not isinstance(policy, TrainedPolicy):

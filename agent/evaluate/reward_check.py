@@ -176,7 +176,6 @@ def run_check(
     """Every reference policy, and each ``(policy, env kwargs)`` of ``extra`` (trained runs, on
     their own env options), on ``episodes`` seeded episodes of ``env_id``. Every episode is
     weighed with the env's default reward weights, whatever a run trained with."""
-
     scenario = envs.HIGHWAY_IDS.get(env_id) or envs.BATCHED_IDS.get(env_id)
     if scenario is None or scenario not in CAUTION:
         raise ValueError(f"{env_id}: the reward check runs on the highway-env and batched ids")

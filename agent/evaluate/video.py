@@ -369,7 +369,6 @@ class VideoWriter:
         self.frames = 0
 
     def append(self, frame: np.ndarray) -> None:
-
         if self._writer is None:
             check_writable(self.path)  # UnsafePathError (an OSError) for a link
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -43,7 +43,6 @@ PLANS: tuple[tuple[int, ...], ...] = (
 
 def check_can_look_ahead(env_id: str) -> None:
     """:class:`ConfigError` unless ``env_id`` is a highway-env id (asked before the env is made)."""
-
     if env_id not in envs.HIGHWAY_IDS:
         raise ConfigError(
             f"--policy lookahead: {env_id} cannot be copied mid-episode; it plans on the "

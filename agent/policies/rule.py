@@ -331,13 +331,11 @@ class RulePolicy:
 
 def has_rule(env_id: str) -> bool:
     """Whether the rule drives ``env_id`` (the highway-env and batched ids)."""
-
     return env_id in envs.HIGHWAY_IDS or env_id in envs.BATCHED_IDS
 
 
 def check_has_rule(env_id: str) -> None:
     """:class:`ConfigError` unless the rule drives ``env_id`` (asked before the env is made)."""
-
     if not has_rule(env_id):
         raise ConfigError(
             f"--policy rule: {env_id} has no rule; it drives the highway-env and batched ids "
@@ -349,7 +347,6 @@ def rule_policy(
     env_id: str, env_kwargs: dict[str, Any], sensor_names: Sequence[str], action_space: spaces.Space
 ) -> RulePolicy:
     """The rule for ``env_id`` (a highway-env or batched id) made with ``env_kwargs``."""
-
     check_has_rule(env_id)
     scenario = envs.HIGHWAY_IDS.get(env_id) or envs.BATCHED_IDS[env_id]
     options = envs.options(env_id, env_kwargs)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import envs
+from agent.run.algo_state import check_state_dict
 from agent.run.build import (
     ALGORITHMS,
     EnvSpec,
@@ -18,12 +19,7 @@ from agent.run.build import (
     probe_env,
     resolve_device,
 )
-from agent.run.checkpoint import (
-    Checkpoint,
-    CheckpointError,
-    check_state_dict,
-    load_checkpoint,
-)
+from agent.run.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from agent.run.config import ConfigError, ExperimentConfig, resolve_config
 from agent.run.config_files import (
     Overrides,
@@ -174,7 +170,6 @@ def check_resumed_reward(run: RunDir, config: ExperimentConfig) -> None:
     ``run.json``; the config leaves the defaults out, so a change of defaults would otherwise
     change a resumed run's reward without a word. A run made before runs recorded them gets a
     warning (its weights are unknown)."""
-
     current = envs.reward_weights(config.env.id, **config.env.kwargs)
     recorded = run.read_info().get("reward_weights")
     keep = f"env.kwargs.reward_weights='{_weights_text(current)}'"
@@ -279,7 +274,6 @@ def eval_env_id(config: ExperimentConfig) -> str:
 def check_eval_env(config: ExperimentConfig, spec: EnvSpec) -> None:
     """A ``train.eval_env`` other than ``env.id`` must give the policy the same observations
     and actions (same sensor names, spaces); asked before any work."""
-
     eval_id = eval_env_id(config)
     if eval_id == config.env.id:
         return

@@ -56,7 +56,6 @@ class EnvFactory:
     parent_pid: int = field(default_factory=os.getpid)
 
     def __call__(self) -> gym.Env:
-
         if os.getpid() != self.parent_pid:
             # Ctrl-C reaches the whole process group: workers ignore it so the learner can
             # save a checkpoint while the envs are still alive.
@@ -96,7 +95,6 @@ def make_env(env_id: str, kwargs: dict[str, Any], monitor: bool = False) -> gym.
     names the key as spelled in the config; any other exception is the env's and keeps its
     traceback.
     """
-
     check_env_id(env_id)
     try:
         return EnvFactory(env_id, dict(kwargs), monitor=monitor)()
@@ -169,7 +167,6 @@ def make_vec_env(env_config: EnvConfig, seed: int) -> VecEnv:
     SB3 VecEnv (an adapter of the same simulator ``gymnasium.make_vec`` returns); any other id
     gets one copy per subprocess (in-process when ``n_envs`` is 1).
     """
-
     if env_config.id in envs.BATCHED_IDS:
         check_env_id(env_config.id)
         try:
@@ -203,7 +200,6 @@ def wrap_normalize(venv: VecEnv, env_config: EnvConfig, gamma: float) -> VecEnv:
 
 def policy_kwargs(config: ExperimentConfig, spec: EnvSpec) -> dict[str, Any]:
     """Policy keyword arguments: the features extractor from ``models`` plus the heads."""
-
     kwargs = dict(models.policy_kwargs(config.model, spec.sensor_names))
     kwargs.setdefault("net_arch", list(config.algo.net_arch))
     return kwargs

@@ -106,7 +106,6 @@ class ProgressBar(BaseCallback):
         self._shown = 0
 
     def _on_training_start(self) -> None:
-
         self._shown = self.num_timesteps
         self.bar = tqdm(
             total=self.total_steps,

@@ -24,7 +24,6 @@ def fail(message: object) -> int:
 def guarded(body: Callable[[], int]) -> int:
     """Run a script's ``body``; a ConfigError, CheckpointError, SimulatorUnavailable or
     UnsafePathError becomes :func:`fail`."""
-
     try:
         return body()
     except (ConfigError, CheckpointError, SimulatorUnavailable, UnsafePathError) as err:

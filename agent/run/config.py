@@ -11,8 +11,8 @@ An experiment has five sections, each one dataclass validated at construction::
 Unknown keys, wrong types and out-of-range values raise :class:`ConfigError` naming the key (and
 the closest valid one) before any work starts: so do non-finite numbers (``.nan``, ``.inf``) in
 any option, an ``env.id`` that is not one of this project's environments, and a run name that
-cannot be a folder name. ``env.kwargs`` is checked by the environment itself (see
-:func:`agent.run.build.probe_env`).
+cannot be a folder name. ``env.kwargs`` is checked against the backend's typed options
+(:func:`envs.options`) when the config is built, without making an env.
 
 Reading experiment files, overrides and diffs live in :mod:`agent.run.config_files`.
 """
@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import envs
 from envs.configuration import ConfigError, build, check, closest
+from envs.observation import ObservationOptions
 from models import ExtractorConfig
 
 __all__ = [
@@ -79,7 +80,6 @@ def _check_finite(config: Any) -> None:
 
 def project_env_ids() -> list[str]:
     """The Gymnasium ids this project registers (``import envs``), in a fixed order."""
-
     return [*envs.HIGHWAY_IDS, *envs.BATCHED_IDS, envs.CARLA_ID]
 
 
@@ -136,10 +136,14 @@ class EnvConfig:
         check_env_id(self.id)
         self._check_kwargs_keys()
 
+    @property
+    def options(self) -> ObservationOptions:
+        """The backend's typed options these ``kwargs`` give (defaults filled in)."""
+        return envs.options(self.id, self.kwargs, prefix="env.kwargs.")
+
     def _check_kwargs_keys(self) -> None:
         """Keys of ``kwargs`` that would not reach the env, or contradict ``id``/``n_envs``; then
         every option, against the backend's typed options (:func:`envs.options`)."""
-
         for key, why in _GYM_MAKE_KWARGS.items():
             check(key not in self.kwargs, f"env.kwargs.{key}: {why}")
         scenarios = {**envs.HIGHWAY_IDS, **envs.BATCHED_IDS}
@@ -158,7 +162,7 @@ class EnvConfig:
             )
         # checked against the backend's typed options without making an env: a bad key is
         # named with the closest valid one, a bad value with its range or the backend's reason
-        envs.options(self.id, self.kwargs, prefix="env.kwargs.")
+        self.options  # noqa: B018  (built to be checked)
 
 
 @dataclass
@@ -338,10 +342,9 @@ class ExperimentConfig:
     logging: LoggingConfig
 
     def __post_init__(self) -> None:
-        action = self.env.kwargs.get("action", "discrete")
         if self.algo.name == "sac":
             check(
-                action == "continuous",
+                self.env.options.action == "continuous",
                 "algo.name: sac needs continuous actions; set env.kwargs.action=continuous "
                 "or use algo.name=ppo",
             )
@@ -353,11 +356,6 @@ class ExperimentConfig:
                 f"(algo.n_steps * env.n_envs = {rollout}); lower algo.batch_size or raise "
                 "algo.n_steps",
             )
-
-
-def _extractor_config_class() -> type:
-
-    return ExtractorConfig
 
 
 def resolve_config(raw: Mapping[str, Any]) -> ExperimentConfig:
@@ -393,7 +391,7 @@ def resolve_config(raw: Mapping[str, Any]) -> ExperimentConfig:
 
     return ExperimentConfig(
         env=build(EnvConfig, sections["env"], prefix="env."),
-        model=build(_extractor_config_class(), sections["model"], prefix="model."),
+        model=build(ExtractorConfig, sections["model"], prefix="model."),
         algo=algo,
         train=build(TrainConfig, sections["train"], prefix="train."),
         logging=build(LoggingConfig, sections["logging"], prefix="logging."),

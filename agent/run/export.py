@@ -113,7 +113,6 @@ def export_sb3(
     Every input is checked before anything is built (format, output path, run, checkpoint);
     both files are written atomically (a temporary file renamed into place).
     """
-
     if fmt not in FORMATS:
         raise ConfigError(f"--format: {fmt!r} is not supported; formats: {', '.join(FORMATS)}")
     out = Path(out)

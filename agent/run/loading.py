@@ -28,6 +28,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 import models
 from agent.policies.base import TrainedPolicy
+from agent.run.algo_state import restore_algo_state, restore_vec_normalize
 from agent.run.build import (
     EnvFactory,
     EnvSpec,
@@ -36,14 +37,7 @@ from agent.run.build import (
     resolve_device,
     wrap_normalize,
 )
-from agent.run.checkpoint import (
-    Checkpoint,
-    CheckpointError,
-    is_sb3_zip,
-    load_checkpoint,
-    restore_algo_state,
-    restore_vec_normalize,
-)
+from agent.run.checkpoint import Checkpoint, CheckpointError, is_sb3_zip, load_checkpoint
 from agent.run.config import ConfigError, ExperimentConfig, check_env_id, resolve_config
 from agent.run.config_files import read_yaml, to_dict
 from agent.run.rundir import RunDir
@@ -196,7 +190,6 @@ def _zip_config(
 
 def _check_zip_spaces(path: Path, model: Any, spec: EnvSpec, env_id: str) -> None:
     """The zip's policy must take the env's observation and give its kind of action."""
-
     space = model.observation_space
     problems = []
     if not isinstance(space, spaces.Dict) or set(space.spaces) != {"camera", "sensors"}:
@@ -252,7 +245,6 @@ def load_sb3_zip(
     normalisation statistics come from the zip's drive-attention entry (an export of a run that
     normalised sensors); a config that normalises sensors without them is refused.
     """
-
     meta = read_zip_metadata(path)
     algo = SAC if "tau" in meta else PPO if "n_epochs" in meta else None
     if algo is None:

@@ -5,7 +5,8 @@
 - :mod:`~agent.scale.store`: run directories kept on the driver while runs train on other nodes
   (no shared filesystem), copied at every checkpoint and copied back to resume;
 - :mod:`~agent.scale.study`: the benchmark study's jobs as Ray tasks;
-- :mod:`~agent.scale.sweep`: Ray Tune with Optuna and ASHA over any config keys.
+- :mod:`~agent.scale.sweep_config` and :mod:`~agent.scale.sweep`: Ray Tune with Optuna and ASHA
+  over any config keys.
 
 Nothing here imports Ray at module level: the package imports without the extra, and the
 scripts say how to install it when ``--ray`` asks for it.

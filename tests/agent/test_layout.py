@@ -10,6 +10,8 @@ ROOT = Path(__file__).resolve().parents[2]
 ROOMS = ("policies", "run", "evaluate", "training", "benchmark", "scale")
 """In import order: a room may import the rooms before it, never one after it."""
 LAZY = ("wandb", "ray", "matplotlib")
+MAX_LINES = 450
+"""A module longer than this is doing more than one job: split it by job."""
 """Imported inside functions on purpose: optional extras, or slow to import for a rare use."""
 
 
@@ -79,3 +81,12 @@ def test_imports_at_the_top_but_for_the_optional_extras() -> None:
             if id(node) not in top and target.split(".")[0] not in LAZY:
                 inside.append(f"{name}:{node.lineno} {target}")
     assert not inside, "import inside a function (move it to the top): " + "; ".join(inside)
+
+
+def test_no_module_over_the_length_of_one_job() -> None:
+    long = [
+        f"{path.relative_to(ROOT)} ({n} lines)"
+        for path in sorted((ROOT / "agent").rglob("*.py"))
+        if (n := len(path.read_text().splitlines())) > MAX_LINES
+    ]
+    assert not long, f"over {MAX_LINES} lines, split by job: " + "; ".join(long)

@@ -459,7 +459,7 @@ def test_evaluate_attention_reports_attribution(
 
 
 def test_checkpoint_may_only_restore_the_algorithms_own_tensors(trained_run: Path) -> None:
-    from agent.run.checkpoint import restore_algo_state
+    from agent.run.algo_state import restore_algo_state
     from agent.run.loading import load_agent
 
     agent = load_agent(trained_run, device="cpu")
@@ -616,8 +616,8 @@ def test_sac_continuous_trains_and_resumes(run_script, tmp_path: Path) -> None:
 
 
 def test_normalisation_statistics_round_trip(tmp_path: Path) -> None:
+    from agent.run.algo_state import restore_vec_normalize, vec_normalize_state
     from agent.run.build import make_vec_env, wrap_normalize
-    from agent.run.checkpoint import restore_vec_normalize, vec_normalize_state
 
     config = load_config(
         DEFAULT,

@@ -333,7 +333,7 @@ def test_the_committed_benchmark_configs_are_valid():
 def test_the_tuned_study_names_every_searched_key_for_every_arm():
     """Each arm of configs/benchmark/highway_tuned.yaml is its own sweep's best values: every key
     its sweep searched is named, so no arm depends on what the base file says for it."""
-    from agent.scale.sweep import load_sweep_config
+    from agent.scale.sweep_config import load_sweep_config
 
     config = load_benchmark_config(ROOT / "configs" / "benchmark" / "highway_tuned.yaml")
     assert len(config.seeds) >= 5 and set(config.arms) == {"attention", "combined", "late_fusion"}

@@ -1,5 +1,5 @@
-"""The reward check (agent/reward_check.py): its pair counting, and the current reward's order on
-real highway-env episodes."""
+"""The reward check (agent/evaluate/reward_check.py): its pair counting, and the current
+reward's order on real highway-env episodes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Attention videos (agent/video.py, agent/scene.py): the scene at video size lined up with the
+"""Attention videos (agent/evaluate/video.py, scene.py): the scene at video size lined up with the
 camera, a heat-map that leaves the scene visible, and the range rays drawn where the env casts
 them, coloured by their sensor tokens' attention."""
 

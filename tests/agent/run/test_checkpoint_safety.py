@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from agent.run.algo_state import algo_state
 from agent.run.checkpoint import (
     FORMAT,
     Checkpoint,
     CheckpointError,
-    algo_state,
     checkpoint_path,
     latest_checkpoint,
     load_checkpoint,
@@ -197,7 +197,7 @@ def test_old_format_checkpoint_still_loads(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="corrupted"):
         load_checkpoint(tmp_path / "flipped.safetensors")
     # Version 1 did not cover its header: an edit there cannot be detected. This pins the known
-    # limit (documented in agent/checkpoint.py), so that changing it is a deliberate decision.
+    # limit (documented in agent/run/checkpoint.py), so that changing it is a deliberate decision.
     (tmp_path / "edited.safetensors").write_bytes(
         path.read_bytes().replace(b'"step":"1024"', b'"step":"9024"')
     )
@@ -605,7 +605,7 @@ def test_ppo_resumes_exactly_from_a_saved_checkpoint(tmp_path: Path) -> None:
     loaded = load_checkpoint(path)
     assert loaded.step == 1234 and loaded.config == {"a": 1} and loaded.path == path
 
-    from agent.run.checkpoint import restore_algo_state
+    from agent.run.algo_state import restore_algo_state
 
     fresh, fresh_venv = _algo(DEFAULT, TINY, seed=5)
     fresh_norm = _normalized_env(["env.normalize_sensors=true", "env.normalize_reward=true"], 1)
@@ -638,7 +638,7 @@ def test_ppo_resumes_exactly_from_a_saved_checkpoint(tmp_path: Path) -> None:
 def test_sac_resumes_its_entropy_coefficient_and_optimizers(tmp_path: Path) -> None:
     import math
 
-    from agent.run.checkpoint import restore_algo_state
+    from agent.run.algo_state import restore_algo_state
 
     sac_config = ROOT / "configs" / "sac.yaml"
     model, venv = _algo(sac_config, SAC_TINY, seed=0)
@@ -1045,7 +1045,7 @@ def _copy(state: dict) -> dict:
 
 
 def _restore_error(model, state: dict, vec_normalize=None) -> str:
-    from agent.run.checkpoint import restore_algo_state
+    from agent.run.algo_state import restore_algo_state
 
     with pytest.raises(CheckpointError) as info:
         restore_algo_state(model, state, vec_normalize)
@@ -1139,7 +1139,7 @@ def test_checkpoint_without_counters_or_variables_starts_counting_at_zero(
     ppo_state: dict,
 ) -> None:
     """A hand-made state with only the parameters is accepted; the counters start from 0."""
-    from agent.run.checkpoint import restore_algo_state
+    from agent.run.algo_state import restore_algo_state
 
     model, venv = _algo(DEFAULT, TINY, seed=0)
     model.num_timesteps, model._n_updates, model._episode_num = 50, 5, 2
@@ -1151,7 +1151,7 @@ def test_checkpoint_without_counters_or_variables_starts_counting_at_zero(
 
 
 def test_check_state_dict_lists_what_is_wrong() -> None:
-    from agent.run.checkpoint import check_state_dict
+    from agent.run.algo_state import check_state_dict
 
     expected = {f"w{i}": torch.zeros(2, 3) for i in range(12)}
     check_state_dict(expected, {k: torch.ones(2, 3) for k in expected}, "policy")  # fits
@@ -1213,7 +1213,7 @@ def _assert_same_stats(got: dict, want: dict) -> None:
     ids=["sensors-and-reward", "sensors", "reward"],
 )
 def test_normalisation_statistics_restore_to_the_value(tmp_path: Path, overrides) -> None:
-    from agent.run.checkpoint import restore_vec_normalize, vec_normalize_state
+    from agent.run.algo_state import restore_vec_normalize, vec_normalize_state
 
     venv = _normalized_env(overrides, seed=0)
     _drive(venv, 10)
@@ -1237,8 +1237,8 @@ def test_normalisation_of_a_single_array_observation_round_trips(tmp_path: Path)
     import numpy as np
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
+    from agent.run.algo_state import restore_vec_normalize, vec_normalize_state
     from agent.run.build import EnvFactory
-    from agent.run.checkpoint import restore_vec_normalize, vec_normalize_state
 
     config = load_config(DEFAULT, TINY)
 
@@ -1278,7 +1278,7 @@ def test_normalisation_of_a_single_array_observation_round_trips(tmp_path: Path)
 def test_normalisation_statistics_that_do_not_fit_are_refused() -> None:
     import numpy as np
 
-    from agent.run.checkpoint import restore_vec_normalize, vec_normalize_state
+    from agent.run.algo_state import restore_vec_normalize, vec_normalize_state
 
     venv = _normalized_env(["env.normalize_sensors=true", "env.normalize_reward=true"], seed=0)
     good = vec_normalize_state(venv)

@@ -25,6 +25,7 @@ from agent.run.config import (
     PPOConfig,
     SACConfig,
     TrainConfig,
+    resolve_config,
 )
 from agent.run.config_files import load_config, read_yaml
 from models import ExtractorConfig
@@ -378,3 +379,14 @@ def test_options_that_work_still_probe() -> None:
     )
     spec = probe_env(config.env)
     assert spec.observation_space["camera"].shape == (32, 48, 3)
+
+
+def test_sac_reads_the_backends_default_action() -> None:
+    """SAC needs continuous actions: CARLA's default action is continuous, so a CARLA config
+    without ``action`` trains SAC, while an embedded id (discrete by default) is refused."""
+    carla = resolve_config(
+        {"env": {"id": "DriveAttention/Carla-v0", "n_envs": 1}, "algo": {"name": "sac"}}
+    )
+    assert carla.env.options.action == "continuous"
+    with pytest.raises(ConfigError, match="sac needs continuous actions"):
+        resolve_config({"env": {"id": "DriveAttention/Highway-v0"}, "algo": {"name": "sac"}})

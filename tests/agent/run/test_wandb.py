@@ -1,4 +1,4 @@
-"""W&B logging (agent/wandb_logger.py, the run's group in agent/training.py) with a real offline
+"""W&B logging (agent/run/wandb_logger.py, the run's group in agent/training.py) with a real offline
 W&B run: checkpoint artifact versions and their aliases, best-value summaries, per-frame series
 on their own axis, system metrics as configured, and the group a run joins."""
 

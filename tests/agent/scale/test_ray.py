@@ -27,7 +27,8 @@ from agent.benchmark import (  # noqa: E402
 from agent.run.config_files import read_yaml  # noqa: E402
 from agent.scale.cluster import loopback_cluster  # noqa: E402
 from agent.scale.study import run_benchmark_ray  # noqa: E402
-from agent.scale.sweep import load_sweep_config, run_sweep  # noqa: E402
+from agent.scale.sweep import run_sweep  # noqa: E402
+from agent.scale.sweep_config import load_sweep_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
 LOOPBACK = "127.0.0.1"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.scale.sweep import load_sweep_config
+from agent.scale.sweep_config import load_sweep_config
 from envs.configuration import ConfigError
 
 ROOT = Path(__file__).resolve().parents[3]
