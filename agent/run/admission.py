@@ -282,9 +282,12 @@ def check_eval_env(config: ExperimentConfig, spec: EnvSpec) -> None:
         return envs.HIGHWAY_IDS.get(env_id) or envs.BATCHED_IDS.get(env_id)
 
     if scenario(eval_id) != scenario(config.env.id):
+        same = [i for i in envs.HIGHWAY_IDS if scenario(i) == scenario(config.env.id)]
+        fix = f"set train.eval_env={same[0]} (the same scenario on highway-env)" if same else ""
         raise ConfigError(
-            f"train.eval_env: {eval_id} is not the scenario of env.id {config.env.id}; judge a "
-            "run on another backend of the same scenario, or leave train.eval_env out"
+            f"train.eval_env: {eval_id} is not the scenario of env.id {config.env.id}; "
+            f"{fix or 'judge a run on another backend of the same scenario'}, or leave "
+            "train.eval_env out"
         )
     other = probe_env(replace(config.env, id=eval_id))
     same = (

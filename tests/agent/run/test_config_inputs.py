@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import envs
+from agent.run.admission import check_eval_env
 from agent.run.build import EnvFactory, make_env, probe_env
 from agent.run.config import (
     ConfigError,
@@ -390,3 +391,13 @@ def test_sac_reads_the_backends_default_action() -> None:
     assert carla.env.options.action == "continuous"
     with pytest.raises(ConfigError, match="sac needs continuous actions"):
         resolve_config({"env": {"id": "DriveAttention/Highway-v0"}, "algo": {"name": "sac"}})
+
+
+def test_another_scenario_names_the_eval_env_to_set() -> None:
+    """The default experiment judges on highway-env's highway: training another scenario with
+    only ``env.id`` changed is refused before any work, naming the ``train.eval_env`` to set."""
+    config = load_config(
+        ROOT / "configs" / "default.yaml", ["env.id=DriveAttention/BatchedMerge-v0"]
+    )
+    with pytest.raises(ConfigError, match=r"set train\.eval_env=DriveAttention/Merge-v0"):
+        check_eval_env(config, probe_env(config.env))
