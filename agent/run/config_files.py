@@ -19,6 +19,9 @@ from agent.run.config import ExperimentConfig, resolve_config
 from agent.run.files import write_text
 from envs.configuration import ConfigError
 
+MAX_YAML_VALUES = (
+    100_000  # values of one YAML document with its aliases expanded (an experiment: ~100)
+)
 MAX_CONFIG_BYTES = 16 * 2**20  # a YAML experiment is a few kB; anything this large is not one
 
 
@@ -56,8 +59,9 @@ def _parse_item(item: str) -> tuple[str, Any]:
         )
     try:
         value = _load_yaml(text) if text.strip() else None
-    except _DuplicateKey as err:
-        raise ConfigError(f"{key}: in {text!r}, {err.describe()}") from None
+    except _Refused as err:
+        shown = text if len(text) <= 60 else f"{text[:57]}..."
+        raise ConfigError(f"{key}: in {shown!r}, {err.describe()}") from None
     except (yaml.YAMLError, RecursionError) as err:
         raise ConfigError(f"{key}: cannot read value {text!r} ({err.__class__.__name__})") from None
     return key, value
@@ -82,7 +86,14 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Overrides) -> dict[str, A
     return out
 
 
-class _DuplicateKey(yaml.YAMLError):
+class _Refused(yaml.YAMLError):
+    """YAML that parses but is refused as settings; :meth:`describe` says why and what to do."""
+
+    def describe(self) -> str:
+        return str(self)
+
+
+class _DuplicateKey(_Refused):
     """A key given twice in one YAML mapping."""
 
     def __init__(self, key: Any, first: yaml.Mark, again: yaml.Mark) -> None:
@@ -96,11 +107,51 @@ class _DuplicateKey(yaml.YAMLError):
         )
 
 
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _check_expanded_size(root: yaml.Node) -> None:
+    """Refuse a document whose aliases (``*name``) would expand it past :data:`MAX_YAML_VALUES`
+    values (nested aliases grow exponentially: a few hundred bytes can stand for billions), or
+    that refers to an anchor from inside it (no end). Counted on the composed nodes, each shared
+    node once, before anything is built or copied."""
+    sizes: dict[int, int] = {}  # id(node) -> values once expanded
+    inside: set[int] = set()  # the nodes being counted, root to here
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, counted = stack.pop()
+        if counted:
+            inside.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(child)] for child in _children(node))
+            if sizes[id(node)] > MAX_YAML_VALUES:
+                raise _Refused(
+                    f"its aliases (*name) expand it past {MAX_YAML_VALUES:,} values, far more than "
+                    "any settings file holds; write the values out instead of nesting aliases"
+                )
+            continue
+        if id(node) in sizes:
+            continue
+        if id(node) in inside:
+            raise _Refused(
+                "a YAML alias (*name) refers to the anchor (&name) it is inside of; copy the "
+                "values out instead"
+            )
+        inside.add(id(node))
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node) if id(child) not in sizes)
+
+
 class _StrictLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that refuses a key given twice in one mapping (plain YAML loading
     keeps the last one silently). Merge keys (``<<: *base``) still override what they merge."""
 
     def construct_document(self, node: yaml.Node) -> Any:
+        _check_expanded_size(node)
         self._check_duplicate_keys(node)
         return super().construct_document(node)
 
@@ -128,19 +179,6 @@ class _StrictLoader(yaml.SafeLoader):
 
 def _load_yaml(source: str | bytes) -> Any:
     return yaml.load(source, Loader=_StrictLoader)  # a SafeLoader: plain data only
-
-
-def _check_acyclic(value: Any, where: str, active: frozenset[int] = frozenset()) -> None:
-    """Refuse a YAML alias that contains itself (``a: &x [*x]``), which has no end."""
-    if isinstance(value, (Mapping, list)):
-        if id(value) in active:
-            raise ConfigError(
-                f"{where}: a YAML alias (*name) refers to the anchor (&name) it is inside of; "
-                "copy the values out instead"
-            )
-        inner = active | {id(value)}
-        for item in value.values() if isinstance(value, Mapping) else value:
-            _check_acyclic(item, where, inner)
 
 
 def read_yaml(path: str | Path, missing: str | None = None) -> dict[str, Any]:
@@ -184,7 +222,7 @@ def read_yaml(path: str | Path, missing: str | None = None) -> dict[str, Any]:
         raise ConfigError(
             f"{path}: not a YAML text file ({what}; is it a binary file?); give {example}"
         ) from None
-    except _DuplicateKey as err:
+    except _Refused as err:
         raise ConfigError(f"{path}: {err.describe()}") from None
     except yaml.YAMLError as err:
         raise ConfigError(
@@ -201,7 +239,6 @@ def read_yaml(path: str | Path, missing: str | None = None) -> dict[str, Any]:
             f"{path}: expected a mapping of settings (key: value lines, e.g. 'train:' then "
             f"'  steps: 1000'), got a {type(raw).__name__}; see {example}"
         )
-    _check_acyclic(raw, str(path))
     return dict(raw)
 
 

@@ -28,7 +28,7 @@ from agent.run.config import (
     TrainConfig,
     resolve_config,
 )
-from agent.run.config_files import load_config, read_yaml
+from agent.run.config_files import load_config, parse_overrides, read_yaml
 from models import ExtractorConfig
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -124,6 +124,35 @@ def test_alias_inside_its_own_anchor_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "experiment.yaml"
     path.write_text("algo: &loop\n  net_arch: *loop\n")
     assert "alias" in config_error(path)
+
+
+def _nested_aliases(levels: int) -> str:
+    """YAML of a few hundred bytes whose aliases expand to 10**levels values ("billion laughs")."""
+    lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    for k in range(1, levels):
+        lines.append(f"l{k}: &l{k} [{', '.join([f'*l{k - 1}'] * 10)}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_aliases_that_expand_past_any_settings_file_are_refused(tmp_path: Path) -> None:
+    """Nested aliases stand for 10**9 values in 600 bytes: refused from the composed document,
+    before anything is built, copied or checked value by value (each of which would hang)."""
+    path = tmp_path / "experiment.yaml"
+    path.write_text(_nested_aliases(9))
+    assert len(path.read_bytes()) < 1000
+    assert "aliases (*name) expand it past" in config_error(path)
+    nested = ", ".join(f"&{b} [{', '.join([f'*{a}'] * 10)}]" for a, b in zip("abcde", "bcdef"))
+    override = f"train.x=[&a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1], {nested}]"  # 10**6 values
+    with pytest.raises(ConfigError, match="expand it past"):
+        parse_overrides([override])
+
+
+def test_aliases_within_the_bound_and_merge_keys_still_work(tmp_path: Path) -> None:
+    path = tmp_path / "experiment.yaml"
+    path.write_text(_nested_aliases(3) + "base: &b {lr: 1, n: 2}\ntrain:\n  <<: *b\n  n: 3\n")
+    raw = read_yaml(path)
+    assert len(raw["l2"]) == 10 and raw["l2"][0][0] == ["x"] * 10
+    assert raw["train"] == {"lr": 1, "n": 3}
 
 
 def test_train_script_binary_config_is_one_line(tmp_path: Path) -> None:
