@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from agent.run.admission import check_model
 from agent.run.build import probe_env
-from agent.run.config import ConfigError, ExperimentConfig
+from agent.run.config import ConfigError, ExperimentConfig, check_folder_name
 from agent.run.config_files import load_config, read_yaml
 from agent.run.loading import check_same_observation
 from envs.configuration import build, check, closest
@@ -75,6 +75,7 @@ class BenchmarkConfig:
                 arm in self.arms,
                 f"evaluation.attribution_arms: unknown arm {arm!r}{closest(arm, list(self.arms))}",
             )
+        check_folder_name(self.name, "name", "runs/benchmark/NAME and docs/results/NAME", "highway")
         for name in [*self.scenarios, *self.arms]:
             check(
                 name[:1].isalpha() and name.replace("_", "").isalnum(),

@@ -43,6 +43,7 @@ __all__ = [
     "SACConfig",
     "TrainConfig",
     "check_env_id",
+    "check_folder_name",
     "resolve_config",
 ]
 
@@ -81,6 +82,19 @@ def _check_finite(config: Any) -> None:
 def project_env_ids() -> list[str]:
     """The Gymnasium ids this project registers (``import envs``), in a fixed order."""
     return [*envs.HIGHWAY_IDS, *envs.BATCHED_IDS, envs.CARLA_ID]
+
+
+def check_folder_name(name: Any, key: str, folder: str, example: str) -> None:
+    """A name that becomes one folder (a run's, a study's, a sweep's): at most :data:`NAME_MAX`
+    characters of letters, digits, '-', '_' or '.', starting with a letter or digit, so that it
+    never reaches outside its parent (``..``, ``/``) or hides (``.name``)."""
+    text = str(name)
+    shown = repr(name) if len(text) <= 40 else f"{text[:40]!r}... ({len(text)} characters)"
+    check(
+        isinstance(name, str) and len(name) <= NAME_MAX and bool(_NAME_PATTERN.fullmatch(name)),
+        f"{key}: {shown} must be at most {NAME_MAX} characters of letters, digits, '-', '_' or "
+        f"'.', starting with a letter or digit (it names the folder {folder}); e.g. {example}",
+    )
 
 
 def check_env_id(env_id: Any, key: str = "env.id") -> None:
@@ -316,15 +330,7 @@ class LoggingConfig:
     def __post_init__(self) -> None:
         _check_finite(self)
         if self.name is not None:
-            shown = repr(self.name)
-            if len(self.name) > 40:
-                shown = f"{self.name[:40]!r}... ({len(self.name)} characters)"
-            check(
-                len(self.name) <= NAME_MAX and bool(_NAME_PATTERN.fullmatch(self.name)),
-                f"name: {shown} must be at most {NAME_MAX} characters of letters, digits, '-', "
-                f"'_' or '.', starting with a letter or digit (it names the folder "
-                f"{self.root}/NAME); e.g. --name highway-ppo-1",
-            )
+            check_folder_name(self.name, "name", f"{self.root}/NAME", "--name highway-ppo-1")
         check(self.video_fps >= 1, f"video_fps: must be at least 1, got {self.video_fps}")
         check(
             1 <= self.video_scale <= 16, f"video_scale: must be in [1, 16], got {self.video_scale}"

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agent.benchmark.config import flatten
-from agent.run.config import ConfigError, ExperimentConfig
+from agent.run.config import ConfigError, ExperimentConfig, check_folder_name
 from agent.run.config_files import load_config, read_yaml, to_dict
 from envs.configuration import build, check
 
@@ -58,6 +58,9 @@ class SweepConfig:
     include_base: bool = True
 
     def __post_init__(self) -> None:
+        check_folder_name(
+            self.name, "name", "runs/sweep/NAME and docs/sweeps/NAME", "highway-attention"
+        )
         check(bool(self.space), "space: give at least one key to search")
         check(self.trials >= 1, f"trials: must be at least 1, got {self.trials}")
         check(self.concurrent >= 1, f"concurrent: must be at least 1, got {self.concurrent}")

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from agent.benchmark import load_benchmark_config
 from agent.scale.sweep_config import load_sweep_config
 from envs.configuration import ConfigError
 
@@ -66,3 +67,17 @@ def test_bad_sweep_configs_are_refused_before_any_work(tmp_path):
     for change, message in cases:
         with pytest.raises(ConfigError, match=message):
             load_sweep_config(write(tmp_path, {**good, **change}))
+
+
+@pytest.mark.parametrize("name", ["../../..", "/tmp/elsewhere", ".hidden", "a/b"])
+def test_a_sweep_or_study_name_cannot_leave_its_folder(tmp_path, name):
+    """A sweep's and a study's name become folders under runs/ and docs/: named like a run, so
+    that ``..`` or a path never writes outside them."""
+    raw = yaml.safe_load((SWEEPS / "highway-attention.yaml").read_text())
+    with pytest.raises(ConfigError, match=r"name: .* must be at most 100 characters"):
+        load_sweep_config(write(tmp_path, {**raw, "name": name}))
+    study = yaml.safe_load((ROOT / "configs" / "benchmark" / "quick.yaml").read_text())
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({**study, "name": name}))
+    with pytest.raises(ConfigError, match=r"name: .* must be at most 100 characters"):
+        load_benchmark_config(path)
