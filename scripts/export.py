@@ -1,6 +1,7 @@
 """Export a trained run to another tool's format.
 
-``python scripts/export.py --run runs/NAME --format sb3 --out FILE.zip [--checkpoint PATH]``
+``python scripts/export.py --run runs/NAME --format sb3 --out FILE.zip [--checkpoint PATH]
+[--force]``
 
 ``sb3``: a zip that plain ``stable_baselines3`` loads (``PPO.load("FILE.zip")`` or
 ``SAC.load``), given this package installed (its policy names our features extractor by import
@@ -24,6 +25,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--checkpoint", type=Path, help="checkpoint (default: the run's latest)")
     parser.add_argument("--format", dest="fmt", default="sb3", help="output format: sb3")
     parser.add_argument("--out", type=Path, required=True, help="output file, e.g. model.zip")
+    parser.add_argument(
+        "--force", action="store_true", help="replace an existing --out file (refused without)"
+    )
     return parser.parse_args(argv)
 
 
@@ -34,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     from agent.run.export import export_sb3
 
     def body() -> int:
-        result = export_sb3(args.run, args.out, checkpoint=args.checkpoint, fmt=args.fmt)
+        result = export_sb3(
+            args.run, args.out, checkpoint=args.checkpoint, fmt=args.fmt, force=args.force
+        )
         rows = [
             ("format", args.fmt),
             ("algorithm", result.algo),

@@ -55,8 +55,9 @@ def vec_normalize_path(out: str | Path) -> Path:
     return out.with_name(f"{out.stem}_vecnormalize.pkl")
 
 
-def _check_out(out: Path) -> None:
-    """Refuse an output path that SB3 would change or that cannot be written (before any work)."""
+def _check_out(out: Path, force: bool) -> None:
+    """Refuse an output path that SB3 would change, that holds a file already (unless ``force``)
+    or that cannot be written (before any work)."""
     if out.suffix.lower() != ".zip":
         raise ConfigError(
             f"--out {out}: must end in .zip (SB3's save adds .zip to any other name, and its "
@@ -64,6 +65,12 @@ def _check_out(out: Path) -> None:
         )
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder; give a file name, e.g. {out / 'model.zip'}")
+    if not force and (out.exists() or vec_normalize_path(out).exists()):
+        there = out if out.exists() else vec_normalize_path(out)
+        raise ConfigError(
+            f"--out {out}: {there} exists already; choose another --out, or add --force to "
+            "replace it"
+        )
     for path in (out, vec_normalize_path(out)):
         try:
             check_writable(path)
@@ -107,16 +114,18 @@ def export_sb3(
     out: str | Path,
     checkpoint: str | Path | None = None,
     fmt: str = "sb3",
+    force: bool = False,
 ) -> ExportResult:
     """Write the run's checkpoint (default: its latest) as an SB3 zip at ``out``.
 
-    Every input is checked before anything is built (format, output path, run, checkpoint);
-    both files are written atomically (a temporary file renamed into place).
+    Every input is checked before anything is built (format, output path, run, checkpoint); an
+    existing file at ``out`` (or its VecNormalize file) is replaced only with ``force``. Both
+    files are written atomically (a temporary file renamed into place).
     """
     if fmt not in FORMATS:
         raise ConfigError(f"--format: {fmt!r} is not supported; formats: {', '.join(FORMATS)}")
     out = Path(out)
-    _check_out(out)
+    _check_out(out, force)
     ckpt = load_checkpoint(_checkpoint_of(run_dir, checkpoint))
     config = checkpoint_config(ckpt)
     model, vec_normalize = restore_model(config, probe_env(config.env), ckpt, "cpu")

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import gymnasium as gym
@@ -200,3 +201,16 @@ def test_export_refuses_bad_input_before_any_work(
     assert not out.exists() and not (tmp_path / "elsewhere.zip").exists()
     result = run_script("export.py", "--run", str(run), "--format", "onnx", "--out", str(out))
     assert result.returncode == 2 and result.stderr.startswith("error: --format")
+
+
+def test_export_replaces_an_existing_file_only_with_force(
+    run_script, exported: tuple[Path, Path], tmp_path: Path
+) -> None:
+    run, _ = exported
+    out = tmp_path / "photos.zip"
+    out.write_bytes(b"someone's photos")
+    result = run_script("export.py", "--run", str(run), "--format", "sb3", "--out", str(out))
+    assert result.returncode == 2 and "exists already" in result.stderr, result.stderr
+    assert "--force" in result.stderr and out.read_bytes() == b"someone's photos"
+    export_sb3(run, out, force=True)
+    assert zipfile.is_zipfile(out)
