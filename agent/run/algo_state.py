@@ -26,6 +26,8 @@ def check_state_dict(
             problems.append(
                 f"{key}: shape {tuple(other.shape)} in the checkpoint, {tuple(tensor.shape)} here"
             )
+        elif isinstance(other, torch.Tensor) and other.dtype != tensor.dtype:
+            problems.append(f"{key}: {other.dtype} in the checkpoint, {tensor.dtype} here")
     if missing:
         problems.append(f"missing: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
     if unexpected:
@@ -154,9 +156,18 @@ def restore_algo_state(
         with torch.no_grad():
             target.copy_(value.to(target.device))
     counters = state.get("counters", {})
-    model.num_timesteps = int(counters.get("num_timesteps", 0))
-    model._n_updates = int(counters.get("n_updates", 0))
-    model._episode_num = int(counters.get("episode_num", 0))
+    values = {}
+    for name in ("num_timesteps", "n_updates", "episode_num"):
+        value = counters.get(name, 0) if isinstance(counters, Mapping) else None
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**53:
+            raise CheckpointError(
+                f"the checkpoint's counter {name} is {value!r}, not a count; the file is "
+                "damaged: use another checkpoint from the run's checkpoints/ folder"
+            )
+        values[name] = value
+    model.num_timesteps = values["num_timesteps"]
+    model._n_updates = values["n_updates"]
+    model._episode_num = values["episode_num"]
     restore_vec_normalize(vec_normalize, state.get("vec_normalize"))
 
 

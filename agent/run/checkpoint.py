@@ -42,6 +42,7 @@ VERSION = 2  # the version written; the checksum covers the header and the tenso
 TENSORS_ONLY_VERSION = 1  # still read: its checksum covers the tensors only (header unprotected)
 _HEADER_FIELDS: tuple[str, ...] = ("format", "version", "step", "config", "tree")
 _METADATA_KEYS = frozenset({*_HEADER_FIELDS, "sha256"})
+MAX_STEP = 2**53  # steps a checkpoint may record (a float64 still counts them exactly)
 _STEP_FILE = re.compile(r"^step_(\d+)\.safetensors$")
 
 
@@ -247,17 +248,42 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         tree = json.loads(metadata["tree"])
     except (KeyError, ValueError) as err:
         raise CheckpointError(f"{path}: damaged checkpoint metadata ({err!r})") from None
+    except RecursionError:
+        raise CheckpointError(
+            f"{path}: damaged checkpoint metadata (nested too deeply to be a config or state)"
+        ) from None
+    if not 0 <= step <= MAX_STEP:
+        raise CheckpointError(
+            f"{path}: damaged checkpoint metadata (step {step} is not in 0..{MAX_STEP})"
+        )
     try:
         state = _decode(tree, tensors)
     except CheckpointError as err:  # a tree that names what is not there: say which file
         raise CheckpointError(f"{path}: {err}") from None
     except (TypeError, ValueError, KeyError, IndexError) as err:
         raise CheckpointError(f"{path}: damaged checkpoint metadata ({err!r})") from None
+    except RecursionError:
+        raise CheckpointError(
+            f"{path}: damaged checkpoint metadata (state nested too deeply)"
+        ) from None
     if not isinstance(state, dict) or not isinstance(config, dict):
         raise CheckpointError(
             f"{path}: damaged checkpoint metadata (state or config not a mapping)"
         )
+    _check_finite(path, step, tensors)
     return Checkpoint(step=step, config=config, state=state, path=path)
+
+
+def _check_finite(path: Path, step: int, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Refuse NaN or infinite weights: what a run that diverged saves, which no policy can act
+    on (its action distribution is undefined)."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(
+                f"{path}: {name} holds NaN or infinite values: the run diverged by step {step}; "
+                "use an earlier checkpoint from its checkpoints/ folder, or train again with a "
+                "lower algo.learning_rate"
+            )
 
 
 def _check_digest(

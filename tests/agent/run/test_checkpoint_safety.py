@@ -1315,3 +1315,46 @@ def test_resume_with_normalisation_needs_its_statistics(ppo_state: dict) -> None
     assert "holds no normalisation statistics" in message
     venv.close()
     norm.close()
+
+
+# ------------------------------------------------------------ 13. every value read is validated
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"step": "-5"}, r"step -5 is not in 0\.\."),
+        ({"step": "1" + "0" * 30}, r"step 1000000000000000000000000000000 is not in 0\.\."),
+        ({"config": "[" * 100_000 + "]" * 100_000}, r"nested too deeply"),
+        ({"tree": '{"__dict__": [["x", ' + "[" * 100_000 + "]" * 100_000 + "]]}"}, r"nested"),
+    ],
+)
+def test_crafted_metadata_values_fail_in_one_line(tmp_path: Path, fields: dict, expected: str):
+    path = _signed(tmp_path / "crafted.safetensors", {}, **fields)
+    with pytest.raises(CheckpointError, match=expected) as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_diverged_run_s_weights_are_named_as_such(tmp_path: Path, bad: float) -> None:
+    w = torch.arange(6.0)
+    w[4] = bad
+    path = save_checkpoint(tmp_path / "step_2048.safetensors", Checkpoint(2048, {}, {"w": w}))
+    with pytest.raises(CheckpointError, match=r"NaN or infinite .* diverged by step 2048"):
+        load_checkpoint(path)
+
+
+def test_weights_of_another_dtype_and_bad_counters_are_refused(ppo_state: dict) -> None:
+    model, venv = _algo(DEFAULT, TINY, seed=0)
+    state = _copy(ppo_state)
+    name = next(iter(state["params"]["policy"]))
+    state["params"]["policy"][name] = state["params"]["policy"][name].to(torch.int8)
+    assert f"{name}: torch.int8 in the checkpoint, torch.float32 here" in _restore_error(
+        model, state
+    )
+    for value in ("640", -1, 1.5, True):
+        state = _copy(ppo_state)
+        state["counters"]["num_timesteps"] = value
+        assert "counter num_timesteps" in _restore_error(model, state)
+    venv.close()
