@@ -61,7 +61,6 @@ from agent.run.files import UnsafePathError, remove_orphan_temps, write_text
 from agent.run.rundir import STEP_FILE, RunDirError
 from agent.run.wandb_logger import RunLogger, SB3Writer
 
-EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT); SIGTERM exits 143: 128 + the signal number
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 WRITE_FAILURES = (*DISK_FULL, errno.EROFS)  # reported in one line, not as a traceback
 

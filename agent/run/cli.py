@@ -1,6 +1,6 @@
 """What every script's entry point shares: an error the user can fix (a bad config, option,
 argument or checkpoint, a simulator that is not running) is one line on stderr and exit status
-2, never a traceback."""
+2, never a traceback; Ctrl-C is one line and exit status 130."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from envs.configuration import ConfigError
 from envs.contract import SimulatorUnavailable
 
 USAGE_ERROR = 2  # exit status of a command the user must correct
+INTERRUPTED = 130  # exit status after Ctrl-C (128 + SIGINT), as shells report it
 
 
 def fail(message: object) -> int:
@@ -23,8 +24,12 @@ def fail(message: object) -> int:
 
 def guarded(body: Callable[[], int]) -> int:
     """Run a script's ``body``; a ConfigError, CheckpointError, SimulatorUnavailable or
-    UnsafePathError becomes :func:`fail`."""
+    UnsafePathError becomes :func:`fail`, and Ctrl-C (KeyboardInterrupt) one line and
+    :data:`INTERRUPTED` (training saves a checkpoint first: it handles the signal itself)."""
     try:
         return body()
     except (ConfigError, CheckpointError, SimulatorUnavailable, UnsafePathError) as err:
         return fail(err)
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C)", file=sys.stderr)
+        return INTERRUPTED

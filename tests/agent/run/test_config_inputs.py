@@ -19,6 +19,7 @@ import pytest
 import envs
 from agent.run.admission import check_eval_env
 from agent.run.build import EnvFactory, make_env, probe_env
+from agent.run.cli import INTERRUPTED, guarded
 from agent.run.config import (
     ConfigError,
     EnvConfig,
@@ -430,3 +431,15 @@ def test_another_scenario_names_the_eval_env_to_set() -> None:
     )
     with pytest.raises(ConfigError, match=r"set train\.eval_env=DriveAttention/Merge-v0"):
         check_eval_env(config, probe_env(config.env))
+
+
+def test_ctrl_c_in_a_script_is_one_line_and_status_130(capsys: pytest.CaptureFixture) -> None:
+    """Every script runs its body through ``guarded``: Ctrl-C while it works (an evaluation,
+    an export) ends with one line and the shell's status for SIGINT, not a traceback."""
+
+    def body() -> int:
+        raise KeyboardInterrupt
+
+    assert guarded(body) == INTERRUPTED == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "interrupted (Ctrl-C)" and "Traceback" not in err
