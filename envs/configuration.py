@@ -128,6 +128,11 @@ def build(cls: type[T], mapping: Mapping[str, Any] | None, prefix: str = "") -> 
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
     for key in mapping:
+        if not isinstance(key, str):
+            raise ConfigError(
+                f"{prefix}{key!r}: option names are text (a key such as {prefix}"
+                f"{next(iter(fields), 'name')}), not {type(key).__name__}"
+            )
         if key not in fields:
             raise ConfigError(
                 f"unknown option '{prefix}{key}'{closest(key, list(fields))}; "
@@ -150,7 +155,9 @@ def build(cls: type[T], mapping: Mapping[str, Any] | None, prefix: str = "") -> 
         return cls(**kwargs)
     except ConfigError as err:
         raise ConfigError(
-            f"{prefix}{err}" if prefix and not str(err).startswith(prefix) else str(err)
+            f"{prefix}{err}"
+            if prefix and not str(err).startswith(prefix) and f"'{prefix}" not in str(err)
+            else str(err)
         ) from None
 
 

@@ -26,6 +26,7 @@ MAX_FRAME_STACK = 8  # frames stacked along the channel axis, at most
 MAX_RAYS = 128  # range rays, at most
 RAY_RANGE_M = (5.0, 500.0)  # [m]
 MAX_OBJECTS = 32  # rows of the radar object list, at most
+MAX_REWARD_WEIGHT = 1e6  # |weight| of one reward term, at most
 
 
 @dataclass
@@ -79,11 +80,17 @@ class ObservationOptions:
             f"duration: {self.duration} must be a positive number of seconds (or null: the "
             "default)",
         )
-        for key in self.reward_weights:
+        for key, weight in self.reward_weights.items():
             check(
                 key in REWARD_TERMS,
                 f"reward_weights.{key}: unknown reward term{closest(key, REWARD_TERMS)}; "
                 f"terms: {', '.join(REWARD_TERMS)}",
+            )
+            check(
+                isinstance(weight, (int, float)) and abs(weight) <= MAX_REWARD_WEIGHT,
+                f"reward_weights.{key}: {weight!r} must be a number within "
+                f"±{MAX_REWARD_WEIGHT:g} (the defaults are 0 to 20; a larger one overflows "
+                "returns and value estimates)",
             )
         self.refuse()
 

@@ -36,6 +36,8 @@ from envs.contract import (
 from envs.contract import sensor_groups as group_sensors
 from envs.scenarios import CLOSING_SCALE, EDGE_SCALE, SPEED_SCALE, ScenarioConfig, sensor_names
 
+SEED_MAX = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit seed
+
 
 @dataclass
 class BatchedDriveConfig(ScenarioConfig):
@@ -148,6 +150,11 @@ class BatchedDrive:
         return action_space(self.config.action)
 
     def seed(self, seed: int) -> None:
+        if not 0 <= int(seed) <= SEED_MAX:
+            raise ConfigError(
+                f"seed: {seed} is outside 0..{SEED_MAX} (torch's generator takes a 64-bit signed "
+                "seed); give a smaller one"
+            )
         self.generator.manual_seed(int(seed))
         self.traffic_spec.forget()
 

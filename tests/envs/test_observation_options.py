@@ -218,3 +218,12 @@ def test_good_env_kwargs_pass_without_making_an_env() -> None:
     config = load_config(ROOT / "configs" / "highway_env.yaml", ["env.kwargs.n_rays=8"])
     assert config.env.kwargs["n_rays"] == 8
     assert np.isfinite(envs.reward_weights(config.env.id, **config.env.kwargs)["collision"])
+
+
+@pytest.mark.parametrize("env_id", ["DriveAttention/Highway-v0", "DriveAttention/BatchedMerge-v0"])
+def test_a_huge_reward_weight_is_refused_before_it_overflows(env_id: str) -> None:
+    """1e308 is finite, but the first crash makes the return infinite and the value loss NaN:
+    refused where the options are checked, naming the term and the bound."""
+    with pytest.raises(ConfigError, match=r"reward_weights\.collision: 1e\+308 must be .*1e\+06"):
+        envs.options(env_id, {"reward_weights": {"collision": 1e308}})
+    assert envs.options(env_id, {"reward_weights": {"collision": 20.0}}).reward_weights

@@ -443,3 +443,8 @@ def test_ctrl_c_in_a_script_is_one_line_and_status_130(capsys: pytest.CaptureFix
     assert guarded(body) == INTERRUPTED == 130
     err = capsys.readouterr().err
     assert err.strip() == "interrupted (Ctrl-C)" and "Traceback" not in err
+
+
+def test_a_key_that_is_not_text_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"train\.5: option names are text .*not int"):
+        resolve_config({"train": {5: 1}})

@@ -147,3 +147,14 @@ def test_sensor_names_refuse_bad_ids_and_options() -> None:
         envs.sensor_names("DriveAttention/Highway-v0", n_rayz=4)
     with pytest.raises(ConfigError, match="n_rays"):
         envs.sensor_names("DriveAttention/BatchedMerge-v0", n_rays=1000)
+
+
+@pytest.mark.parametrize("seed", [2**64, 2**63])
+def test_a_seed_torch_cannot_take_is_refused_in_one_line(seed: int) -> None:
+    single = gym.make("DriveAttention/BatchedHighway-v0")
+    with pytest.raises(ConfigError, match=r"seed: \d+ is outside 0\.\.9223372036854775807"):
+        single.reset(seed=seed)
+    single.reset(seed=2**63 - 1)  # the largest it takes
+    batch = gym.make_vec("DriveAttention/BatchedHighway-v0", num_envs=2)
+    with pytest.raises(ConfigError, match="is outside"):
+        batch.reset(seed=seed)
