@@ -228,14 +228,19 @@ class RunDir:
     def set_aside(self, extra: tuple[str, ...] = (), prefix: str = "failed-attempt") -> Path | None:
         """Move the files of an earlier attempt that left no checkpoint (and ``extra`` names)
         into ``<run>/<prefix>-<time>/``, so a new run can start in this folder; returns that
-        folder, or None when there was nothing to move."""
+        folder, or None when there was nothing to move. Holds the run's lock while it moves
+        anything: a run another process is training is never moved (:class:`RunInUseError`)."""
         names = [n for n in (*RUN_ENTRIES, *extra) if (self.path / n).exists()]
-        if not names or self.checkpoint_files():
+        if not names:
             return None
-        aside = self.path / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
-        aside.mkdir()
-        for name in names:
-            (self.path / name).rename(aside / name)
+        with self.lock():
+            names = [n for n in names if (self.path / n).exists()]
+            if not names or self.checkpoint_files():
+                return None
+            aside = self.path / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+            aside.mkdir()
+            for name in names:
+                (self.path / name).rename(aside / name)
         return aside
 
     def check_new(self, strict: bool = True) -> None:

@@ -469,3 +469,21 @@ def test_the_default_run_name_of_any_config_file_is_a_valid_name(
     name = default_run_name(Path("configs") / config_name)
     assert name.startswith(f"{stem}-") and len(name) == len(stem) + 16
     LoggingConfig(name=name)  # the schema accepts it
+
+
+def test_a_study_never_sets_aside_a_run_another_process_trains(tmp_path: Path) -> None:
+    """A study (or sweep) retrying a job moves an earlier attempt's files aside; a run that
+    another process is training right now (its lock held, no checkpoint yet) is refused, not
+    moved."""
+    from agent.run.rundir import RunDir, RunInUseError
+
+    folder = tmp_path / "highway-attention-s0"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("train: {steps: 10}\n")
+    (folder / "metrics.jsonl").write_text('{"step": 1}\n')
+    with RunDir(folder).lock():  # the live trainer
+        with pytest.raises(RunInUseError, match="in use by another process"):
+            RunDir(folder).set_aside()
+        assert sorted(p.name for p in folder.iterdir()) == [".lock", "config.yaml", "metrics.jsonl"]
+    aside = RunDir(folder).set_aside()  # once it has stopped, its attempt is moved
+    assert aside is not None and (aside / "config.yaml").exists()
