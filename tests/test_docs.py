@@ -103,28 +103,22 @@ def test_readme_is_a_short_front_door():
         assert command in text, f"README.md must show the command `{command}`"
 
 
-def test_every_script_is_in_the_scripts_reference():
-    page = DOCS / "reference" / "scripts.md"
-    text = page.read_text(encoding="utf-8")
-    scripts = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "scripts").glob("*.py"))
-    assert scripts, "no scripts found under scripts/"
-    missing = [s for s in scripts if f"`{s}`" not in text]
-    assert not missing, f"not in docs/reference/scripts.md (add a row each): {missing}"
-    named = set(re.findall(r"`(scripts/[\w.-]+\.py)`", text))
-    stale = sorted(named - set(scripts))
-    assert not stale, f"docs/reference/scripts.md names scripts that do not exist: {stale}"
+REFERENCES = {  # reference page: (folder, glob, the pattern of a name in backticks)
+    "scripts.md": ("scripts", "*.py", r"`(scripts/[\w.-]+\.py)`"),
+    "configs.md": ("configs", "**/*.y*ml", r"`(configs/[\w./-]+\.ya?ml)`"),
+}
 
 
-def test_every_config_is_in_the_configs_reference():
-    page = DOCS / "reference" / "configs.md"
-    text = page.read_text(encoding="utf-8")
-    configs = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "configs").rglob("*.y*ml"))
-    assert configs, "no YAML files found under configs/"
-    missing = [c for c in configs if f"`{c}`" not in text]
-    assert not missing, f"not in docs/reference/configs.md (add a row each): {missing}"
-    named = set(re.findall(r"`(configs/[\w./-]+\.ya?ml)`", text))
-    stale = sorted(named - set(configs))
-    assert not stale, f"docs/reference/configs.md names configs that do not exist: {stale}"
+@pytest.mark.parametrize("page_name", sorted(REFERENCES))
+def test_every_script_and_config_is_in_its_reference(page_name: str):
+    folder, pattern, name = REFERENCES[page_name]
+    text = (DOCS / "reference" / page_name).read_text(encoding="utf-8")
+    files = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / folder).glob(pattern))
+    assert files, f"no {pattern} found under {folder}/"
+    missing = [f for f in files if f"`{f}`" not in text]
+    assert not missing, f"not in docs/reference/{page_name} (add a row each): {missing}"
+    stale = sorted(set(re.findall(name, text)) - set(files))
+    assert not stale, f"docs/reference/{page_name} names files that do not exist: {stale}"
 
 
 def test_each_script_and_config_has_its_row_on_one_page_only():
