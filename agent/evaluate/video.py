@@ -31,7 +31,7 @@ import cv2
 import imageio_ffmpeg
 import numpy as np
 
-from agent.run.files import check_writable, temp_path
+from agent.run.files import IncompleteWriteError, check_writable, temp_path
 from envs.contract import CLASS_ID
 
 MIN_SCENE_PX = 256  # [px] the scene is drawn at least this large (its shorter side)
@@ -356,8 +356,10 @@ class VideoWriter:
     """H.264 mp4 through imageio-ffmpeg; frames must all have the size of the first.
 
     The video is written to a temporary file beside ``path`` and renamed into place by
-    :meth:`close`, so a symbolic link at ``path`` is refused (never written through) and a crash
-    leaves no half-written video under the real name.
+    :meth:`close` only once it reads back whole (every frame; a full disk or a file size limit
+    truncates it silently): a symbolic link at ``path`` is refused (never written through), and a
+    crash or a failed write leaves no half-written video under the real name
+    (:class:`agent.run.files.IncompleteWriteError`).
     """
 
     def __init__(self, path: str | Path, fps: int = 8) -> None:
@@ -397,6 +399,12 @@ class VideoWriter:
         self._writer = self._tmp = None
         try:
             writer.close()
+            problem = _unreadable(tmp)
+            if problem:
+                raise IncompleteWriteError(
+                    f"cannot write the video {self.path}: {problem} (disk full, or a file size "
+                    "limit?); nothing was put under its name. Free space, then evaluate again"
+                )
             os.replace(tmp, self.path)  # replaces a link at path itself, never its target
         finally:
             tmp.unlink(missing_ok=True)
@@ -407,6 +415,27 @@ class VideoWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why the mp4 at ``path`` is not whole, or None: its top-level boxes must fill the file
+    exactly and include the index (``moov``), which ffmpeg writes last, so a file cut off by a
+    full disk or a file size limit fails here."""
+    found, size, at = set(), path.stat().st_size, 0
+    with path.open("rb") as f:
+        while at < size:
+            f.seek(at)
+            head = f.read(16)
+            if len(head) < 8:
+                return "the file is cut off"
+            length, kind = int.from_bytes(head[:4], "big"), head[4:8]
+            if length == 1 and len(head) == 16:  # a 64-bit size follows the type
+                length = int.from_bytes(head[8:16], "big")
+            if length < 8 or at + length > size:
+                return "the file is cut off"
+            found.add(kind)
+            at += length
+    return None if b"moov" in found else "the file has no index (moov box)"
 
 
 def read_video(path: str | Path) -> np.ndarray:

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 
 from agent.run.checkpoint import CheckpointError
-from agent.run.files import UnsafePathError
+from agent.run.files import IncompleteWriteError, UnsafePathError
 from envs.configuration import ConfigError
 from envs.contract import SimulatorUnavailable
 
@@ -23,12 +23,15 @@ def fail(message: object) -> int:
 
 
 def guarded(body: Callable[[], int]) -> int:
-    """Run a script's ``body``; a ConfigError, CheckpointError, SimulatorUnavailable or
-    UnsafePathError becomes :func:`fail`, and Ctrl-C (KeyboardInterrupt) one line and
-    :data:`INTERRUPTED` (training saves a checkpoint first: it handles the signal itself)."""
+    """Run a script's ``body``; a ConfigError, CheckpointError, SimulatorUnavailable,
+    UnsafePathError or IncompleteWriteError becomes :func:`fail`, and Ctrl-C
+    (KeyboardInterrupt) one line and :data:`INTERRUPTED` (training saves a checkpoint first: it
+    handles the signal itself)."""
     try:
         return body()
-    except (ConfigError, CheckpointError, SimulatorUnavailable, UnsafePathError) as err:
+    except (
+        ConfigError, CheckpointError, SimulatorUnavailable, UnsafePathError, IncompleteWriteError
+    ) as err:  # fmt: skip
         return fail(err)
     except KeyboardInterrupt:
         print("interrupted (Ctrl-C)", file=sys.stderr)

@@ -18,6 +18,11 @@ class UnsafePathError(OSError):
     """A path to write is a symbolic link, or a folder on the way is one."""
 
 
+class IncompleteWriteError(OSError):
+    """A file came out incomplete (a full disk, a file size limit) and was not put in place; the
+    message names it and what to do. Scripts report it in one line."""
+
+
 def check_writable(path: str | Path) -> Path:
     """``path`` if writing it cannot follow a link: neither it nor its folder is a symlink."""
     path = Path(path)

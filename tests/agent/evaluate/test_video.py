@@ -6,6 +6,13 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
+import resource
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -19,13 +26,17 @@ from agent.evaluate.video import (
     PANEL_WIDTH,
     FrameText,
     RayLayout,
+    VideoWriter,
     attention_scale,
     ray_weights,
+    read_video,
     render_frame,
     scene_scale,
 )
 from agent.policies.base import IdlePolicy
 from envs.contract import CLASS_ID, PALETTE
+
+ROOT = Path(__file__).resolve().parents[3]
 
 TEXT = FrameText(0, "IDLE", 20.0, 0.0, 0.0)
 
@@ -193,3 +204,41 @@ def test_the_panel_names_the_egos_light_where_the_env_has_one() -> None:
     same_action = render_frame(camera, FrameText(0, "SLOWER", 8.0, 0.0, 0.0), scale=4)
     assert plain.shape == lit.shape
     assert not np.array_equal(lit, same_action), "the light's line is printed"
+
+
+def _file_size_limit(limit: int) -> Callable[[], None]:
+    def apply() -> None:  # in the child: writes past ``limit`` bytes fail, as on a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    return apply
+
+
+def test_a_video_cut_off_by_a_full_disk_is_refused_in_one_line(tmp_path: Path) -> None:
+    """A write cut short (here a file size limit: the output stops at 12 kB) leaves no
+    unplayable mp4 under the video's name, and the script says so in one line."""
+    out = tmp_path / "eval.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "evaluate.py"), "--policy", "idle", "--env",
+         "DriveAttention/Highway-v0", "--episodes", "1", "--video", "--json", str(out)],
+        cwd=ROOT, env={**os.environ, "WANDB_MODE": "disabled"}, capture_output=True, text=True,
+        timeout=240, preexec_fn=_file_size_limit(12_000),
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: cannot write the video") and "cut off" in line, line
+    assert not list(tmp_path.rglob("*.mp4")), sorted(tmp_path.rglob("*"))
+    assert not list(tmp_path.rglob(".*.tmp-*")), sorted(tmp_path.rglob("*"))
+
+
+def test_a_whole_video_is_put_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "clip.mp4"
+    with VideoWriter(path) as writer:
+        for value in range(0, 250, 25):
+            writer.append(np.full((64, 96, 3), value, np.uint8))
+    frames = read_video(path)
+    assert frames.shape[0] == 10 and frames.shape[1:3] == (64, 96)
+    assert abs(int(frames[-1].mean()) - 225) < 8 and [p.name for p in tmp_path.iterdir()] == [
+        path.name
+    ]
