@@ -424,6 +424,11 @@ class Trainer:
         )
 
     def _periodic_save(self, step: int) -> None:
+        if step >= self.config.train.steps:
+            # the last rollout: the final checkpoint follows, after this rollout's update, and
+            # must not share a name with a file holding the weights from before it (a failed
+            # final save would leave that file to pass for the final one)
+            return
         path = self.save(step)
         self.logger.log({"time/checkpoint_step": step}, step)
         self._log_checkpoint(path, step, ("latest",))

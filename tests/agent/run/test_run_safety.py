@@ -404,6 +404,52 @@ def test_a_full_disk_while_saving_is_one_line_and_keeps_what_was_saved(
     assert sorted(p.name for p in (tmp_path / "full" / "checkpoints").iterdir()) == [STEP_64]
 
 
+def test_the_final_checkpoint_never_takes_a_periodic_checkpoints_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Training ends on a checkpoint step: the periodic save there would hold the weights from
+    before the last update under the final step's name, so a failed final save would leave it to
+    pass for the final checkpoint. Every name is written once, and a failed final save leaves only
+    the earlier checkpoints."""
+    import agent.training
+    from agent.run.admission import prepare
+    from agent.run.cli import guarded
+    from agent.training import Trainer
+
+    real_save, real_periodic = agent.training.save_checkpoint, Trainer._periodic_save
+    written: list[str] = []
+    periodic: list[bool] = [False]
+
+    def save_but_the_final(path: Path, checkpoint: object) -> Path:
+        written.append(path.name)
+        if not periodic[0]:  # the final save finds the disk full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real_save(path, checkpoint)
+
+    def periodic_save(self: Trainer, step: int) -> None:
+        periodic[0] = True
+        try:
+            real_periodic(self, step)
+        finally:
+            periodic[0] = False
+
+    monkeypatch.setattr(agent.training, "save_checkpoint", save_but_the_final)
+    monkeypatch.setattr(Trainer, "_periodic_save", periodic_save)
+    overrides = {
+        "logging.root": str(tmp_path), "logging.name": "ends", "logging.wandb": "disabled",
+        "train.device": "cpu", "train.steps": 128, "env.n_envs": 1, "env.kwargs.duration": 8,
+        "algo.n_steps": 64, "algo.batch_size": 32, "algo.n_epochs": 1, "model.dim": 16,
+        "train.eval_every": 0, "train.checkpoint_every": 64, "train.final_eval_episodes": 0,
+    }  # fmt: skip
+    status = guarded(lambda: Trainer(prepare(DEFAULT, overrides)).run())
+    err = capsys.readouterr().err
+    assert len(written) == len(set(written)), written
+    assert written[-1] == "step_0000000128.safetensors", written
+    assert status != 0 and "disk full" in error_lines(err)[0], err[-3000:]
+    names = sorted(p.name for p in (tmp_path / "ends" / "checkpoints").iterdir())
+    assert names == [STEP_64], names
+
+
 # ----------------------------------------------------------------------- 8. orphan temp files
 
 
