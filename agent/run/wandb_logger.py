@@ -25,6 +25,14 @@ STEP_KEY = "global_step"  # the x-axis of every W&B chart (environment steps)
 FRAME_KEY = "frame"  # the x-axis of per-frame series (``attention/frame/...``)
 BEST_SUMMARIES: tuple[str, ...] = ("eval/mean_return", "eval/success_rate")
 """Metrics whose run summary is their best (highest) value, not their last."""
+INIT_TIMEOUT_S = 15.0
+"""[s] how long an online run waits for the W&B server before it logs offline (W&B's own default
+is 90 s, which a server that never answers makes every training and evaluation wait)."""
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{err.__class__.__name__}: {text[0] if text else ''}"[:300]
 
 
 def wandb_mode(requested: str) -> str:
@@ -72,32 +80,44 @@ class RunLogger:
         self._wandb: Any = None
         if self.mode == "disabled":
             return
+        init = dict(
+            project=project, entity=entity, group=group, tags=list(tags), name=name,
+            job_type=job_type, config=dict(config or {}), dir=str(self.run_dir), id=run_id,
+            resume="allow" if run_id else None,
+        )  # fmt: skip
         try:
             import wandb
 
             self._wandb = wandb
-            self.run = wandb.init(
-                project=project,
-                entity=entity,
-                group=group,
-                tags=list(tags),
-                name=name,
-                job_type=job_type,
-                config=dict(config or {}),
-                dir=str(self.run_dir),
-                mode=self.mode,
-                id=run_id,
-                resume="allow" if run_id else None,
-                settings=wandb.Settings(console="off", x_disable_stats=not system_metrics),
-            )
-            self.run.define_metric(STEP_KEY)
-            self.run.define_metric(FRAME_KEY)
-            self.run.define_metric("attention/frame/*", step_metric=FRAME_KEY)
-            self.run.define_metric("*", step_metric=STEP_KEY)
-            for key in BEST_SUMMARIES:
-                self.run.define_metric(key, step_metric=STEP_KEY, summary="max,last")
+            try:
+                self.run = self._init(init, system_metrics)
+            except Exception as err:
+                if self.mode != "online":
+                    raise
+                # a server that does not answer (or refuses the run) costs INIT_TIMEOUT_S, once
+                print(
+                    f"W&B: cannot start the run online ({_first_line(err)}); logging offline "
+                    "instead (upload later with `wandb sync`)",
+                    file=sys.stderr,
+                )
+                self.mode = "offline"
+                self.run = self._init(init, system_metrics)
         except Exception as err:
             self._fail("init", err)
+
+    def _init(self, init: dict[str, Any], system_metrics: bool) -> Any:
+        wandb = self._wandb
+        settings = wandb.Settings(
+            console="off", x_disable_stats=not system_metrics, init_timeout=INIT_TIMEOUT_S
+        )
+        run = wandb.init(mode=self.mode, settings=settings, **init)
+        run.define_metric(STEP_KEY)
+        run.define_metric(FRAME_KEY)
+        run.define_metric("attention/frame/*", step_metric=FRAME_KEY)
+        run.define_metric("*", step_metric=STEP_KEY)
+        for key in BEST_SUMMARIES:
+            run.define_metric(key, step_metric=STEP_KEY, summary="max,last")
+        return run
 
     # ------------------------------------------------------------------ state
     @property

@@ -5,17 +5,24 @@ on their own axis, system metrics as configured, and the group a run joins."""
 from __future__ import annotations
 
 import json
+import socket
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import wandb
 
+from agent.run import wandb_logger
 from agent.run.wandb_logger import RunLogger
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
 def records(run_dir: Path) -> bytes:
-    """The offline W&B run's record file (protobuf; names and strings are stored as bytes)."""
+    """The offline W&B run's record file (protobuf; names and strings are stored as bytes), read
+    once W&B's service has ended (a finished run's records may still be in its write buffer)."""
+    wandb.teardown()
     (path,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
     return path.read_bytes()
 
@@ -82,3 +89,51 @@ def test_group_defaults_to_the_experiment(tmp_path: Path) -> None:
     prepared = prepare(default, given)
     prepared.release()
     assert prepared.config.logging.group == "study-1"
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """A server on the loopback address that accepts connections and never answers."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+    for conn in held:
+        conn.close()
+    assert held, "W&B never tried the server"
+
+
+def test_a_server_that_never_answers_costs_one_init_timeout_then_logs_offline(
+    tmp_path: Path,
+    silent_server: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_BASE_URL", silent_server)
+    monkeypatch.setenv("WANDB_API_KEY", "0" * 40)  # looks logged in: the run tries online
+    monkeypatch.setenv("WANDB_ERROR_REPORTING", "false")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setattr(wandb_logger, "INIT_TIMEOUT_S", 2.0)
+    wandb.teardown()  # W&B keeps the settings it read first (the other tests': offline)
+    logger = RunLogger(tmp_path, mode="online", name="x", system_metrics=False)
+    try:
+        assert logger.mode == "offline" and logger.active, capsys.readouterr().err
+        assert logger.run.settings.init_timeout == 2.0
+        logger.log({"eval/mean_return": 1.0}, 10)
+    finally:
+        logger.finish()
+    err = capsys.readouterr().err
+    assert "cannot start the run online" in err and "logging offline" in err, err
+    assert records(tmp_path).count(b"eval/mean_return") >= 1, err  # the offline run has it
