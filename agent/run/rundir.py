@@ -12,9 +12,10 @@
         metrics.jsonl      every logged metric, one JSON object per line
         wandb/             the W&B run files (offline runs: upload with `wandb sync`)
 
-One process at a time trains a run: :meth:`RunDir.lock` takes an OS lock on ``.lock`` (released by
-the OS when the process ends, however it ends, so a crash never leaves a stale lock); a second
-process is refused with :class:`RunInUseError`.
+One process at a time trains a run: :meth:`RunDir.lock` takes an OS lock on ``.lock`` and on the
+run folder itself (released by the OS when the process ends, however it ends, so a crash never
+leaves a stale lock); a second process is refused with :class:`RunInUseError`, even when someone
+deleted ``.lock`` while the run trains (the folder's lock still holds).
 """
 
 from __future__ import annotations
@@ -52,20 +53,21 @@ class RunInUseError(RunDirError):
 
 
 class RunLock:
-    """An exclusive ``flock`` on ``<run>/.lock``, held until :meth:`release` (or process end)."""
+    """Exclusive ``flock`` locks on ``<run>/.lock`` and on the run folder, held until
+    :meth:`release` (or process end)."""
 
-    def __init__(self, path: Path, fd: int) -> None:
+    def __init__(self, path: Path, *fds: int) -> None:
         self.path = path
-        self._fd: int | None = fd
+        self._fds: tuple[int, ...] = fds
 
     @property
     def held(self) -> bool:
-        return self._fd is not None
+        return bool(self._fds)
 
     def release(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)  # closing the descriptor drops the flock
+        fds, self._fds = self._fds, ()
+        for fd in fds:
+            os.close(fd)  # closing the descriptor drops its flock
 
     def __enter__(self) -> RunLock:
         return self
@@ -78,6 +80,24 @@ class RunLock:
             self.release()
         except Exception:  # at interpreter exit the OS drops the lock anyway
             pass
+
+
+def _lock_folder(folder: Path, mode: int) -> int | None:
+    """``flock(mode | LOCK_NB)`` on the folder itself: its descriptor (holding the lock), None
+    where the file system cannot lock a folder; BlockingIOError when another process holds it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _lock_holder(path: Path) -> str:
@@ -209,6 +229,13 @@ class RunDir:
 
     def check_not_in_use(self) -> None:
         """Refuse when another process holds the lock (without creating the lock file)."""
+        if self.path.is_dir() and not self.path.is_symlink():
+            try:
+                folder = _lock_folder(self.path, fcntl.LOCK_SH)
+            except BlockingIOError:
+                raise self._in_use() from None
+            if folder is not None:
+                os.close(folder)
         try:
             fd = os.open(self.lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -275,9 +302,10 @@ class RunDir:
     def lock(self) -> RunLock:
         """Take the run's lock (creating the folder if needed), or raise :class:`RunInUseError`.
 
-        The lock is an ``flock`` on ``.lock``: the OS drops it when the process ends, however it
-        ends, so a crash never leaves a stale lock. The file holds the owner's pid (a hint for
-        the message a second process prints); it is never deleted.
+        The lock is an ``flock`` on ``.lock`` and one on the folder itself: the OS drops them when
+        the process ends, however it ends, so a crash never leaves a stale lock, and the folder's
+        lock holds when ``.lock`` is deleted while the run trains. The file holds the owner's pid
+        (a hint for the message a second process prints); it is never deleted.
         """
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -291,6 +319,7 @@ class RunDir:
             ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            folder = _lock_folder(self.path, fcntl.LOCK_EX)
         except BlockingIOError:
             os.close(fd)
             raise self._in_use() from None
@@ -302,7 +331,7 @@ class RunDir:
             os.write(fd, f"{os.getpid()}\n".encode())
         except OSError:
             pass  # the pid is only a hint for the message of a refused process
-        return RunLock(self.lock_path, fd)
+        return RunLock(self.lock_path, fd, *([] if folder is None else [folder]))
 
     # ------------------------------------------------------------------ writes (lock held)
     def create(self) -> RunDir:

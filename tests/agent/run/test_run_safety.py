@@ -147,6 +147,10 @@ def test_a_run_being_trained_is_refused_to_a_second_process(tmp_path: Path) -> N
         assert "busy" in line
         resumed = train("--resume", str(tmp_path / "busy"), "--steps", "256")
         assert_one_line_error(resumed, "in use", str(first.pid))
+        # someone deletes the lock file: the lock on the folder itself still refuses a second
+        (tmp_path / "busy" / ".lock").unlink()
+        resumed = train("--resume", str(tmp_path / "busy"), "--steps", "256")
+        assert_one_line_error(resumed, "in use")
         assert time.monotonic() - started < 90  # refused at once, no training
         assert first.poll() is None, "the first run goes on"
         assert (tmp_path / "busy" / "config.yaml").read_bytes() == before
