@@ -12,8 +12,9 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 
 from agent.evaluate.attribution import Attribution, SB3Probe, occlusion_test
 from agent.evaluate.episodes import EpisodeResult, faithfulness_text, outcome
+from agent.evaluate.mp4 import VideoWriter
 from agent.evaluate.scene import HighwayScene, Snapshot, interpolate
-from agent.evaluate.video import FrameText, RayLayout, VideoWriter, render_frame, scene_scale
+from agent.evaluate.video import FrameText, RayLayout, render_frame, scene_scale
 from agent.policies.base import AttentionView, Policy, TrainedPolicy
 
 

@@ -23,7 +23,8 @@ import yaml
 
 from agent.evaluate.attribution import CHANGE_FLOOR
 from agent.evaluate.episodes import SUMMARY_KEYS
-from agent.evaluate.video import FrameText, VideoWriter, read_video, render_frame
+from agent.evaluate.mp4 import VideoWriter, read_video
+from agent.evaluate.video import FrameText, render_frame
 from agent.run.checkpoint import (
     Checkpoint,
     CheckpointError,

@@ -24,9 +24,10 @@ from agent.evaluate.episodes import (
     table_rows,
     video_caption,
 )
+from agent.evaluate.mp4 import read_video
 from agent.evaluate.recording import Decision, _frame, _legend
 from agent.evaluate.rollout import evaluate, run_episode
-from agent.evaluate.video import PANEL_WIDTH, FrameText, read_video, render_frame
+from agent.evaluate.video import PANEL_WIDTH, FrameText, render_frame
 from agent.policies.base import AttentionView, IdlePolicy, RandomPolicy, TrainedPolicy
 from envs.contract import CLASS_ID
 

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import envs  # noqa: F401  (registers the ids)
+from agent.evaluate.mp4 import VideoWriter, read_video
 from agent.evaluate.rollout import evaluate, rollout
 from agent.evaluate.scene import HighwayScene, Snapshot, interpolate
 from agent.evaluate.video import (
@@ -26,10 +27,8 @@ from agent.evaluate.video import (
     PANEL_WIDTH,
     FrameText,
     RayLayout,
-    VideoWriter,
     attention_scale,
     ray_weights,
-    read_video,
     render_frame,
     scene_scale,
 )

@@ -347,7 +347,7 @@ def test_symlinked_video_folder_is_refused(
 def test_video_writer_never_writes_through_a_link(tmp_path: Path) -> None:
     import numpy as np
 
-    from agent.evaluate.video import VideoWriter
+    from agent.evaluate.mp4 import VideoWriter
 
     victim = tmp_path / "victim.txt"
     victim.write_text("precious\n")
