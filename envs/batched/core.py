@@ -34,6 +34,7 @@ from envs.contract import (
     public_labels,
 )
 from envs.contract import sensor_groups as group_sensors
+from envs.limits import check_batched_envs
 from envs.scenarios import CLOSING_SCALE, EDGE_SCALE, SPEED_SCALE, ScenarioConfig, sensor_names
 
 SEED_MAX = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit seed
@@ -43,7 +44,7 @@ SEED_MAX = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit seed
 class BatchedDriveConfig(ScenarioConfig):
     """The embedded backends' options (:class:`envs.scenarios.ScenarioConfig`) plus batching."""
 
-    num_envs: int = 1  # B, environments stepped together
+    num_envs: int = 1  # B, environments stepped together (at most envs.limits.MAX_BATCHED_ENVS)
     device: str = "cpu"  # torch device of the simulation ("cpu", "cuda", "cuda:1")
 
     def __post_init__(self) -> None:
@@ -54,6 +55,8 @@ class BatchedDriveConfig(ScenarioConfig):
             f"{', '.join(BATCHED)} (or the highway-env backend)",
         )
         check(self.num_envs >= 1, f"num_envs: {self.num_envs} must be at least 1")
+        # before anything is allocated (a vector env's spaces are (num_envs, ...) arrays)
+        check_batched_envs("num_envs", self.num_envs, self.camera_size, self.frame_stack)
         allowed = BATCHED[self.scenario].setting_names()
         for key in self.sim:
             check(

@@ -9,9 +9,12 @@ import pytest
 from gymnasium.vector import AutoresetMode
 
 import envs
-from envs.batched import BatchedDriveVectorEnv
+from envs import limits
+from envs.batched import BatchedDrive, BatchedDriveVectorEnv
+from envs.batched.core import BatchedDriveConfig
 from envs.configuration import ConfigError
 from envs.contract import EPISODE_KEYS, REWARD_TERMS
+from envs.limits import MAX_BATCHED_ENVS
 
 BATCHED = "DriveAttention/BatchedHighway-v0"
 
@@ -158,3 +161,34 @@ def test_a_seed_torch_cannot_take_is_refused_in_one_line(seed: int) -> None:
     batch = gym.make_vec("DriveAttention/BatchedHighway-v0", num_envs=2)
     with pytest.raises(ConfigError, match="is outside"):
         batch.reset(seed=seed)
+
+
+# ---------------------------------------------------------------- the batch's size, bounded
+def test_make_vec_refuses_a_million_envs_before_allocating() -> None:
+    """10**6 envs of 64x64 frames would allocate tens of GB (the batched observation space
+    alone) before failing: refused at once, naming the key and the limit."""
+    with pytest.raises(ConfigError) as refused:
+        gym.make_vec(BATCHED, num_envs=10**6)
+    message = str(refused.value)
+    assert message.startswith("num_envs: 1000000") and f"{MAX_BATCHED_ENVS:,}" in message
+    assert "\n" not in message
+
+
+def test_batched_envs_are_refused_beyond_the_machines_memory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under the fixed cap, a batch whose frames alone exceed the machine's memory is refused
+    by the estimate (here a machine of 1 GiB), in the core and in make_vec alike."""
+    monkeypatch.setattr(limits, "machine_memory", lambda: 2**30)
+    with pytest.raises(ConfigError, match=r"^num_envs: .*more than this machine's 1\.0 GiB"):
+        BatchedDrive(num_envs=100_000)
+    with pytest.raises(ConfigError, match=r"^num_envs: .*256x256 frames"):
+        gym.make_vec(BATCHED, num_envs=5_000, camera_size=(256, 256))
+
+
+def test_the_gpu_benchmarks_batch_is_within_the_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """scripts/bench_gpu.py steps 65,536 envs of 64x64 frames on one GPU (its host: 128 GiB);
+    the options of that batch pass (nothing is allocated here)."""
+    monkeypatch.setattr(limits, "machine_memory", lambda: 128 * 2**30)
+    config = BatchedDriveConfig(num_envs=65_536, camera_size=(64, 64))
+    assert config.num_envs == 65_536 <= MAX_BATCHED_ENVS
