@@ -23,6 +23,29 @@ EXTRACTOR_NAMES: tuple[str, ...] = (
 ATTENTION_NAMES: tuple[str, ...] = ("attention", "camera_only", "sensors_only")
 """The extractors built on the fusion encoder; they return attention maps on request."""
 
+# Upper bounds, checked before anything is built: generous (the encoders here use dim 32-64, 1-2
+# layers, 2 heads, about 10^5 parameters), so that a typo (dim=100000) is one line, not minutes
+# of allocation and then an out-of-memory traceback.
+MAX_DIM = 4096  # token width
+MAX_LAYERS = 64  # fusion layers
+MAX_HEADS = 128  # attention heads per layer
+MAX_MLP_RATIO = 16.0  # an MLP's hidden width, in multiples of dim
+MAX_PATCH = 512  # [px] camera patch (the stem's first kernel is patch/2 wide)
+MAX_STEM_CHANNELS = 1024
+MAX_FEATURES_DIM = 16_384
+MAX_PARAMS = 2**28
+"""Parameters of the encoder, estimated from its sizes (:meth:`ExtractorConfig.estimated_params`):
+268M, about 4 GiB to train in float32 (weights, gradients, Adam's two moments)."""
+_MAXIMA = {
+    "dim": (MAX_DIM, "the token width; the encoders here use 32-64"),
+    "layers": (MAX_LAYERS, "fusion layers; the encoders here use 1-2"),
+    "heads": (MAX_HEADS, "attention heads per layer; the encoders here use 2"),
+    "mlp_ratio": (MAX_MLP_RATIO, "times dim, each block's MLP; the default is 2"),
+    "patch": (MAX_PATCH, "px per patch; the default is 8"),
+    "stem_channels": (MAX_STEM_CHANNELS, "channels of the camera stem; the default is 8"),
+    "features_dim": (MAX_FEATURES_DIM, "output features; the default is 256"),
+}
+
 
 @dataclass
 class ExtractorConfig:
@@ -66,6 +89,12 @@ class ExtractorConfig:
         check(self.dim >= 1, f"dim: must be at least 1, got {self.dim}")
         check(self.layers >= 1, f"layers: must be at least 1, got {self.layers}")
         check(self.heads >= 1, f"heads: must be at least 1, got {self.heads}")
+        for key, (limit, what) in _MAXIMA.items():
+            value = getattr(self, key)
+            check(
+                value <= limit,
+                f"{key}: {value} is above the limit of {limit:,} ({what}); give a smaller one",
+            )
         check(
             self.dim % self.heads == 0,
             f"dim: {self.dim} is not divisible by heads={self.heads}; "
@@ -98,6 +127,23 @@ class ExtractorConfig:
             f"separate_critic_query: only the attention extractors ({', '.join(ATTENTION_NAMES)}) "
             f"have a query; for '{self.name}' set it to false",
         )
+        params = self.estimated_params()
+        check(
+            params <= MAX_PARAMS,
+            f"dim: with dim={self.dim}, layers={self.layers} and mlp_ratio={self.mlp_ratio:g} the "
+            f"encoder has about {params:,} parameters, above the limit of {MAX_PARAMS:,} (about "
+            "4 GiB to train in float32 with Adam); lower dim or layers",
+        )
+
+    def estimated_params(self) -> int:
+        """About how many parameters the extractor has (the fusion blocks, the camera stem at
+        one frame, the readout; twice with a separate critic), from its sizes alone: cheap, for
+        the upper bounds checked before anything is built."""
+        blocks = self.layers * round((4 + 2 * self.mlp_ratio) * self.dim**2)  # attention + MLP
+        first = self.patch // 2
+        stem = 3 * first**2 * self.stem_channels + 4 * self.stem_channels * self.dim
+        total = blocks + stem + self.dim * self.features_dim
+        return 2 * total if self.separate_critic_query else total
 
     @property
     def has_attention(self) -> bool:
