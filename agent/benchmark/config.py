@@ -12,6 +12,7 @@ from agent.run.admission import check_model
 from agent.run.build import probe_env
 from agent.run.config import ConfigError, ExperimentConfig, check_folder_name
 from agent.run.config_files import load_config, read_yaml
+from agent.run.limits import check_episodes
 from agent.run.loading import check_same_observation
 from envs.configuration import build, check, closest
 
@@ -41,6 +42,7 @@ class EvalSpec:
 
     def __post_init__(self) -> None:
         check(self.episodes >= 1, f"episodes: must be at least 1, got {self.episodes}")
+        check_episodes("episodes", self.episodes)
         check(self.noise_std > 0, f"noise_std: must be positive, got {self.noise_std}")
 
 

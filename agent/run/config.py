@@ -10,9 +10,10 @@ An experiment has five sections, each one dataclass validated at construction::
 
 Unknown keys, wrong types and out-of-range values raise :class:`ConfigError` naming the key (and
 the closest valid one) before any work starts: so do non-finite numbers (``.nan``, ``.inf``) in
-any option, an ``env.id`` that is not one of this project's environments, and a run name that
-cannot be a folder name. ``env.kwargs`` is checked against the backend's typed options
-(:func:`envs.options`) when the config is built, without making an env.
+any option, an ``env.id`` that is not one of this project's environments, a run name that
+cannot be a folder name, and a size above its upper bound (:mod:`agent.run.limits`). ``env.kwargs``
+is checked against the backend's typed options (:func:`envs.options`) when the config is built,
+without making an env.
 
 Reading experiment files, overrides and diffs live in :mod:`agent.run.config_files`.
 """
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import envs
+from agent.run import limits
 from envs.configuration import ConfigError, build, check, closest
 from envs.observation import ObservationOptions
 from models import ExtractorConfig
@@ -148,6 +150,7 @@ class EnvConfig:
         _check_finite(self)
         check(self.n_envs >= 1, f"n_envs: must be at least 1, got {self.n_envs}")
         check_env_id(self.id)
+        limits.check_n_envs("n_envs", self.n_envs, batched=self.id in envs.BATCHED_IDS)
         self._check_kwargs_keys()
 
     @property
@@ -203,6 +206,7 @@ class PPOConfig:
         _check_common(self.learning_rate, self.gamma, self.net_arch)
         check(self.n_steps >= 1, f"n_steps: must be at least 1, got {self.n_steps}")
         check(self.batch_size >= 2, f"batch_size: must be at least 2, got {self.batch_size}")
+        limits.check_ppo_sizes(self.n_steps, self.batch_size)
         check(self.n_epochs >= 1, f"n_epochs: must be at least 1, got {self.n_epochs}")
         check(
             0.0 <= self.gae_lambda <= 1.0, f"gae_lambda: must be in [0, 1], got {self.gae_lambda}"
@@ -245,6 +249,7 @@ class SACConfig:
             self.learning_starts >= 0, f"learning_starts: must be >= 0, got {self.learning_starts}"
         )
         check(self.batch_size >= 1, f"batch_size: must be at least 1, got {self.batch_size}")
+        limits.check_sac_sizes(self.buffer_size, self.batch_size)
         check(0.0 < self.tau <= 1.0, f"tau: must be in (0, 1], got {self.tau}")
         check(self.train_freq >= 1, f"train_freq: must be at least 1, got {self.train_freq}")
         check(self.gradient_steps >= 1, f"gradient_steps: must be >= 1, got {self.gradient_steps}")
@@ -265,6 +270,7 @@ def _check_common(learning_rate: float, gamma: float, net_arch: Sequence[int]) -
     check(learning_rate > 0.0, f"learning_rate: must be positive, got {learning_rate}")
     check(0.0 < gamma <= 1.0, f"gamma: must be in (0, 1], got {gamma}")
     check(all(n >= 1 for n in net_arch), f"net_arch: layer sizes must be >= 1, got {net_arch}")
+    limits.check_net_arch(list(net_arch))
 
 
 @dataclass
@@ -299,6 +305,8 @@ class TrainConfig:
         check(
             self.eval_episodes >= 1, f"eval_episodes: must be at least 1, got {self.eval_episodes}"
         )
+        for key in ("eval_episodes", "final_eval_episodes"):
+            limits.check_episodes(key, getattr(self, key))
         check(
             self.checkpoint_every >= 0,
             f"checkpoint_every: must be >= 0 (0 = only at the end), got {self.checkpoint_every}",
@@ -355,6 +363,7 @@ class ExperimentConfig:
                 "or use algo.name=ppo",
             )
         if self.algo.name == "ppo":
+            limits.check_rollout(self.algo.n_steps, self.env.n_envs)
             rollout = self.algo.n_steps * self.env.n_envs
             check(
                 self.algo.batch_size <= rollout,

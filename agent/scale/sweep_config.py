@@ -11,6 +11,7 @@ from typing import Any, Literal
 from agent.benchmark.config import flatten
 from agent.run.config import ConfigError, ExperimentConfig, check_folder_name
 from agent.run.config_files import load_config, read_yaml, to_dict
+from agent.run.limits import check_episodes
 from envs.configuration import build, check
 
 METRICS = ("mean_return", "success_rate", "collision_rate", "mean_speed")  # periodic eval
@@ -70,6 +71,7 @@ class SweepConfig:
             f"eval_every: must be in [1, steps={self.steps}], got {self.eval_every}",
         )
         check(self.eval_episodes >= 1, f"eval_episodes: must be >= 1, got {self.eval_episodes}")
+        check_episodes("eval_episodes", self.eval_episodes)
         check(
             self.steps % self.eval_every == 0,
             f"steps: {self.steps} must be a multiple of eval_every={self.eval_every} (the last "
