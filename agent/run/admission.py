@@ -29,6 +29,7 @@ from agent.run.config_files import (
     read_yaml,
     to_dict,
 )
+from agent.run.memory import check_run_memory
 from agent.run.rundir import STEP_FILE, RunDir, RunLock, default_run_name
 
 
@@ -92,6 +93,7 @@ def prepare(
     run.check_new(strict=empty_folder)
     device = resolve_device(config.train.device)
     spec = probe_env(config.env)  # validates env.id and env.kwargs
+    check_run_memory(config, spec.observation_space)
     check_model(config, spec)
     check_eval_env(config, spec)
     lock = run.lock()
@@ -115,6 +117,7 @@ def _prepare_resume(run: RunDir, overrides: Overrides, checkpoint: str | Path | 
         config, ckpt = _resume_config(run, overrides, checkpoint)
         device = resolve_device(config.train.device)
         spec = probe_env(config.env)
+        check_run_memory(config, spec.observation_space)
         check_resumed_reward(run, config)
         check_model(config, spec)
         check_eval_env(config, spec)

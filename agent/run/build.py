@@ -26,6 +26,7 @@ from stable_baselines3.common.vec_env import (
 import envs
 import models
 from agent.run.config import ConfigError, EnvConfig, ExperimentConfig, check_env_id
+from agent.run.memory import check_run_memory
 from envs.batched.env import make_vec_env as make_batched
 from envs.configuration import closest
 from envs.contract import idle_action
@@ -218,6 +219,10 @@ def make_algo(
     ``seed`` defaults to ``train.seed``; ``inference_only`` shrinks SAC's replay buffer to one
     transition (for evaluation).
     """
+    # what SB3 is about to allocate, against this machine's memory (the envs are made already)
+    check_run_memory(
+        config, spec.observation_space, venv.num_envs, envs_too=False, replay=not inference_only
+    )
     algo = config.algo
     common: dict[str, Any] = {
         "policy": "MultiInputPolicy",

@@ -22,6 +22,7 @@ from agent.run.admission import prepare
 from agent.run.checkpoint import Checkpoint, CheckpointError, checkpoint_path, save_checkpoint
 from agent.run.config import EnvConfig, PPOConfig, SACConfig, TrainConfig
 from agent.run.config_files import apply_overrides, load_config, read_yaml, to_dict
+from envs import limits as env_limits
 from envs.configuration import ConfigError
 from models import ExtractorConfig
 from models import config as model_config
@@ -180,7 +181,26 @@ def test_resume_override_above_the_limit_is_refused(
     assert_names(str(refused.value), key, limit)
 
 
-# ------------------------------------------------------------ 3. the scripts: one line, exit 2
+# ------------------------------------------------------------ 3. this machine's memory
+def test_a_run_beyond_the_machines_memory_is_refused_before_building(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Within every fixed cap, 4 times the default's envs with 2,048-step rollouts is 2 million
+    frames (about 50 GiB): on a 16 GiB machine the run is refused before any env or model is
+    made, new or resumed, naming the option behind most of it."""
+    monkeypatch.setattr(env_limits, "machine_memory", lambda: 16 * 2**30)
+    big = ["env.n_envs=1024", "algo.n_steps=2048"]
+    with pytest.raises(ConfigError) as refused:
+        prepare(DEFAULT, [*big, f"logging.root={tmp_path}", "logging.name=big"])
+    message = str(refused.value)
+    assert message.startswith("algo.n_steps: ") and "16.0 GiB" in message, message
+    assert not (tmp_path / "big").exists() or not any((tmp_path / "big").iterdir())
+    run = _run_folder(tmp_path, _tiny_config(tmp_path, "grown"))
+    with pytest.raises(ConfigError, match=r"^algo\.n_steps: .*16\.0 GiB"):
+        prepare(None, big, resume=run)
+
+
+# ------------------------------------------------------------ 4. the scripts: one line, exit 2
 def test_train_script_refuses_an_oversized_override_in_one_line(run_script, tmp_path: Path) -> None:
     result = run_script(
         "train.py", "--config", str(DEFAULT), "--name", "huge", f"logging.root={tmp_path}",
