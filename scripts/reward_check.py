@@ -33,9 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     # imported after the arguments are read: --help and a bad flag answer before torch loads
     from agent.evaluate.reward_check import run_check
     from agent.run.config import ConfigError, check_env_id
+    from agent.run.limits import check_episodes
     from agent.run.loading import load_agent
 
     try:
+        check_episodes("--episodes", args.episodes)
         check_env_id(args.env, key="--env")
         extra = []
         for run in args.run:

@@ -34,10 +34,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # imported after the arguments are read: --help and a bad flag answer before torch loads
     from agent.run.cli import fail, guarded
+    from agent.run.limits import check_episodes
 
     if args.episodes < 2:
         return fail("--episodes must be at least 2")
-    return guarded(lambda: report(args))
+
+    def body() -> int:
+        check_episodes("--episodes", args.episodes)
+        return report(args)
+
+    return guarded(body)
 
 
 def report(args: argparse.Namespace) -> int:

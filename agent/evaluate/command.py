@@ -22,7 +22,7 @@ from agent.evaluate.episodes import (
     table_rows,
     video_caption,
 )
-from agent.evaluate.recording import video_path
+from agent.evaluate.recording import video_name_pattern
 from agent.evaluate.rollout import evaluate
 from agent.policies.base import IdlePolicy, Policy, RandomPolicy
 from agent.policies.lookahead import LookaheadPolicy, check_can_look_ahead
@@ -32,6 +32,7 @@ from agent.run.checkpoint import Checkpoint, CheckpointError
 from agent.run.config import ConfigError, ExperimentConfig, check_env_id, resolve_config
 from agent.run.config_files import load_config, to_dict
 from agent.run.files import UnsafePathError, check_writable, creation_problem
+from agent.run.limits import check_episodes
 from agent.run.loading import load_agent, run_config, with_env
 from agent.run.rundir import RunDir
 from agent.run.wandb_logger import RunLogger
@@ -135,8 +136,10 @@ def run_evaluation(request: EvaluationRequest) -> tuple[EvalReport, Path]:
     json_path = request.json_path or out_dir / "eval" / f"{tag}.json"
     _check_output(json_path, "--json" if request.json_path else "the evaluation JSON")
     if video_dir is not None:
-        # any episode may be filmed (the first successful and the first failed ones)
-        videos = [video_path(video_dir, f"{tag}_", k) for k in range(request.episodes)]
+        # any episode may be filmed (the first successful and the first failed ones): the files
+        # already there under the videos' names, not one path per episode (the writer checks
+        # each video again when it starts it)
+        videos = _existing_videos(video_dir, f"{tag}_")
         _check_writable([video_dir, *videos], "--video")
     if request.wandb != "disabled":
         _check_writable([out_dir / "metrics.jsonl"], "--wandb")
@@ -220,6 +223,7 @@ def _check_options(request: EvaluationRequest) -> None:
     """Refuse options that would fail (or be lost) only after the evaluation."""
     if request.episodes < 1:
         raise ConfigError(f"--episodes: must be at least 1, got {request.episodes}")
+    check_episodes("--episodes", request.episodes)
     if not 0 <= request.seed <= SEED_MAX - request.episodes + 1:
         raise ConfigError(
             f"--seed: must be in [0, {SEED_MAX - request.episodes + 1}] (episode k uses seed "
@@ -232,6 +236,15 @@ def _check_options(request: EvaluationRequest) -> None:
         )
     if request.json_path is not None:
         _check_output(request.json_path, "--json")
+
+
+def _existing_videos(video_dir: Path, prefix: str) -> list[Path]:
+    """The entries of ``video_dir`` named as this evaluation's videos (``<prefix>ep<k>.mp4``),
+    links included: as many as the folder holds, however many episodes are asked for."""
+    if not video_dir.is_dir() or video_dir.is_symlink():
+        return []
+    name = video_name_pattern(prefix)
+    return sorted(p for p in video_dir.iterdir() if name.fullmatch(p.name))
 
 
 def _check_output(path: Path, what: str) -> None:

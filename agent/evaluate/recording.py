@@ -3,6 +3,7 @@ them, the per-class legend and the map's faithfulness (occlusion ratio)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,3 +174,8 @@ def _frame(
 def video_path(video_dir: str | Path, prefix: str, episode: int) -> Path:
     """Where :func:`evaluate` writes the video of ``episode``: ``<video_dir>/<prefix>ep<k>.mp4``."""
     return Path(video_dir) / f"{prefix}ep{episode:02d}.mp4"
+
+
+def video_name_pattern(prefix: str) -> re.Pattern[str]:
+    """The file names :func:`video_path` gives with ``prefix``, of any episode."""
+    return re.compile(re.escape(prefix) + r"ep\d{2,}\.mp4")

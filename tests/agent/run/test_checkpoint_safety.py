@@ -34,6 +34,7 @@ from agent.run.checkpoint import (
 )
 from agent.run.config import ConfigError
 from agent.run.config_files import load_config, save_config, to_dict
+from agent.run.limits import MAX_EPISODES
 
 ROOT = Path(__file__).resolve().parents[3]
 DEFAULT = ROOT / "configs" / "highway_env.yaml"  # an experiment on the highway-env backend
@@ -427,6 +428,56 @@ def test_bad_options_refused_before_evaluating(
     assert code == 2
     assert expected in one_error_line(capsys)
     assert (tmp_path / "file.txt").read_text() == "notes\n"
+
+
+def test_a_billion_episodes_with_video_is_refused_at_once(shared_run: Path, run_script) -> None:
+    """Refused before anything is built (it used to build a billion video paths first)."""
+    result = run_script(
+        "evaluate.py", "--run", str(shared_run), "--episodes", "1000000000", "--video",
+        "--device", "cpu", timeout=90,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert "--episodes: 1000000000" in line and f"limit of {MAX_EPISODES:,}" in line, line
+
+
+def test_video_paths_are_not_built_per_episode(
+    shared_run: Path, no_evaluation: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --video, the output checks look at the videos folder and what it holds, not at one
+    path per episode: the most episodes allowed start at once."""
+    import agent.evaluate.command
+
+    checked: list[Path] = []
+    check = agent.evaluate.command._check_writable
+    monkeypatch.setattr(
+        agent.evaluate.command,
+        "_check_writable",
+        lambda paths, what: (checked.extend(paths), check(paths, what)),
+    )
+    with pytest.raises(AssertionError, match="the evaluation ran"):  # it got that far
+        evaluate_main(
+            "--run", shared_run, "--episodes", MAX_EPISODES, "--seed", 0, "--video",
+            "--device", "cpu",
+        )  # fmt: skip
+    assert shared_run / "videos" in checked
+    assert len(checked) <= 3, f"{len(checked)} paths checked up front"
+
+
+def test_planted_link_among_the_video_names_is_still_refused_up_front(
+    tmp_path: Path, tiny: tuple[dict, dict], no_evaluation: None, capsys: pytest.CaptureFixture
+) -> None:
+    run = make_run(tmp_path / "runs", "linked", tiny)
+    victim = tmp_path / "victim.mp4"
+    victim.write_bytes(b"precious")
+    (run / "videos").mkdir()
+    (run / "videos" / f"evaluate_trained_{ENV_SHORT}_seed0_ep1234.mp4").symlink_to(victim)
+    code = evaluate_main(
+        "--run", run, "--episodes", 2000, "--seed", 0, "--video", "--device", "cpu"
+    )  # fmt: skip
+    assert code == 2
+    assert "symbolic link" in one_error_line(capsys)
+    assert victim.read_bytes() == b"precious"
 
 
 # ------------------------------------------- 6. another run's checkpoint keeps its own results

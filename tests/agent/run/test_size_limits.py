@@ -218,6 +218,18 @@ def test_train_script_refuses_an_oversized_checkpoint_config_on_resume(
     _assert_one_line(result, "model.dim", "4,096")
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["reward_check.py", "--episodes", "1000000000"],
+        ["transfer_gap.py", "--run", "runs/none", "--episodes", "1000000000"],
+    ],
+    ids=["reward_check", "transfer_gap"],
+)
+def test_episode_scripts_refuse_a_billion_episodes(run_script, args: list[str]) -> None:
+    _assert_one_line(run_script(*args, timeout=90), "--episodes", "100,000")
+
+
 def _assert_one_line(result: subprocess.CompletedProcess, key: str, limit: str) -> None:
     assert result.returncode == 2, result.stderr[-3000:]
     assert "Traceback" not in result.stderr, result.stderr[-3000:]
