@@ -1,2 +1,3 @@
-"""One run's parts: config schema and files, env and algorithm building, callbacks, checkpoints,
-the run folder, W&B, admission checks, loading a trained agent and exporting it."""
+"""One run's parts: config schema and files, the upper bounds on its sizes and its memory
+estimate, env and algorithm building, callbacks, checkpoints, the run folder, W&B, admission
+checks, loading a trained agent and exporting it."""
