@@ -19,9 +19,7 @@ MAX_PROCESS_ENVS = 256
 """``env.n_envs`` of the backends that run one Python process per env (highway-env, CARLA):
 each is at least ~100 MB of memory and a process of its own."""
 MAX_N_STEPS = 2**20  # algo.n_steps: steps per env in one PPO rollout (this project's: 8-128)
-MAX_ROLLOUT = (
-    2**24
-)  # algo.n_steps * env.n_envs: transitions of one PPO rollout (the default's 2,048)
+MAX_ROLLOUT = 2**24  # algo.n_steps * env.n_envs: transitions of one rollout (the default's 2,048)
 MAX_BATCH_SIZE = 2**20  # algo.batch_size: samples of one minibatch (this project's: 64-256)
 MAX_BUFFER_SIZE = 2**24  # algo.buffer_size: transitions SAC keeps (this project's: 30,000)
 MAX_NET_WIDTH = 16_384  # units of one layer of algo.net_arch (this project's: 64-256)
@@ -103,6 +101,7 @@ def check_sac_sizes(buffer_size: int, batch_size: int) -> None:
 
 
 def check_batch_size(batch_size: int) -> None:
+    """At most :data:`MAX_BATCH_SIZE` samples in one minibatch (PPO and SAC)."""
     check_at_most(
         "batch_size",
         batch_size,
@@ -127,7 +126,11 @@ def check_rollout(n_steps: int, n_envs: int) -> None:
 def check_net_arch(net_arch: list[int]) -> None:
     """The policy and value heads: at most :data:`MAX_NET_DEPTH` layers of at most
     :data:`MAX_NET_WIDTH` units."""
-    check_at_most("net_arch", len(net_arch), MAX_NET_DEPTH, "layers of the policy and value heads")
+    if len(net_arch) > MAX_NET_DEPTH:
+        raise ConfigError(
+            f"net_arch: {len(net_arch)} layers are above the limit of {MAX_NET_DEPTH} (layers of "
+            "the policy and value heads; this project's configs use 2); give fewer"
+        )
     for i, width in enumerate(net_arch):
         check_at_most(f"net_arch[{i}]", width, MAX_NET_WIDTH, "units of one layer of the heads")
 
