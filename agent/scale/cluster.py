@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,6 +20,23 @@ from envs.configuration import ConfigError
 
 LOOPBACK = "127.0.0.1"
 INSTALL_HINT = "pip install -e '.[ray]' (Ray and Optuna)"
+START_HINT = (
+    "start one with `ray start --head` (see docs/sweeps-and-ray.md), or leave the address out "
+    "for a local instance"
+)
+PROBE_SECONDS = 20  # [s] a Ray head answers the probe in a few; anything else is refused then
+# Ray's own GCS client asks the head for the cluster's id (4 s for the answer, 2 s for each of its
+# two connections), in a child process: Ray's connect retries for many minutes where something
+# that is not Ray listens, and only a process can be stopped at a deadline. Exit 3: no answer.
+GCS_PROBE = """
+import sys
+from ray._raylet import InnerGcsClient
+from ray.exceptions import RpcError
+try:
+    InnerGcsClient.standalone(sys.argv[1], None, 4000)
+except RpcError:
+    sys.exit(3)
+"""
 
 
 def require_ray() -> Any:
@@ -60,9 +79,7 @@ def connected(address: str | None, num_cpus: int | None = None) -> Iterator[Any]
             ray.init(address=address, **options)
     except (ConnectionError, ValueError, RuntimeError) as err:
         raise ConfigError(
-            f"--ray {address}: cannot connect to a Ray cluster there ({err}); start one with "
-            "`ray start --head` (see docs/sweeps-and-ray.md), or leave the address out "
-            "for a local instance"
+            f"--ray {address}: cannot connect to a Ray cluster there ({err}); {START_HINT}"
         ) from None
     try:
         yield ray
@@ -71,8 +88,9 @@ def connected(address: str | None, num_cpus: int | None = None) -> Iterator[Any]
 
 
 def _probe(address: str) -> None:
-    """Fail in seconds, not after Ray's minutes of retries, when nothing listens at the address
-    (HOST:PORT, or ray://HOST:PORT for the Ray client)."""
+    """Fail in seconds (at most :data:`PROBE_SECONDS`), not after Ray's minutes of retries, when
+    nothing listens at the address (HOST:PORT, or ray://HOST:PORT for the Ray client) or what
+    listens at HOST:PORT does not answer as a Ray head."""
     host, _, port = address.split("://")[-1].rpartition(":")
     if not host or not port.isdigit():
         raise ConfigError(
@@ -82,10 +100,30 @@ def _probe(address: str) -> None:
         socket.create_connection((host, int(port)), timeout=5).close()
     except OSError as err:
         raise ConfigError(
-            f"--ray {address}: no Ray head answers there ({err.strerror or err}); start one with "
-            "`ray start --head` (see docs/sweeps-and-ray.md), or leave the address out "
-            "for a local instance"
+            f"--ray {address}: no Ray head answers there ({err.strerror or err}); {START_HINT}"
         ) from None
+    if "://" in address:  # the Ray client's server is not the head's GCS; Ray bounds that wait
+        return
+    if gcs_answers(f"{host}:{port}") is False:
+        raise ConfigError(
+            f"--ray {address}: something listens there but does not answer as a Ray head "
+            f"within {PROBE_SECONDS} s; {START_HINT}"
+        )
+
+
+def gcs_answers(address: str) -> bool | None:
+    """Whether a Ray head's GCS at ``HOST:PORT`` answers within :data:`PROBE_SECONDS`; None where
+    this version of Ray cannot be asked (then ``ray.init`` decides, without a deadline)."""
+    try:
+        code = subprocess.run(
+            [sys.executable, "-c", GCS_PROBE, address],
+            capture_output=True,
+            timeout=PROBE_SECONDS,
+            env={**os.environ, "RAY_gcs_rpc_server_connect_timeout_s": "2"},
+        ).returncode
+    except subprocess.TimeoutExpired:
+        return False
+    return True if code == 0 else False if code == 3 else None
 
 
 def check_resources(ray: Any, cpus: float, gpus: float) -> None:

@@ -4,7 +4,9 @@ each), no mocks. Skipped when the ``ray`` extra is not installed (``make test`` 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -25,7 +27,7 @@ from agent.benchmark import (  # noqa: E402
     write_report,
 )
 from agent.run.config_files import read_yaml  # noqa: E402
-from agent.scale.cluster import loopback_cluster  # noqa: E402
+from agent.scale.cluster import gcs_answers, loopback_cluster  # noqa: E402
 from agent.scale.study import run_benchmark_ray  # noqa: E402
 from agent.scale.sweep import run_sweep  # noqa: E402
 from agent.scale.sweep_config import load_sweep_config  # noqa: E402
@@ -55,6 +57,29 @@ STUDY = {
     },
     "arms": {"attention": {"model.name": "attention"}},
     "evaluation": {"episodes": 1, "seed": 500, "attribution_arms": ["attention"]},
+}
+
+SWEEP = {
+    "name": "tiny",
+    "base": str(ROOT / "configs" / "batched.yaml"),
+    "scenario": "highway",
+    "arm": "attention",
+    "overrides": {
+        "env.n_envs": 4,
+        "algo.n_steps": 32,
+        "algo.batch_size": 64,
+        "algo.n_epochs": 2,
+    },
+    "steps": 384,
+    "eval_every": 128,
+    "eval_episodes": 1,
+    "trials": 6,
+    "concurrent": 2,
+    "scheduler": {"grace_steps": 128, "reduction_factor": 2},
+    "space": {
+        "algo.learning_rate": {"loguniform": [1.0e-4, 1.0e-3]},
+        "train.seed": {"choice": [0, 1, 2, 3, 4, 5, 6, 7]},
+    },
 }
 
 
@@ -172,29 +197,7 @@ def test_a_node_killed_while_training_resumes_on_another(tmp_path, cluster):
 
 
 def test_a_tiny_sweep_prunes_and_its_best_config_trains(tmp_path, cluster):
-    raw = {
-        "name": "tiny",
-        "base": str(ROOT / "configs" / "batched.yaml"),
-        "scenario": "highway",
-        "arm": "attention",
-        "overrides": {
-            "env.n_envs": 4,
-            "algo.n_steps": 32,
-            "algo.batch_size": 64,
-            "algo.n_epochs": 2,
-        },
-        "steps": 384,
-        "eval_every": 128,
-        "eval_episodes": 1,
-        "trials": 6,
-        "concurrent": 2,
-        "scheduler": {"grace_steps": 128, "reduction_factor": 2},
-        "space": {
-            "algo.learning_rate": {"loguniform": [1.0e-4, 1.0e-3]},
-            "train.seed": {"choice": [0, 1, 2, 3, 4, 5, 6, 7]},
-        },
-    }
-    config = load_sweep_config(write(tmp_path, raw, "sweep.yaml"))
+    config = load_sweep_config(write(tmp_path, SWEEP, "sweep.yaml"))
     out = tmp_path / "out"
     summary = run_sweep(config, tmp_path / "runs", out, address=None, say=lambda _: None)
     rows = summary["trials"]
@@ -240,24 +243,57 @@ def test_a_tiny_sweep_prunes_and_its_best_config_trains(tmp_path, cluster):
     assert list((tmp_path / "trained" / "from-sweep" / "checkpoints").glob("step_*"))
 
 
-def test_scripts_say_how_to_reach_a_cluster(tmp_path):
-    """A cluster address where none answers is one clear line, not a hang or a traceback."""
-    config = write(tmp_path, {**STUDY, "name": "noray"})
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "benchmark.py"),
-            "--config",
-            str(config),
-            "--runs",
-            str(tmp_path / "runs"),
-            "--ray",
-            f"{LOOPBACK}:1",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=180,
-    )
-    assert out.returncode == 2, out.stderr[-2000:]
-    assert "ray start --head" in out.stderr and "Traceback" not in out.stderr
+def silent_server() -> socket.socket:
+    """A TCP server on the loopback address that accepts connections and never answers."""
+    server = socket.create_server((LOOPBACK, 0))
+    held = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                held.append(server.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    return server
+
+
+@pytest.mark.parametrize("listener", ["nothing", "silent"])
+def test_scripts_say_how_to_reach_a_cluster(tmp_path, listener):
+    """A cluster address where no Ray head answers (nothing listens, or something that is not Ray
+    and never answers) is one clear line within seconds, not a hang or a traceback, from the
+    study and the sweep alike."""
+    server = silent_server() if listener == "silent" else None
+    address = f"{LOOPBACK}:{server.getsockname()[1] if server else 1}"
+    study = write(tmp_path, {**STUDY, "name": "noray"})
+    sweep = write(tmp_path, {**SWEEP, "name": "noray"}, "sweep.yaml")
+    commands = {
+        "benchmark": ["benchmark.py", "--config", str(study), "--runs", str(tmp_path / "a")],
+        "sweep": ["sweep.py", "--config", str(sweep), "--runs", str(tmp_path / "b")],
+    }
+    running = {  # both at once: each waits on the probe, not on a CPU
+        name: subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / args[0]), *args[1:], "--ray", address],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        for name, args in commands.items()
+    }
+    try:
+        for name, process in running.items():
+            _, err = process.communicate(timeout=120)  # a hang fails here
+            assert process.returncode == 2, (name, err[-2000:])
+            assert err.count("\n") == 1 and err.startswith(f"error: --ray {address}: "), err
+            assert "ray start --head" in err
+        assert list(tmp_path.glob("*/*")) == []  # refused before any work
+    finally:
+        for process in running.values():
+            process.kill()
+            process.wait()
+        if server is not None:
+            server.close()
+
+
+def test_a_ray_head_answers_the_probe(cluster):
+    assert gcs_answers(cluster.address) is True
