@@ -5,10 +5,18 @@ launcher (:func:`agent.benchmark.run_benchmark`); only where a job trains change
 in a scratch folder on its node and mirrors the run directory to the driver
 (:mod:`agent.scale.store`). A task whose node dies is retried by Ray on another node, where it
 copies the run directory back and resumes from its last checkpoint.
+
+Every job's CPUs and GPUs are reserved for it alone in a placement group of one bundle. A plain
+task would not keep them: Ray lends a task's CPUs to the next task while it waits in ``ray.get``,
+which a job does when it pulls its run directory and at every checkpoint it uploads, so a one-CPU
+node trained two runs at once. A bundle's CPUs go back only to the bundle, which holds nothing
+else. ``ray_attempts.jsonl`` in the run directory records the node and the start and end time of
+every attempt that ended.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
@@ -21,11 +29,13 @@ from agent.benchmark.config import BenchmarkConfig
 from agent.benchmark.execution import run_job
 from agent.benchmark.jobs import LOG_FILE, Job, outstanding, read_result
 from agent.benchmark.scheduler import OUTCOMES, progress_line
+from agent.run.files import append_line
 from agent.scale.cluster import check_resources, connected
 from agent.scale.store import RunMirror, pull, start_store
 
 TEXT_SUFFIXES = (".json", ".jsonl", ".yaml", ".log")
 RETRIES = 3  # a job is retried this often after its node or worker died
+ATTEMPTS_FILE = "ray_attempts.jsonl"  # per attempt: node, started, ended ([s] on its node's clock)
 
 
 def repath(old: str, new: str) -> Callable[[str, bytes], bytes]:
@@ -44,6 +54,7 @@ def train_remote(job: Job, store: Any) -> dict[str, Any]:
     import ray
 
     node = ray.get_runtime_context().get_node_id()
+    started = time.time()
     root = Path(job.run_dir).parent  # the driver's runs folder
     scratch = Path(tempfile.mkdtemp(prefix="drive-attention-"))
     folder = scratch / job.name
@@ -64,6 +75,8 @@ def train_remote(job: Job, store: Any) -> dict[str, Any]:
         )
         with RunMirror(store, job.name, folder, repath(str(scratch), str(root))):
             result = run_job(local)
+            attempt = {"node": node, "started": started, "ended": time.time()}
+            append_line(folder / ATTEMPTS_FILE, json.dumps(attempt))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return {**result, "run": job.run_dir, "ray_node": node}
@@ -86,9 +99,8 @@ def run_benchmark_ray(
     with connected(address, num_cpus=jobs) as ray:
         check_resources(ray, cpus_per_job, gpus_per_job)
         store = start_store(ray, runs_root)
-        task = ray.remote(train_remote).options(
-            num_cpus=cpus_per_job, num_gpus=gpus_per_job, max_retries=RETRIES, name="benchmark-job"
-        )
+        task = ray.remote(train_remote)
+        bundle = {"CPU": cpus_per_job, **({"GPU": gpus_per_job} if gpus_per_job else {})}
         nodes = len([n for n in ray.nodes() if n.get("Alive")])
         cap = jobs or len(pending) or 1
         say(
@@ -98,13 +110,21 @@ def run_benchmark_ray(
             f"{cpus_per_job:g} CPU / {gpus_per_job:g} GPU per run; logs in "
             f"{runs_root}/<run>/{LOG_FILE}"
         )
-        queue, flying = list(pending), {}
+        queue, flying, groups = list(pending), {}, {}
         started, finished, interrupted = time.perf_counter(), 0, False
         while queue or flying:
             try:
                 while queue and not interrupted and len(flying) < cap:
                     job = queue.pop(0)
-                    flying[task.remote(job, store)] = job
+                    group = ray.util.placement_group([bundle])
+                    ref = task.options(
+                        num_cpus=cpus_per_job,
+                        num_gpus=gpus_per_job,
+                        max_retries=RETRIES,
+                        name="benchmark-job",
+                        scheduling_strategy=in_group(group),
+                    ).remote(job, store)
+                    flying[ref], groups[ref] = job, group
                 ready, _ = ray.wait(list(flying), num_returns=1, timeout=0.5)
             except KeyboardInterrupt:
                 if interrupted:
@@ -119,6 +139,7 @@ def run_benchmark_ray(
                 continue
             for ref in ready:
                 job = flying.pop(ref)
+                ray.util.remove_placement_group(groups.pop(ref))
                 try:
                     result = ray.get(ref)
                 except Exception as err:  # the task ran out of retries, or was cancelled
@@ -137,6 +158,13 @@ def run_benchmark_ray(
                 say(f"[{finished}/{len(pending)}] {line}; {elapsed / 60:.1f} min{eta}")
         ray.kill(store)
     return [results[job.name] for job in todo if job.name in results], interrupted
+
+
+def in_group(group: Any) -> Any:
+    """Schedule a task in the (one) bundle of ``group``."""
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    return PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0)
 
 
 def _short(err: BaseException) -> str:

@@ -28,12 +28,13 @@ from agent.benchmark import (  # noqa: E402
 )
 from agent.run.config_files import read_yaml  # noqa: E402
 from agent.scale.cluster import gcs_answers, loopback_cluster  # noqa: E402
-from agent.scale.study import run_benchmark_ray  # noqa: E402
+from agent.scale.study import ATTEMPTS_FILE, run_benchmark_ray  # noqa: E402
 from agent.scale.sweep import run_sweep  # noqa: E402
 from agent.scale.sweep_config import load_sweep_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
 LOOPBACK = "127.0.0.1"
+BATCHED = "DriveAttention/BatchedHighway-v0"
 
 STUDY = {
     "name": "raytiny",
@@ -141,6 +142,41 @@ def test_study_on_two_nodes_reports_what_the_local_launcher_reports(tmp_path, cl
     # run again: nothing is redone
     again, _ = run_benchmark_ray(config, tmp_path / "ray", address=None, say=said.append)
     assert [r["steps"] for r in again] == [256, 256] and said[-1].startswith("benchmark raytiny")
+
+
+def test_no_node_runs_more_jobs_at_once_than_it_has_cpus(tmp_path, cluster):
+    """Four jobs on one-CPU nodes: a job waiting on the run store (pulling its run directory,
+    uploading a checkpoint) keeps its CPU. Checked on the jobs' own records of where and when they
+    ran, not on how long anything took."""
+    raw = {
+        **STUDY,
+        "name": "raycpus",
+        "steps": 128,
+        "seeds": [0, 1, 2, 3],
+        # judged on the batched backend alone: the jobs' evaluation is not what is tested
+        "scenarios": {"highway": {"train": BATCHED, "reference": BATCHED}},
+        "evaluation": {"episodes": 1, "seed": 500},
+        "overrides": {**STUDY["overrides"], "train.checkpoint_every": 32},
+    }
+    config = load_benchmark_config(write(tmp_path, raw))
+    results, stopped = run_benchmark_ray(config, tmp_path / "runs", None, say=lambda _: None)
+    assert not stopped and [r["status"] for r in results] == ["finished"] * 4
+    cpus = {n["NodeID"]: n["Resources"].get("CPU", 0) for n in ray.nodes()}
+    events: dict[str, list[tuple[float, int]]] = {}
+    for result in results:
+        lines = (Path(result["run"]) / ATTEMPTS_FILE).read_text().splitlines()
+        (attempt,) = [json.loads(line) for line in lines]
+        assert attempt["started"] < attempt["ended"]
+        # an end sorts before a start at the same instant: touching is not overlapping
+        events.setdefault(attempt["node"], []).extend(
+            [(attempt["started"], 1), (attempt["ended"], -1)]
+        )
+    for node, marks in events.items():
+        running = peak = 0
+        for _, change in sorted(marks):
+            running += change
+            peak = max(peak, running)
+        assert peak <= cpus[node], f"node {node[:8]} ran {peak} jobs at once on {cpus[node]} CPU"
 
 
 def test_a_node_killed_while_training_resumes_on_another(tmp_path, cluster):
