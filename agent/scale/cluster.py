@@ -126,19 +126,30 @@ def gcs_answers(address: str) -> bool | None:
     return True if code == 0 else False if code == 3 else None
 
 
-def check_resources(ray: Any, cpus: float, gpus: float) -> None:
-    """Refuse (before any work) a job size the cluster can never place, instead of waiting on it
-    forever."""
-    total = ray.cluster_resources()
-    if gpus > 0 and total.get("GPU", 0) < gpus:
+def check_resources(ray: Any, cpus: float, gpus: float, per: str = "job") -> None:
+    """Refuse (before any work) a job size that no node can ever place, instead of waiting on it
+    forever. A job (or trial, ``per``) runs on one node: what counts is the largest node, not the
+    cluster's total."""
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    if any(r.get("CPU", 0) >= cpus and r.get("GPU", 0) >= gpus for r in nodes):
+        return
+    most_cpus = max((r.get("CPU", 0) for r in nodes), default=0)
+    most_gpus = max((r.get("GPU", 0) for r in nodes), default=0)
+    if gpus > most_gpus:
         raise ConfigError(
-            f"--gpus-per-job {gpus}: the Ray cluster has {total.get('GPU', 0):g} GPU(s); join a "
-            "node with a GPU (`ray start --address HEAD:6379` on it) or leave --gpus-per-job out"
+            f"--gpus-per-{per} {gpus:g}: no Ray node has that many GPU(s) (the most on one node: "
+            f"{most_gpus:g}); join a node with a GPU (`ray start --address HEAD:6379` on it) or "
+            f"lower --gpus-per-{per}"
         )
-    if total.get("CPU", 0) < cpus:
+    if cpus > most_cpus:
         raise ConfigError(
-            f"each job needs {cpus:g} CPU(s) but the Ray cluster has {total.get('CPU', 0):g}"
+            f"--cpus-per-{per} {cpus:g}: a {per} runs on one node, and the largest Ray node has "
+            f"{most_cpus:g} CPU(s); lower --cpus-per-{per} or join a larger node"
         )
+    raise ConfigError(
+        f"--cpus-per-{per} {cpus:g} with --gpus-per-{per} {gpus:g}: no Ray node has both; lower "
+        "one, or join a node that has both"
+    )
 
 
 @contextmanager

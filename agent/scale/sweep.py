@@ -104,7 +104,7 @@ def run_sweep(
         from ray.tune.search import ConcurrencyLimiter
         from ray.tune.search.optuna import OptunaSearch
 
-        check_resources(ray, cpus_per_trial, gpus_per_trial)
+        check_resources(ray, cpus_per_trial, gpus_per_trial, per="trial")
         store = start_store(ray, runs_root)
         trainable = tune.with_resources(
             tune.with_parameters(

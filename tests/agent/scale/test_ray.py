@@ -26,6 +26,7 @@ from agent.benchmark import (  # noqa: E402
     run_benchmark,
     write_report,
 )
+from agent.run.config import ConfigError  # noqa: E402
 from agent.run.config_files import read_yaml  # noqa: E402
 from agent.scale.cluster import gcs_answers, loopback_cluster  # noqa: E402
 from agent.scale.study import ATTEMPTS_FILE, run_benchmark_ray  # noqa: E402
@@ -177,6 +178,50 @@ def test_no_node_runs_more_jobs_at_once_than_it_has_cpus(tmp_path, cluster):
             running += change
             peak = max(peak, running)
         assert peak <= cpus[node], f"node {node[:8]} ran {peak} jobs at once on {cpus[node]} CPU"
+
+
+def within(seconds: float, body) -> BaseException | None:
+    """What ``body()`` raised, run in a thread: a call that waits forever fails the test instead
+    of hanging the suite."""
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            body()
+        except BaseException as err:  # handed to the test
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still waiting after {seconds} s"
+    return outcome.get("error")
+
+
+@pytest.mark.parametrize("launcher", ["study", "sweep"])
+def test_a_job_larger_than_every_node_is_refused_at_once(tmp_path, cluster, launcher):
+    """Two one-CPU nodes make two CPUs, but a job of two CPUs fits on none of them."""
+    assert ray.cluster_resources()["CPU"] >= 2
+    runs = tmp_path / "runs"
+    if launcher == "study":
+        config = load_benchmark_config(write(tmp_path, STUDY))
+        error = within(
+            60, lambda: run_benchmark_ray(config, runs, None, cpus_per_job=2, say=lambda _: None)
+        )
+        flag = "--cpus-per-job 2"
+    else:
+        sweep = load_sweep_config(write(tmp_path, SWEEP, "sweep.yaml"))
+        error = within(
+            60,
+            lambda: run_sweep(
+                sweep, runs, tmp_path / "out", None, cpus_per_trial=2, say=lambda _: None
+            ),
+        )
+        flag = "--cpus-per-trial 2"
+    assert isinstance(error, ConfigError), error
+    assert str(error).startswith(f"{flag}: ") and "\n" not in str(error)
+    assert "the largest Ray node has 1 CPU(s)" in str(error)
+    assert list(runs.iterdir()) == []  # before any work
 
 
 def test_a_node_killed_while_training_resumes_on_another(tmp_path, cluster):
