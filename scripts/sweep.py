@@ -74,6 +74,14 @@ def sweep(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"aborted; the same command continues the sweep ({runs_root})", file=sys.stderr)
         return 130
+    if summary["interrupted"]:
+        done = sum(r["status"] != "unfinished" for r in summary["trials"])
+        print(
+            f"interrupted with {done} of {config.trials} trials done (so far: "
+            f"{out_dir / 'trials.md'}); the same command continues the sweep ({runs_root})",
+            file=sys.stderr,
+        )
+        return 130
     print((out_dir / "trials.md").read_text())
     best = summary["best"]
     if best is None:

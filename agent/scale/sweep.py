@@ -10,14 +10,23 @@ the trials that trail at each rung. Run directories reach the driver through
 resumes from its last checkpoint. The result: ``trials.json``, ``trials.md`` (a table of every
 trial) and ``best.yaml``, the best trial's full experiment, which ``scripts/train.py --config``
 trains.
+
+A sweep stopped by Ctrl-C writes the table of what it has (``interrupted`` in the summary), and
+the same call continues it. The run directories on the driver are the record: a trial reaches Tune
+only after its evaluation reached the driver, a restarted trial that had trained and evaluated its
+whole budget only reports that evaluation again, and the table takes each trial's last evaluation
+from its run directory.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +45,10 @@ from agent.scale.sweep_config import METRICS, SweepConfig
 from agent.training import Trainer
 
 TRIALS_FILE, TABLE_FILE, BEST_FILE = "trials.json", "trials.md", "best.yaml"
+# Tune's run loop and result loading: on Ctrl-C they log that the run stopped, how to restore it
+# by hand, which trials did not complete and which have no results yet; the sweep says it in one
+# line and continues by itself. A trial's own failure is still logged, and is in the table.
+TUNE_RUN_LOGGERS = ("ray.tune.tune", "ray.tune.analysis.experiment_analysis")
 
 
 def search_space(config: SweepConfig) -> dict[str, Any]:
@@ -62,8 +75,11 @@ def run_trial(
     from ray import tune
 
     class ReportingTrainer(Trainer):
+        mirror: RunMirror
+
         def periodic_eval(self, step: int) -> EvalReport:
             report = super().periodic_eval(step)
+            self.mirror.push()  # the driver holds every evaluation before Tune hears of it
             summary = report.summary()
             tune.report({**{k: summary[k] for k in METRICS}, "env_steps": step})
             return report
@@ -76,14 +92,31 @@ def run_trial(
         overrides = config.trial_overrides(params, name, scratch)
         run = RunDir(folder)
         if run.latest_checkpoint() is not None:  # a restarted trial
+            last = last_evaluation(folder)
+            if last is not None and last["env_steps"] >= config.steps:
+                tune.report(last)  # trained and evaluated in full before the restart
+                return
             prepared = prepare(None, {"logging.root": str(scratch)}, resume=folder)
         else:
             run.set_aside()  # an attempt that failed before its first checkpoint
             prepared = prepare(config.base, overrides, base=base)
-        with RunMirror(store, name, folder, repath(str(scratch), root)):
-            ReportingTrainer(prepared).run()
+        trainer = ReportingTrainer(prepared)
+        with RunMirror(store, name, folder, repath(str(scratch), root)) as trainer.mirror:
+            trainer.run()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def last_evaluation(folder: Path) -> dict[str, Any] | None:
+    """The last periodic evaluation in a run directory (``eval/step_*.json``), as reported to
+    Tune: the metrics and ``env_steps``; None before the first."""
+    for path in sorted((folder / "eval").glob("step_*.json"), reverse=True):
+        try:
+            saved = json.loads(path.read_text())
+            return {**{k: saved[k] for k in METRICS}, "env_steps": int(saved["step"])}
+        except (OSError, ValueError, KeyError, TypeError):  # cut short, or not an evaluation
+            continue
+    return None
 
 
 # ----------------------------------------------------------------------------- the sweep
@@ -121,9 +154,10 @@ def run_sweep(
         restored = tune.Tuner.can_restore(str(experiment))
         if restored:
             say(f"continuing the sweep in {experiment}")
-            tuner = tune.Tuner.restore(
-                str(experiment), trainable, resume_unfinished=True, restart_errored=True
-            )
+            with _quiet(TUNE_RUN_LOGGERS):
+                tuner = tune.Tuner.restore(
+                    str(experiment), trainable, resume_unfinished=True, restart_errored=True
+                )
         else:
             searcher = OptunaSearch(
                 metric=config.metric,
@@ -160,7 +194,8 @@ def run_sweep(
             f"each; runs in {runs_root}"
         )
         try:
-            grid = tuner.fit()
+            with _quiet(TUNE_RUN_LOGGERS):
+                grid = tuner.fit()
         except Exception as err:
             if not restored:
                 raise
@@ -168,36 +203,64 @@ def run_sweep(
                 f"continuing the sweep in {experiment} failed ({type(err).__name__}: {err}); "
                 f"delete that folder to start the sweep over"
             ) from err
-        rows = trial_rows(grid, config)
+        rows = trial_rows(grid, config, runs_root)
+        # trials still running, not reported yet, or not even suggested yet
+        unfinished = max(0, config.trials - sum(r["status"] != "unfinished" for r in rows))
         ray.kill(store)
-    return write_results(config, rows, out_dir, runs_root)
+    return write_results(config, rows, out_dir, runs_root, unfinished)
 
 
-def trial_rows(grid: Any, config: SweepConfig) -> list[dict[str, Any]]:
-    """One row per trial: its values, how far it got, its last evaluation, its status."""
+@contextmanager
+def _quiet(names: tuple[str, ...]) -> Iterator[None]:
+    """Only critical records from these loggers for the block."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def trial_rows(grid: Any, config: SweepConfig, runs_root: Path) -> list[dict[str, Any]]:
+    """One row per trial that reported or failed: its values, how far it got, its last evaluation
+    (from its run directory where that is further than what Tune holds), its status: completed
+    (evaluated after its whole budget), pruned (stopped by ASHA), error, or unfinished (the sweep
+    was interrupted before it ended; it goes on when the sweep is continued)."""
     base = config.base_point() if config.include_base else None
     rows = []
     for result in grid:
         history = result.metrics_dataframe
         last = result.metrics or {}
+        if "trial_id" not in last and result.error is None:
+            continue  # not started, or not reported yet, when the sweep was interrupted
+        trial = _trial_name(str(last.get("trial_id") or Path(result.path).name), config)
+        scores = {k: last.get(k) for k in METRICS}
         steps = int(last.get("env_steps", 0) or 0)
-        if result.error is not None:
+        saved = last_evaluation(runs_root / trial)
+        if saved is not None and saved["env_steps"] >= steps:
+            scores = {k: saved[k] for k in METRICS}
+            steps = saved["env_steps"]
+        if steps >= config.steps:
+            status = "completed"  # its evaluation after the whole budget is kept, come what may
+        elif result.error is not None:
             status = "error"
-        elif steps >= config.steps:
-            status = "completed"
-        else:
+        elif last.get("done"):
             status = "pruned"
-        trial_id = last.get("trial_id") or Path(result.path).name
+        else:
+            status = "unfinished"
+        params = result.config or {}
         rows.append(
             {
-                "trial": _trial_name(str(trial_id), config),
+                "trial": trial,
                 "status": status,
                 "steps": steps,
                 "reports": 0 if history is None else len(history),
-                "params": {k: _plain(result.config.get(k)) for k in config.space},
-                "base": base is not None
-                and all(result.config.get(k) == v for k, v in base.items()),
-                **{k: _plain(last.get(k)) for k in METRICS},
+                "params": {k: _plain(params.get(k)) for k in config.space},
+                "base": base is not None and all(params.get(k) == v for k, v in base.items()),
+                **{k: _plain(v) for k, v in scores.items()},
                 "error": None if result.error is None else str(result.error).splitlines()[-1],
             }
         )
@@ -223,9 +286,14 @@ def best_row(rows: list[dict[str, Any]], config: SweepConfig) -> dict[str, Any] 
 
 
 def write_results(
-    config: SweepConfig, rows: list[dict[str, Any]], out_dir: Path, runs_root: Path
+    config: SweepConfig,
+    rows: list[dict[str, Any]],
+    out_dir: Path,
+    runs_root: Path,
+    unfinished: int = 0,
 ) -> dict[str, Any]:
-    """``trials.json``, ``trials.md`` and ``best.yaml`` in ``out_dir``."""
+    """``trials.json``, ``trials.md`` and ``best.yaml`` in ``out_dir``; ``unfinished`` trials
+    (started or not) mean the sweep was interrupted."""
     best = best_row(rows, config)
     summary = {
         "sweep": config.name,
@@ -234,10 +302,12 @@ def write_results(
         "trials": rows,
         "best": best,
         "pruned": sum(r["status"] == "pruned" for r in rows),
+        "interrupted": unfinished > 0,
+        "unfinished": unfinished,
         "runs": str(runs_root),
     }
     write_text(out_dir / TRIALS_FILE, json.dumps(summary, indent=1) + "\n")
-    write_text(out_dir / TABLE_FILE, markdown(config, rows, best))
+    write_text(out_dir / TABLE_FILE, markdown(config, rows, best, unfinished))
     if best is not None:
         experiment = to_dict(config.experiment(best["params"], best["trial"]))
         experiment["logging"]["name"] = None  # train.py names the run after this file and time
@@ -252,7 +322,9 @@ def write_results(
     return summary
 
 
-def markdown(config: SweepConfig, rows: list[dict[str, Any]], best: dict | None) -> str:
+def markdown(
+    config: SweepConfig, rows: list[dict[str, Any]], best: dict | None, unfinished: int = 0
+) -> str:
     keys = list(config.space)
     head = ["trial", "status", "steps", *keys, *METRICS]
     lines = [
@@ -262,6 +334,14 @@ def markdown(config: SweepConfig, rows: list[dict[str, Any]], best: dict | None)
         f"{config.eval_episodes} evaluation episodes (seed {config.eval_seed}); "
         f"{sum(r['status'] == 'pruned' for r in rows)} pruned by ASHA.",
         "",
+    ]
+    if unfinished:
+        lines += [
+            f"Interrupted with {unfinished} trial(s) unfinished: the same command continues "
+            "the sweep.",
+            "",
+        ]
+    lines += [
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
     ]

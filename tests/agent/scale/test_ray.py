@@ -5,7 +5,10 @@ each), no mocks. Skipped when the ``ray`` extra is not installed (``make test`` 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -30,7 +33,7 @@ from agent.run.config import ConfigError  # noqa: E402
 from agent.run.config_files import read_yaml  # noqa: E402
 from agent.scale.cluster import gcs_answers, loopback_cluster  # noqa: E402
 from agent.scale.study import ATTEMPTS_FILE, run_benchmark_ray  # noqa: E402
-from agent.scale.sweep import run_sweep  # noqa: E402
+from agent.scale.sweep import run_sweep, trial_rows  # noqa: E402
 from agent.scale.sweep_config import load_sweep_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -322,6 +325,91 @@ def test_a_tiny_sweep_prunes_and_its_best_config_trains(tmp_path, cluster):
     )
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert list((tmp_path / "trained" / "from-sweep" / "checkpoints").glob("step_*"))
+
+
+def script(name: str):
+    """A script's module (scripts/ is not a package), to call its ``main`` in this process."""
+    spec = importlib.util.spec_from_file_location(f"script_{name}", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_an_interrupted_sweep_continues_and_keeps_every_finished_trial(tmp_path, cluster, capsys):
+    """Ctrl-C as soon as the first trial has trained and evaluated its whole budget (its last
+    evaluation has reached the driver, Tune may not know yet): exit status 130 and one line; the
+    same command then continues, and every trial whose last evaluation was on disk is completed
+    with that evaluation's score."""
+    raw = {
+        **SWEEP,
+        "name": "ctrlc",
+        "steps": 128,
+        "eval_every": 64,
+        "trials": 2,
+        "concurrent": 1,  # the second trial starts after the first has ended: Ctrl-C comes first
+        "scheduler": {"grace_steps": 128, "reduction_factor": 2},  # ASHA stops nothing
+    }
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    argv = ["--config", str(write(tmp_path, raw, "sweep.yaml")), "--runs", str(runs)]
+    argv += ["--out", str(out)]
+    sweep = script("sweep")
+    last = "eval/step_0000000128.json"
+    finished = threading.Event()
+
+    def ctrl_c_after_the_first_trial() -> None:
+        while not list(runs.glob(f"ctrlc-*/{last}")):
+            if finished.wait(0.05):
+                return
+        os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C in the terminal sends
+
+    watcher = threading.Thread(target=ctrl_c_after_the_first_trial, daemon=True)
+    watcher.start()
+    try:
+        code = sweep.main(argv)
+    finally:
+        finished.set()
+        watcher.join()
+    err = capsys.readouterr().err
+    assert code == 130, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("interrupted with "), err[-3000:]
+    assert "Traceback" not in err and "AttributeError" not in err, err[-3000:]
+    kept = {p.parts[-3]: json.loads(p.read_text()) for p in runs.glob(f"ctrlc-*/{last}")}
+    assert kept and json.loads((out / "trials.json").read_text())["interrupted"]
+
+    assert sweep.main(argv) == 0, capsys.readouterr().err[-3000:]
+    summary = json.loads((out / "trials.json").read_text())
+    rows = {row["trial"]: row for row in summary["trials"]}
+    assert not summary["interrupted"] and len(rows) == 2
+    assert {row["status"] for row in rows.values()} == {"completed"}, rows
+    for trial, evaluation in kept.items():
+        assert rows[trial]["steps"] == 128
+        assert rows[trial]["mean_return"] == evaluation["mean_return"]
+
+
+def test_the_table_takes_a_trial_s_score_from_its_run_directory(tmp_path):
+    """Tune's record of a trial can lag behind its run directory (a sweep stopped by Ctrl-C before
+    Tune stored the trial's last report, then continued): a trial whose last evaluation on disk
+    is at the whole budget is completed with that score, not pruned at the last step Tune knew;
+    a trial that had not reported when the sweep stopped gets no row (and no crash)."""
+    from ray.tune import Result
+
+    config = load_sweep_config(write(tmp_path, SWEEP, "sweep.yaml"))
+    params = {"algo.learning_rate": 5.0e-4, "train.seed": 0}
+    behind = {"trial_id": "aaaa0001", "env_steps": 128, "done": True, "config": params}
+    behind.update(mean_return=1.0, success_rate=0.0, collision_rate=1.0, mean_speed=3.0)
+    evaluation = {"step": 384, "mean_return": 7.5, "success_rate": 1.0}
+    evaluation.update(collision_rate=0.0, mean_speed=9.0, episodes=[])
+    saved = tmp_path / "runs" / "tiny-aaaa0001" / "eval" / "step_0000000384.json"
+    saved.parent.mkdir(parents=True)
+    saved.write_text(json.dumps(evaluation))
+    grid = [
+        Result(metrics=behind, checkpoint=None, error=None, path=str(tmp_path / "t1")),
+        Result(metrics={}, checkpoint=None, error=None, path=str(tmp_path / "t2")),
+    ]
+    (row,) = trial_rows(grid, config, tmp_path / "runs")
+    assert row["trial"] == "tiny-aaaa0001" and row["status"] == "completed"
+    assert row["steps"] == 384 and row["mean_return"] == 7.5 and row["mean_speed"] == 9.0
+    assert row["params"] == params and row["base"]
 
 
 def silent_server() -> socket.socket:
