@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -236,7 +237,11 @@ def trial_rows(grid: Any, config: SweepConfig, runs_root: Path) -> list[dict[str
         last = result.metrics or {}
         if "trial_id" not in last and result.error is None:
             continue  # not started, or not reported yet, when the sweep was interrupted
-        trial = _trial_name(str(last.get("trial_id") or Path(result.path).name), config)
+        trial_id = str(last.get("trial_id") or Path(result.path).name)
+        trial = _trial_name(trial_id, config)
+        # Tune names a trial's folder <trainable>_<id>_<N>_<values>_<date>, N counting from 1 in
+        # the order the searcher suggested the trials (kept when the sweep is continued)
+        number = re.search(rf"_{re.escape(trial_id)}_(\d+)_", Path(result.path).name)
         scores = {k: last.get(k) for k in METRICS}
         steps = int(last.get("env_steps", 0) or 0)
         saved = last_evaluation(runs_root / trial)
@@ -255,6 +260,7 @@ def trial_rows(grid: Any, config: SweepConfig, runs_root: Path) -> list[dict[str
         rows.append(
             {
                 "trial": trial,
+                "number": int(number.group(1)) if number else None,
                 "status": status,
                 "steps": steps,
                 "reports": 0 if history is None else len(history),
@@ -275,14 +281,28 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def rank(row: dict[str, Any], config: SweepConfig) -> tuple:
+    """The table's order, best first: completed trials before the others, then by score; equal
+    scores by trial number (the earlier trial first: the experiment's own values are trial 1),
+    then by name, so that the best never changes between tied trials."""
+    score = row[config.metric]
+    sign = 1 if config.mode == "max" else -1
+    number = row.get("number")
+    return (
+        row["status"] != "completed",
+        score is None,
+        0.0 if score is None else -sign * score,
+        number is None,
+        number or 0,
+        row["trial"],
+    )
+
+
 def best_row(rows: list[dict[str, Any]], config: SweepConfig) -> dict[str, Any] | None:
     """The best trial that trained its whole budget (a pruned trial's score is from fewer
-    steps)."""
+    steps); ties are broken by :func:`rank`."""
     done = [r for r in rows if r["status"] == "completed" and r[config.metric] is not None]
-    if not done:
-        return None
-    sign = 1 if config.mode == "max" else -1
-    return max(done, key=lambda r: sign * r[config.metric])
+    return min(done, key=lambda r: rank(r, config)) if done else None
 
 
 def write_results(
@@ -345,7 +365,7 @@ def markdown(
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
     ]
-    order = sorted(rows, key=lambda r: (r["status"] != "completed", -(r[config.metric] or -1e9)))
+    order = sorted(rows, key=lambda r: rank(r, config))
     for r in order:
         mark = (" **best**" if best is r else "") + (
             " (the experiment's own values)" if r["base"] else ""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import itertools
 import json
 import os
 import signal
@@ -33,7 +34,7 @@ from agent.run.config import ConfigError  # noqa: E402
 from agent.run.config_files import read_yaml  # noqa: E402
 from agent.scale.cluster import gcs_answers, loopback_cluster  # noqa: E402
 from agent.scale.study import ATTEMPTS_FILE, run_benchmark_ray  # noqa: E402
-from agent.scale.sweep import run_sweep, trial_rows  # noqa: E402
+from agent.scale.sweep import run_sweep, trial_rows, write_results  # noqa: E402
 from agent.scale.sweep_config import load_sweep_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -410,6 +411,30 @@ def test_the_table_takes_a_trial_s_score_from_its_run_directory(tmp_path):
     assert row["trial"] == "tiny-aaaa0001" and row["status"] == "completed"
     assert row["steps"] == 384 and row["mean_return"] == 7.5 and row["mean_speed"] == 9.0
     assert row["params"] == params and row["base"]
+
+
+def test_tied_trials_have_one_best_whatever_order_tune_returns_them_in(tmp_path):
+    """Trials 2 and 3 tie for the best score (tiny budgets often end in the same episode): the
+    earlier trial is best however the result grid is ordered, and the table is the same."""
+    from ray.tune import Result
+
+    config = load_sweep_config(write(tmp_path, SWEEP, "sweep.yaml"))
+
+    def result(number: int, trial_id: str, score: float) -> Result:
+        metrics = {"trial_id": trial_id, "env_steps": 384, "done": True, "mean_return": score}
+        metrics.update(success_rate=1.0, collision_rate=0.0, mean_speed=20.0)
+        metrics["config"] = {"algo.learning_rate": 1.0e-4 * number, "train.seed": number}
+        folder = f"run_trial_{trial_id}_{number}_algo_learning_rate={number}_2026-01-01_00-00-00"
+        return Result(metrics=metrics, checkpoint=None, error=None, path=str(tmp_path / folder))
+
+    grid = [result(1, "aaaa0001", 20.0), result(2, "ffff0002", 31.0), result(3, "0000beef", 31.0)]
+    tables = set()
+    for order in itertools.permutations(grid):
+        rows = trial_rows(list(order), config, tmp_path / "runs")
+        summary = write_results(config, rows, tmp_path / "out", tmp_path / "runs")
+        assert summary["best"]["trial"] == "tiny-ffff0002", [r["trial"] for r in rows]
+        tables.add((tmp_path / "out" / "trials.md").read_text())
+    assert len(tables) == 1
 
 
 def silent_server() -> socket.socket:
