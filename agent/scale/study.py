@@ -10,8 +10,13 @@ Every job's CPUs and GPUs are reserved for it alone in a placement group of one 
 task would not keep them: Ray lends a task's CPUs to the next task while it waits in ``ray.get``,
 which a job does when it pulls its run directory and at every checkpoint it uploads, so a one-CPU
 node trained two runs at once. A bundle's CPUs go back only to the bundle, which holds nothing
-else. ``ray_attempts.jsonl`` in the run directory records the node and the start and end time of
-every attempt that ended.
+else. ``ray_attempts.jsonl`` in the run directory records the node, the start and end time and
+the code version (:mod:`agent.scale.version`) of every attempt that ended.
+
+A job refuses to train on a node whose code differs from the driver's (a node left on another
+version of this project): it fails in one line naming both versions, and the same command trains
+it once the node is updated. Finished runs whose records name other code than the driver's are
+kept, and listed when the study starts.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from agent.benchmark.scheduler import OUTCOMES, progress_line
 from agent.run.files import append_line
 from agent.scale.cluster import check_resources, connected
 from agent.scale.store import RunMirror, pull, start_store
+from agent.scale.version import code_version, git_commit
 
 TEXT_SUFFIXES = (".json", ".jsonl", ".yaml", ".log")
 RETRIES = 3  # a job is retried this often after its node or worker died
@@ -49,12 +55,18 @@ def repath(old: str, new: str) -> Callable[[str, bytes], bytes]:
     return transform
 
 
-def train_remote(job: Job, store: Any) -> dict[str, Any]:
+def train_remote(job: Job, store: Any, driver_code: str) -> dict[str, Any]:
     """One job inside a Ray task (see the module's docstring); returns its outcome."""
     import ray
 
     node = ray.get_runtime_context().get_node_id()
     started = time.time()
+    if code_version() != driver_code:
+        error = (
+            f"Ray node {node[:8]} runs other code ({code_version()}) than the driver "
+            f"({driver_code}); install the driver's version there (docs/sweeps-and-ray.md)"
+        )
+        return {**job.identity(), "status": "failed", "error": error, "ray_node": node}
     root = Path(job.run_dir).parent  # the driver's runs folder
     scratch = Path(tempfile.mkdtemp(prefix="drive-attention-"))
     folder = scratch / job.name
@@ -76,6 +88,7 @@ def train_remote(job: Job, store: Any) -> dict[str, Any]:
         with RunMirror(store, job.name, folder, repath(str(scratch), str(root))):
             result = run_job(local)
             attempt = {"node": node, "started": started, "ended": time.time()}
+            attempt.update(code=code_version(), commit=git_commit())
             append_line(folder / ATTEMPTS_FILE, json.dumps(attempt))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -103,13 +116,22 @@ def run_benchmark_ray(
         bundle = {"CPU": cpus_per_job, **({"GPU": gpus_per_job} if gpus_per_job else {})}
         nodes = len([n for n in ray.nodes() if n.get("Alive")])
         cap = jobs or len(pending) or 1
+        code = code_version()
         say(
             f"benchmark {config.name} on Ray ({nodes} node(s), "
             f"{ray.cluster_resources().get('CPU', 0):g} CPUs): {len(todo)} runs "
             f"({len(todo) - len(pending)} already done), {config.steps} steps each, "
-            f"{cpus_per_job:g} CPU / {gpus_per_job:g} GPU per run; logs in "
+            f"{cpus_per_job:g} CPU / {gpus_per_job:g} GPU per run, code {code}; logs in "
             f"{runs_root}/<run>/{LOG_FILE}"
         )
+        waiting = {job.name for job in pending}
+        other = [j.name for j in todo if j.name not in waiting and other_code(j, code)]
+        if other:
+            say(
+                f"{len(other)} finished run(s) were trained by other code than {code} (see "
+                f"their {ATTEMPTS_FILE}): {', '.join(other)}; kept: delete a run's folder to "
+                "train it again"
+            )
         queue, flying, groups = list(pending), {}, {}
         started, finished, interrupted = time.perf_counter(), 0, False
         while queue or flying:
@@ -123,7 +145,7 @@ def run_benchmark_ray(
                         max_retries=RETRIES,
                         name="benchmark-job",
                         scheduling_strategy=in_group(group),
-                    ).remote(job, store)
+                    ).remote(job, store, code)
                     flying[ref], groups[ref] = job, group
                 ready, _ = ray.wait(list(flying), num_returns=1, timeout=0.5)
             except KeyboardInterrupt:
@@ -158,6 +180,21 @@ def run_benchmark_ray(
                 say(f"[{finished}/{len(pending)}] {line}; {elapsed / 60:.1f} min{eta}")
         ray.kill(store)
     return [results[job.name] for job in todo if job.name in results], interrupted
+
+
+def other_code(job: Job, code: str) -> bool:
+    """Whether any recorded attempt of ``job`` ran other code than ``code`` (runs trained by the
+    local launcher record none)."""
+    path = Path(job.run_dir) / ATTEMPTS_FILE
+    lines = path.read_text().splitlines() if path.is_file() else []
+    for line in lines:
+        try:
+            recorded = json.loads(line).get("code")
+        except (ValueError, AttributeError):  # a line cut short
+            continue
+        if recorded is not None and recorded != code:
+            return True
+    return False
 
 
 def in_group(group: Any) -> Any:

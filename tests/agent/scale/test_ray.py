@@ -32,10 +32,12 @@ from agent.benchmark import (  # noqa: E402
 )
 from agent.run.config import ConfigError  # noqa: E402
 from agent.run.config_files import read_yaml  # noqa: E402
+from agent.scale import study as scale_study  # noqa: E402
 from agent.scale.cluster import gcs_answers, loopback_cluster  # noqa: E402
 from agent.scale.study import ATTEMPTS_FILE, run_benchmark_ray  # noqa: E402
 from agent.scale.sweep import run_sweep, trial_rows, write_results  # noqa: E402
 from agent.scale.sweep_config import load_sweep_config  # noqa: E402
+from agent.scale.version import code_version  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
 LOOPBACK = "127.0.0.1"
@@ -149,7 +151,7 @@ def test_study_on_two_nodes_reports_what_the_local_launcher_reports(tmp_path, cl
     assert [r["steps"] for r in again] == [256, 256] and said[-1].startswith("benchmark raytiny")
 
 
-def test_no_node_runs_more_jobs_at_once_than_it_has_cpus(tmp_path, cluster):
+def test_no_node_runs_more_jobs_at_once_than_it_has_cpus(tmp_path, cluster, monkeypatch):
     """Four jobs on one-CPU nodes: a job waiting on the run store (pulling its run directory,
     uploading a checkpoint) keeps its CPU. Checked on the jobs' own records of where and when they
     ran, not on how long anything took."""
@@ -171,6 +173,7 @@ def test_no_node_runs_more_jobs_at_once_than_it_has_cpus(tmp_path, cluster):
     for result in results:
         lines = (Path(result["run"]) / ATTEMPTS_FILE).read_text().splitlines()
         (attempt,) = [json.loads(line) for line in lines]
+        assert attempt["code"] == code_version()  # each job records the code it ran
         assert attempt["started"] < attempt["ended"]
         # an end sorts before a start at the same instant: touching is not overlapping
         events.setdefault(attempt["node"], []).extend(
@@ -182,6 +185,24 @@ def test_no_node_runs_more_jobs_at_once_than_it_has_cpus(tmp_path, cluster):
             running += change
             peak = max(peak, running)
         assert peak <= cpus[node], f"node {node[:8]} ran {peak} jobs at once on {cpus[node]} CPU"
+    # a driver on other code keeps these finished runs, and lists them
+    monkeypatch.setattr(scale_study, "code_version", lambda: "0123456789abcdef")
+    said: list[str] = []
+    again, _ = run_benchmark_ray(config, tmp_path / "runs", None, say=said.append)
+    assert [r["steps"] for r in again] == [128] * 4
+    (flag,) = [line for line in said if "trained by other code" in line]
+    assert flag.startswith("4 finished run(s)") and "highway-attention-s3" in flag
+
+
+def test_a_node_on_other_code_than_the_driver_refuses_its_job(tmp_path, cluster, monkeypatch):
+    """The driver's code version differs from the nodes' (as after a node was left on an old
+    checkout): the job fails at once, naming both versions, and trains nothing."""
+    monkeypatch.setattr(scale_study, "code_version", lambda: "0123456789abcdef")
+    config = load_benchmark_config(write(tmp_path, {**STUDY, "seeds": [0]}))
+    (result,), _ = run_benchmark_ray(config, tmp_path / "runs", None, say=lambda _: None)
+    assert result["status"] == "failed"
+    assert f"other code ({code_version()}) than the driver (0123456789abcdef)" in result["error"]
+    assert not (tmp_path / "runs" / "highway-attention-s0" / "checkpoints").exists()
 
 
 def within(seconds: float, body) -> BaseException | None:
