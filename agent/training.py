@@ -59,6 +59,7 @@ from agent.run.config_files import (
 )
 from agent.run.files import UnsafePathError, remove_orphan_temps, write_text
 from agent.run.rundir import STEP_FILE, RunDirError
+from agent.run.version import code_version, git_commit
 from agent.run.wandb_logger import RunLogger, SB3Writer
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -345,6 +346,8 @@ class Trainer:
         run.update_info(
             wandb_id=self.logger.run_id or info.get("wandb_id"),
             device=self.device,
+            code=code_version(),
+            commit=git_commit(),
             reward_weights=envs.reward_weights(cfg.env.id, **cfg.env.kwargs),
         )
         self.model.set_logger(Logger(folder=None, output_formats=[SB3Writer(self.logger)]))

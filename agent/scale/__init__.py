@@ -4,8 +4,8 @@
   an existing cluster) and checking that a job's resources exist;
 - :mod:`~agent.scale.store`: run directories kept on the driver while runs train on other nodes
   (no shared filesystem), copied at every checkpoint and copied back to resume;
-- :mod:`~agent.scale.study`: the benchmark study's jobs as Ray tasks;
-- :mod:`~agent.scale.version`: the code version a job ran, compared with the driver's;
+- :mod:`~agent.scale.study`: the benchmark study's jobs as Ray tasks, each refusing to train on
+  code other than the driver's (:mod:`agent.run.version`);
 - :mod:`~agent.scale.sweep_config` and :mod:`~agent.scale.sweep`: Ray Tune with Optuna and ASHA
   over any config keys.
 

@@ -11,7 +11,7 @@ task would not keep them: Ray lends a task's CPUs to the next task while it wait
 which a job does when it pulls its run directory and at every checkpoint it uploads, so a one-CPU
 node trained two runs at once. A bundle's CPUs go back only to the bundle, which holds nothing
 else. ``ray_attempts.jsonl`` in the run directory records the node, the start and end time and
-the code version (:mod:`agent.scale.version`) of every attempt that ended.
+the code version (:mod:`agent.run.version`) of every attempt that ended.
 
 A job refuses to train on a node whose code differs from the driver's (a node left on another
 version of this project): it fails in one line naming both versions, and the same command trains
@@ -35,9 +35,9 @@ from agent.benchmark.execution import run_job
 from agent.benchmark.jobs import LOG_FILE, Job, outstanding, read_result
 from agent.benchmark.scheduler import OUTCOMES, progress_line
 from agent.run.files import append_line
+from agent.run.version import code_version, git_commit
 from agent.scale.cluster import check_resources, connected
 from agent.scale.store import RunMirror, pull, start_store
-from agent.scale.version import code_version, git_commit
 
 TEXT_SUFFIXES = (".json", ".jsonl", ".yaml", ".log")
 RETRIES = 3  # a job is retried this often after its node or worker died

@@ -39,6 +39,7 @@ from agent.run.config import ConfigError
 from agent.run.config_files import read_yaml, to_dict
 from agent.run.files import write_text
 from agent.run.rundir import RunDir
+from agent.run.version import code_version
 from agent.scale.cluster import check_resources, connected
 from agent.scale.store import RunMirror, pull, start_store
 from agent.scale.study import repath
@@ -69,10 +70,21 @@ def _trial_name(trial_id: str, config: SweepConfig) -> str:
 
 
 def run_trial(
-    params: dict[str, Any], *, config: SweepConfig, store: Any, root: str, base: dict[str, Any]
+    params: dict[str, Any],
+    *,
+    config: SweepConfig,
+    store: Any,
+    root: str,
+    base: dict[str, Any],
+    driver_code: str | None = None,
 ) -> None:
-    """One trial inside Tune: copy its run directory back (a restarted trial), train or resume,
-    and report every periodic evaluation."""
+    """One trial inside Tune: refuse to train on other code than the driver's, copy its run
+    directory back (a restarted trial), train or resume, and report every periodic evaluation."""
+    if driver_code is not None and code_version() != driver_code:
+        raise ConfigError(
+            f"this Ray node runs other code ({code_version()}) than the sweep's driver "
+            f"({driver_code}); install the driver's version there (docs/sweeps-and-ray.md)"
+        )
     from ray import tune
 
     class ReportingTrainer(Trainer):
@@ -147,6 +159,7 @@ def run_sweep(
                 store=store,
                 root=str(runs_root),
                 base=read_yaml(config.base),
+                driver_code=code_version(),
             ),
             {"cpu": cpus_per_trial, "gpu": gpus_per_trial},
         )

@@ -457,6 +457,14 @@ def test_the_final_checkpoint_never_takes_a_periodic_checkpoints_name(
 # ----------------------------------------------------------------------- 8. orphan temp files
 
 
+def test_a_run_records_the_code_it_was_trained_with(run: Path) -> None:
+    from agent.run.version import code_version, git_commit
+
+    info = json.loads((run / "run.json").read_text())
+    assert info["code"] == code_version() and len(info["code"]) == 16
+    assert info["commit"] == git_commit()
+
+
 def test_resume_removes_temp_files_left_by_a_hard_kill(run: Path) -> None:
     orphans = [
         run / "checkpoints" / ".step_64.safetensors.tmp-99999",

@@ -32,12 +32,12 @@ from agent.benchmark import (  # noqa: E402
 )
 from agent.run.config import ConfigError  # noqa: E402
 from agent.run.config_files import read_yaml  # noqa: E402
+from agent.run.version import code_version  # noqa: E402
 from agent.scale import study as scale_study  # noqa: E402
 from agent.scale.cluster import gcs_answers, loopback_cluster  # noqa: E402
 from agent.scale.study import ATTEMPTS_FILE, run_benchmark_ray  # noqa: E402
-from agent.scale.sweep import run_sweep, trial_rows, write_results  # noqa: E402
+from agent.scale.sweep import run_sweep, run_trial, trial_rows, write_results  # noqa: E402
 from agent.scale.sweep_config import load_sweep_config  # noqa: E402
-from agent.scale.version import code_version  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
 LOOPBACK = "127.0.0.1"
@@ -203,6 +203,14 @@ def test_a_node_on_other_code_than_the_driver_refuses_its_job(tmp_path, cluster,
     assert result["status"] == "failed"
     assert f"other code ({code_version()}) than the driver (0123456789abcdef)" in result["error"]
     assert not (tmp_path / "runs" / "highway-attention-s0" / "checkpoints").exists()
+
+
+def test_a_sweep_trial_on_other_code_than_the_driver_refuses_to_train(tmp_path):
+    config = load_sweep_config(write(tmp_path, SWEEP))
+    with pytest.raises(ConfigError, match=rf"other code \({code_version()}\) than the sweep's"):
+        run_trial({}, config=config, store=None, root=str(tmp_path), base={},
+                  driver_code="0123456789abcdef")  # fmt: skip
+    assert not list(tmp_path.rglob("checkpoints"))
 
 
 def within(seconds: float, body) -> BaseException | None:
