@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import envs
 from agent.run import limits
+from agent.run.engines import check_engine
 from envs.configuration import ConfigError, build, check, closest
 from envs.observation import ObservationOptions
 from models import ExtractorConfig
@@ -289,6 +290,8 @@ class TrainConfig:
     # env id of the periodic and final evaluations (same env.kwargs); None: env.id. A run on the
     # batched simulator is judged on the highway-env reference with DriveAttention/Highway-v0.
     eval_env: str | None = None
+    engine: Literal["sb3", "device"] = "sb3"  # the training loop: agent.run.engines
+    bf16: bool = False  # engine device on CUDA: the policy under bf16 autocast (else ignored)
 
     def __post_init__(self) -> None:
         _check_finite(self)
@@ -356,6 +359,7 @@ class ExperimentConfig:
     logging: LoggingConfig
 
     def __post_init__(self) -> None:
+        check_engine(self.train.engine, self.env.id, self.algo.name)
         if self.algo.name == "sac":
             check(
                 self.env.options.action == "continuous",
