@@ -22,6 +22,7 @@ from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import VecNormalize
 
 import envs
+from agent.engine import learner
 from agent.evaluate.episodes import (
     SUMMARY_KEYS,
     TABLE_COLUMNS,
@@ -371,7 +372,7 @@ class Trainer:
                 if cfg.train.eval_every:
                     callbacks.append(Periodic(cfg.train.eval_every, self.periodic_eval))
                 try:
-                    self.model.learn(
+                    learner(self.model, cfg).learn(
                         total_timesteps=remaining,
                         callback=callbacks,
                         reset_num_timesteps=start_step == 0,

@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-ROOMS = ("policies", "run", "evaluate", "training", "benchmark", "scale")
+ROOMS = ("policies", "run", "evaluate", "engine", "training", "benchmark", "scale")
 """In import order: a room may import the rooms before it, never one after it."""
 LAZY = ("wandb", "ray", "matplotlib")
 MAX_LINES = 450
