@@ -89,14 +89,7 @@ class DevicePPO:
     ) -> PPO:
         """SB3's ``OnPolicyAlgorithm.learn`` with the device loop inside."""
         model = self.model
-        last = model._last_obs
-        total, hooks = model._setup_learn(total_timesteps, callback, reset_num_timesteps, "PPO")
-        fuse_adam(self.policy.optimizer, self.device)
-        if self.obs is None or model._last_obs is not last:  # the env was (re)started
-            self.starts = torch.as_tensor(
-                model._last_episode_starts, dtype=torch.float32, device=self.device
-            )
-        self.obs = self.env.start()
+        total, hooks = self.setup(total_timesteps, callback, reset_num_timesteps)
         hooks.on_training_start(locals(), globals())
         iteration = 0
         try:
@@ -112,6 +105,22 @@ class DevicePPO:
             self.env.store()
         hooks.on_training_end()
         return model
+
+    def setup(
+        self, total_timesteps: int, callback: Any = None, reset_num_timesteps: bool = True
+    ) -> tuple[int, BaseCallback]:
+        """SB3's ``_setup_learn`` (counters, episode buffer, callbacks; the env reset where SB3
+        resets it), then the env's current state as tensors; the total steps and callback."""
+        model = self.model
+        last = model._last_obs
+        total, hooks = model._setup_learn(total_timesteps, callback, reset_num_timesteps, "PPO")
+        fuse_adam(self.policy.optimizer, self.device)
+        if self.obs is None or model._last_obs is not last:  # the env was (re)started
+            self.starts = torch.as_tensor(
+                model._last_episode_starts, dtype=torch.float32, device=self.device
+            )
+        self.obs = self.env.start()
+        return total, hooks
 
     def collect(self, hooks: BaseCallback) -> bool:
         """Fill the rollout; False when a callback stopped training."""
