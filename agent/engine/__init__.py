@@ -17,5 +17,5 @@ def learner(model: Any, config: ExperimentConfig) -> Any:
     """What trains ``model`` (``learn(total_timesteps, callback, ...)``): the SB3 algorithm
     itself for ``train.engine: sb3``, the device loop over it for ``device``."""
     if config.train.engine == "device":
-        return DevicePPO(model, bf16=config.train.bf16)
+        return DevicePPO(model)
     return model

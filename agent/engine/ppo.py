@@ -12,13 +12,12 @@ evaluation do not know which engine trained a run. What changes is the loop:
 - GAE runs in torch; minibatches are gathered by index on the device;
 - the update's figures stay tensors until the end of the update (one host read per update);
 - Adam runs its fused kernel where this torch has one for the device, gradient clipping its
-  foreach kernel; ``train.bf16`` runs the policy under bf16 autocast on CUDA.
+  foreach kernel; ``model.bf16`` puts the encoder under bf16 autocast on CUDA, as on the SB3
+  engine (the extractor does it itself).
 """
 
 from __future__ import annotations
 
-import contextlib
-import sys
 import time
 from typing import Any
 
@@ -53,16 +52,13 @@ class DevicePPO:
     """Trains ``model`` (SB3 ``PPO`` over a batched VecEnv) with the device loop; ``learn``
     takes SB3's arguments."""
 
-    def __init__(self, model: PPO, bf16: bool = False) -> None:
+    def __init__(self, model: PPO) -> None:
         if not isinstance(model, PPO):
             raise TypeError(f"the device engine trains PPO, got {type(model).__name__}")
         self.model = model
         self.policy = model.policy
         self.device = model.device
         self.env = TensorEnv(model.get_env(), self.device)
-        self.bf16 = bf16 and self.device.type == "cuda"
-        if bf16 and not self.bf16:
-            print("train.bf16: autocast runs on CUDA only; training in float32", file=sys.stderr)
         self.rollout = Rollout(
             model.n_steps,
             self.env.num_envs,
@@ -72,11 +68,6 @@ class DevicePPO:
         )
         self.obs: Obs | None = None
         self.starts = torch.ones(self.env.num_envs, device=self.device)
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.bf16:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
 
     # ----------------------------------------------------------------- the loop
     def learn(
@@ -130,7 +121,7 @@ class DevicePPO:
         obs, starts = self.obs, self.starts
         assert obs is not None
         for step in range(model.n_steps):
-            with torch.no_grad(), self._autocast():
+            with torch.no_grad():
                 actions, values, log_probs = policy(obs)
             out = env.step(actions)
             model.num_timesteps += env.num_envs
@@ -141,12 +132,12 @@ class DevicePPO:
                 return False
             reward = out.reward
             if out.terminal is not None:  # truncated episodes: bootstrap, one batched forward
-                with torch.no_grad(), self._autocast():
+                with torch.no_grad():
                     terminal_values = policy.predict_values(out.terminal).float().flatten()
                 reward = reward.index_add(0, out.truncated, model.gamma * terminal_values)
             rollout.add(step, obs, actions, reward, starts, values.float(), log_probs.float())
             obs, starts = out.obs, out.done.float()
-        with torch.no_grad(), self._autocast():
+        with torch.no_grad():
             last_values = policy.predict_values(obs).float()
         rollout.finish(last_values, starts, model.gamma, model.gae_lambda)
         self.obs, self.starts = obs, starts
@@ -186,8 +177,7 @@ class DevicePPO:
             kls, stop = [], False
             for batch in self.rollout.minibatches(model.batch_size):
                 actions = batch.actions.long().flatten() if discrete else batch.actions
-                with self._autocast():
-                    values, log_prob, entropy = policy.evaluate_actions(batch.obs, actions)
+                values, log_prob, entropy = policy.evaluate_actions(batch.obs, actions)
                 loss, stats = clipped_loss(
                     log_prob.float(),
                     batch.old_log_probs,

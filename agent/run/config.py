@@ -291,7 +291,6 @@ class TrainConfig:
     # batched simulator is judged on the highway-env reference with DriveAttention/Highway-v0.
     eval_env: str | None = None
     engine: Literal["sb3", "device"] = "sb3"  # the training loop: agent.run.engines
-    bf16: bool = False  # engine device on CUDA: the policy under bf16 autocast (else ignored)
 
     def __post_init__(self) -> None:
         _check_finite(self)
