@@ -9,7 +9,9 @@ Rooms by job, each importing only the rooms listed before it (tests/agent/test_l
   checks, loading a trained agent and exporting it;
 - :mod:`agent.evaluate`: seeded rollouts, episode reports, attention videos, attribution and the
   attention report, and what ``scripts/evaluate.py`` does;
-- :mod:`agent.training`: the one trainer on top;
+- :mod:`agent.engine`: the on-device PPO loop (``train.engine: device``) over the SB3 model
+  that :mod:`agent.run` builds, and the engines' throughput benchmark;
+- :mod:`agent.training`: the one trainer on top (SB3's ``learn`` or the device loop);
 - :mod:`agent.benchmark`, then :mod:`agent.scale`: the study, and its scale-out on Ray.
 
 Submodules are imported on use; ``import agent`` itself loads nothing heavy.
