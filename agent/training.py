@@ -358,7 +358,7 @@ class Trainer:
         remaining = cfg.train.steps - start_step
         print(
             f"run {run.path}: {cfg.algo.name.upper()} + {cfg.model.name} on {cfg.env.id}, "
-            f"{cfg.env.n_envs} env(s), device {self.device}, "
+            f"{cfg.env.n_envs} env(s), device {self.device}, {cfg.train.engine} engine, "
             f"steps {start_step} -> {cfg.train.steps}",
             file=sys.stderr,
         )

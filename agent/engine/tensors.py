@@ -76,7 +76,9 @@ class EpisodeTally:
         self.ended: list[torch.Tensor] = []  # (3, B) each: done, return, length
         self.sums: dict[str, torch.Tensor] = {}  # metric -> summed over ended episodes
 
-    def add(self, reward: torch.Tensor, terms: torch.Tensor, done: torch.Tensor, episode: Obs):
+    def add(
+        self, reward: torch.Tensor, terms: torch.Tensor, done: torch.Tensor, episode: Obs
+    ) -> None:
         self.ret += reward
         self.length += 1
         self.terms += terms
