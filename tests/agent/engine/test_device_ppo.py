@@ -70,12 +70,16 @@ SMALL = [
 ]  # fmt: skip
 
 
-def test_rollout_equals_sb3_collection(one_thread) -> None:
+@pytest.mark.parametrize(
+    "arm", [["model.name=attention"], ["model.name=late_fusion", "env.kwargs.action=continuous"]]
+)
+def test_rollout_equals_sb3_collection(one_thread, arm: list[str]) -> None:
     """One rollout of each engine from the same weights, env seed and sampling seed: the same
     stored rewards (truncations bootstrapped with the value of the last observation, rewards
-    and sensors normalised), values, log-probabilities, starts, advantages and returns."""
-    _, sb3 = _model([*SMALL, "train.engine=sb3"])
-    _, dev_model = _model([*SMALL, "train.engine=device"])
+    and sensors normalised), values, log-probabilities, starts, advantages and returns; for the
+    attention encoder with meta-actions and the late-fusion baseline with continuous actions."""
+    _, sb3 = _model([*SMALL, *arm, "train.engine=sb3"])
+    _, dev_model = _model([*SMALL, *arm, "train.engine=device"])
     dev = DevicePPO(dev_model)
     _, hooks = sb3._setup_learn(40, None)
     torch.manual_seed(1)
@@ -94,6 +98,10 @@ def test_rollout_equals_sb3_collection(one_thread) -> None:
         ("returns", rollout.returns),
     ):
         torch.testing.assert_close(ours, torch.as_tensor(getattr(buffer, name)), msg=name)
+    torch.testing.assert_close(
+        rollout.actions,
+        torch.as_tensor(buffer.actions).reshape_as(rollout.actions).to(rollout.actions.dtype),
+    )
     assert sb3.num_timesteps == dev_model.num_timesteps == 40
 
 
