@@ -14,6 +14,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.buffers import RolloutBuffer
 
 from agent.engine import DevicePPO, TensorEnv, gae
+from agent.engine.speed import compare
 from agent.run.admission import prepare
 from agent.run.build import make_algo, make_vec_env, probe_env, wrap_normalize
 from agent.run.checkpoint import latest_checkpoint, load_checkpoint
@@ -190,3 +191,13 @@ def test_device_run_checkpoints_resumes_and_evaluates(
     assert json.loads(out.read_text())["episodes"][0]["seed"] == 3
     export_sb3(run, tmp_path / "d.zip")
     assert PPO.load(tmp_path / "d.zip", device="cpu").num_timesteps == 256
+
+
+def test_benchmark_times_both_engines_on_one_config(one_thread) -> None:
+    """scripts/benchmark_train.py's measurement: both engines train the same tiny config."""
+    config = load_config(
+        DEFAULT, [*SMALL, "algo.n_steps=4", "algo.batch_size=16", "algo.n_epochs=1"]
+    )
+    speeds = compare(config, steps=16, warmup=16, device="cpu", repeats=1)
+    assert set(speeds) == {"sb3", "device"}
+    assert all(len(s.steps_per_s) == 1 and s.median > 0 for s in speeds.values())
