@@ -257,7 +257,7 @@ class BatchedDrive:
             self.sim.step(t, dt, sim_action if frame == 0 else None)
             if self._on_frame is not None:
                 self._on_frame()
-        self.traffic_spec.after_step(t, self.sim, self.generator)
+        self.traffic_spec.after_step(t, self.sim)
         red_light = t.red_runs > runs_before  # a stop line crossed on red during the step
 
         lane = t.lane[:, 0]

@@ -41,6 +41,7 @@ from envs.batched.sim import (
     Simulator,
     Traffic,
 )
+from envs.batched.streams import GeneratorDraws, StreamDraws, stream_keys
 from envs.configuration import build, check
 from envs.scenarios import SCENARIOS, RouteScenario, Scenario
 
@@ -104,9 +105,10 @@ class BatchedScenario:
     def forget(self) -> None:
         """Drop what was drawn ahead from the random stream (on reseeding)."""
 
-    def after_step(self, t: Traffic, sim: Simulator, gen: torch.Generator) -> None:
+    def after_step(self, t: Traffic, sim: Simulator) -> None:
         """What the scenario's highway-env step adds after simulating a policy period (the
-        intersection's departures and arrivals); nothing by default."""
+        intersection's departures and arrivals, drawn from each episode's own stream ``t.rng``:
+        :mod:`envs.batched.streams`); nothing by default."""
 
     def place(self, t: Traffic, sim: Simulator, gen: torch.Generator) -> None:
         """Fill ``t`` (k environments, :meth:`n_slots` each) with the initial vehicles."""
@@ -327,13 +329,14 @@ class IntersectionTraffic(RouteTraffic):
         road, device = sim.road, sim.road.x0.device
         t = empty_traffic(k, self.n_slots(), device)
         count = self.settings.initial_vehicle_count
+        draws = GeneratorDraws(gen, k, device)
         for s0 in np.linspace(0, 80, count)[:-1]:
-            self.spawn_vehicles(t, sim, gen, float(s0), self.INITIAL_PROBABILITY)
+            self.spawn_vehicles(t, sim, draws, float(s0), self.INITIAL_PROBABILITY)
         self.before_warm_up(t, sim, gen)
         dt = 1.0 / self.settings.simulation_frequency
         for _ in range(self.WARM_UP * self.settings.simulation_frequency):
             sim.step(t, dt)
-        self.spawn_vehicles(t, sim, gen, 60.0, 1.0, True, position_sd=0.1, speed_sd=0.0)
+        self.spawn_vehicles(t, sim, draws, 60.0, 1.0, True, position_sd=0.1, speed_sd=0.0)
         ego = self._lane(road, ("o0", "ir0", 0), k)
         s = 60.0 + 5.0 * (1.0 + torch.randn(k, generator=gen, device=device))
         limit = road.speed_limit[ego]
@@ -349,6 +352,7 @@ class IntersectionTraffic(RouteTraffic):
         t.target_lane[:, 0] = t.lane[:, 0]
         t.timer[:, 0] = 0.0
         _ego_speed_index(t, sim, discrete)
+        t.rng = stream_keys(gen, k, device)  # what each episode draws while it runs
         return t
 
     def before_warm_up(self, t: Traffic, sim: Simulator, gen: torch.Generator) -> None:
@@ -375,19 +379,19 @@ class IntersectionTraffic(RouteTraffic):
             }
         return self._lane_tables[device]
 
-    def after_step(self, t: Traffic, sim: Simulator, gen: torch.Generator) -> None:
+    def after_step(self, t: Traffic, sim: Simulator) -> None:
         road = sim.road
         s, _ = road.coordinates_on(t.lane, t.x, t.y)
         exit_lane = self._lanes(road)["exit"][t.lane]
         leaving = exit_lane & (s >= road.length[t.lane] - 4 * t.length)
         t.kind = torch.where(leaving & (t.kind == IDM), EMPTY, t.kind)
-        self.spawn_vehicles(t, sim, gen, 0.0)
+        self.spawn_vehicles(t, sim, StreamDraws(t), 0.0)
 
     def spawn_vehicles(
         self,
         t: Traffic,
         sim: Simulator,
-        gen: torch.Generator,
+        draws: GeneratorDraws | StreamDraws,
         longitudinal: float,
         probability: float | None = None,
         go_straight: bool = False,
@@ -395,17 +399,18 @@ class IntersectionTraffic(RouteTraffic):
         speed_sd: float = 1.0,
     ) -> None:
         """_spawn_vehicle in every environment: with some probability a vehicle on a random
-        approach, to a random other exit (or straight on), unless another is within 15 m."""
-        road, k, device = sim.road, t.x.shape[0], t.x.device
+        approach, to a random other exit (or straight on), unless another is within 15 m
+        (``draws``: one value per environment and call, :mod:`envs.batched.streams`)."""
+        road, device = sim.road, t.x.device
         p = self.settings.spawn_probability if probability is None else probability
-        go = torch.rand(k, generator=gen, device=device) <= p
-        start = torch.randint(4, (k,), generator=gen, device=device)
+        go = draws.rand() <= p
+        start = draws.randint(4)
         if go_straight:
             end = (start + 2) % 4
         else:  # another approach, uniformly
-            end = (start + 1 + torch.randint(3, (k,), generator=gen, device=device)) % 4
-        s = longitudinal + 5.0 + position_sd * torch.randn(k, generator=gen, device=device)
-        speed = 8.0 + speed_sd * torch.randn(k, generator=gen, device=device)
+            end = (start + 1 + draws.randint(3)) % 4
+        s = longitudinal + 5.0 + position_sd * draws.randn()
+        speed = 8.0 + speed_sd * draws.randn()
         tables = self._lanes(road)
         approach, exits = tables["approach"], tables["destination"]
         lane = approach[start]
@@ -419,6 +424,7 @@ class IntersectionTraffic(RouteTraffic):
         go = go & ~crowded & free.any(1)
         env = go.nonzero()[:, 0]
         if env.numel() == 0:
+            draws.skip()  # the exponents' draw: an episode's stream moves the same either way
             return
         slot = free[env].int().argmax(1)
         fresh = empty_traffic(len(env), 1, device)
@@ -427,7 +433,8 @@ class IntersectionTraffic(RouteTraffic):
         fresh.speed[:, 0] = speed[env]
         fresh.target_speed[:, 0] = speed[env]
         fresh.kind[:, 0] = IDM
-        fresh.delta[:, 0] = _uniform(gen, (len(env),), *DELTA_RANGE, device)
+        lo, hi = DELTA_RANGE
+        fresh.delta[:, 0] = lo + (hi - lo) * draws.rand_rows(env)
         fresh.destination[:, 0] = exits[end[env]]
         fresh.route_lock[:, 0] = True
         fresh.road_order[:, 0] = _next_order(t)[env]  # appended to road.vehicles
@@ -480,11 +487,13 @@ class SignalizedTraffic(IntersectionTraffic):
     def vehicle_slots(self) -> int:
         return super().n_slots()
 
-    def _spawn_pedestrians(self, t: Traffic, sim: Simulator, gen: torch.Generator) -> None:
+    def _spawn_pedestrians(
+        self, t: Traffic, sim: Simulator, draws: GeneratorDraws | StreamDraws
+    ) -> None:
         cfg = self.settings
         sim.signals.spawn_pedestrians(
             t,
-            gen,
+            draws,
             cfg.pedestrian_probability,
             cfg.jaywalk_probability,
             self.vehicle_slots(),
@@ -495,8 +504,9 @@ class SignalizedTraffic(IntersectionTraffic):
         k, device = t.x.shape[0], t.x.device
         cycle = sim.signals.timing.cycle
         t.clock = cycle * torch.rand(k, generator=gen, device=device)
+        draws = GeneratorDraws(gen, k, device)
         for _ in range(self.INITIAL_PEDESTRIANS):
-            self._spawn_pedestrians(t, sim, gen)
+            self._spawn_pedestrians(t, sim, draws)
         sim.update_lanes(t)
 
     def _make(self, k: int, sim: Simulator, gen: torch.Generator, discrete: bool) -> Traffic:
@@ -504,9 +514,9 @@ class SignalizedTraffic(IntersectionTraffic):
         sim.signals.start(t)
         return t
 
-    def after_step(self, t: Traffic, sim: Simulator, gen: torch.Generator) -> None:
-        super().after_step(t, sim, gen)
-        self._spawn_pedestrians(t, sim, gen)
+    def after_step(self, t: Traffic, sim: Simulator) -> None:
+        super().after_step(t, sim)
+        self._spawn_pedestrians(t, sim, StreamDraws(t))
 
 
 BATCHED: dict[str, type[BatchedScenario]] = {
@@ -554,6 +564,7 @@ def empty_traffic(k: int, n: int, device: torch.device) -> Traffic:
         behind_line=torch.zeros(k, dtype=torch.bool, device=device),
         red_runs=torch.zeros(k, dtype=torch.long, device=device),
         pedestrian_hit=torch.zeros(k, dtype=torch.bool, device=device),
+        rng=torch.zeros(k, dtype=torch.long, device=device),
     )
 
 

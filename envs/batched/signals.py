@@ -198,7 +198,7 @@ class Signals:
     def spawn_pedestrians(
         self,
         t: Traffic,
-        gen: torch.Generator,
+        draws: Any,
         probability: float,
         jaywalk: float,
         first_slot: int,
@@ -206,13 +206,10 @@ class Signals:
     ) -> None:
         """In every environment, with ``probability``, a pedestrian at the kerb of a random
         crossing (random side) in a free slot from ``first_slot`` on; a jaywalker (with
-        ``jaywalk``) walks at once. ``order``: (B,) road order of a vehicle appended now."""
-        b, device = t.x.shape[0], t.x.device
-
-        def rand() -> torch.Tensor:
-            return torch.rand(b, generator=gen, device=device)
-
-        go, arm = rand() < probability, torch.randint(4, (b,), generator=gen, device=device)
+        ``jaywalk``) walks at once. ``order``: (B,) road order of a vehicle appended now.
+        ``draws``: one value per environment and call (:mod:`envs.batched.streams`)."""
+        rand = draws.rand
+        go, arm = rand() < probability, draws.randint(4)
         side = torch.where(rand() < 0.5, 1.0, -1.0)
         pace = WALK_SPEED[0] + (WALK_SPEED[1] - WALK_SPEED[0]) * rand()
         jay = rand() < jaywalk

@@ -112,6 +112,7 @@ class Traffic:
     behind_line: torch.Tensor  # (B,) bool, the ego is before its stop line (last frame)
     red_runs: torch.Tensor  # (B,) long, stop lines the ego crossed on red this episode
     pedestrian_hit: torch.Tensor  # (B,) bool, the ego has hit a pedestrian this episode
+    rng: torch.Tensor  # (B,) int64, the episode's own random stream (envs.batched.streams)
 
     def select(self, index: torch.Tensor) -> Traffic:
         """The environments ``index`` (a (K,) long tensor or a (B,) bool mask)."""

@@ -164,7 +164,7 @@ def test_pedestrians_wait_for_their_signal_walk_across_and_traffic_yields() -> N
             seen_walk += int((moved > 0).sum())
             assert (moved <= 1.8 * 0.1 + 1e-4).all()  # at most 1.8 m/s
             hits += int(((t.kind == PEDESTRIAN) & t.crashed).sum())
-        core.traffic_spec.after_step(t, core.sim, core.generator)
+        core.traffic_spec.after_step(t, core.sim)
     assert seen_walk > 500 and seen_wait > 500
     # traffic yields: a few hits remain (a turning car already on the crossing when a
     # pedestrian reaches its lane; about 5 in 128 envs x 30 s)
