@@ -108,6 +108,17 @@ class EpisodeStats:
             off_road=torch.zeros(b, dtype=torch.bool, device=device),
         )
 
+    def select(self, rows: torch.Tensor) -> EpisodeStats:
+        """The statistics of the environments ``rows`` ((K,) indices or a (B,) mask), copied."""
+        return EpisodeStats(
+            dt=self.dt,
+            position=self.position[rows],
+            steps=self.steps[rows],
+            distance=self.distance[rows],
+            collision=self.collision[rows],
+            off_road=self.off_road[rows],
+        )
+
     def start(self, position: torch.Tensor, which: torch.Tensor | None = None) -> None:
         """New episodes with the ego at ``position`` (K, 2) [m], in the rows ``which`` (all if
         None; a (K,) index tensor otherwise)."""

@@ -19,6 +19,7 @@ import torch
 from gymnasium import spaces
 
 from envs.batched import contract
+from envs.batched.planning import PlanningBatch
 from envs.batched.raster_map import MapRasterizer
 from envs.batched.render import TorchRasterizer, lidar, objects
 from envs.batched.scenarios import BATCHED, BatchedScenario
@@ -91,6 +92,22 @@ class StepOutput:
     episode: dict[str, torch.Tensor]  # EPISODE_KEYS -> (B,), meaningful where done (plus
     # SIGNAL_EPISODE_KEYS where the scenario has lights and pedestrians)
     speed: torch.Tensor  # (B,) ego speed [m/s]
+
+
+@dataclass
+class Judgement:
+    """How K episodes stand after a step (:meth:`BatchedDrive.judge`); (K,) tensors."""
+
+    lane: torch.Tensor  # long, the ego's lane
+    s: torch.Tensor  # [m] along it
+    lateral: torch.Tensor  # [m] from its centre
+    collision: torch.Tensor  # bool, the ego has crashed
+    off_road: torch.Tensor  # bool, off the road now
+    arrived: torch.Tensor  # bool, at the goal (scenarios with one)
+    timeout: torch.Tensor  # bool, the episode's time is up
+    success: torch.Tensor  # bool
+    terminated: torch.Tensor  # bool
+    truncated: torch.Tensor  # bool
 
 
 class BatchedDrive:
@@ -240,40 +257,20 @@ class BatchedDrive:
 
         ``action``: (B,) long meta-actions or (B, 2) float [steer, accel] in [-1, 1].
         """
-        t, cfg, scenario = self.traffic, self.config, self.scenario
+        t, scenario = self.traffic, self.scenario
         assert t is not None, "call reset() before step()"
         action = contract.check_actions(
             torch.as_tensor(action, device=self.device), self.discrete, self.num_envs, self.name
         )
         if self.discrete:
             action_vec = torch.nn.functional.one_hot(action, self.action_dim).float()
-            sim_action = action
         else:
             action_vec = action
-            sim_action = action_vec[:, [1, 0]]  # highway-env's order is [accel, steer]
-        dt = 1.0 / self.sim_frequency
-        runs_before = t.red_runs.clone()
-        for frame in range(self.frames_per_step):
-            self.sim.step(t, dt, sim_action if frame == 0 else None)
-            if self._on_frame is not None:
-                self._on_frame()
-        self.traffic_spec.after_step(t, self.sim)
-        red_light = t.red_runs > runs_before  # a stop line crossed on red during the step
-
-        lane = t.lane[:, 0]
-        s, lat = self._ego_lane_coordinates(t)
+        red_light = self.advance(t, action, self._on_frame)
+        j = self.judge(t, self.stats, self.turn, red_light)
+        lane, s, lat, collision, off_road = j.lane, j.s, j.lateral, j.collision, j.off_road
         forward = t.speed[:, 0] * torch.cos(t.heading[:, 0] - self.road.heading_at(lane, s))
-        collision = t.crashed[:, 0]
-        off_road = ~self._on_road(t, s, lat)
-        self.stats.record(self._ego_position(t), collision, off_road)
-        if scenario.has_goal:
-            arrived = scenario.arrived(_EgoView(self, t, self.turn, s))
-        else:
-            arrived = torch.zeros_like(collision)
-        timeout = self.stats.steps.float() * self.stats.dt >= self.duration - 1e-9
-        success = scenario.success(arrived, timeout, collision)
-        if self.signals is not None:  # not with a red light run
-            success = success & (t.red_runs == 0)
+        success = j.success
 
         terms = contract.reward_terms(
             forward_speed=forward,
@@ -289,10 +286,7 @@ class BatchedDrive:
         terms = terms * self.weight_vec
         self.last_action = action_vec
 
-        terminated = collision | (off_road & cfg.offroad_terminal) | arrived
-        if self.signals is not None and cfg.red_light_terminal:
-            terminated = terminated | red_light
-        truncated = timeout & ~terminated
+        terminated, truncated = j.terminated, j.truncated
         labels = self._draw(t)
         self.labels = torch.cat([self.labels[:, 1:], labels[:, None]], 1)
         episode = self.stats.summary(success)
@@ -309,6 +303,66 @@ class BatchedDrive:
             episode=episode,
             speed=t.speed[:, 0].clone(),
         )
+
+    def advance(
+        self,
+        t: Traffic,
+        action: torch.Tensor,
+        on_frame: Callable[[], None] | None = None,
+    ) -> torch.Tensor:
+        """One policy period of ``t`` in place (any number of environments): the simulation
+        frames under the checked ``action`` ((K,) long or (K, 2) [steer, accel]), then the
+        scenario's departures and arrivals. Returns (K,) bool: a stop line crossed on red."""
+        sim_action = action if self.discrete else action[:, [1, 0]]  # highway-env: [accel, steer]
+        dt = 1.0 / self.sim_frequency
+        runs_before = t.red_runs.clone()
+        for frame in range(self.frames_per_step):
+            self.sim.step(t, dt, sim_action if frame == 0 else None)
+            if on_frame is not None:
+                on_frame()
+        self.traffic_spec.after_step(t, self.sim)
+        return t.red_runs > runs_before
+
+    def judge(
+        self, t: Traffic, stats: contract.EpisodeStats, turn: torch.Tensor, red_light: torch.Tensor
+    ) -> Judgement:
+        """Record the step just :meth:`advance`-d in ``stats`` (in place) and say how the
+        episodes of ``t`` stand: what :meth:`step` reports, and a planner's copies ask."""
+        cfg, scenario = self.config, self.scenario
+        s, lat = self._ego_lane_coordinates(t)
+        collision = t.crashed[:, 0]
+        off_road = ~self._on_road(t, s, lat)
+        stats.record(self._ego_position(t), collision, off_road)
+        if scenario.has_goal:
+            arrived = scenario.arrived(_EgoView(self, t, turn, s))
+        else:
+            arrived = torch.zeros_like(collision)
+        timeout = stats.steps.float() * stats.dt >= self.duration - 1e-9
+        success = scenario.success(arrived, timeout, collision)
+        terminated = collision | (off_road & cfg.offroad_terminal) | arrived
+        if self.signals is not None:  # no success with a red light run
+            success = success & (t.red_runs == 0)
+            if cfg.red_light_terminal:
+                terminated = terminated | red_light
+        return Judgement(
+            lane=t.lane[:, 0],
+            s=s,
+            lateral=lat,
+            collision=collision,
+            off_road=off_road,
+            arrived=arrived,
+            timeout=timeout,
+            success=success,
+            terminated=terminated,
+            truncated=timeout & ~terminated,
+        )
+
+    def planning_batch(self, k: int) -> PlanningBatch:
+        """``k`` copies of every environment as it stands (rows ``env * k + j``), to try actions
+        on: :class:`envs.batched.planning.PlanningBatch`."""
+        assert self.traffic is not None, "call reset() before planning_batch()"
+        rows = torch.arange(self.num_envs, device=self.device).repeat_interleave(k)
+        return PlanningBatch(self, rows)
 
     def _draw(self, t: Traffic) -> torch.Tensor:
         """(B, H, W) label maps of ``t``: the road, the lights, crossings and pedestrians where
