@@ -1,7 +1,7 @@
 """Evaluate a trained run (or the random / idle / rule reference policy) on seeded episodes.
 
 ``python scripts/evaluate.py --run runs/NAME --episodes 20 --seed 1000
-[--policy random|idle|rule|lookahead] [--checkpoint PATH] [--env ID] [--video] [--attention]
+[--policy random|idle|rule|lookahead|teacher] [--checkpoint PATH] [--env ID] [--video] [--attention]
 [--json OUT] [--wandb [MODE]] [--allow-pickle]``
 
 The reference policies need no trained run: ``--policy rule --env ID --json OUT`` evaluates the
@@ -9,7 +9,9 @@ hand-written cautious controller (:mod:`agent.policies.rule`) with the env's def
 (``--config`` or ``--run`` for a config's options). ``--policy lookahead`` (highway-env ids,
 discrete actions) plans each decision in copies of the simulator that know the traffic's future
 (:mod:`agent.policies.lookahead`): not a driver, but a bound from below on what the meta-actions
-reach.
+reach. ``--policy teacher`` (batched ids, discrete actions) is the same planner on the batched
+simulator, every plan of a decision stepped at once (:mod:`agent.policies.teacher`): a
+privileged teacher that reads the simulator's exact state, not a deployable agent.
 
 Prints a table (mean and std of return, success and collision rates, mean speed, episode
 length) and writes the same figures with per-episode rows as JSON (default:
@@ -45,14 +47,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--config",
         type=Path,
-        help="experiment YAML, for --policy random|idle|rule|lookahead without --run",
+        help="experiment YAML, for --policy random|idle|rule|lookahead|teacher without --run",
     )
     parser.add_argument(
         "--policy",
-        choices=["trained", "random", "idle", "rule", "lookahead"],
+        choices=["trained", "random", "idle", "rule", "lookahead", "teacher"],
         default="trained",
         help="lookahead: plans in copies of the highway-env simulator (a bound on what the "
-        "meta-actions can reach, not a driver)",
+        "meta-actions can reach, not a driver); teacher: the same planner on batched ids, "
+        "privileged (exact state), not a deployable agent",
     )
     parser.add_argument("--env", dest="env_id", help="evaluate on another registered env id")
     parser.add_argument("--episodes", type=int, default=20)

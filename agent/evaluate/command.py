@@ -27,6 +27,7 @@ from agent.evaluate.rollout import evaluate
 from agent.policies.base import IdlePolicy, Policy, RandomPolicy
 from agent.policies.lookahead import LookaheadPolicy, check_can_look_ahead
 from agent.policies.rule import check_has_rule, rule_policy
+from agent.policies.teacher import TeacherPolicy, check_can_teach
 from agent.run.build import EnvSpec, make_env, probe_env
 from agent.run.checkpoint import Checkpoint, CheckpointError
 from agent.run.config import ConfigError, ExperimentConfig, check_env_id, resolve_config
@@ -46,7 +47,7 @@ class EvaluationRequest:
     run: Path | None
     checkpoint: Path | None = None
     config: Path | None = None  # for reference policies without a run
-    policy: str = "trained"  # trained | random | idle | rule | lookahead
+    policy: str = "trained"  # trained | random | idle | rule | lookahead | teacher
     env_id: str | None = None
     episodes: int = 20
     seed: int = 1000
@@ -59,6 +60,7 @@ class EvaluationRequest:
     allow_pickle: bool = False  # accept an SB3 .zip checkpoint (unpickling can run its code)
 
 
+PLANNERS = ("lookahead", "teacher")  # policies made with the env they plan in
 SEED_MAX = 2**31 - 1  # seeds stay 32-bit signed for every simulator's random generator
 
 
@@ -116,8 +118,10 @@ def run_evaluation(request: EvaluationRequest) -> tuple[EvalReport, Path]:
             check_has_rule(config.env.id)  # before the env is made (CARLA needs a server)
         if request.policy == "lookahead":
             check_can_look_ahead(config.env.id)
+        if request.policy == "teacher":
+            check_can_teach(config.env.id)
         spec = probe_env(config.env)
-        if request.policy != "lookahead":  # made below, with the env it plans in
+        if request.policy not in PLANNERS:  # made below, with the env they plan in
             policy = _reference_policy(request.policy, config, spec)
     if config.train.torch_threads:
         torch.set_num_threads(config.train.torch_threads)
@@ -164,6 +168,8 @@ def run_evaluation(request: EvaluationRequest) -> tuple[EvalReport, Path]:
     try:
         if request.policy == "lookahead":  # it plans in copies of this env
             policy = LookaheadPolicy(env)
+        if request.policy == "teacher":  # in copies of this env's batched state
+            policy = TeacherPolicy(env)
         report = evaluate(
             env,
             policy,

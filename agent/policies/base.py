@@ -12,9 +12,10 @@ from gymnasium import spaces
 
 from models import attention_from_policy, policy_extractor
 
-POLICIES: tuple[str, ...] = ("trained", "random", "idle", "rule", "lookahead")
+POLICIES: tuple[str, ...] = ("trained", "random", "idle", "rule", "lookahead", "teacher")
 """rule: :mod:`agent.policies.rule`; lookahead: :mod:`agent.policies.lookahead` (plans in copies
-of the simulator: a bound, not a driver)."""
+of the simulator: a bound, not a driver); teacher: :mod:`agent.policies.teacher` (the same
+planner on the batched simulator, every environment at once: privileged, not deployable)."""
 
 
 @dataclass
