@@ -2,7 +2,7 @@
 
     python scripts/benchmark_teacher.py [--env DriveAttention/BatchedIntersection-v0]
         [--num-envs 256] [--horizon 15] [--plans "faster;idle;slower;slower,faster"]
-        [--rounds 2] [--threads 2] [--device cpu|cuda] [--seed 0] [--json OUT]
+        [--rounds 2] [--threads 1] [--device cpu|cuda] [--seed 0] [--json OUT]
 
 The teacher plans every environment of the batch at once (:mod:`agent.policies.teacher`): each
 round is one decision of each of the ``--num-envs`` environments, then one step of the batch
@@ -38,7 +38,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--horizon", type=float, default=15.0, help="[s] how far plans look")
     parser.add_argument("--plans", default=DEFAULT_PLANS, help="plans by ';', actions by ','")
     parser.add_argument("--rounds", type=int, default=2, help="decisions per environment")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (1: fastest on a busy machine)"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the figures here")
