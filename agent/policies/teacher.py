@@ -12,8 +12,10 @@ the longest distance, among failures the latest. Ties go to the first action of
 The B environments' states are copied into one batch of B x candidates
 (:class:`envs.batched.planning.PlanningBatch`: traffic, lights, pedestrians, routes, the clock
 and each episode's own random stream, so the copies foresee the arrivals) and stepped together.
-Plans that share their first actions share one copy until they part; an environment stops
-planning once one of its candidates arrives (none can arrive earlier) or all have ended.
+Candidates share one copy while their actions so far have had the same effect (the same
+actions, or speed actions that leave the same target speed: faster at the top speed is idle);
+an environment stops planning once one of its candidates arrives (none can arrive earlier) or
+all have ended.
 
 It is a teacher, not a deployable agent: it reads the simulator's exact state and future
 (positions, intentions, light phases, arrivals), which no sensor gives. Batched ids and
@@ -34,6 +36,7 @@ import envs
 from agent.policies.base import AttentionView
 from agent.policies.lookahead import FASTER, IDLE, LEFT, PLANS, RIGHT, SLOWER
 from envs.batched.core import BatchedDrive
+from envs.batched.planning import PlanningBatch
 from envs.configuration import ConfigError, closest
 from envs.contract import DISCRETE_ACTIONS
 
@@ -83,17 +86,6 @@ def check_can_teach(env_id: str) -> None:
 
 
 @dataclass
-class _Stage:
-    """Step ``k`` of the candidates' tree: the groups of candidates with the same actions so far
-    (one copy each), their parent group at step ``k - 1``, and their action at step ``k``."""
-
-    parent: torch.Tensor  # (G,) long
-    action: torch.Tensor  # (G,) long
-    members: torch.Tensor  # (G, C) bool, the candidates of each group
-    split: bool  # whether any group has more than one child at this step
-
-
-@dataclass
 class Decision:
     """One decision of every environment: ``action`` (B,) long; each candidate's outcome
     ``rank`` (B, C) long (2 arrived, 1 survived, 0 failed, -1 not needed) and ``value`` (B, C)
@@ -122,64 +114,66 @@ class Teacher:
         lanes = () if routes else (LEFT, RIGHT)
         self.first_actions = (IDLE, FASTER, SLOWER, *lanes)
         self.steps = max(1, round(self.config.horizon * core.config.policy_frequency))
-        self.stages = self._tree()
+        self.schedule = self._schedule()  # (steps, C)
 
     @property
     def candidates(self) -> int:
         return len(self.first_actions) * len(self.config.plans)
 
-    def _tree(self) -> list[_Stage]:
-        """The candidates' actions step by step, grouped by their actions so far."""
+    def _schedule(self) -> torch.Tensor:
+        """(steps, C) long: each candidate's action at each step, candidate ``c`` being first
+        action ``c // len(plans)`` then plan ``c % len(plans)`` (its last action repeating)."""
         plans = self.config.plans
         seqs = [
-            tuple(first if k == 0 else plan[min(k - 1, len(plan) - 1)] for k in range(self.steps))
+            [first if k == 0 else plan[min(k - 1, len(plan) - 1)] for k in range(self.steps)]
             for first in self.first_actions
             for plan in plans
-        ]  # candidate c = first index * len(plans) + plan index
-        dev = self.core.device
-        stages, previous = [], None
-        for k in range(self.steps):
-            groups: dict[tuple[int, ...], int] = {}
-            of = [groups.setdefault(seq[: k + 1], len(groups)) for seq in seqs]  # (C,) group ids
-            parent = [0] * len(groups)
-            action = [0] * len(groups)
-            members = torch.zeros(len(groups), len(seqs), dtype=torch.bool)
-            for c, g in enumerate(of):
-                parent[g] = previous[c] if previous is not None else g
-                action[g] = seqs[c][k]
-                members[g, c] = True
-            split = previous is not None and len(groups) != len(set(previous))
-            stages.append(
-                _Stage(
-                    torch.tensor(parent, device=dev),
-                    torch.tensor(action, device=dev),
-                    members.to(dev),
-                    split,
-                )
-            )
-            previous = of
-        return stages
+        ]
+        return torch.tensor(seqs, dtype=torch.long, device=self.core.device).T
+
+    def _effective(self, batch: PlanningBatch) -> torch.Tensor:
+        """(R, A) the action each meta-action of each row acts as: the first of idle, faster,
+        slower that leaves the same speed index (lane changes are themselves)."""
+        t, sim = batch.traffic, self.core.sim
+        n = len(DISCRETE_ACTIONS)
+        out = torch.arange(n, device=t.x.device).repeat(len(batch), 1)  # (R, A)
+        speed_actions = (IDLE, FASTER, SLOWER)
+        index = {
+            a: sim.meta_speed_index(t, torch.full_like(t.speed_index, a)) for a in speed_actions
+        }
+        for i, a in enumerate(speed_actions):
+            for earlier in reversed(speed_actions[:i]):
+                same = index[a] == index[earlier]
+                out[:, a] = torch.where(same, out[:, earlier], out[:, a])
+        return out
 
     @torch.no_grad()
     def decide(self) -> Decision:
         """Plan every environment of the core from its current state (the core is untouched)."""
-        core, stages = self.core, self.stages
+        core, schedule = self.core, self.schedule
         b, c, dev = core.num_envs, self.candidates, core.device
+        n = len(DISCRETE_ACTIONS)
         rank = torch.full((b, c), -1, dtype=torch.long, device=dev)
         value = torch.zeros(b, c, dtype=torch.float64, device=dev)
         open_ = torch.ones(b, c, dtype=torch.bool, device=dev)  # not ended yet
-        g0 = len(stages[0].action)
-        env = torch.arange(b, device=dev).repeat_interleave(g0)  # (R,) each row's environment
-        group = torch.arange(g0, device=dev).repeat(b)  # (R,) its candidates' group
-        batch = core.planning_batch(g0)
+        batch = core.planning_batch(1)
+        env = torch.arange(b, device=dev)  # (R,) each row's environment
+        members = torch.ones(b, c, dtype=torch.bool, device=dev)  # (R, C) its candidates
         stepped = 0
-        for k, stage in enumerate(stages):
-            if k > 0 and stage.split:  # branch each row into its group's children
-                r, group = (group[:, None] == stage.parent[None, :]).nonzero(as_tuple=True)
-                env, batch = env[r], batch.select(r)
-            out = batch.step(stage.action[group])
+        for k in range(self.steps):
+            # branch each row by the action its candidates take now, as that action acts
+            acts = torch.nn.functional.one_hot(schedule[k], n).bool()  # (C, A)
+            effect = torch.nn.functional.one_hot(self._effective(batch), n).bool()  # (R, A, A')
+            # (R, A', C): the candidates of each row whose action acts as A'
+            child = torch.einsum("rc,ca,rab->rbc", members.float(), acts.float(), effect.float())
+            r, action = child.sum(2).nonzero(as_tuple=True)  # (R',) rows to step, their actions
+            members = child[r, action] > 0
+            if len(r) != len(env):  # a row branches (each has one child at least)
+                batch = batch.select(r)
+            env = env[r]
+            out = batch.step(action)
             stepped += len(env)
-            ends = out.done | (k == len(stages) - 1)
+            ends = out.done | (k == self.steps - 1)
             if bool(ends.any()):
                 # rank and tie-break of the lookahead's outcome(), for every candidate ending now
                 row_rank = torch.where(out.failed, 0, torch.where(out.arrived, 2, 1))
@@ -189,8 +183,7 @@ class Teacher:
                     torch.where(out.arrived, -float(k), out.distance.double()),
                 )
                 fin = ends.nonzero()[:, 0]
-                who = stage.members[group[fin]]  # (F, C)
-                f, cand = who.nonzero(as_tuple=True)
+                f, cand = members[fin].nonzero(as_tuple=True)
                 e = env[fin][f]
                 rank[e, cand] = row_rank[fin][f]
                 value[e, cand] = row_value[fin][f]
@@ -203,7 +196,7 @@ class Teacher:
                 idx = keep.nonzero()[:, 0]
                 if idx.numel() == 0:
                     break
-                env, group, batch = env[idx], group[idx], batch.select(idx)
+                env, members, batch = env[idx], members[idx], batch.select(idx)
         # the best (rank, value), ties to the first candidate (first action, then plan)
         best_rank = rank.max(1, keepdim=True).values
         top = rank == best_rank

@@ -404,18 +404,22 @@ class Simulator:
         ok = (lat.abs() <= 2 * road.width[li]) & (s >= 0) & (s < road.length[li] + 5.0)
         return ok & ~road.forbidden[li] & (lanes >= 0)
 
+    def meta_speed_index(self, t: Traffic, action: torch.Tensor) -> torch.Tensor:
+        """(B,) the ego's speed index after the meta-actions ``action`` (B,) long (MDPVehicle:
+        faster and slower step from the index of its current speed, the others keep it)."""
+        speeds = self.target_speeds
+        x = (t.speed[:, 0] - speeds[0]) / (speeds[-1] - speeds[0])
+        current = torch.round(x * (len(speeds) - 1)).clamp(0, len(speeds) - 1).long()
+        idx = torch.where(action == FASTER, current + 1, t.speed_index)
+        return torch.where(action == SLOWER, current - 1, idx).clamp(0, len(speeds) - 1)
+
     def ego_meta_action(
         self, t: Traffic, action: torch.Tensor, s_all: torch.Tensor, lat_all: torch.Tensor
     ) -> None:
         """MDPVehicle.act(meta-action) on slot 0: new target speed or target lane. (B,) long."""
-        speeds = self.target_speeds
-        v = t.speed[:, 0]
-        x = (v - speeds[0]) / (speeds[-1] - speeds[0])
-        current = torch.round(x * (len(speeds) - 1)).clamp(0, len(speeds) - 1).long()
-        idx = torch.where(action == FASTER, current + 1, t.speed_index)
-        idx = torch.where(action == SLOWER, current - 1, idx).clamp(0, len(speeds) - 1)
+        idx = self.meta_speed_index(t, action)
         t.speed_index = idx
-        t.target_speed[:, 0] = speeds[idx]
+        t.target_speed[:, 0] = self.target_speeds[idx]
         tl = t.target_lane[:, 0]
         left = torch.where(self.road.left[tl] >= 0, self.road.left[tl], tl)
         right = torch.where(self.road.right[tl] >= 0, self.road.right[tl], tl)

@@ -26,10 +26,10 @@ def _one_thread(one_thread):
     yield
 
 
-def _every_plan_in_full(teacher: Teacher) -> torch.Tensor:
-    """The lookahead's rule written out: every candidate in a copy of its own, stepped to its
-    end or the horizon, its outcome ranked as ``LookaheadPolicy.outcome`` ranks it, and the
-    first maximal one taken (Python's ``max`` keeps the first). (B,) actions."""
+def _every_plan_in_full(teacher: Teacher) -> tuple[torch.Tensor, torch.Tensor]:
+    """The lookahead's outcome written out: every candidate in a copy of its own, stepped to its
+    end or the horizon and ranked as ``LookaheadPolicy.outcome`` ranks it. (B, C) rank and
+    tie-break value."""
     core, plans = teacher.core, teacher.config.plans
     cands = [(first, plan) for first in teacher.first_actions for plan in plans]
     c = len(cands)
@@ -46,11 +46,9 @@ def _every_plan_in_full(teacher: Teacher) -> torch.Tensor:
                     outcome[row] = (2, -float(k))
                 else:
                     outcome[row] = (1, float(out.distance[row]))
-    chosen = []
-    for env in range(core.num_envs):
-        tried = [(outcome[env * c + j], cands[j][0]) for j in range(c)]
-        chosen.append(max(tried, key=lambda t: t[0])[1])
-    return torch.tensor(chosen)
+    rank = torch.tensor([o[0] for o in outcome]).reshape(core.num_envs, c)
+    value = torch.tensor([o[1] for o in outcome], dtype=torch.float64).reshape(core.num_envs, c)
+    return rank, value
 
 
 @pytest.mark.parametrize(
@@ -59,8 +57,10 @@ def _every_plan_in_full(teacher: Teacher) -> torch.Tensor:
 def test_the_teacher_chooses_what_trying_every_plan_in_full_chooses(
     scenario: str, horizon: float
 ) -> None:
-    """Shared copies for plans that start alike, and stopping once a plan arrives, change no
-    decision: the same first actions as every plan run on its own to its end."""
+    """Shared copies (for candidates whose actions so far acted alike) and stopping once a plan
+    arrives change no outcome and no decision: the outcomes of every plan run on its own to its
+    end, and the first action of the first best one (tie-breaks within float32 noise of each
+    other are ties: copies in other rows of a batch may differ in their last bits)."""
     core = BatchedDrive(scenario=scenario, num_envs=6)
     core.seed(11)
     core.reset()
@@ -68,7 +68,16 @@ def test_the_teacher_chooses_what_trying_every_plan_in_full_chooses(
     teacher = Teacher(core, TeacherConfig(horizon=horizon))
     decision = teacher.decide()
     assert decision.rows_stepped < teacher.candidates * teacher.steps * core.num_envs
-    assert torch.equal(decision.action, _every_plan_in_full(teacher))
+    rank, value = _every_plan_in_full(teacher)
+    tried = decision.rank >= 0  # the candidates the teacher needed
+    assert torch.equal(decision.rank[tried], rank[tried])
+    torch.testing.assert_close(decision.value[tried], value[tried], atol=1e-3, rtol=0)
+    best_rank = rank.max(1, keepdim=True).values
+    best = torch.where(rank == best_rank, value, -torch.inf).max(1, keepdim=True).values
+    first_best = ((rank == best_rank) & (value >= best - 1e-3)).int().argmax(1)
+    firsts = torch.tensor(teacher.first_actions)
+    expected = firsts[first_best // len(teacher.config.plans)]
+    assert torch.equal(decision.action, expected)
 
 
 def test_the_teacher_arrives_where_idle_crashes() -> None:
