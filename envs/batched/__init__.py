@@ -7,7 +7,9 @@
 - :mod:`envs.batched.sim`: traffic (highway-env's IDM, MOBIL, controllers, bicycle model);
 - :mod:`envs.batched.road`: the lane table read from highway-env's road network;
 - :mod:`envs.batched.render`: camera raster, road labels and lidar in torch;
-- :mod:`envs.batched.scenarios`: each scenario's settings, road and initial traffic.
+- :mod:`envs.batched.scenarios`: each scenario's settings, road and initial traffic;
+- :mod:`envs.batched.streams`: random draws (the batch's generator, each episode's own stream);
+- :mod:`envs.batched.planning`: copies of environments a planner steps (the teacher's).
 """
 
 from envs.batched.core import BatchedDrive
