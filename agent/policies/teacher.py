@@ -5,9 +5,10 @@ once: at each decision, each first meta-action followed by each fixed plan (:dat
 plan's last action repeats) is tried to the end of the episode or :attr:`TeacherConfig.horizon`
 seconds, and the first action of the best outcome is taken: arriving (scenarios with a goal)
 before surviving before failing (a crash, ending off the road, and on the signalised
-intersection a red-light run or a pedestrian hit); among arrivals the earliest, among survivals
-the longest distance, among failures the latest. Ties go to the first action of
-:attr:`Teacher.first_actions` (idle first) and the first plan listed, as the lookahead's do.
+intersection a red-light run or a pedestrian hit); among arrivals the earliest, among
+survivals the longest distance (within :data:`TIE`), among failures the latest. Ties go to the
+first action of :attr:`Teacher.first_actions` (idle first) and the first plan listed, as the
+lookahead's do.
 
 The B environments' states are copied into one batch of B x candidates
 (:class:`envs.batched.planning.PlanningBatch`: traffic, lights, pedestrians, routes, the clock
@@ -39,6 +40,9 @@ from envs.batched.core import BatchedDrive
 from envs.batched.planning import PlanningBatch
 from envs.configuration import ConfigError, closest
 from envs.contract import DISCRETE_ACTIONS
+
+TIE = 1e-3  # [m] distances this close are a tie: copies in other rows of a batch may differ in
+# their last float32 bits (e.g. a lane change where there is no lane, which acts as idle)
 
 
 @dataclass(frozen=True)
@@ -201,7 +205,7 @@ class Teacher:
         best_rank = rank.max(1, keepdim=True).values
         top = rank == best_rank
         masked = torch.where(top, value, -torch.inf)
-        top &= masked == masked.max(1, keepdim=True).values
+        top &= masked >= masked.max(1, keepdim=True).values - TIE
         best = top.int().argmax(1)  # the first maximal
         firsts = torch.tensor(self.first_actions, device=dev)
         action = firsts[torch.div(best, len(self.config.plans), rounding_mode="floor")]

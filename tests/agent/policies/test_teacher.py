@@ -14,7 +14,7 @@ from test_rule_policy import evaluate_main
 from agent.evaluate.rollout import evaluate
 from agent.policies.base import IdlePolicy
 from agent.policies.lookahead import FASTER, IDLE, SLOWER
-from agent.policies.teacher import Teacher, TeacherConfig, TeacherPolicy, parse_plans
+from agent.policies.teacher import TIE, Teacher, TeacherConfig, TeacherPolicy, parse_plans
 from agent.run.config import ConfigError
 from envs.batched.core import BatchedDrive
 
@@ -74,7 +74,7 @@ def test_the_teacher_chooses_what_trying_every_plan_in_full_chooses(
     torch.testing.assert_close(decision.value[tried], value[tried], atol=1e-3, rtol=0)
     best_rank = rank.max(1, keepdim=True).values
     best = torch.where(rank == best_rank, value, -torch.inf).max(1, keepdim=True).values
-    first_best = ((rank == best_rank) & (value >= best - 1e-3)).int().argmax(1)
+    first_best = ((rank == best_rank) & (value >= best - TIE)).int().argmax(1)
     firsts = torch.tensor(teacher.first_actions)
     expected = firsts[first_best // len(teacher.config.plans)]
     assert torch.equal(decision.action, expected)
