@@ -84,6 +84,7 @@ def test_ties_go_to_the_first_action_listed(monkeypatch: pytest.MonkeyPatch) -> 
     env.close()
 
 
+@pytest.mark.slow  # about a minute; the batched teacher's test makes the same claim in seconds
 def test_the_lookahead_arrives_where_idle_crashes() -> None:
     """On the first intersection episode where keeping the speed crashes, planning in copies
     finds a way through (the bound docs/evaluation.md quotes rests on this)."""

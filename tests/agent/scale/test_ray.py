@@ -310,6 +310,7 @@ def test_a_node_killed_while_training_resumes_on_another(tmp_path, cluster):
     assert list((run / "wandb").glob("offline-run-*"))
 
 
+@pytest.mark.slow  # a minute; the interrupted sweep's test runs a sweep and its continuation
 def test_a_tiny_sweep_prunes_and_its_best_config_trains(tmp_path, cluster):
     config = load_sweep_config(write(tmp_path, SWEEP, "sweep.yaml"))
     out = tmp_path / "out"
