@@ -354,6 +354,16 @@ def test_a_root_that_is_a_file_is_refused_before_any_work(tmp_path: Path) -> Non
     assert blocker.read_text() == "not a folder\n"
 
 
+def in_process(root: Path, name: str) -> dict[str, object]:
+    """Overrides of a tiny run trained in this process: 128 steps, checkpoints every 64."""
+    return {
+        "logging.root": str(root), "logging.name": name, "logging.wandb": "disabled",
+        "train.device": "cpu", "train.steps": 128, "env.n_envs": 1, "env.kwargs.duration": 8,
+        "algo.n_steps": 64, "algo.batch_size": 32, "algo.n_epochs": 1, "model.dim": 16,
+        "train.eval_every": 0, "train.checkpoint_every": 64, "train.final_eval_episodes": 0,
+    }  # fmt: skip
+
+
 @pytest.mark.parametrize("error", ["oserror", "safetensors", "inside-save"])
 def test_a_full_disk_while_saving_is_one_line_and_keeps_what_was_saved(
     tmp_path: Path,
@@ -390,13 +400,7 @@ def test_a_full_disk_while_saving_is_one_line_and_keeps_what_was_saved(
             return real_save(path, checkpoint)
 
     monkeypatch.setattr(agent.training, "save_checkpoint", save_until_full)
-    overrides = {
-        "logging.root": str(tmp_path), "logging.name": "full", "logging.wandb": "disabled",
-        "train.device": "cpu", "train.steps": 128, "env.n_envs": 1, "env.kwargs.duration": 8,
-        "algo.n_steps": 64, "algo.batch_size": 32, "algo.n_epochs": 1, "model.dim": 16,
-        "train.eval_every": 0, "train.checkpoint_every": 64, "train.final_eval_episodes": 0,
-    }  # fmt: skip
-    status = guarded(lambda: Trainer(prepare(DEFAULT, overrides)).run())
+    status = guarded(lambda: Trainer(prepare(DEFAULT, in_process(tmp_path, "full"))).run())
     err = capsys.readouterr().err
     assert status != 0, err[-3000:]
     lines = error_lines(err)
@@ -439,13 +443,7 @@ def test_the_final_checkpoint_never_takes_a_periodic_checkpoints_name(
 
     monkeypatch.setattr(agent.training, "save_checkpoint", save_but_the_final)
     monkeypatch.setattr(Trainer, "_periodic_save", periodic_save)
-    overrides = {
-        "logging.root": str(tmp_path), "logging.name": "ends", "logging.wandb": "disabled",
-        "train.device": "cpu", "train.steps": 128, "env.n_envs": 1, "env.kwargs.duration": 8,
-        "algo.n_steps": 64, "algo.batch_size": 32, "algo.n_epochs": 1, "model.dim": 16,
-        "train.eval_every": 0, "train.checkpoint_every": 64, "train.final_eval_episodes": 0,
-    }  # fmt: skip
-    status = guarded(lambda: Trainer(prepare(DEFAULT, overrides)).run())
+    status = guarded(lambda: Trainer(prepare(DEFAULT, in_process(tmp_path, "ends"))).run())
     err = capsys.readouterr().err
     assert len(written) == len(set(written)), written
     assert written[-1] == "step_0000000128.safetensors", written
