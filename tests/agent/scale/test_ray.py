@@ -257,6 +257,7 @@ def test_a_job_larger_than_every_node_is_refused_at_once(tmp_path, cluster, laun
     assert list(runs.iterdir()) == []  # before any work
 
 
+@pytest.mark.slow  # half a minute; the cluster tests in make test cover jobs on other nodes
 def test_a_node_killed_while_training_resumes_on_another(tmp_path, cluster):
     raw = {
         **STUDY,
