@@ -194,6 +194,7 @@ def test_extractor_on_cuda_equals_cpu(name: str, exact_cuda_math) -> None:
 # --- make bench-gpu ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # half a minute; make bench-gpu runs the script itself on a GPU
 def test_bench_gpu_smoke_run_on_cpu(tmp_path: Path) -> None:
     """``scripts/bench_gpu.py --device cpu --quick``: every part runs and the JSON is whole."""
     out = tmp_path / "bench_gpu.json"

@@ -118,6 +118,7 @@ def test_every_address_stays_on_the_loopback(cluster):
     assert cluster.address.startswith(f"{LOOPBACK}:")
 
 
+@pytest.mark.slow  # half a minute; make test's cluster tests run study jobs on other nodes
 def test_study_on_two_nodes_reports_what_the_local_launcher_reports(tmp_path, cluster):
     config = load_benchmark_config(write(tmp_path, STUDY))
     local, stopped = run_benchmark(config, tmp_path / "local", say=lambda _: None)
