@@ -458,6 +458,7 @@ def test_a_failing_run_is_reported_not_dropped(tmp_path):
     assert summary["results"]["highway"] == {}
 
 
+@pytest.mark.slow  # most of a minute; train.py's Ctrl-C and resume tests stay in make test
 def test_ctrl_c_saves_a_checkpoint_and_the_same_command_resumes(tmp_path):
     steps = 1024  # the first checkpoint comes at 256: hundreds of steps before the end
     raw = {**TINY, "steps": steps, "seeds": [0], "arms": {"attention": {"model.name": "attention"}}}
