@@ -23,6 +23,7 @@ import envs
 from agent.policies.lookahead import PLANS
 from agent.policies.teacher import TeacherConfig, check_can_teach, decision_rate, parse_plans
 from agent.run.cli import guarded
+from agent.run.files import write_text
 from envs.batched import BatchedDrive
 from envs.contract import DISCRETE_ACTIONS
 
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{figures['rows_per_s']:.0f} copy-steps/s ({figures['seconds']:.1f} s planning)"
         )
         if args.json is not None:
-            args.json.write_text(json.dumps(result, indent=2) + "\n")
+            write_text(args.json, json.dumps(result, indent=2) + "\n")
         return 0
 
     return guarded(body)

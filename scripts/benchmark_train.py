@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     from agent.run.build import resolve_device
     from agent.run.cli import guarded
     from agent.run.config_files import load_config
+    from agent.run.files import write_text
 
     def body() -> int:
         config = load_config(args.config, args.overrides)
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                     "load_average_1min": load,
                 },
             }
-            args.json.write_text(json.dumps(result, indent=2) + "\n")
+            write_text(args.json, json.dumps(result, indent=2) + "\n")
         return 0
 
     return guarded(body)

@@ -25,6 +25,7 @@ import torch
 from agent.evaluate.teacher_check import SCENARIOS, format_summary, validate
 from agent.policies.teacher import TeacherConfig
 from agent.run.cli import guarded
+from agent.run.files import write_text
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(format_summary(summary))
         if args.json is not None:
-            args.json.write_text(json.dumps(summary, indent=2) + "\n")
+            write_text(args.json, json.dumps(summary, indent=2) + "\n")
         return 0
 
     return guarded(body)
