@@ -1,8 +1,8 @@
 """Evaluate a trained run (or the random / idle / rule reference policy) on seeded episodes.
 
 ``python scripts/evaluate.py --run runs/NAME --episodes 20 --seed 1000
-[--policy random|idle|rule|lookahead|teacher] [--checkpoint PATH] [--env ID] [--video] [--attention]
-[--json OUT] [--wandb [MODE]] [--allow-pickle]``
+[--policy random|idle|rule|lookahead|teacher] [--checkpoint PATH] [--env ID] [--video]
+[--attention [--relevance-frames N]] [--json OUT] [--wandb [MODE]] [--allow-pickle]``
 
 The reference policies need no trained run: ``--policy rule --env ID --json OUT`` evaluates the
 hand-written cautious controller (:mod:`agent.policies.rule`) with the env's default options
@@ -90,7 +90,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--attention",
         action="store_true",
-        help="attention per road class (mass, lift), occlusion check, modality reliance",
+        help="attention per road class (mass, lift), occlusion check, modality reliance, and "
+        "on batched scenarios agreement with what the teacher's decision depends on",
+    )
+    parser.add_argument(
+        "--relevance-frames",
+        type=int,
+        default=256,
+        help="with --attention: frames whose relevance is computed (each costs a teacher "
+        "decision per object in it; 0: none)",
     )
     parser.add_argument(
         "--allow-pickle",

@@ -39,10 +39,18 @@ class EvalSpec:
     seed: int = 10_000  # episode k uses seed + k; disjoint from training seeds
     noise_std: float = 0.3  # sensor-noise ablation
     attribution_arms: list[str] = field(default_factory=list)  # arms with attention maps
+    # frames of the attribution arms whose relevance the teacher computes (batched versions of
+    # the scenarios, meta-actions): attention-relevance agreement; 0: none
+    relevance_frames: int = 256
 
     def __post_init__(self) -> None:
         check(self.episodes >= 1, f"episodes: must be at least 1, got {self.episodes}")
         check_episodes("episodes", self.episodes)
+        check(
+            self.relevance_frames >= 0,
+            f"relevance_frames: must be 0 (none) or more, got {self.relevance_frames}",
+        )
+        check_episodes("relevance_frames", self.relevance_frames)
         check(self.noise_std > 0, f"noise_std: must be positive, got {self.noise_std}")
 
 

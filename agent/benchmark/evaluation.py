@@ -32,6 +32,7 @@ ATTENTION_KEYS = (
     "frames",
     "situations",  # the signalised scenario's, where the env reports them
     "light_test",
+    "relevance",  # attention-relevance agreement, on the batched version of the scenario
 )
 
 
@@ -66,6 +67,7 @@ def evaluate_job(job: Job) -> dict[str, Any]:
                 cell=camera_geometry(env_id, **kwargs).patch_cell(agent.config.model.patch),
                 noise_std=spec["noise_std"],
                 progress=lambda line: print(line, flush=True),
+                relevance_frames=spec.get("relevance_frames", 256),
             )
             out["attention"] = {key: attention[key] for key in ATTENTION_KEYS if key in attention}
             out["robustness"] = {

@@ -262,6 +262,8 @@ def markdown(summary: dict[str, Any]) -> str:
                     for cls, mass in att["class_mass"].items()
                 ],
             )
+            if "relevance" in row:
+                lines += _relevance_markdown(scenario, arm, row["relevance"])
         lines += _signals_markdown(scenario, arms, summary["references"].get(scenario, {}))
     bad = summary["not_finished"]
     if bad or summary["missing"]:
@@ -280,6 +282,28 @@ SITUATION_TEXT = {
     "pedestrian_ahead": "pedestrian on a crossing ahead",
     "pedestrian_elsewhere": "pedestrians elsewhere",
 }
+
+
+def _relevance_markdown(scenario: str, arm: str, relevance: Mapping[str, Any]) -> list[str]:
+    """The attention-relevance agreement table of one arm."""
+    lines = [
+        f"Attention on what matters ({scenario}, {arm}, last layer): how often the most-attended "
+        "object token, or camera patch, is on an object the teacher's decision depends on, "
+        "against a uniformly random choice; mean and 95% t-interval over seeds:",
+        "",
+    ]
+    rows = [
+        [
+            {"tokens": "object tokens", "patches": "camera patches"}[part],
+            _ci(cells["hit"], True),
+            _ci(cells["chance"], True),
+            _ci(cells["ratio"]),
+            f"{cells['frames']} ({cells['runs']} runs)",
+        ]
+        for part, cells in relevance.items()
+        if cells["runs"]
+    ]
+    return lines + _table(["attended", "on a relevant object", "chance", "ratio", "frames"], rows)
 
 
 def _signals_markdown(

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from agent.evaluate.agreement import Agreement, RelevanceJudge, format_agreement, relevance_env
 from agent.evaluate.attribution import (
     ABLATIONS,
     SITUATIONS,
@@ -67,6 +68,7 @@ def analyse_attention(
     max_frames: int = 256,
     noise_std: float = 0.3,
     progress: Callable[[str], None] | None = None,
+    relevance_frames: int = 256,
 ) -> dict[str, Any]:
     """The ``attention`` section of the evaluation JSON (see the module docstring).
 
@@ -154,10 +156,14 @@ def analyse_attention(
         }
 
     signals = _signals_section(policy, by_situation, light_frames, max_frames, seed, say)
+    agreement = measure_agreement(
+        policy, env_id, env_kwargs, episodes, seed, cell, relevance_frames, say
+    )
     last = layers[-1].summary()
     return {
         **signals,
         **last,
+        "relevance": agreement,
         "layer": len(layers) - 1,
         "per_layer": [{"layer": i, **a.summary()} for i, a in enumerate(layers)],
         "per_frame": layers[-1].per_frame,
@@ -167,6 +173,71 @@ def analyse_attention(
         "modality": modality,
         "noise_std": noise_std,
     }
+
+
+def measure_agreement(
+    policy: TrainedPolicy,
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    episodes: int,
+    seed: int,
+    cell: tuple[int, int] | None = None,
+    max_frames: int = 256,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any] | None:
+    """Attention-relevance agreement (:mod:`agent.evaluate.agreement`) of the policy's last
+    layer on the same seeded episodes, on ``env_id``'s batched version (where the teacher
+    plans), until ``max_frames`` frames have had their relevance computed (the last episode
+    cut there); None where there is no batched version or no discrete meta-action."""
+    batched = relevance_env(env_id)
+    if batched is None or max_frames < 1:
+        return None
+    env = make_env(batched, {**env_kwargs, "road_labels": True})
+    judge = RelevanceJudge.attach(env)
+    if judge is None:
+        env.close()
+        return None
+    if progress is not None:
+        progress(f"attention: relevance and agreement on {batched} (up to {max_frames} frames)")
+    agreement = Agreement(seed=seed)
+    try:
+        for k in range(episodes):
+            if judge.frames >= max_frames:
+                break
+            agreement.start_episode()
+            obs, info = env.reset(seed=seed + k)
+            while True:
+                maps = _layer_maps(policy, obs)
+                names = maps["names"]
+                # the objects.<k> tokens in k order (info["object_slots"][k] is k's slot)
+                objects = [i for _, i in sorted(_object_tokens(names))]
+                rel = judge.now()
+                agreement.add(
+                    rel.slots(0),
+                    bool(rel.light[0]),
+                    maps["sensors"][0, -1][objects] if objects else None,
+                    info.get("object_slots"),
+                    maps["camera"][0, -1],
+                    info.get("object_ids"),
+                    info.get("road_labels"),
+                    cell,
+                )
+                obs, _, terminated, truncated, info = env.step(policy.act(obs))
+                if terminated or truncated or judge.frames >= max_frames:
+                    break
+    finally:
+        env.close()
+    agreement.seconds = judge.seconds
+    return {"env_id": batched, **agreement.summary()}
+
+
+def _object_tokens(names: tuple[str, ...]) -> list[tuple[int, int]]:
+    """(k, token index) of the ``objects.<k>`` sensor tokens."""
+    return [
+        (int(name.split(".")[1]), i)
+        for i, name in enumerate(names)
+        if name.startswith("objects.") and name.split(".")[1].isdigit()
+    ]
 
 
 def _signals_section(
@@ -282,6 +353,8 @@ def format_attention(attention: dict[str, Any]) -> str:
             "this policy's choices"
         )
     lines += _format_signals(attention)
+    if attention.get("relevance"):
+        lines.append(format_agreement(attention["relevance"]))
     lines.append(
         f"{'modality':16s} {'return':>14s} {'success':>8s} {'collision':>10s} {'camera att.':>12s}"
     )

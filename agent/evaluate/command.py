@@ -57,6 +57,7 @@ class EvaluationRequest:
     wandb: str = "disabled"
     device: str = "auto"
     attention: bool = False  # attribution, occlusion check and modality reliance
+    relevance_frames: int = 256  # with attention: frames whose relevance is computed
     allow_pickle: bool = False  # accept an SB3 .zip checkpoint (unpickling can run its code)
 
 
@@ -184,6 +185,7 @@ def run_evaluation(request: EvaluationRequest) -> tuple[EvalReport, Path]:
             scale=config.logging.video_scale,
             cell_px=cell_px,
             progress=_print_episode,
+            relevance=request.attention,  # the videos outline what the teacher's choice needs
         )
     finally:
         env.close()
@@ -201,6 +203,7 @@ def run_evaluation(request: EvaluationRequest) -> tuple[EvalReport, Path]:
             request.seed,
             cell=cell_px,
             progress=lambda line: print(line, file=sys.stderr),
+            relevance_frames=request.relevance_frames,
         )
         print(format_attention(extra["attention"]))
     try:
@@ -235,6 +238,11 @@ def _check_options(request: EvaluationRequest) -> None:
             f"--seed: must be in [0, {SEED_MAX - request.episodes + 1}] (episode k uses seed "
             f"SEED + k, and seeds are non-negative 32-bit numbers), got {request.seed}"
         )
+    if request.relevance_frames < 0:
+        raise ConfigError(
+            f"--relevance-frames: must be 0 (none) or more, got {request.relevance_frames}"
+        )
+    check_episodes("--relevance-frames", request.relevance_frames)
     if request.video_episodes < 0:
         raise ConfigError(
             f"--video-episodes: must be 0 or more (episodes rendered with --video), got "
@@ -361,6 +369,11 @@ def _log_wandb(
         figures = {f"attention/class_lift/{k}": v for k, v in attention["class_lift"].items()}
         figures["attention/occlusion_ratio"] = attention["occlusion_ratio"]
         figures["attention/camera_share"] = attention["camera_share"]
+        for part in ("tokens", "patches"):  # attention-relevance agreement, where measured
+            row = (attention.get("relevance") or {}).get(part) or {}
+            if row.get("frames"):
+                for key in ("hit", "chance", "ratio"):
+                    figures[f"attention/relevance/{part}_{key}"] = row[key]
         logger.summary(figures)
         logger.log_bar("attention/class_mass_bar", "class", "mass", attention["class_mass"], step)
         modality = [

@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from stable_baselines3.common.policies import ActorCriticPolicy
 
+from agent.evaluate.agreement import RelevanceJudge
 from agent.evaluate.attribution import Attribution, SB3Probe, occlusion_test
 from agent.evaluate.episodes import EpisodeResult, faithfulness_text, outcome
 from agent.evaluate.mp4 import VideoWriter
@@ -34,6 +36,7 @@ class Decision:
     total: float  # the return so far
     scene: Snapshot | None = None  # the simulator's state at the decision
     between: list[Snapshot] = field(default_factory=list)  # its steps until the next decision
+    state: Any = None  # a copy of the batched state, to judge relevance on (RelevanceJudge)
 
 
 @dataclass
@@ -74,9 +77,11 @@ def film(
     scale: int = 4,
     cell_px: tuple[int, int] | None = None,
     rays: RayLayout | None = None,
+    judge: RelevanceJudge | None = None,
 ) -> Path | None:
     """Write ``recording`` as an attention video at ``path`` and fill in ``result``'s video and
-    attention figures.
+    attention figures. With ``judge``, the objects relevant at each decision (those the
+    teacher's decision depends on) are outlined.
 
     The video plays at the episode's pace: ``round(fps / policy_hz)`` frames per decision, the
     frames between two decisions interpolated from the simulation steps where the backend
@@ -95,10 +100,13 @@ def film(
     try:
         for decision in decisions:
             legend = _legend(decision, attribution, cell_px)
+            outline = _relevant(decision, judge)
+            if outline is not None:
+                legend = [*legend, f"outlined: relevant ({_count(outline)})"]
             snapshots = [decision.scene, *decision.between] if decision.scene is not None else []
             if scene is None or len(snapshots) < 2:  # a still frame, held
                 still = scene.draw(snapshots[0]) if scene is not None and snapshots else None
-                frame = _frame(decision, still, legend, scale, cell_px, rays, title)
+                frame = _frame(decision, still, legend, scale, cell_px, rays, title, outline)
                 for _ in range(per_decision):
                     writer.append(frame)
                 continue
@@ -106,9 +114,8 @@ def film(
                 position = j / per_decision * (len(snapshots) - 1)
                 i = int(position)
                 snap = interpolate(snapshots[i], snapshots[i + 1], position - i)
-                writer.append(
-                    _frame(decision, scene.draw(snap), legend, scale, cell_px, rays, title)
-                )
+                image = scene.draw(snap)
+                writer.append(_frame(decision, image, legend, scale, cell_px, rays, title, outline))
     finally:
         written = writer.close()
     shares = [
@@ -138,6 +145,19 @@ def _legend(
     return [f"{name:12s} {m:5.1%}" for name, m in mass.items() if m >= 0.005]
 
 
+def _relevant(decision: Decision, judge: RelevanceJudge | None) -> np.ndarray | None:
+    """(H, W) bool camera pixels of the objects relevant at this decision, or None."""
+    if judge is None or decision.state is None:
+        return None
+    return judge.mask(judge.now(decision.state), decision.info)
+
+
+def _count(mask: np.ndarray) -> str:
+    """How many separate outlined regions ``mask`` has, in words."""
+    n = cv2.connectedComponents(mask.astype(np.uint8))[0] - 1
+    return "none in view" if n == 0 else f"{n} in view"
+
+
 def _frame(
     decision: Decision,
     scene: tuple[np.ndarray, np.ndarray] | None,
@@ -146,13 +166,14 @@ def _frame(
     cell_px: tuple[int, int] | None,
     rays: RayLayout | None,
     title: str,
+    outline: np.ndarray | None = None,
 ) -> np.ndarray:
     d, view = decision, decision.view
     speed = float(d.info.get("speed", 0.0))
     text = FrameText(d.step, d.action, speed, d.reward, d.total, d.info.get("light_state"))
     image, labels = scene if scene is not None else (None, None)
     if view is None:
-        return render_frame(d.camera, text, scale=scale, scene=image, title=title)
+        return render_frame(d.camera, text, scale=scale, scene=image, title=title, relevant=outline)
     return render_frame(
         d.camera,
         text,
@@ -168,6 +189,7 @@ def _frame(
         rays=rays,
         sensors=d.sensors,
         title=title,
+        relevant=outline,
     )
 
 

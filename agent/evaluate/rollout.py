@@ -16,6 +16,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from agent.evaluate.agreement import RelevanceJudge
 from agent.evaluate.episodes import EpisodeResult, EvalReport, describe_action
 from agent.evaluate.recording import Decision, Recording, film, map_occlusion_ratio, video_path
 from agent.evaluate.scene import HighwayScene
@@ -29,7 +30,7 @@ def _env_action(action: Any, action_space: spaces.Space) -> Any:
     return np.asarray(action, dtype=np.float32).reshape(action_space.shape)
 
 
-_INFO_KEYS = ("speed", "road_labels", "lead_vehicle_mask", "light_state")
+_INFO_KEYS = ("speed", "road_labels", "lead_vehicle_mask", "light_state", "object_ids")
 
 
 def policy_frequency(env: gym.Env) -> float:
@@ -66,10 +67,12 @@ def rollout(
     action_names: dict[int, str] | None = None,
     scale: int = 4,
     scene: HighwayScene | None = None,
+    judge: RelevanceJudge | None = None,
 ) -> tuple[EpisodeResult, Recording | None]:
     """Roll out one episode; with ``record``, also what :func:`film` needs (the policy's
     attention at each decision, and the simulator's state at each simulation step where the
-    backend exposes it: ``scene``, made here when not given)."""
+    backend exposes it: ``scene``, made here when not given; with ``judge``, a copy of the
+    batched state at each decision, for the video to outline what is relevant)."""
     policy.reset(seed)
     obs, info = env.reset(seed=seed)
     decisions: list[Decision] | None = [] if record else None
@@ -96,6 +99,8 @@ def rollout(
                     scene,
                 )
             )
+            if judge is not None:
+                decisions[-1].state = judge.snapshot()
         obs, reward, terminated, truncated, info = env.step(action)
         if decisions is not None and scene is not None:
             decisions[-1].between = scene.take_between()
@@ -166,31 +171,35 @@ def evaluate(
     scale: int = 4,
     cell_px: tuple[int, int] | None = None,
     progress: Callable[[EpisodeResult], None] | None = None,
+    relevance: bool = False,
 ) -> EvalReport:
     """``episodes`` seeded episodes (seeds ``seed .. seed + episodes - 1``).
 
     With ``video_dir``, the first ``video_episodes`` successful episodes and the first
     ``video_episodes`` failed ones (when there are such) are filmed to
     ``video_dir/<prefix>ep<k>.mp4``: episodes are recorded while either outcome still lacks
-    its videos, and a recording is drawn only when its outcome needs it.
+    its videos, and a recording is drawn only when its outcome needs it. With ``relevance``
+    (batched envs with meta-actions), the videos outline the objects the teacher's decision
+    depends on (:mod:`agent.evaluate.agreement`), computed for the filmed episodes only.
     """
     results = []
     filmed = {True: 0, False: 0}  # success -> videos made
     scene = None
     rays = RayLayout.from_env(env) if video_dir is not None else None
+    judge = RelevanceJudge.attach(env) if relevance and video_dir is not None else None
     for k in range(episodes):
         record = video_dir is not None and min(filmed.values()) < video_episodes
         if record and scene is None:
             camera_hw = env.observation_space["camera"].shape[:2]
             scene = HighwayScene.attach(env, scene_scale(camera_hw, scale))
         result, recording = rollout(
-            env, policy, k, seed + k, record, action_names, scale, scene=scene
+            env, policy, k, seed + k, record, action_names, scale, scene=scene, judge=judge
         )
         if recording is not None and filmed[result.success] < video_episodes:
             filmed[result.success] += 1
             result.occlusion_ratio = map_occlusion_ratio(policy, recording.decisions, cell_px)
             path = video_path(video_dir, video_prefix, k)
-            film(result, recording, path, fps, scale, cell_px, rays)
+            film(result, recording, path, fps, scale, cell_px, rays, judge)
         results.append(result)
         if progress is not None:
             progress(result)

@@ -218,6 +218,20 @@ def heatmap_overlay(
     return out
 
 
+RELEVANT_COLOUR = (255, 0, 255)  # magenta: on none of the palette's or the colour map's hues
+
+
+def outline_pixels(view: np.ndarray, mask: np.ndarray, scale: int) -> np.ndarray:
+    """``view`` (H * scale, W * scale, 3) with a thin outline around the camera pixels ``mask``
+    (H, W) bool, a pixel out from each region."""
+    up = cv2.resize(mask.astype(np.uint8), (view.shape[1], view.shape[0]), cv2.INTER_NEAREST)
+    up = cv2.dilate(up, np.ones((3, 3), np.uint8), iterations=max(1, scale // 2))
+    contours, _ = cv2.findContours(up, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    out = np.ascontiguousarray(view).copy()
+    cv2.drawContours(out, contours, -1, RELEVANT_COLOUR, 1, cv2.LINE_8)
+    return out
+
+
 def _text(image: np.ndarray, text: str, x: int, y: int, scale: float = 0.4, colour=_TEXT) -> None:
     cv2.putText(image, text, (x, y), _FONT, scale, colour, 1, cv2.LINE_AA)
 
@@ -238,6 +252,7 @@ def render_frame(
     rays: RayLayout | None = None,
     sensors: np.ndarray | None = None,
     title: str = "",
+    relevant: np.ndarray | None = None,
 ) -> np.ndarray:
     """One video frame, ``(H', W', 3)`` uint8 with both sides multiples of 16.
 
@@ -249,7 +264,9 @@ def render_frame(
     (default ``(H // gh, W // gw)``). With ``rays`` and the observation's ``sensors`` the ray
     tokens are drawn in the scene and the other tokens listed compactly; without, every token
     gets a bar. ``title`` heads the panel (one line per ``\n``); ``legend`` lines (the
-    attention mass per road class) end it.
+    attention mass per road class) end it. ``relevant``: (H, W) bool camera pixels to outline
+    (the objects the teacher's decision depends on), drawn over the attention in
+    :data:`RELEVANT_COLOUR` so a viewer sees whether the heat lands on them.
     """
     frame = np.ascontiguousarray(camera[..., -3:])  # (H, W, 3) newest frame
     h, w = frame.shape[:2]
@@ -268,6 +285,8 @@ def render_frame(
         view = heatmap_overlay(
             view, values, (cell[0] * scale, cell[1] * scale), labels=scene_labels
         )
+    if relevant is not None and relevant.shape == (h, w) and relevant.any():
+        view = outline_pixels(view, relevant, scale)
     in_scene = rays is not None and sensors is not None and bool(tokens)
     if in_scene:
         view = view.copy()

@@ -152,15 +152,17 @@ class Teacher:
         return out
 
     @torch.no_grad()
-    def decide(self) -> Decision:
-        """Plan every environment of the core from its current state (the core is untouched)."""
+    def decide(self, start: PlanningBatch | None = None) -> Decision:
+        """Plan every environment of the core from its current state (the core is untouched),
+        or each row of ``start`` (copies of the core's environments, possibly altered: see
+        :mod:`agent.policies.relevance`); the decision has one entry per row."""
         core, schedule = self.core, self.schedule
-        b, c, dev = core.num_envs, self.candidates, core.device
+        batch = core.planning_batch(1) if start is None else start
+        b, c, dev = len(batch), self.candidates, core.device
         n = len(DISCRETE_ACTIONS)
         rank = torch.full((b, c), -1, dtype=torch.long, device=dev)
         value = torch.zeros(b, c, dtype=torch.float64, device=dev)
         open_ = torch.ones(b, c, dtype=torch.bool, device=dev)  # not ended yet
-        batch = core.planning_batch(1)
         env = torch.arange(b, device=dev)  # (R,) each row's environment
         members = torch.ones(b, c, dtype=torch.bool, device=dev)  # (R, C) its candidates
         stepped = 0

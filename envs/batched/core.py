@@ -21,7 +21,7 @@ from gymnasium import spaces
 from envs.batched import contract
 from envs.batched.planning import PlanningBatch
 from envs.batched.raster_map import MapRasterizer
-from envs.batched.render import TorchRasterizer, lidar, objects
+from envs.batched.render import TorchRasterizer, lidar, object_ids, object_slots, objects
 from envs.batched.scenarios import BATCHED, BatchedScenario
 from envs.batched.sim import EGO, IDM, ROUTE_HOPS, Simulator, Traffic
 from envs.camera import road_map as camera_map
@@ -376,6 +376,19 @@ class BatchedDrive:
         """``labels`` as ``info["road_labels"]`` gives them (lights of every state:
         ``traffic_light``)."""
         return public_labels(labels) if self.signals is not None else labels
+
+    def object_ids(self, labels: torch.Tensor, which: torch.Tensor | None = None) -> dict:
+        """What ties the observation to the simulator's objects (``which``: environments, all
+        by default; ``labels``: their latest (B, H, W) label maps): ``object_ids`` (B, H, W)
+        int16, the traffic slot drawn at each camera pixel (-1: none; see
+        :func:`envs.batched.render.object_ids`), and ``object_slots`` (B, n_objects) long, the
+        slot behind each ``objects.<k>`` sensor token (-1: an empty row)."""
+        t = self.traffic if which is None else self.traffic.select(which)
+        raster = self.raster
+        ids = object_ids(t, labels, raster.origin(t), raster.patch, raster.scaling)
+        cfg = self.config
+        slots = object_slots(t, cfg.n_objects, cfg.ray_range)
+        return {"object_ids": ids, "object_slots": slots}
 
     # ----------------------------------------------------------------- observation parts
     @staticmethod

@@ -49,6 +49,19 @@ def _situation(core: BatchedDrive, info: dict[str, Any], i: int) -> None:
             info[key] = values[0]
 
 
+def _labels_info(core: BatchedDrive, labels: torch.Tensor) -> dict[str, np.ndarray]:
+    """The one environment's ``road_labels`` (H, W) from its latest label map (H, W), and what
+    ties the frame to the simulator's objects: ``object_ids`` (H, W) int16, the traffic slot
+    drawn at each pixel (-1: none), and ``object_slots`` (n_objects,) the slot behind each
+    ``objects.<k>`` sensor token (-1: an empty row)."""
+    ids = core.object_ids(labels[None])
+    return {
+        "road_labels": core.road_labels(labels).cpu().numpy(),
+        "object_ids": ids["object_ids"][0].cpu().numpy(),
+        "object_slots": ids["object_slots"][0].cpu().numpy(),
+    }
+
+
 class BatchedDriveVecEnv(VecEnv):
     """SB3 VecEnv over :class:`BatchedDrive`: one call steps all ``num_envs`` environments.
 
@@ -185,7 +198,7 @@ class BatchedDriveEnv(gym.Env):
         out = self.core.reset()
         info: dict[str, Any] = {"speed": float(out.speed[0])}
         if self.config.road_labels:
-            info["road_labels"] = self.core.road_labels(out.labels[0, -1]).cpu().numpy()
+            info.update(_labels_info(self.core, out.labels[0, -1]))
         _situation(self.core, info, 0)
         return self._obs(out.labels, out.sensors), info
 
@@ -198,7 +211,7 @@ class BatchedDriveEnv(gym.Env):
             "speed": float(out.speed[0]),
         }
         if self.config.road_labels:
-            info["road_labels"] = self.core.road_labels(out.labels[0, -1]).cpu().numpy()
+            info.update(_labels_info(self.core, out.labels[0, -1]))
         _situation(self.core, info, 0)
         terminated, truncated = bool(out.terminated[0]), bool(out.truncated[0])
         if terminated or truncated:

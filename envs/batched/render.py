@@ -28,7 +28,7 @@ import math
 import torch
 
 from envs.batched.road import STRIPES, LaneTable
-from envs.batched.sim import EGO, IDM, Traffic
+from envs.batched.sim import EGO, IDM, PEDESTRIAN, Traffic
 from envs.contract import CLASS_ID, PALETTE
 from envs.scenarios import CLOSING_SCALE, SUBPIXEL_BITS, marking_px
 
@@ -367,21 +367,91 @@ def lidar(t: Traffic, n_rays: int, max_range: float) -> tuple[torch.Tensor, torc
     return distance, speed
 
 
+def _object_order(
+    t: Traffic, n_objects: int, max_range: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, k) the slots of the radar list's rows (k = min(n_objects, N)), and (B, k) bool
+    where a row holds an object: nearest centre first, the lower slot among equals."""
+    n = t.x.shape[1]
+    distance = torch.hypot(t.x - t.x[:, :1], t.y - t.y[:, :1])  # (B, N) [m]
+    valid = t.alive & (distance <= max_range)
+    valid[:, 0] = False
+    key = torch.where(valid, distance, torch.full_like(distance, float("inf")))
+    # a stable sort keeps the lower slot first among equal distances
+    order = torch.sort(key, dim=1, stable=True).indices[:, : min(n_objects, n)]
+    return order, torch.gather(valid, 1, order)
+
+
+def object_slots(t: Traffic, n_objects: int, max_range: float) -> torch.Tensor:
+    """(B, n_objects) long: the traffic slot each row of :func:`objects` describes (the
+    sensor tokens ``objects.<k>``), -1 for an empty row."""
+    order, present = _object_order(t, n_objects, max_range)
+    slots = torch.where(present, order, -1)
+    if slots.shape[1] < n_objects:
+        slots = torch.cat([slots, slots.new_full((len(slots), n_objects - slots.shape[1]), -1)], 1)
+    return slots
+
+
+def object_ids(
+    t: Traffic, labels: torch.Tensor, origin: torch.Tensor, patch: torch.Tensor, scaling: float
+) -> torch.Tensor:
+    """(B, H, W) int16: the traffic slot of the vehicle or pedestrian drawn at each pixel of
+    the label maps ``labels`` (B, H, W) drawn from ``t``, -1 elsewhere (the road, the ego, the
+    lights). Boxes are tested as :func:`draw_boxes` does without ``exact`` (vehicles) and as
+    :func:`envs.batched.signals.fill_boxes` does (pedestrians), and only pixels labelled
+    ``vehicle`` or ``pedestrian`` keep an id: the map never claims a pixel the frame does not
+    show as an object. For attribution, not for the training loop (it syncs with the host)."""
+    b, h, w = labels.shape
+    sc = scaling
+    ids = torch.full((b * h * w + 1,), -1, dtype=torch.int16, device=labels.device)
+    cx = (t.x - origin[:, :1]) * sc  # (B, N) [px]
+    cy = (t.y - origin[:, 1:]) * sc
+    reach = (math.isqrt(patch.shape[0]) - 1) / 2 + 1.0
+    near = (cx > -reach) & (cx < w + reach) & (cy > -reach) & (cy < h + reach)
+    env, slot = (t.alive & (t.kind != EGO) & near).nonzero(as_tuple=True)
+    if len(env):
+        cx, cy = cx[env, slot], cy[env, slot]  # (K,)
+        px = torch.round(cx)[:, None] + patch[:, 0]  # (K, P)
+        py = torch.round(cy)[:, None] + patch[:, 1]
+        dx, dy = px - cx[:, None], py - cy[:, None]
+        heading = t.heading[env, slot]
+        c, s = torch.cos(heading)[:, None], torch.sin(heading)[:, None]
+        along, across = dx * c + dy * s, -dx * s + dy * c
+        hl = t.length[env, slot][:, None] * sc / 2
+        hw = t.width[env, slot][:, None] * sc / 2
+        grow = 1.0  # [px] cv2 fills up to a pixel beyond the box at a slant
+        car = (along > -hl - grow) & (along <= hl + grow) & (across > -hw - grow)
+        car &= across <= hw + grow
+        # a pedestrian: the pixels whose centres its axis-aligned square holds, at least the
+        # one nearest its middle
+        first_x, last_x = torch.ceil(cx - hl[:, 0]), torch.floor(cx + hl[:, 0])
+        first_y, last_y = torch.ceil(cy - hl[:, 0]), torch.floor(cy + hl[:, 0])
+        lone_x, lone_y = last_x < first_x, last_y < first_y
+        mx, my = torch.round(cx), torch.round(cy)
+        first_x, last_x = torch.where(lone_x, mx, first_x), torch.where(lone_x, mx, last_x)
+        first_y, last_y = torch.where(lone_y, my, first_y), torch.where(lone_y, my, last_y)
+        square = (px >= first_x[:, None]) & (px <= last_x[:, None])
+        square &= (py >= first_y[:, None]) & (py <= last_y[:, None])
+        walker = (t.kind[env, slot] == PEDESTRIAN)[:, None]
+        inside = torch.where(walker, square, car) & (px >= 0) & (px < w) & (py >= 0) & (py < h)
+        index = env[:, None] * (h * w) + py.long() * w + px.long()
+        index = torch.where(inside, index, ids.numel() - 1)
+        value = slot[:, None].expand_as(index).to(torch.int16)
+        ids.index_put_((index.reshape(-1),), value.reshape(-1))
+    ids = ids[:-1].reshape(b, h, w)
+    shown = (labels == CLASS_ID["vehicle"]) | (labels == CLASS_ID["pedestrian"])
+    return torch.where(shown, ids, torch.full_like(ids, -1))
+
+
 def objects(t: Traffic, n_objects: int, max_range: float, lateral_scale: float) -> torch.Tensor:
     """(B, n_objects, 5) the radar object list (:data:`envs.scenarios.OBJECT_QUANTITIES`), as
     the highway-env backend's ``_objects``: every other vehicle or obstacle, nearest centre
     first (the lower slot among equals), within ``max_range``, ``y`` over ``lateral_scale`` [m];
     empty rows are 0."""
-    b, n = t.x.shape
+    b = t.x.shape[0]
     dx, dy = t.x - t.x[:, :1], t.y - t.y[:, :1]  # (B, N) [m]
-    distance = torch.hypot(dx, dy)
-    valid = t.alive & (distance <= max_range)
-    valid[:, 0] = False
-    key = torch.where(valid, distance, torch.full_like(distance, float("inf")))
-    k = min(n_objects, n)
-    # a stable sort keeps the lower slot first among equal distances
-    order = torch.sort(key, dim=1, stable=True).indices[:, :k]  # (B, k)
-    present = torch.gather(valid, 1, order)
+    order, present = _object_order(t, n_objects, max_range)
+    k = order.shape[1]
 
     def pick(x: torch.Tensor) -> torch.Tensor:
         return torch.gather(x, 1, order)

@@ -457,6 +457,18 @@ def test_evaluate_attention_reports_attribution(
     assert modality["camera_blanked"]["camera_share"] != modality["intact"]["camera_share"]
     assert "lift" in result.stdout and "occlusion" in result.stdout  # the printed tables
     assert len(attention["per_layer"]) >= 1
+    # attention against what the teacher's decision depends on, on the same episodes
+    relevance = attention["relevance"]
+    assert relevance["env_id"] == "DriveAttention/BatchedHighway-v0"
+    assert 0 < relevance["relevant_frames"] <= relevance["frames"] == attention["frames"]
+    assert relevance["relevance_seconds_per_frame"] > 0
+    measured = [relevance[part] for part in ("tokens", "patches") if relevance[part]["frames"]]
+    assert measured, "highway frames have relevant vehicles among the tokens or in view"
+    for row in measured:
+        assert 0.0 <= row["hit"] <= 1.0 and 0.0 < row["chance"] <= 1.0
+        assert row["ratio"] == pytest.approx(row["hit"] / row["chance"])
+    assert "attention on what matters" in result.stdout
+    assert b"attention/relevance/" in next(newest.glob("run-*.wandb")).read_bytes()
 
 
 def test_checkpoint_may_only_restore_the_algorithms_own_tensors(trained_run: Path) -> None:

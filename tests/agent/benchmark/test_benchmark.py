@@ -56,7 +56,12 @@ TINY = {
         "train.checkpoint_every": 256,
     },
     "arms": {"attention": {"model.name": "attention"}, "combined": {"model.name": "combined"}},
-    "evaluation": {"episodes": 2, "seed": 500, "attribution_arms": ["attention"]},
+    "evaluation": {
+        "episodes": 2,
+        "seed": 500,
+        "attribution_arms": ["attention"],
+        "relevance_frames": 4,
+    },
 }
 
 
@@ -365,6 +370,10 @@ def test_tiny_study_trains_evaluates_resumes_and_reports(tmp_path):
     attention_run = next(r for r in results if r["arm"] == "attention")
     assert set(attention_run["attention"]["class_mass"]) >= {"road", "vehicle", "off_road"}
     assert sum(attention_run["attention"]["class_mass"].values()) == pytest.approx(1.0, abs=1e-3)
+    # agreement with what the teacher needs, on the batched version of the reference's episodes
+    relevance = attention_run["attention"]["relevance"]
+    assert relevance["env_id"] == "DriveAttention/BatchedHighway-v0"
+    assert relevance["frames"] == 4  # as many as the config asks
 
     # a run whose result is lost is evaluated again from its final checkpoint, not retrained;
     # the others are not touched
@@ -400,6 +409,14 @@ def test_tiny_study_trains_evaluates_resumes_and_reports(tmp_path):
     )
     assert saved["not_finished"] == [] and saved["missing"] == []
     assert "| attention | 2 |" in summary["markdown"]
+    agreement = row["relevance"]
+    scored = [part for part in ("tokens", "patches") if agreement[part]["runs"]]
+    for part in scored:
+        rows = [r["attention"]["relevance"][part] for r in again if r["arm"] == "attention"]
+        hits = [r["hit"] for r in rows if r["frames"]]
+        assert agreement[part]["hit"]["mean"] == pytest.approx(np.mean(hits))
+    if scored:
+        assert "Attention on what matters (highway, attention" in summary["markdown"]
     assert "Every planned run finished." in (out / "results.md").read_text()
 
     # scripts/transfer_gap.py on a trained benchmark run: both backends from the same starts
