@@ -8,7 +8,10 @@ second with camera frames (the VecEnv's numpy observations) at B = 1, 16, 256, b
 highway-env backend (DriveAttention/<Scenario>-v0, same frame size, one process, one core)
 measured in the same run. ``ratio_per_core`` = (batched steps/s / torch
 threads) / (reference steps/s). On a GPU the frames stay on the device (tensor API), as a GPU
-training pipeline would consume them. Validation: see :mod:`envs.validation`.
+training pipeline would consume them. With ``envpool`` installed, EnvPool's C++ port of
+highway-env (no camera) is a peer row on highway's settings, same B and threads
+(``batched_over_envpool``); skipped with a message without it. Validation: see
+:mod:`envs.validation`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch
 import envs
 from agent.run.cli import guarded
 from envs.batched import BatchedDrive, BatchedDriveVecEnv
+from envs.scenarios import SCENARIOS
 from envs.validation import REFERENCE_IDS, traffic_statistics, trajectory_error
 
 
@@ -53,6 +57,41 @@ def batched_rate(scenario: str, b: int, camera: tuple[int, int], seconds: float)
         venv.step(actions)
         calls += 1
     return calls * b / (time.perf_counter() - start)
+
+
+def envpool_rate(b: int, seconds: float, threads: int) -> float | str:
+    """Steps/s of EnvPool's C++ port of highway-env (``Highway-v0``, kinematics observations,
+    no camera) on our highway's settings (3 lanes, 20 vehicles, 5 Hz simulation, 1 Hz policy,
+    30 s episodes), ``b`` environments on ``threads`` threads, idle meta-actions as the batched
+    rows, auto-reset; or why it was not measured."""
+    try:
+        import envpool
+    except ImportError:
+        return "envpool is not installed (pip install -e '.[peers]', Linux x86-64)"
+    sim = SCENARIOS["highway"].sim_config
+    env = envpool.make_gymnasium(
+        "Highway-v0",
+        num_envs=b,
+        batch_size=b,
+        num_threads=threads,
+        seed=0,
+        lanes_count=sim["lanes_count"],
+        vehicles_count=sim["vehicles_count"],
+        simulation_frequency=sim["simulation_frequency"],
+        policy_frequency=1,
+        duration=int(SCENARIOS["highway"].duration),
+        max_episode_steps=int(SCENARIOS["highway"].duration),
+    )
+    env.reset()
+    actions = np.ones(b, np.int64)  # IDLE, as highway-env orders the meta-actions
+    env.step(actions)
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or calls < 3:
+        env.step(actions)
+        calls += 1
+    rate = calls * b / (time.perf_counter() - start)
+    env.close()
+    return rate
 
 
 def device_rate(
@@ -138,6 +177,20 @@ def measure(args: argparse.Namespace) -> int:
                 f" {rows[f'B{b}']['ratio_per_core']:>11.1f}"
             )
         result["throughput"][scenario] = rows
+    if "highway" in scenarios:  # a peer: EnvPool's C++ highway-env, no camera, same settings
+        result["envpool_highway"] = peer = {}
+        for b in (1, 16, 256):
+            rate = envpool_rate(b, seconds, args.threads)
+            if isinstance(rate, str):
+                print(f"EnvPool highway peer skipped: {rate}")
+                peer["skipped"] = rate
+                break
+            ours = result["throughput"]["highway"][f"B{b}"]["steps_per_s"]
+            peer[f"B{b}"] = {"steps_per_s": rate, "batched_over_envpool": ours / rate}
+            print(
+                f"{'envpool':>12} {b:>6} {rate:>16.0f}   (no camera; batched with camera / "
+                f"envpool: {ours / rate:.2f})"
+            )
     if args.device != "cpu":
         result["device"] = {
             "device": args.device,
