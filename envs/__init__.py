@@ -16,7 +16,9 @@ simulator is imported only when one of its envs is made):
 
 from __future__ import annotations
 
+import json
 import os
+import zipfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -121,6 +123,36 @@ def reward_weights(env_id: str, **given: Any) -> dict[str, float]:
     return options(env_id, given).weights
 
 
+EXPORT_KEY = "drive_attention"
+"""The entry of an exported SB3 zip's ``data`` JSON (``scripts/export.py``) that holds, as JSON
+text, the run's config, step and normalisation statistics."""
+
+
+def exported_env_options(path: str | os.PathLike) -> tuple[str, dict[str, Any]]:
+    """(env id, options) of the run an SB3 zip was exported from by ``scripts/export.py``, read
+    from the zip's JSON without unpickling anything."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = json.loads(archive.read("data").decode())
+        config = json.loads(data[EXPORT_KEY])["config"]
+        return str(config["env"]["id"]), dict(config["env"].get("kwargs") or {})
+    except (OSError, zipfile.BadZipFile, KeyError, TypeError, ValueError) as err:
+        raise ConfigError(
+            f"{path}: not a zip exported by scripts/export.py ({type(err).__name__}: {err}); "
+            "make the env with gymnasium.make(<the run's env.id>, **<its env.kwargs>)"
+        ) from None
+
+
+def make_exported_env(path: str | os.PathLike, **overrides: Any) -> Any:
+    """``gymnasium.make`` of the env an exported SB3 zip was trained on, with the run's options
+    (camera size, action type, object rows, ...; ``overrides`` on top), so its observation
+    space is the policy's."""
+    import gymnasium
+
+    env_id, kwargs = exported_env_options(path)
+    return gymnasium.make(env_id, **{**kwargs, **overrides})
+
+
 def _unknown_id(env_id: str) -> ConfigError:
     ids = [*HIGHWAY_IDS, *BATCHED_IDS, CARLA_ID]
     return ConfigError(
@@ -133,6 +165,7 @@ __all__ = [
     "BATCHED_IDS",
     "CARLA_ID",
     "EPISODE_KEYS",
+    "EXPORT_KEY",
     "HIGHWAY_IDS",
     "REWARD_TERMS",
     "ROAD_CLASSES",
@@ -141,6 +174,8 @@ __all__ = [
     "ObservationOptions",
     "camera_geometry",
     "env_id",
+    "exported_env_options",
+    "make_exported_env",
     "options",
     "reward_weights",
     "sensor_groups",

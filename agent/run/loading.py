@@ -41,11 +41,10 @@ from agent.run.checkpoint import Checkpoint, CheckpointError, is_sb3_zip, load_c
 from agent.run.config import ConfigError, ExperimentConfig, check_env_id, resolve_config
 from agent.run.config_files import read_yaml, to_dict
 from agent.run.rundir import RunDir
+from envs import EXPORT_KEY
 from models.extractors import EXTRACTOR_CLASSES, as_config
 
-ZIP_KEY = (
-    "drive_attention"  # the attribute saved in an exported zip's data: JSON of config, step, stats
-)
+ZIP_KEY = EXPORT_KEY  # the attribute saved in an exported zip's data: JSON of config, step, stats
 
 
 @dataclass
@@ -280,12 +279,14 @@ def load_sb3_zip(
 
     normalize = None
     stats = (embedded or {}).get("vec_normalize")
-    if stats or config.env.normalize_sensors:
-        if not stats or not stats.get("obs"):
-            raise CheckpointError(
-                f"{path}: the config normalises sensors (env.normalize_sensors) but the zip "
-                "carries no normalisation statistics; export the run with scripts/export.py"
-            )
+    # a run that normalised only its rewards (env.normalize_reward) carries reward statistics:
+    # nothing to apply to observations
+    if config.env.normalize_sensors and not (stats or {}).get("obs"):
+        raise CheckpointError(
+            f"{path}: the config normalises sensors (env.normalize_sensors) but the zip "
+            "carries no normalisation statistics; export the run with scripts/export.py"
+        )
+    if stats and stats.get("obs"):
         venv = DummyVecEnv([EnvFactory(config.env.id, dict(config.env.kwargs))])
         vec_normalize = VecNormalize(
             venv, norm_obs=True, norm_reward=False, norm_obs_keys=list(stats["obs"]), training=False

@@ -214,3 +214,93 @@ def test_export_replaces_an_existing_file_only_with_force(
     assert "--force" in result.stderr and out.read_bytes() == b"someone's photos"
     export_sb3(run, out, force=True)
     assert zipfile.is_zipfile(out)
+
+
+# A run as the default is made: only rewards normalised, and env options that are not the env's
+# defaults (object rows), so a plain SB3 user who made the env with defaults would fail.
+DEFAULT_LIKE = [
+    "--steps", "64", "--wandb", "disabled", "--device", "cpu", "env.n_envs=4",
+    "algo.n_steps=16", "algo.batch_size=32", "algo.n_epochs=1", "model.dim=16",
+    "env.kwargs.duration=8", "env.kwargs.n_objects=2", "env.normalize_reward=true",
+    "train.eval_every=0", "train.checkpoint_every=0", "train.final_eval_episodes=0",
+    "logging.video=false",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def exported_default_like(
+    run_script, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path]:
+    """(run folder, exported zip) of a tiny run that normalises only its rewards."""
+    root = tmp_path_factory.mktemp("export_default_like")
+    batched = str(ROOT / "configs" / "batched.yaml")
+    result = run_script(
+        "train.py", "--config", batched, "--name", "tiny", f"logging.root={root}", *DEFAULT_LIKE
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = root / "out" / "model.zip"
+    result = run_script(
+        "export.py", "--run", str(root / "tiny"), "--format", "sb3", "--out", str(out)
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "tiny", out
+
+
+def _interop_snippet() -> str:
+    """The plain-SB3 Python block of docs/interop.md, as printed."""
+    text = (ROOT / "docs" / "interop.md").read_text()
+    section = text.split("## Export to plain stable-baselines3", 1)[1].split("\n## ", 1)[0]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_documented_snippet_runs_as_printed_on_a_run_with_its_own_env_options(
+    exported_default_like: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, zip_path = exported_default_like
+    for path in zip_path.parent.iterdir():  # model.zip and model_vecnormalize.pkl, as exported
+        (tmp_path / path.name).write_bytes(path.read_bytes())
+    snippet = _interop_snippet()
+    assert "make_exported_env" in snippet
+    probe = snippet + "\nprint(venv.observation_space['sensors'].shape, int(action[0]))\n"
+    result = subprocess.run(
+        [PYTHON, "-c", probe], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    import envs
+
+    env_id, options = envs.exported_env_options(zip_path)
+    assert env_id == ENV_ID and options["n_objects"] == 2
+    width = len(envs.sensor_names(env_id, **options))
+    assert width != len(envs.sensor_names(env_id)), "the run's options change the sensors"
+    assert result.stdout.split("\n")[-2].startswith(f"({width},)")
+
+
+def test_evaluate_accepts_the_export_of_a_run_that_normalises_only_rewards(
+    run_script, exported_default_like: tuple[Path, Path], tmp_path: Path
+) -> None:
+    run, zip_path = exported_default_like
+    common = ("--episodes", "2", "--seed", "11", "--device", "cpu")
+    from_zip = run_script(
+        "evaluate.py", "--checkpoint", str(zip_path), "--allow-pickle", *common,
+        "--json", str(tmp_path / "zip.json"),
+    )  # fmt: skip
+    assert from_zip.returncode == 0, from_zip.stderr[-3000:]
+    from_run = run_script(
+        "evaluate.py", "--run", str(run), *common, "--json", str(tmp_path / "run.json")
+    )
+    assert from_run.returncode == 0, from_run.stderr[-3000:]
+    zipped = json.loads((tmp_path / "zip.json").read_text())["episodes"]
+    own = json.loads((tmp_path / "run.json").read_text())["episodes"]
+    assert [e["return"] for e in zipped] == pytest.approx([e["return"] for e in own])
+
+
+def test_a_zip_not_exported_here_has_no_env_options_to_read(tmp_path: Path) -> None:
+    import envs
+
+    with pytest.raises(ConfigError, match=r"not a zip exported by scripts/export\.py"):
+        envs.exported_env_options(tmp_path / "missing.zip")
+    plain = tmp_path / "plain.zip"
+    with zipfile.ZipFile(plain, "w") as archive:
+        archive.writestr("data", json.dumps({"n_epochs": 10}))
+    with pytest.raises(ConfigError, match=r"gymnasium\.make"):
+        envs.make_exported_env(plain)
