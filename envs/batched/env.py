@@ -24,6 +24,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from envs.batched.core import BatchedDrive
 from envs.configuration import ConfigError
 from envs.contract import (
+    DISCRETE_ACTIONS,
     EPISODE_KEYS,
     RENDER_MODES,
     REWARD_TERMS,
@@ -79,6 +80,8 @@ class BatchedDriveVecEnv(VecEnv):
         self.camera_geometry = self.core.camera_geometry  # scale, ego pixel, patch grid
         self.sensor_groups = self.core.sensor_groups
         self.idle_action = idle_action(self.config.action)
+        # the meta-actions' names (videos, tables), as highway-env's envs give theirs
+        self.action_names = DISCRETE_ACTIONS if self.config.action == "discrete" else None
         self._actions: np.ndarray | None = None
 
     def _obs(self, labels: torch.Tensor, sensors: torch.Tensor) -> dict[str, np.ndarray]:
@@ -183,6 +186,8 @@ class BatchedDriveEnv(gym.Env):
         self.camera_geometry = self.core.camera_geometry  # scale, ego pixel, patch grid
         self.sensor_groups = self.core.sensor_groups
         self.idle_action: Any = idle_action(self.config.action)
+        # the meta-actions' names (videos, tables), as highway-env's envs give theirs
+        self.action_names = DISCRETE_ACTIONS if self.config.action == "discrete" else None
 
     def _obs(self, labels: torch.Tensor, sensors: torch.Tensor) -> dict[str, np.ndarray]:
         return {
@@ -268,6 +273,8 @@ class BatchedDriveVectorEnv(VectorEnv):
         self.camera_geometry = self.core.camera_geometry  # scale, ego pixel, patch grid
         self.sensor_groups = self.core.sensor_groups
         self.idle_action: Any = idle_action(self.config.action)
+        # the meta-actions' names (videos, tables), as highway-env's envs give theirs
+        self.action_names = DISCRETE_ACTIONS if self.config.action == "discrete" else None
         self._started = False
 
     def _obs(self, labels: torch.Tensor, sensors: torch.Tensor) -> dict[str, np.ndarray]:
