@@ -326,6 +326,40 @@ def test_attention_to_pixels_with_patches_past_the_frame_edge() -> None:
     np.testing.assert_allclose(pixels, expected)
 
 
+@pytest.mark.parametrize(
+    ("grid", "frame", "cell", "rows", "cols"),
+    [
+        # a 4x4 grid on an 8x8 frame: patch (0, 2) is rows 0-1, columns 4-5
+        ((4, 4), (8, 8), None, slice(0, 2), slice(4, 6)),
+        # a 2x4 grid on a 6x8 frame (3x2-pixel patches): rows 0-2, columns 4-5
+        ((2, 4), (6, 8), None, slice(0, 3), slice(4, 6)),
+        # a 3x4 grid of 2x2-pixel cells on a 7x9 frame (the last row and column in no patch)
+        ((3, 4), (7, 9), (2, 2), slice(0, 2), slice(4, 6)),
+    ],
+)
+def test_a_patch_off_the_diagonal_lands_in_its_own_row_and_column(
+    grid: tuple[int, int],
+    frame: tuple[int, int],
+    cell: tuple[int, int] | None,
+    rows: slice,
+    cols: slice,
+) -> None:
+    """All attention on patch (0, 2), the first patch row's third column: it is spread over
+    exactly that patch's pixels, in the frame's top rows, two patches in from the left; a map
+    read transposed would put it in the left columns, lower down."""
+    grid_map = np.zeros(grid)
+    grid_map[0, 2] = 1.0
+    expected = np.zeros(frame)
+    expected[rows, cols] = 1.0 / expected[rows, cols].size
+    np.testing.assert_allclose(attention_to_pixels(grid_map, *frame, cell), expected)
+    index = patch_pixels(grid, *frame, cell)
+    assert (index[rows, cols] == 2).all() and (index == 2).sum() == expected[rows, cols].size
+    # the patch one row down, first column: row-major index gw
+    down = np.zeros(frame, bool)
+    down[rows.stop : 2 * rows.stop, 0 : cols.stop - cols.start] = True
+    assert (index[down] == grid[1]).all() and (index == grid[1]).sum() == down.sum()
+
+
 def test_empty_attribution_summary() -> None:
     assert Attribution().summary() == {"frames": 0, "class_mass": {}, "class_lift": {}}
 

@@ -148,6 +148,49 @@ def test_heatmap_leaves_the_scene_visible() -> None:
     assert diff[160:256, 160:256].max() == 0  # far from it: untouched
 
 
+@pytest.mark.parametrize(
+    ("camera_hw", "grid", "hot", "box", "cold"),
+    [
+        # square grid, square frame: 16x16 camera px per patch, 64x64 at scale 4; patch (0, 2)
+        # is the top row, third column; the transposed place (2, 0) is the left, lower down
+        ((64, 64), (4, 4), (0, 2), (0, 64, 128, 192), (128, 192, 0, 64)),
+        # 4 rows x 2 columns on a square frame: 16 x 32 camera px patches, 64 x 128 at scale 4;
+        # patch (0, 1) is the top right; the map read as 2 x 4 would heat the lower left
+        ((64, 64), (4, 2), (0, 1), (0, 64, 128, 256), (128, 256, 0, 64)),
+        # 2 rows x 4 columns on a wide 32 x 64 frame: 16 x 16 camera px patches; (0, 2) is the
+        # top row, third column; the bottom-left patch (1, 0) stays untouched
+        ((32, 64), (2, 4), (0, 2), (0, 64, 128, 192), (64, 128, 0, 64)),
+    ],
+)
+def test_the_heatmap_heats_an_off_diagonal_patch_in_its_own_row_and_column(
+    camera_hw: tuple[int, int],
+    grid: tuple[int, int],
+    hot: tuple[int, int],
+    box: tuple[int, int, int, int],
+    cold: tuple[int, int, int, int],
+) -> None:
+    """Nearly all attention on one patch off the diagonal (the top of the colour scale), the
+    rest far below an even spread (no tint). In the rendered frame the tint sits on that
+    patch's video pixels (``box``: rows r0..r1, columns c0..c1): its centre strongly tinted,
+    the tint's centre of mass inside the box, and the place a transposed map would heat
+    (``cold``) at most faintly touched by the smooth upsampling."""
+    camera = np.full((*camera_hw, 3), 100, np.uint8)
+    n = grid[0] * grid[1]
+    attention = np.full(grid, 1e-4)
+    attention[hot] = 1.0 - (n - 1) * 1e-4
+    plain = render_frame(camera, TEXT, scale=4)
+    shown = render_frame(camera, TEXT, attention, scale=4)
+    height, width = camera_hw[0] * 4, camera_hw[1] * 4
+    diff = np.abs(shown[:height, :width].astype(int) - plain[:height, :width].astype(int)).sum(-1)
+    r0, r1, c0, c1 = box
+    assert diff[(r0 + r1) // 2, (c0 + c1) // 2] > 200
+    rows, cols = np.indices(diff.shape)
+    centre = (float((rows * diff).sum() / diff.sum()), float((cols * diff).sum() / diff.sum()))
+    assert r0 <= centre[0] < r1 and c0 <= centre[1] < c1, centre
+    r0, r1, c0, c1 = cold
+    assert diff[r0:r1, c0:c1].max() < 10
+
+
 def test_rays_are_drawn_where_the_env_casts_them(highway: gym.Env) -> None:
     """Ray k points at world angle 2 pi k / n from the ego; the attended ray's token colours it
     (bright) and the others stay dim; a sector token ``rays.04-05`` colours both its rays."""

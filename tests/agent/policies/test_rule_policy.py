@@ -15,6 +15,8 @@ import envs
 from agent.evaluate.rollout import evaluate
 from agent.policies.rule import FASTER, IDLE, SLOWER, RulePolicy, rule_policy
 from agent.run.config import ConfigError
+from envs.contract import LIGHT_PALETTE
+from envs.scenarios import ScenarioConfig
 
 ROOT = Path(__file__).resolve().parents[3]
 HIGHWAY = "DriveAttention/Highway-v0"
@@ -256,3 +258,65 @@ def test_refuses_what_it_cannot_drive() -> None:
         rule_policy("DriveAttention/Carla-v0", {}, names, spaces.Discrete(5))
     with pytest.raises(ConfigError, match=r"lack ego\.speed"):
         RulePolicy("highway", [n for n in names if n != "ego.speed"], spaces.Discrete(5))
+
+
+def test_brakes_on_the_closing_speed_of_the_vehicle_ahead_not_on_its_own_speed() -> None:
+    """Highway (min_gap 12 m, ttc 5 s, headway 1.5 s, tolerance 2 m/s, cruise 25 m/s). The
+    time-to-contact test divides the gap by how fast the vehicle ahead closes in, not by the
+    ego's own speed; the two cases below differ between those readings."""
+    rule = policy()
+    # at 20 m/s, a vehicle 50 m ahead at 19 m/s (closing at 1 m/s): 50 s to contact, so no
+    # braking; the headway speed (50 - 12) / 1.5 = 25.3 m/s caps at 25, 5 m/s above: faster.
+    # (On its own speed, 50 m < 5 s x 20 m/s would brake.)
+    follow = sensors(ego__speed=20 / 40, rays__00__distance=50 / 60, rays__00__closing_speed=1 / 30)
+    assert rule.act({"sensors": follow}) == FASTER
+    # at 3 m/s, a vehicle 16 m ahead coming the other way at 3 m/s (closing at 6 m/s): 2.7 s
+    # to contact, under 5 s: brake. (On its own speed, 16 m > 5 s x 3 m/s, no braking, and
+    # 3 m/s is within 2 m/s of the headway speed (16 - 12) / 1.5 = 2.7 m/s: idle.)
+    oncoming = sensors(
+        ego__speed=3 / 40, rays__00__distance=16 / 60, rays__00__closing_speed=6 / 30
+    )
+    assert rule.act({"sensors": oncoming}) == SLOWER
+
+
+SIGNALIZED = "DriveAttention/BatchedSignalized-v0"
+
+
+def _camera_with_stop_bar(state: str | None, rows: slice) -> np.ndarray:
+    """A 64 px road frame of the signalised intersection's camera (1.33 px/m, the ego's centre
+    at column 32, row 41.6) with the stop bar across the ego's lane (columns 30-34) on
+    ``rows``, in the colour of the light ``state`` (no bar with None)."""
+    camera = np.zeros((64, 64, 3), np.uint8)
+    camera[...] = (100, 100, 100)  # road grey
+    colours = {"green": (0, 230, 130), "amber": (255, 190, 0), "red": (230, 20, 20)}
+    if state is not None:
+        camera[rows, 30:35] = colours[state]
+    return camera
+
+
+def test_stops_for_an_amber_light_only_when_it_can_still_stop() -> None:
+    """The signalised rule (intersection caution: cruise 4.5 m/s, tolerance 1.5 m/s) at 5 m/s,
+    nothing in range. Stopping from 5 m/s at 3 m/s^2 takes 25 / 6 = 4.2 m. The stop line 8 m
+    ahead of its front (the bar 10.5-12 m ahead of its centre, rows 26-27): it can stop, so it
+    brakes for amber. The line 3 m ahead (the bar 5.5-7 m ahead, rows 33-34): it cannot, so it
+    goes on at its speed (idle), while a red light there still makes it brake. Green, or no bar
+    in view: idle."""
+    camera = ScenarioConfig(scenario="signalized").camera_geometry
+    assert (camera.px_per_m, camera.ego_px) == (4 / 3, (32.0, 41.6))  # as drawn above
+    assert [tuple(c) for c in LIGHT_PALETTE] == [(0, 230, 130), (255, 190, 0), (230, 20, 20)]
+    assert envs.options(SIGNALIZED, {}).n_objects == 0  # the rays-only yielding rule
+    rule = policy(SIGNALIZED)
+
+    def act(state: str | None, line: float, rows: slice) -> int:
+        values = {"ego__speed": 5 / 40, "route__stop_line": line / 50}
+        return rule.act(
+            {"sensors": sensors(SIGNALIZED, **values), "camera": _camera_with_stop_bar(state, rows)}
+        )
+
+    far, near = slice(26, 28), slice(33, 35)
+    assert act("amber", 8.0, far) == SLOWER
+    assert act("amber", 3.0, near) == IDLE
+    assert act("red", 3.0, near) == SLOWER
+    assert act("red", 8.0, far) == SLOWER
+    assert act("green", 8.0, far) == IDLE
+    assert act(None, 8.0, far) == IDLE

@@ -4,14 +4,20 @@ attribution that asks whether a policy acts on the light."""
 
 from __future__ import annotations
 
+import math
+
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from torch.distributions import Categorical
+from stable_baselines3 import PPO
+from torch.distributions import Categorical, kl_divergence
 
 import envs
-from agent.evaluate.attribution import SITUATIONS, light_test, situations
+from agent.evaluate.attention_report import _signals_section
+from agent.evaluate.attribution import SITUATIONS, Attribution, light_test, situations
+from agent.evaluate.episodes import EpisodeResult, EvalReport, format_table
+from agent.policies.base import TrainedPolicy
 from envs.batched.core import BatchedDrive
 from envs.batched.signals import AMBER, GREEN, RED, STOP_LINE, WALK_CUTOFF
 from envs.batched.sim import IDM, PEDESTRIAN
@@ -23,6 +29,8 @@ from envs.contract import (
     PALETTE,
     public_labels,
 )
+from envs.scenarios import STOP_SCALE
+from models import ExtractorConfig, policy_kwargs
 
 ENV_ID = "DriveAttention/BatchedSignalized-v0"
 FASTER, SLOWER = DISCRETE_ACTIONS.index("faster"), DISCRETE_ACTIONS.index("slower")
@@ -350,3 +358,139 @@ def test_study_aggregates_the_signal_figures_over_seeds() -> None:
     assert "| attention | 20% ± " in text and "| idle policy | 50% | 20% |" in text
     assert "approaching, light red" in text and "shown green" in text
     assert _signals_markdown("highway", {"attention": {"reference": {}}}, {}) == []
+
+
+# ----------------------------------------------------------------------------- numbers users read
+def _episode(k: int, runs: int, length: int, pedestrian: bool = False) -> EpisodeResult:
+    return EpisodeResult(
+        episode=k,
+        seed=1000 + k,
+        episode_return=float(length),
+        length=length,
+        success=runs == 0 and not pedestrian,
+        collision=pedestrian,
+        off_road=False,
+        mean_speed=6.0,
+        distance=6.0 * length,
+        red_light_runs=runs,
+        pedestrian_collision=pedestrian,
+    )
+
+
+def test_a_red_light_rate_is_the_share_of_episodes_that_ran_a_red_light() -> None:
+    """Five episodes of 120 steps in all: one ran two red lights, one ran one, three none. Two
+    episodes of five ran a red light: 40% (not 3 runs / 5 episodes = 60%, nor 3 runs / 120
+    steps = 2.5%); one of five hit a pedestrian: 20%."""
+    episodes = [
+        _episode(0, runs=0, length=40),
+        _episode(1, runs=2, length=25),
+        _episode(2, runs=1, length=10),
+        _episode(3, runs=0, length=40),
+        _episode(4, runs=0, length=5, pedestrian=True),
+    ]
+    report = EvalReport("rule", ENV_ID, 1000, episodes)
+    summary = report.summary()
+    assert summary["red_light_rate"] == 2 / 5
+    assert summary["pedestrian_collision_rate"] == 1 / 5
+    assert report.to_json()["red_light_rate"] == 2 / 5
+    # the printed table: the last two columns are "red light" and "pedestrian hit"
+    lines = format_table([report]).splitlines()
+    header = next(line for line in lines if line.startswith("policy"))
+    assert header.split()[-4:] == ["red", "light", "pedestrian", "hit"]
+    row = next(line for line in lines if line.startswith("rule"))
+    assert row.split()[-2:] == ["40%", "20%"]
+
+
+def test_the_light_test_shows_a_red_light_green_and_a_green_light_red() -> None:
+    """``evaluate.py --attention``'s light test on constructed frames: a 16 x 32 pixel light,
+    red on two frames, green on two others, the rest road. A real (untrained) attention policy,
+    its action head scaled up so that the light's colour moves its action distribution. The
+    red frames shown green must give the policy exactly what the green frames give it, and the
+    other way round: its ``slower`` probability on the hand-painted frame of the other colour,
+    and the KL to it."""
+    env = gym.make(ENV_ID)
+    names = env.unwrapped.sensor_names
+    obs, _ = env.reset(seed=0)
+    model = PPO(
+        "MultiInputPolicy",
+        env,
+        n_steps=16,
+        batch_size=16,
+        policy_kwargs=policy_kwargs(ExtractorConfig(), names),
+        device="cpu",
+        seed=0,
+    )
+    env.close()
+    with torch.no_grad():
+        model.policy.action_net.weight.mul_(100.0)
+    labels = np.full((64, 64), CLASS_ID["road"], np.uint8)
+    labels[8:24, 16:48] = CLASS_ID["traffic_light"]
+
+    def frames(rgb: tuple[int, int, int]) -> list[dict[str, np.ndarray]]:
+        camera = np.zeros((64, 64, 3), np.uint8)
+        camera[...] = (100, 100, 100)  # highway-env's road grey
+        camera[8:24, 16:48] = rgb  # the light, painted by hand
+        return [{"camera": camera.copy(), "sensors": obs["sensors"].copy()} for _ in range(2)]
+
+    red, green = (230, 20, 20), (0, 230, 130)  # the camera's red and green lights
+    assert LIGHT_PALETTE[RED].tolist() == list(red)
+    assert LIGHT_PALETTE[GREEN].tolist() == list(green)
+
+    def policy_on(batch: list[dict[str, np.ndarray]]) -> Categorical:
+        stacked = {k: np.stack([o[k] for o in batch]) for k in batch[0]}
+        with torch.no_grad():
+            tensors, _ = model.policy.obs_to_tensor(stacked)
+            return model.policy.get_distribution(tensors).distribution
+
+    shown = {"red": policy_on(frames(red)), "green": policy_on(frames(green))}
+    p_slower = {k: float(d.probs[:, SLOWER].mean()) for k, d in shown.items()}
+    assert abs(p_slower["red"] - p_slower["green"]) > 0.02, "the colour moves the policy"
+
+    by_situation = {name: Attribution() for name in SITUATIONS}
+    by_situation["light_red"].add(np.ones((8, 8)), labels)  # a frame seen with the light red
+    light_frames = {
+        "red": [(o, labels) for o in frames(red)],
+        "green": [(o, labels) for o in frames(green)],
+    }
+    out = _signals_section(
+        TrainedPolicy(model), by_situation, light_frames, 8, 0, lambda line: None
+    )
+    tests = out["light_test"]
+    for state, other in (("red", "green"), ("green", "red")):
+        test = tests[state]
+        assert test["shown_as"] == other and test["frames"] == 2
+        assert test["light_pixels"] == 16 * 32
+        assert test["as_is"]["stop_probability"] == pytest.approx(p_slower[state], rel=1e-5)
+        swapped = test["swapped"]
+        assert swapped["stop_probability"] == pytest.approx(p_slower[other], rel=1e-5)
+        kl = float(kl_divergence(shown[state], shown[other]).mean())
+        assert kl > 1e-3 and swapped["kl"] == pytest.approx(kl, rel=1e-4)
+
+
+def test_the_stop_line_sensor_reads_the_distance_from_the_egos_front() -> None:
+    """The ego placed by hand on its incoming lane of the south arm. highway-env's intersection
+    (4 m lanes, the junction's edge 11 m from its centre, 100 m approaches): that lane runs up
+    the frame along x = 2 m, from y = 111 m to the junction's edge at y = 11 m; the stop line is
+    5 m out from the edge, at y = 16 m. The ego (5 m long, heading up) with its centre at
+    y = 16 + d + 2.5 has its front d metres before the line: the sensor reads d / 50, and 1
+    past the line or beyond 50 m."""
+    assert STOP_LINE == 5.0 and STOP_SCALE == 50.0  # the documented constants used below
+    env = gym.make(ENV_ID, sim=QUIET)
+    env.reset(seed=0)
+    core = env.unwrapped.core
+    t = core.traffic
+    assert core.road.indexes[int(t.lane[0, 0])] == ("o0", "ir0", 0), "the ego starts south"
+    assert float(t.length[0, 0]) == 5.0
+    at = env.unwrapped.sensor_names.index("route.stop_line")
+    for before, expected in (
+        (0.5, 0.01),
+        (12.0, 0.24),
+        (37.5, 0.75),
+        (60.0, 1.0),  # beyond the sensor's range
+        (-1.0, 1.0),  # the front 1 m past the line
+    ):
+        t.x[0, 0], t.y[0, 0] = 2.0, 16.0 + before + 2.5
+        t.heading[0, 0] = -math.pi / 2
+        _, sensors = core.observe()
+        assert float(sensors[0, at]) == pytest.approx(expected, abs=1e-5), before
+    env.close()
