@@ -17,8 +17,9 @@ from agent.evaluate.attribution import Attribution, SB3Probe, occlusion_test
 from agent.evaluate.episodes import EpisodeResult, faithfulness_text, outcome
 from agent.evaluate.mp4 import VideoWriter
 from agent.evaluate.scene import HighwayScene, Snapshot, interpolate
-from agent.evaluate.video import FrameText, RayLayout, render_frame, scene_scale
+from agent.evaluate.video import FrameText, RayLayout, object_marks, render_frame, scene_scale
 from agent.policies.base import AttentionView, Policy, TrainedPolicy
+from envs.contract import CLASS_ID
 
 
 @dataclass
@@ -98,15 +99,17 @@ def film(
         title = f"{title}\n{faithfulness_text(result.occlusion_ratio)}"
     scene = recording.scene
     try:
-        for decision in decisions:
+        for i, decision in enumerate(decisions):
             legend = _legend(decision, attribution, cell_px)
             outline = _relevant(decision, judge)
             if outline is not None:
                 legend = [*legend, f"outlined: relevant ({_count(outline)})"]
+            last = i == len(decisions) - 1
+            crash = _ego_at(decision, rays) if last and result.collision else None
             snapshots = [decision.scene, *decision.between] if decision.scene is not None else []
             if scene is None or len(snapshots) < 2:  # a still frame, held
                 still = scene.draw(snapshots[0]) if scene is not None and snapshots else None
-                frame = _frame(decision, still, legend, scale, cell_px, rays, title, outline)
+                frame = _frame(decision, still, legend, scale, cell_px, rays, title, outline, crash)
                 for _ in range(per_decision):
                     writer.append(frame)
                 continue
@@ -115,7 +118,9 @@ def film(
                 i = int(position)
                 snap = interpolate(snapshots[i], snapshots[i + 1], position - i)
                 image = scene.draw(snap)
-                writer.append(_frame(decision, image, legend, scale, cell_px, rays, title, outline))
+                writer.append(
+                    _frame(decision, image, legend, scale, cell_px, rays, title, outline, crash)
+                )
     finally:
         written = writer.close()
     shares = [
@@ -152,6 +157,17 @@ def _relevant(decision: Decision, judge: RelevanceJudge | None) -> np.ndarray | 
     return judge.mask(judge.now(decision.state), decision.info)
 
 
+def _ego_at(decision: Decision, rays: RayLayout | None) -> tuple[float, float] | None:
+    """Where the ego is in the camera frame [px]: the centre of its pixels in the road labels,
+    else the camera's ego pixel, else None."""
+    labels = decision.info.get("road_labels")
+    if labels is not None:
+        rows, cols = np.nonzero(labels == CLASS_ID["ego"])
+        if len(rows):
+            return float(cols.mean()), float(rows.mean())
+    return tuple(rays.ego_px) if rays is not None else None
+
+
 def _count(mask: np.ndarray) -> str:
     """How many separate outlined regions ``mask`` has, in words."""
     n = cv2.connectedComponents(mask.astype(np.uint8))[0] - 1
@@ -167,13 +183,16 @@ def _frame(
     rays: RayLayout | None,
     title: str,
     outline: np.ndarray | None = None,
+    crash: tuple[float, float] | None = None,
 ) -> np.ndarray:
     d, view = decision, decision.view
     speed = float(d.info.get("speed", 0.0))
     text = FrameText(d.step, d.action, speed, d.reward, d.total, d.info.get("light_state"))
     image, labels = scene if scene is not None else (None, None)
     if view is None:
-        return render_frame(d.camera, text, scale=scale, scene=image, title=title, relevant=outline)
+        return render_frame(
+            d.camera, text, scale=scale, scene=image, title=title, relevant=outline, crash_at=crash
+        )
     return render_frame(
         d.camera,
         text,
@@ -190,6 +209,8 @@ def _frame(
         sensors=d.sensors,
         title=title,
         relevant=outline,
+        objects=object_marks(d.info, view.sensor_labels, view.sensors),
+        crash_at=crash,
     )
 
 

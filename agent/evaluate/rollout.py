@@ -30,7 +30,14 @@ def _env_action(action: Any, action_space: spaces.Space) -> Any:
     return np.asarray(action, dtype=np.float32).reshape(action_space.shape)
 
 
-_INFO_KEYS = ("speed", "road_labels", "lead_vehicle_mask", "light_state", "object_ids")
+_INFO_KEYS = (
+    "speed",
+    "road_labels",
+    "lead_vehicle_mask",
+    "light_state",
+    "object_ids",
+    "object_slots",
+)
 
 
 def policy_frequency(env: gym.Env) -> float:

@@ -45,6 +45,8 @@ _LUT = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], COLORMAP)[:, 0
 _SHARP = [CLASS_ID[name] for name in ("vehicle", "ego", "lane_marking")]
 _RAY_TOKEN = re.compile(r"^rays\.(\d+)(?:-(\d+))?$")
 _RAY_DISTANCE = re.compile(r"^rays\.(\d+)\.distance$")
+_OBJECT_TOKEN = re.compile(r"^objects\.(\d+)$")
+CRASH_COLOUR = (255, 40, 40)
 
 
 def scene_scale(camera_hw: tuple[int, int], scale: int = 1) -> int:
@@ -155,7 +157,7 @@ def draw_rays(
     fractions = np.clip(sensors[list(layout.distance_index)], 0.0, 1.0)  # (n,) of the range
     hits = fractions < 0.999
     base = image.astype(np.float32)
-    for hit, alpha in ((False, 0.35), (True, 0.9)):  # rays that see nothing are fainter
+    for hit, alpha in ((False, 0.2), (True, 0.9)):  # rays that see nothing: faint and thin
         layer = np.round(base).astype(np.uint8)
         for j in np.argsort(weights):  # the most attended on top
             if hits[j] != hit:
@@ -167,7 +169,8 @@ def draw_rays(
             rgb = tuple(int(c) for c in colour(0.2 + 0.8 * w))
             start_fp = tuple(int(v) for v in np.round(ego * (1 << shift)))
             end_fp = tuple(int(v) for v in np.round(end * (1 << shift)))
-            cv2.line(layer, start_fp, end_fp, rgb, 1 + round(2 * w), cv2.LINE_AA, shift)
+            width = 1 + round(2 * w) if hit else 1
+            cv2.line(layer, start_fp, end_fp, rgb, width, cv2.LINE_AA, shift)
             if hit:
                 centre = tuple(int(v) for v in np.round(end))
                 cv2.circle(layer, centre, 2 + round(2 * w), rgb, -1, cv2.LINE_AA)
@@ -218,6 +221,64 @@ def heatmap_overlay(
     return out
 
 
+@dataclass
+class ObjectMark:
+    """An ``objects.<k>`` sensor token drawn on the object it describes."""
+
+    x: float  # [camera px] the centre of the object's pixels
+    y: float
+    index: int  # k
+    weight: float  # the token's attention
+
+
+def object_marks(
+    info: dict[str, Any], sensor_labels: Sequence[str], sensor_attention: np.ndarray | None
+) -> list[ObjectMark]:
+    """Where each object token's object is in the camera frame, from ``info["object_ids"]``
+    (the slot drawn at each pixel) and ``info["object_slots"]`` (each token's slot), with the
+    token's attention; [] where the env does not give them (the batched envs do, with
+    ``road_labels``) or the object is out of view."""
+    ids, slots = info.get("object_ids"), info.get("object_slots")
+    if ids is None or slots is None or sensor_attention is None:
+        return []
+    weights = {
+        int(m.group(1)): float(w)
+        for label, w in zip(sensor_labels, sensor_attention)
+        if (m := _OBJECT_TOKEN.match(label))
+    }
+    marks = []
+    for k, slot in enumerate(np.asarray(slots).tolist()):
+        if slot < 0 or k not in weights:
+            continue
+        rows, cols = np.nonzero(ids == slot)
+        if len(rows):
+            marks.append(ObjectMark(float(cols.mean()), float(rows.mean()), k, weights[k]))
+    return marks
+
+
+def draw_object_marks(
+    view: np.ndarray, marks: Sequence[ObjectMark], scale: int, n_tokens: int
+) -> None:
+    """A disc per object token on its object, coloured (and sized) by its attention on the
+    shared scale, with the token's index beside it; in place."""
+    for mark in sorted(marks, key=lambda m: m.weight):  # the most attended on top
+        value = float(attention_scale(mark.weight, n_tokens))
+        centre = (round((mark.x + 0.5) * scale), round((mark.y + 0.5) * scale))
+        rgb = tuple(int(c) for c in colour(0.2 + 0.8 * value))
+        radius = 3 + round(3 * value)
+        cv2.circle(view, centre, radius + 1, (0, 0, 0), -1, cv2.LINE_AA)
+        cv2.circle(view, centre, radius, rgb, -1, cv2.LINE_AA)
+        _text(view, str(mark.index), centre[0] + radius + 2, centre[1] - radius, 0.4, rgb)
+
+
+def draw_crash(view: np.ndarray, at: tuple[float, float], scale: int) -> None:
+    """A red ring and the word where the ego crashed (``at``: camera px), in place."""
+    centre = (round((at[0] + 0.5) * scale), round((at[1] + 0.5) * scale))
+    radius = 4 * scale
+    cv2.circle(view, centre, radius, CRASH_COLOUR, 2, cv2.LINE_AA)
+    _text(view, "CRASH", centre[0] - 2 * radius, centre[1] - radius - 4, 0.6, CRASH_COLOUR)
+
+
 RELEVANT_COLOUR = (255, 0, 255)  # magenta: on none of the palette's or the colour map's hues
 
 
@@ -230,6 +291,12 @@ def outline_pixels(view: np.ndarray, mask: np.ndarray, scale: int) -> np.ndarray
     out = np.ascontiguousarray(view).copy()
     cv2.drawContours(out, contours, -1, RELEVANT_COLOUR, 1, cv2.LINE_8)
     return out
+
+
+def _short(name: str) -> str:
+    """A token's name in a chip's room: ``objects.02`` -> ``obj 02``, others cut to 8."""
+    match = _OBJECT_TOKEN.match(name)
+    return f"obj {match.group(1)}" if match else name[:8]
 
 
 def _text(image: np.ndarray, text: str, x: int, y: int, scale: float = 0.4, colour=_TEXT) -> None:
@@ -253,6 +320,8 @@ def render_frame(
     sensors: np.ndarray | None = None,
     title: str = "",
     relevant: np.ndarray | None = None,
+    objects: Sequence[ObjectMark] = (),
+    crash_at: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """One video frame, ``(H', W', 3)`` uint8 with both sides multiples of 16.
 
@@ -266,7 +335,9 @@ def render_frame(
     gets a bar. ``title`` heads the panel (one line per ``\n``); ``legend`` lines (the
     attention mass per road class) end it. ``relevant``: (H, W) bool camera pixels to outline
     (the objects the teacher's decision depends on), drawn over the attention in
-    :data:`RELEVANT_COLOUR` so a viewer sees whether the heat lands on them.
+    :data:`RELEVANT_COLOUR` so a viewer sees whether the heat lands on them. ``objects``: the
+    object tokens drawn on their objects (:func:`object_marks`; drawn in the camera's view
+    only); ``crash_at``: where the ego crashed (camera px), marked.
     """
     frame = np.ascontiguousarray(camera[..., -3:])  # (H, W, 3) newest frame
     h, w = frame.shape[:2]
@@ -287,6 +358,13 @@ def render_frame(
         )
     if relevant is not None and relevant.shape == (h, w) and relevant.any():
         view = outline_pixels(view, relevant, scale)
+    camera_view = view.shape[:2] == (h * scale, w * scale) and scene is None
+    if (objects and camera_view) or crash_at is not None:
+        view = np.ascontiguousarray(view).copy()
+        if objects and camera_view:
+            draw_object_marks(view, objects, scale, n_tokens)
+        if crash_at is not None:
+            draw_crash(view, crash_at, scale)
     in_scene = rays is not None and sensors is not None and bool(tokens)
     if in_scene:
         view = view.copy()
@@ -332,7 +410,7 @@ def render_frame(
             yy = y + (i // 2) * row + row
             rgb = tuple(int(c) for c in colour(attention_scale(float(weight), n_tokens)))
             cv2.rectangle(out, (x, yy - 10), (x + 9, yy - 1), rgb, -1)
-            _text(out, f"{name[:8]} {float(weight):.0%}", x + 13, yy - 2, 0.35)
+            _text(out, f"{_short(name)} {float(weight):.0%}", x + 13, yy - 2, 0.35)
         y += chips * row + 16
         _text(out, f"rays {ray_share:.0%}, drawn in the scene", x0, y, 0.35, _DIM)
         y += 4

@@ -124,3 +124,41 @@ def test_videos_outline_the_relevant_objects() -> None:
     assert rows.min() >= 24 - 4 and rows.max() <= 31 + 4
     assert cols.min() >= 40 - 4 and cols.max() <= 51 + 4
     assert not magenta[26:30, 42:50].any(), "an outline, not a fill"
+
+
+def test_each_object_token_is_drawn_on_its_own_vehicle() -> None:
+    from agent.evaluate.video import attention_scale, colour, object_marks
+
+    ids = np.full((16, 16), -1, dtype=np.int16)
+    ids[2:4, 3:7] = 5  # slot 5: token 1
+    ids[10:12, 9:13] = 8  # slot 8: token 0
+    info = {"object_ids": ids, "object_slots": np.array([8, 5, -1])}
+    labels = ("ego", "objects.00", "objects.01", "objects.02")
+    weights = np.array([0.1, 0.05, 0.8, 0.05])
+    marks = object_marks(info, labels, weights)
+    assert [(m.index, m.x, m.y) for m in marks] == [(0, 10.5, 10.5), (1, 4.5, 2.5)]
+    text = FrameText(0, "idle", 20.0, 0.0, 0.0)
+    camera = np.zeros((16, 16, 3), dtype=np.uint8)
+    frame = render_frame(
+        camera, text, sensor_attention=weights, sensor_labels=labels, scale=8, objects=marks
+    ).astype(int)
+    for k, (x, y) in ((1, (4.5, 2.5)), (0, (10.5, 10.5))):
+        expected = colour(0.2 + 0.8 * float(attention_scale(weights[k + 1], len(labels))))
+        pixel = frame[round((y + 0.5) * 8), round((x + 0.5) * 8)]
+        assert np.abs(pixel - expected).max() <= 2, (k, pixel, expected)
+    # the two tokens differ in attention, so their discs differ in colour
+    assert np.abs(frame[28, 40] - frame[88, 88]).max() > 30
+
+
+def test_a_crash_is_marked_where_the_ego_is() -> None:
+    from agent.evaluate.video import CRASH_COLOUR
+
+    text = FrameText(9, "(end)", 0.0, -3.0, 10.0)
+    camera = np.zeros((16, 16, 3), dtype=np.uint8)
+    frame = render_frame(camera, text, scale=4, crash_at=(4.0, 8.0))
+    red = np.all(np.abs(frame.astype(int) - CRASH_COLOUR) <= 40, axis=-1)
+    rows, cols = np.nonzero(red[:64, :64])
+    assert len(rows) > 20
+    # a ring around the ego's pixel ((4.5, 8.5) x 4 = (18, 34)), its word above it
+    assert abs(np.median(cols) - 18) <= 8 and rows.max() <= 34 + 17
+    assert not red[:64, 40:64].any(), "nowhere near the other side of the frame"
