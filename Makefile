@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 DOCS_STAMP := $(VENV)/.installed-docs
 export WANDB_SILENT ?= true
 
-.PHONY: train watch test test-slow lint format docs bench bench-gpu benchmark sweep mutation clean
+.PHONY: train watch figures test test-slow lint format docs bench bench-gpu benchmark sweep mutation clean
 
 $(BASE): pyproject.toml scripts/install_torch.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || (echo "python venv missing: on Debian/Ubuntu, apt install python3-venv"; exit 1)
@@ -30,6 +30,9 @@ train: $(BASE)
 
 watch: $(BASE)
 	$(PY) scripts/watch.py $(ARGS)
+
+figures: $(BASE)
+	$(PY) scripts/figures.py $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
