@@ -8,8 +8,10 @@ dies because of W&B.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -50,6 +52,8 @@ def wandb_mode(requested: str) -> str:
     return "offline"
 
 
+_USER_DATA_DIR = os.environ.get("WANDB_DATA_DIR")  # a data folder the user chose, if any
+
 class RunLogger:
     """Metrics, videos, tables and the model artifact of one run."""
 
@@ -78,6 +82,7 @@ class RunLogger:
         self.mode = wandb_mode(mode) if mode != "disabled" else "disabled"
         self.run: Any = None
         self._wandb: Any = None
+        self._uploaded: set[str] = set()  # content hashes of the media files sent
         if self.mode == "disabled":
             return
         init = dict(
@@ -107,8 +112,14 @@ class RunLogger:
 
     def _init(self, init: dict[str, Any], system_metrics: bool) -> Any:
         wandb = self._wandb
+        # W&B stages artifact files (the checkpoints) in its data folder, by default in the
+        # user's home: in the run's own wandb/ folder they travel with a run copied off an
+        # offline node and synced elsewhere (a data folder the user chose is kept)
+        if _USER_DATA_DIR is None:
+            os.environ["WANDB_DATA_DIR"] = str(self.run_dir / "wandb" / "data")
+        # console capture: the run's printed lines (progress, evaluations) in the Logs tab
         settings = wandb.Settings(
-            console="off", x_disable_stats=not system_metrics, init_timeout=INIT_TIMEOUT_S
+            console="wrap", x_disable_stats=not system_metrics, init_timeout=INIT_TIMEOUT_S
         )
         run = wandb.init(mode=self.mode, settings=settings, **init)
         run.define_metric(STEP_KEY)
@@ -184,8 +195,24 @@ class RunLogger:
 
         self._wandb_call("frames", send)
 
+    def _first_upload(self, path: str | Path) -> bool:
+        """Whether the file's content is new to this run (and now remembered): the final
+        evaluation films the same seeded episodes as the last periodic one, and W&B would
+        upload the byte-identical videos again."""
+        try:
+            digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        except OSError:
+            return True  # let W&B say what is wrong with it
+        if digest in self._uploaded:
+            return False
+        self._uploaded.add(digest)
+        return True
+
     def log_video(self, key: str, path: str | Path, step: int, caption: str | None = None) -> None:
-        """An mp4 already written to the run directory, under a stable key."""
+        """An mp4 already written to the run directory, under a stable key; a video whose
+        bytes this run has uploaded already is not uploaded again."""
+        if self.run is None or not self._first_upload(path):
+            return
         self._wandb_call(
             "video",
             lambda: self.run.log(
@@ -203,6 +230,8 @@ class RunLogger:
 
         def cell(value: Any) -> Any:
             if isinstance(value, Path) and value.suffix == ".mp4":
+                if not self._first_upload(value):  # uploaded already: its path, as text
+                    return str(value)
                 return self._wandb.Video(str(value), format="mp4")
             return value
 

@@ -5,11 +5,13 @@ on their own axis, system metrics as configured, and the group a run joins."""
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import wandb
 
@@ -137,3 +139,48 @@ def test_a_server_that_never_answers_costs_one_init_timeout_then_logs_offline(
     err = capsys.readouterr().err
     assert "cannot start the run online" in err and "logging offline" in err, err
     assert records(tmp_path).count(b"eval/mean_return") >= 1, err  # the offline run has it
+
+
+def test_an_offline_run_copied_elsewhere_holds_its_checkpoints_and_its_console(
+    tmp_path: Path, offline: None
+) -> None:
+    run_dir = tmp_path / "node" / "run"
+    run_dir.mkdir(parents=True)
+    checkpoint = run_dir / "step_1.safetensors"
+    checkpoint.write_bytes(b"weights " * 1000)
+    logger = RunLogger(run_dir, mode="offline", name="copied", system_metrics=False)
+    print("a line the Logs tab should show")
+    logger.log_model([checkpoint], "copied-model", {"step": 1}, ("latest",))
+    logger.finish()
+    wandb.teardown()
+    copy = tmp_path / "elsewhere" / "run"
+    shutil.copytree(run_dir, copy)
+    checkpoint.unlink()
+    shutil.rmtree(tmp_path / "node")  # the node's files are gone; the copy must suffice
+    staged = [p for p in (copy / "wandb").rglob("*") if p.is_file()]
+    assert any(p.read_bytes() == b"weights " * 1000 for p in staged), "the artifact's file"
+    (log,) = (copy / "wandb").glob("offline-run-*/files/output.log")
+    assert "a line the Logs tab should show" in log.read_text()
+
+
+def test_a_video_already_uploaded_is_not_uploaded_again(tmp_path: Path, offline: None) -> None:
+    from agent.evaluate.mp4 import VideoWriter
+
+    videos = []
+    for name in ("last_eval.mp4", "final.mp4", "other.mp4"):
+        writer = VideoWriter(tmp_path / name, fps=4)
+        shade = 200 if name == "other.mp4" else 90
+        for _ in range(4):
+            writer.append(np.full((32, 32, 3), shade, np.uint8))
+        videos.append(writer.close())
+    assert videos[0].read_bytes() == videos[1].read_bytes()  # the same episode filmed twice
+    logger = RunLogger(tmp_path, mode="offline", name="videos", system_metrics=False)
+    logger.log_video("eval/attention_video_success", videos[0], 100)
+    logger.log_video("final/attention_video_success", videos[1], 100)
+    logger.log_table("final/episodes", ("video",), [[videos[1]], [videos[2]]], 100)
+    logger.finish()
+    wandb.teardown()
+    # what W&B keeps to upload: the run's media and the staged files of its table artifact
+    sent = [p.read_bytes() for p in (tmp_path / "wandb").rglob("*") if p.is_file()]
+    assert sent.count(videos[0].read_bytes()) == 1, "the repeat is left out"
+    assert sent.count(videos[2].read_bytes()) == 1, "the other video goes"
