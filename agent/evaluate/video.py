@@ -265,10 +265,12 @@ def draw_object_marks(
         value = float(attention_scale(mark.weight, n_tokens))
         centre = (round((mark.x + 0.5) * scale), round((mark.y + 0.5) * scale))
         rgb = tuple(int(c) for c in colour(0.2 + 0.8 * value))
-        radius = 3 + round(3 * value)
+        size = max(1.0, scale / 4)  # the marks grow with the scene
+        radius = round((3 + 3 * value) * size)
         cv2.circle(view, centre, radius + 1, (0, 0, 0), -1, cv2.LINE_AA)
         cv2.circle(view, centre, radius, rgb, -1, cv2.LINE_AA)
-        _text(view, str(mark.index), centre[0] + radius + 2, centre[1] - radius, 0.4, rgb)
+        x, y = centre[0] + radius + 2, centre[1] - radius
+        _text(view, str(mark.index), x, y, min(0.4 * size, 0.8), rgb)
 
 
 def draw_crash(view: np.ndarray, at: tuple[float, float], scale: int) -> None:
@@ -375,54 +377,65 @@ def render_frame(
     else:
         listed, ray_share = tokens, 0.0
 
-    row = 14  # [px] per listed token
+    # the panel's size follows the scene's: text about 10 px beside a 256 px scene, 15 px beside
+    # a 512 px one (talk-ready)
+    u = 1.5 if view.shape[0] >= 384 else 1.0
+
+    def p(value: float) -> int:
+        return round(value * u)
+
+    panel = p(PANEL_WIDTH)
+    row = p(14)  # [px] per listed token
     chips = -(-len(listed) // 2) if in_scene else len(listed)
     titles = title.split("\n") if title else []
-    needed = 60 + 18 * len(titles) + chips * row + 20 * in_scene + 6 * 16 + 8
-    needed += (len(legend) + 1) * 14 * bool(legend)
+    needed = p(60) + p(18) * len(titles) + chips * row + p(20) * in_scene + p(6 * 16) + p(8)
+    needed += (len(legend) + 1) * p(14) * bool(legend)
     height = _round_up(max(view.shape[0], needed), 16)
-    width = _round_up(view.shape[1], 16) + PANEL_WIDTH
+    width = _round_up(view.shape[1], 16) + panel
     out = np.empty((height, width, 3), np.uint8)
     out[:] = _BACKGROUND
     out[: view.shape[0], : view.shape[1]] = view
-    x0 = _round_up(view.shape[1], 16) + 8
+    x0 = _round_up(view.shape[1], 16) + p(8)
 
-    y = 16
+    y = p(16)
     for line in titles:  # a warning line (e.g. "MAP NOT FAITHFUL ...") in red
         warning = line.isupper() or line.startswith("MAP NOT")
-        _text(out, line[:38], x0, y, 0.42, colour=(255, 90, 90) if warning else _TEXT)
-        y += 18
+        _text(out, line[:38], x0, y, 0.42 * u, colour=(255, 90, 90) if warning else _TEXT)
+        y += p(18)
     if camera_share is not None:
-        _text(out, f"camera {camera_share:4.0%} | sensors {1 - camera_share:4.0%}", x0, y)
+        share = f"camera {camera_share:4.0%} | sensors {1 - camera_share:4.0%}"
+        _text(out, share, x0, y, 0.4 * u)
     elif camera_attention is None and sensor_attention is None:
-        _text(out, "no attention maps for this policy", x0, y, colour=_DIM)
-    y += 8
+        _text(out, "no attention maps for this policy", x0, y, 0.4 * u, colour=_DIM)
+    y += p(8)
     if camera_attention is not None or tokens:  # the colour bar both modalities use
-        bar = colour(np.linspace(0.0, 1.0, PANEL_WIDTH - 100))[None].repeat(8, axis=0)
-        out[y : y + 8, x0 + 30 : x0 + 30 + bar.shape[1]] = bar
-        _text(out, "even", x0, y + 8, 0.3, _DIM)
-        _text(out, f"{LIFT_MAX:.0f}x", x0 + 34 + bar.shape[1], y + 8, 0.33, _DIM)
-        y += 12
-    y += 8
+        bar = colour(np.linspace(0.0, 1.0, panel - p(100)))[None].repeat(p(8), axis=0)
+        out[y : y + bar.shape[0], x0 + p(30) : x0 + p(30) + bar.shape[1]] = bar
+        _text(out, "even", x0, y + p(8), 0.3 * u, _DIM)
+        _text(out, f"{LIFT_MAX:.0f}x", x0 + p(34) + bar.shape[1], y + p(8), 0.33 * u, _DIM)
+        y += p(12)
+    y += p(8)
     if in_scene:
         for i, (name, weight) in enumerate(listed):  # two compact chips per line
-            x = x0 + (i % 2) * 118
+            x = x0 + (i % 2) * p(118)
             yy = y + (i // 2) * row + row
             rgb = tuple(int(c) for c in colour(attention_scale(float(weight), n_tokens)))
-            cv2.rectangle(out, (x, yy - 10), (x + 9, yy - 1), rgb, -1)
-            _text(out, f"{_short(name)} {float(weight):.0%}", x + 13, yy - 2, 0.35)
-        y += chips * row + 16
-        _text(out, f"rays {ray_share:.0%}, drawn in the scene", x0, y, 0.35, _DIM)
-        y += 4
+            cv2.rectangle(out, (x, yy - p(10)), (x + p(9), yy - p(1)), rgb, -1)
+            _text(out, f"{_short(name)} {float(weight):.0%}", x + p(13), yy - p(2), 0.35 * u)
+        y += chips * row + p(16)
+        _text(out, f"rays {ray_share:.0%}, drawn in the scene", x0, y, 0.35 * u, _DIM)
+        y += p(4)
     else:
-        label_w, bar_w = 96, PANEL_WIDTH - 96 - 48
+        label_w, bar_w = p(96), panel - p(96) - p(48)
         for label, weight in listed:
             y += row
-            _text(out, label[:14], x0, y - 3, 0.35, _DIM)
+            _text(out, label[:14], x0, y - p(3), 0.35 * u, _DIM)
             length = round(bar_w * float(weight) / max(top, 1e-12))
-            cv2.rectangle(out, (x0 + label_w, y - 11), (x0 + label_w + length, y - 3), _BAR, -1)
-            _text(out, f"{float(weight):.1%}", x0 + label_w + bar_w + 2, y - 3, 0.35)
-    y += 20
+            cv2.rectangle(
+                out, (x0 + label_w, y - p(11)), (x0 + label_w + length, y - p(3)), _BAR, -1
+            )
+            _text(out, f"{float(weight):.1%}", x0 + label_w + bar_w + 2, y - p(3), 0.35 * u)
+    y += p(20)
     for line in (
         f"step {text.step}",
         f"action {text.action}",
@@ -431,13 +444,13 @@ def render_frame(
         f"return {text.episode_return:+.2f}",
         *([f"light {text.light}"] if text.light is not None else []),
     ):
-        _text(out, line, x0, y)
-        y += 16
+        _text(out, line, x0, y, 0.4 * u)
+        y += p(16)
     if legend:
-        _text(out, "attention by road element", x0, y, 0.35, _DIM)
+        _text(out, "attention by road element", x0, y, 0.35 * u, _DIM)
         for line in legend:
-            y += 14
-            _text(out, line, x0, y, 0.35)
+            y += p(14)
+            _text(out, line, x0, y, 0.35 * u)
     return out
 
 

@@ -76,7 +76,8 @@ def watch(
     check_writable(out_dir)
     kwargs = {**config.env.kwargs, "road_labels": True}  # the videos' attention legend
     cell = camera_geometry(config.env.id, **config.env.kwargs).patch_cell(config.model.patch)
-    fps, scale = config.logging.video_fps, config.logging.video_scale
+    # talk-ready whatever the run was trained with: a 512 px scene at 15 frames a second
+    fps, scale = max(config.logging.video_fps, 15), max(config.logging.video_scale, 8)
     show = has_display() if window is None else window
     env = make_env(config.env.id, kwargs)
     results = []

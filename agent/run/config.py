@@ -334,8 +334,8 @@ class LoggingConfig:
     tags: list[str] = field(default_factory=list)
     system_metrics: bool = True  # W&B samples CPU, memory and GPU use alongside the run
     video: bool = True  # an attention video at every evaluation
-    video_fps: int = 8
-    video_scale: int = 4  # the scene is drawn at video_scale x the camera size (at least 256 px)
+    video_fps: int = 15
+    video_scale: int = 8  # the scene is drawn at video_scale x the camera size (at least 256 px)
 
     def __post_init__(self) -> None:
         _check_finite(self)

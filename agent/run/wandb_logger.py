@@ -54,6 +54,7 @@ def wandb_mode(requested: str) -> str:
 
 _USER_DATA_DIR = os.environ.get("WANDB_DATA_DIR")  # a data folder the user chose, if any
 
+
 class RunLogger:
     """Metrics, videos, tables and the model artifact of one run."""
 
