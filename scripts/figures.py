@@ -3,7 +3,8 @@
 ``python scripts/figures.py [--out docs/images]``
 
 Films seeded episodes of the shipped default agent (:mod:`agent.evaluate.watch`) and keeps one
-frame of each: ``attention_frame.png`` (a successful episode, a third of the way in) and
+frame of each: ``attention_frame.png`` (a successful episode, a third of the way in), the first
+eight seconds of that episode as ``default_agent.gif`` (the README's top), and
 ``relevance_frame.png`` (the frame of the first half of an episode that ends in a crash with the
 most outlined relevant-object pixels). Deterministic: the same code gives the same pictures.
 """
@@ -11,6 +12,7 @@ most outlined relevant-object pixels). Deterministic: the same code gives the sa
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 import tempfile
 from pathlib import Path
@@ -44,11 +46,29 @@ def main(argv: list[str] | None = None) -> int:
         write_atomic(path, lambda tmp: tmp.write_bytes(png.tobytes()))
         print(path)
 
+    def save_gif(path: Path, frames: np.ndarray, ms: float, width: int = 640) -> None:
+        from PIL import Image  # pillow comes with matplotlib
+
+        h, w = frames.shape[1:3]
+        size = (width, round(h * width / w))
+        images = [
+            Image.fromarray(cv2.resize(f, size, interpolation=cv2.INTER_AREA)).quantize(128)
+            for f in frames
+        ]
+        buffer = io.BytesIO()
+        images[0].save(
+            buffer, format="GIF", save_all=True, append_images=images[1:], duration=round(ms),
+            loop=0, optimize=True,
+        )  # fmt: skip
+        write_atomic(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
+        print(path)
+
     def body() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             (plain,) = watch(episodes=1, seed=ATTENTION_SEED, out_dir=Path(tmp), window=False)
             frames = read_video(plain.video)
             save(args.out / "attention_frame.png", frames[len(frames) // 3])
+            save_gif(args.out / "default_agent.gif", frames[::2][:60], 1000 * 2 / 15)
             (marked,) = watch(
                 episodes=1, seed=RELEVANCE_SEED, out_dir=Path(tmp), window=False, relevance=True
             )
