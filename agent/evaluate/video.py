@@ -28,46 +28,42 @@ from typing import Any
 import cv2
 import numpy as np
 
+from agent.evaluate.colours import LIFT_MAX, TEXT, attention_scale, colour
+from agent.evaluate.colours import put_text as _text
+from agent.evaluate.marks import (
+    CRASH_COLOUR,
+    OBJECT_TOKEN,
+    RELEVANT_COLOUR,
+    ObjectMark,
+    draw_crash,
+    draw_object_marks,
+    object_marks,
+    outline_pixels,
+)
 from envs.contract import CLASS_ID
+
+__all__ = [  # the drawing parts live in colours and marks; the renderer gives them all
+    "CRASH_COLOUR", "LIFT_MAX", "RELEVANT_COLOUR", "FrameText", "ObjectMark", "RayLayout",
+    "attention_scale", "colour", "draw_crash", "draw_object_marks", "object_marks",
+    "outline_pixels", "render_frame", "scene_scale",
+]  # fmt: skip
 
 MIN_SCENE_PX = 256  # [px] the scene is drawn at least this large (its shorter side)
 PANEL_WIDTH = 256  # [px] width of the text panel
-COLORMAP = cv2.COLORMAP_INFERNO  # perceptual: lightness grows with attention
 ALPHA_MAX = 0.6  # heat-map opacity at the top of the colour scale (0 at its bottom)
-LIFT_MAX = 8.0  # the colour scale: a token's attention over an even spread, 1x .. LIFT_MAX x
 KEEP_VISIBLE = 0.35  # the heat-map's opacity is scaled by this on vehicles, ego and markings
-_FONT = cv2.FONT_HERSHEY_SIMPLEX
-_TEXT = (235, 235, 235)
 _DIM = (150, 150, 150)
 _BAR = (255, 170, 60)
 _BACKGROUND = (24, 24, 28)
-_LUT = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], COLORMAP)[:, 0, ::-1].copy()
 _SHARP = [CLASS_ID[name] for name in ("vehicle", "ego", "lane_marking")]
 _RAY_TOKEN = re.compile(r"^rays\.(\d+)(?:-(\d+))?$")
 _RAY_DISTANCE = re.compile(r"^rays\.(\d+)\.distance$")
-_OBJECT_TOKEN = re.compile(r"^objects\.(\d+)$")
-CRASH_COLOUR = (255, 40, 40)
 
 
 def scene_scale(camera_hw: tuple[int, int], scale: int = 1) -> int:
     """Video pixels per camera pixel: ``scale``, raised until the scene is
     :data:`MIN_SCENE_PX` across."""
     return max(int(scale), math.ceil(MIN_SCENE_PX / max(1, min(camera_hw))))
-
-
-def attention_scale(weights: np.ndarray, n_tokens: int) -> np.ndarray:
-    """Where attention ``weights`` (any shape; the query's row over all ``n_tokens`` tokens sums
-    to 1) sit on the colour scale, in [0, 1]: 0 at or below an even spread (1 / n_tokens), 1 at
-    :data:`LIFT_MAX` times it, logarithmic between. One scale for camera patches and sensor
-    tokens, so their colours compare; an even map stays transparent."""
-    lift = np.maximum(np.asarray(weights, np.float64) * n_tokens, 1e-12)
-    return np.clip(np.log(lift) / math.log(LIFT_MAX), 0.0, 1.0)
-
-
-def colour(value: float | np.ndarray) -> np.ndarray:
-    """RGB uint8 of :data:`COLORMAP` at ``value`` in [0, 1] (any shape, plus a last axis of 3)."""
-    index = np.clip(np.round(np.asarray(value, np.float64) * 255), 0, 255).astype(np.intp)
-    return _LUT[index]
 
 
 @dataclass
@@ -221,88 +217,10 @@ def heatmap_overlay(
     return out
 
 
-@dataclass
-class ObjectMark:
-    """An ``objects.<k>`` sensor token drawn on the object it describes."""
-
-    x: float  # [camera px] the centre of the object's pixels
-    y: float
-    index: int  # k
-    weight: float  # the token's attention
-
-
-def object_marks(
-    info: dict[str, Any], sensor_labels: Sequence[str], sensor_attention: np.ndarray | None
-) -> list[ObjectMark]:
-    """Where each object token's object is in the camera frame, from ``info["object_ids"]``
-    (the slot drawn at each pixel) and ``info["object_slots"]`` (each token's slot), with the
-    token's attention; [] where the env does not give them (the batched envs do, with
-    ``road_labels``) or the object is out of view."""
-    ids, slots = info.get("object_ids"), info.get("object_slots")
-    if ids is None or slots is None or sensor_attention is None:
-        return []
-    weights = {
-        int(m.group(1)): float(w)
-        for label, w in zip(sensor_labels, sensor_attention)
-        if (m := _OBJECT_TOKEN.match(label))
-    }
-    marks = []
-    for k, slot in enumerate(np.asarray(slots).tolist()):
-        if slot < 0 or k not in weights:
-            continue
-        rows, cols = np.nonzero(ids == slot)
-        if len(rows):
-            marks.append(ObjectMark(float(cols.mean()), float(rows.mean()), k, weights[k]))
-    return marks
-
-
-def draw_object_marks(
-    view: np.ndarray, marks: Sequence[ObjectMark], scale: int, n_tokens: int
-) -> None:
-    """A disc per object token on its object, coloured (and sized) by its attention on the
-    shared scale, with the token's index beside it; in place."""
-    for mark in sorted(marks, key=lambda m: m.weight):  # the most attended on top
-        value = float(attention_scale(mark.weight, n_tokens))
-        centre = (round((mark.x + 0.5) * scale), round((mark.y + 0.5) * scale))
-        rgb = tuple(int(c) for c in colour(0.2 + 0.8 * value))
-        size = max(1.0, scale / 4)  # the marks grow with the scene
-        radius = round((3 + 3 * value) * size)
-        cv2.circle(view, centre, radius + 1, (0, 0, 0), -1, cv2.LINE_AA)
-        cv2.circle(view, centre, radius, rgb, -1, cv2.LINE_AA)
-        x, y = centre[0] + radius + 2, centre[1] - radius
-        _text(view, str(mark.index), x, y, min(0.4 * size, 0.8), rgb)
-
-
-def draw_crash(view: np.ndarray, at: tuple[float, float], scale: int) -> None:
-    """A red ring and the word where the ego crashed (``at``: camera px), in place."""
-    centre = (round((at[0] + 0.5) * scale), round((at[1] + 0.5) * scale))
-    radius = 4 * scale
-    cv2.circle(view, centre, radius, CRASH_COLOUR, 2, cv2.LINE_AA)
-    _text(view, "CRASH", centre[0] - 2 * radius, centre[1] - radius - 4, 0.6, CRASH_COLOUR)
-
-
-RELEVANT_COLOUR = (255, 0, 255)  # magenta: on none of the palette's or the colour map's hues
-
-
-def outline_pixels(view: np.ndarray, mask: np.ndarray, scale: int) -> np.ndarray:
-    """``view`` (H * scale, W * scale, 3) with a thin outline around the camera pixels ``mask``
-    (H, W) bool, a pixel out from each region."""
-    up = cv2.resize(mask.astype(np.uint8), (view.shape[1], view.shape[0]), cv2.INTER_NEAREST)
-    up = cv2.dilate(up, np.ones((3, 3), np.uint8), iterations=max(1, scale // 2))
-    contours, _ = cv2.findContours(up, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    out = np.ascontiguousarray(view).copy()
-    cv2.drawContours(out, contours, -1, RELEVANT_COLOUR, 1, cv2.LINE_8)
-    return out
-
-
 def _short(name: str) -> str:
     """A token's name in a chip's room: ``objects.02`` -> ``obj 02``, others cut to 8."""
-    match = _OBJECT_TOKEN.match(name)
+    match = OBJECT_TOKEN.match(name)
     return f"obj {match.group(1)}" if match else name[:8]
-
-
-def _text(image: np.ndarray, text: str, x: int, y: int, scale: float = 0.4, colour=_TEXT) -> None:
-    cv2.putText(image, text, (x, y), _FONT, scale, colour, 1, cv2.LINE_AA)
 
 
 def render_frame(
@@ -400,7 +318,7 @@ def render_frame(
     y = p(16)
     for line in titles:  # a warning line (e.g. "MAP NOT FAITHFUL ...") in red
         warning = line.isupper() or line.startswith("MAP NOT")
-        _text(out, line[:38], x0, y, 0.42 * u, colour=(255, 90, 90) if warning else _TEXT)
+        _text(out, line[:38], x0, y, 0.42 * u, colour=(255, 90, 90) if warning else TEXT)
         y += p(18)
     if camera_share is not None:
         share = f"camera {camera_share:4.0%} | sensors {1 - camera_share:4.0%}"
