@@ -324,7 +324,7 @@ def test_training_video_shows_whole_episodes_with_attention(trained_run: Path) -
     shown = read_video(filmed[0]["video"])[0][:256, :256].astype(int)
     diff = np.abs(shown - raw.astype(int)).sum(-1)
     assert (diff < 30).mean() > 0.5, "most of the scene shows through"
-    assert (diff > 60).sum() > 200, "the attention is drawn in the scene"
+    assert (diff > 60).sum() > 100, "the attention is drawn in the scene"
 
 
 def test_offline_wandb_run_holds_video_and_metrics(trained_run: Path) -> None:
