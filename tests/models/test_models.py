@@ -237,8 +237,11 @@ def test_attention_rows_sum_to_one(name):
     assert_close(maps.weights.sum(-1), ones)
     query_total = maps.query_camera.flatten(3).sum(-1) + maps.query_sensors.sum(-1)
     assert_close(query_total, ones[..., -1])
-    mass = maps.camera_mass(layer=0)
-    assert ((mass >= 0) & (mass <= 1 + 1e-6)).all()
+    # each layer's camera mass is what its query row, heads averaged, leaves for the sensors
+    n_camera = maps.grid[0] * maps.grid[1]
+    for layer in range(maps.num_layers):
+        on_sensors = maps.weights[:, layer, :, -1, n_camera:].sum(-1).mean(-1)  # (B,)
+        assert_close(maps.camera_mass(layer=layer), 1 - on_sensors)
     if name == "attention":  # the sensor rows' camera part is their row of the full matrix
         n_camera = maps.grid[0] * maps.grid[1]
         rows = maps.weights[:, :, :, n_camera:-1, :n_camera]

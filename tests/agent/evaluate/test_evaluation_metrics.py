@@ -27,7 +27,7 @@ from agent.evaluate.episodes import (
 from agent.evaluate.mp4 import read_video
 from agent.evaluate.recording import Decision, _frame, _legend
 from agent.evaluate.rollout import evaluate, run_episode
-from agent.evaluate.video import PANEL_WIDTH, FrameText, render_frame
+from agent.evaluate.video import PANEL_WIDTH
 from agent.policies.base import AttentionView, IdlePolicy, RandomPolicy, TrainedPolicy
 from envs.contract import CLASS_ID
 
@@ -415,7 +415,31 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> type[RecordingWriter]:
     return RecordingWriter
 
 
-def test_video_frames_show_step_action_reward_and_attention(tmp_path, recorder) -> None:
+@pytest.fixture
+def drawn(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The lines of text of each frame the recorder renders, in the order they are drawn:
+    what a viewer reads, checked against values worked out by hand (the pixels of the
+    renderer itself are tested in test_video.py)."""
+    import agent.evaluate.recording
+    import agent.evaluate.video
+
+    frames: list[list[str]] = []
+    text, render = agent.evaluate.video._text, agent.evaluate.video.render_frame
+
+    def reading(image: np.ndarray, line: str, *args: Any, **kwargs: Any) -> None:
+        frames[-1].append(line)
+        text(image, line, *args, **kwargs)
+
+    def rendering(*args: Any, **kwargs: Any) -> np.ndarray:
+        frames.append([])
+        return render(*args, **kwargs)
+
+    monkeypatch.setattr(agent.evaluate.video, "_text", reading)
+    monkeypatch.setattr(agent.evaluate.recording, "render_frame", rendering)
+    return frames
+
+
+def test_video_frames_show_step_action_reward_and_attention(tmp_path, recorder, drawn) -> None:
     """Frame t is drawn before step t's action (the last one after the final step, captioned
     "(end)"), with the speed of the info it was observed with, the previous step's reward, the
     return so far, the policy's attention at that observation, and the share of attention per
@@ -439,33 +463,37 @@ def test_video_frames_show_step_action_reward_and_attention(tmp_path, recorder) 
     (writer,) = recorder.made
     assert writer.path == tmp_path / "looker_ep00.mp4" and writer.fps == 5
     assert env.actions == [3, 3]
-    captions = [
-        FrameText(0, "FASTER", 0.0, 0.0, 0.0),
-        FrameText(1, "FASTER", 10.0, 0.5, 0.5),
-        FrameText(2, "(end)", 20.0, -0.25, 0.25),
-    ]
-    legends = [["vehicle      100.0%"], ["road         100.0%"], ["vehicle      100.0%"]]
     assert len(writer.frames) == 3 * 5
     for t in range(3):  # held: the 5 frames of a decision are the same
         for repeat in writer.frames[5 * t + 1 : 5 * t + 5]:
             np.testing.assert_array_equal(repeat, writer.frames[5 * t])
-    for t, (frame, caption, legend) in enumerate(zip(writer.frames[::5], captions, legends)):
-        view = looker_view(t)
-        expected = render_frame(
-            writer_camera(t),
-            caption,
-            camera_attention=view.camera,
-            sensor_attention=view.sensors,
-            sensor_labels=("ego", "route"),
-            camera_share=view.camera_share,
-            cell_px=(2, 2),
-            scale=32,
-            legend=legend,
-            sensors=np.array([t, 0.0], np.float32),
-            title="episode 0: no success, return 0.25",
-        )
+    # frame t: the camera share 0.5 + 0.1 t, the rest 70/30 on the ego and route tokens; the
+    # speed of the info frame t came with (none at the reset), the reward of the step before,
+    # the return so far; the attended patch's road class (vehicle on even steps, road on odd)
+    title = "episode 0: no success, return 0.25"
+    bar = ["even", "8x"]  # the colour bar's ends
+    assert drawn == [
+        [title, "camera  50% | sensors  50%", *bar, "ego", "35.0%", "route", "15.0%",
+         "step 0", "action FASTER", "speed   0.0 m/s", "reward +0.00", "return +0.00",
+         "attention by road element", "vehicle      100.0%"],
+        [title, "camera  60% | sensors  40%", *bar, "ego", "28.0%", "route", "12.0%",
+         "step 1", "action FASTER", "speed  10.0 m/s", "reward +0.50", "return +0.50",
+         "attention by road element", "road         100.0%"],
+        [title, "camera  70% | sensors  30%", *bar, "ego", "21.0%", "route", "9.0%",
+         "step 2", "action (end)", "speed  20.0 m/s", "reward -0.25", "return +0.25",
+         "attention by road element", "vehicle      100.0%"],
+    ]  # fmt: skip
+    for t, frame in enumerate(writer.frames[::5]):
         assert frame.shape[0] >= 256 and frame.shape[1] == 256 + PANEL_WIDTH
-        np.testing.assert_array_equal(frame, expected, err_msg=f"frame {t}")
+        # the 8 px camera drawn 32x: grey 40 t, its left half red (200); untouched outside the
+        # grid of 2x2 px patches (the top-left 128 px)
+        grey, red = np.array([40 * t] * 3), np.array([200, 40 * t, 40 * t])
+        np.testing.assert_array_equal(frame[200, 200], grey, err_msg=f"frame {t}")
+        np.testing.assert_array_equal(frame[200, 40], red, err_msg=f"frame {t}")
+        # the attended patch (0, 0) on even steps, (1, 1) on odd ones, is tinted; the other not
+        hot, cold = ((32, 32), (96, 96)) if t % 2 == 0 else ((96, 96), (32, 32))
+        assert np.abs(frame[hot].astype(int) - red).sum() > 20, f"frame {t}"
+        assert np.abs(frame[cold].astype(int) - red).sum() < 10, f"frame {t}"
     (result,) = report.episodes
     assert result.video == str(tmp_path / "looker_ep00.mp4")
     # the camera share of the frames an action was chosen on (0.5 and 0.6)
@@ -478,7 +506,7 @@ def test_video_frames_show_step_action_reward_and_attention(tmp_path, recorder) 
     )
 
 
-def test_attention_spread_over_the_whole_frame_without_cell_size(tmp_path, recorder) -> None:
+def test_attention_spread_over_the_whole_frame_without_cell_size(tmp_path, recorder, drawn) -> None:
     """Without ``cell_px`` the 2x2 grid covers the whole 8x8 frame: patch (0, 0) is then a
     quarter vehicle, patch (1, 1) all road."""
     (result,) = evaluate(LabelledEnv(), Looker(), 1, 0, video_dir=tmp_path).episodes
@@ -489,19 +517,14 @@ def test_attention_spread_over_the_whole_frame_without_cell_size(tmp_path, recor
     assert writer.path == tmp_path / "ep00.mp4" and writer.fps == 8  # the defaults
     assert writer.frames[0].shape[1] == 256 + PANEL_WIDTH  # at least 256 px of scene
     # the caption names the action by its number when no names are given
-    view = looker_view(0)
-    expected = render_frame(
-        writer_camera(0),
-        FrameText(0, "3", 0.0, 0.0, 0.0),
-        view.camera,
-        view.sensors,
-        ("ego", "route"),
-        view.camera_share,
-        scale=32,
-        legend=["road         75.0%", "vehicle      25.0%"],
-        title="episode 0: no success, return 0.25",
-    )
-    np.testing.assert_array_equal(writer.frames[0], expected)
+    assert drawn[0][8:] == ["step 0", "action 3", "speed   0.0 m/s", "reward +0.00",
+                            "return +0.00", "attention by road element", "road         75.0%",
+                            "vehicle      25.0%"]  # fmt: skip
+    # patch (0, 0) is the top-left 4x4 camera px, 128 px drawn: tinted at 100 px (in a 2x2 px
+    # patch's grid, 64 px drawn, that would be the unattended patch (1, 1)); patch (1, 1) not
+    frame = writer.frames[0].astype(int)
+    assert np.abs(frame[100, 100] - [200, 0, 0]).sum() > 20
+    np.testing.assert_array_equal(frame[200, 200], [0, 0, 0])
 
 
 def writer_camera(t: int) -> np.ndarray:
@@ -521,24 +544,26 @@ def test_only_the_first_video_episodes_are_filmed(tmp_path, recorder) -> None:
     assert [e.video is not None for e in default.episodes] == [True, False]
 
 
-def test_frames_of_a_policy_without_attention(tmp_path, recorder) -> None:
+def test_frames_of_a_policy_without_attention(tmp_path, recorder, drawn) -> None:
     """The plain camera frame and caption; nothing about attention in the episode."""
     (result,) = evaluate(ScriptedEnv(), Idle(), 1, 102, video_dir=tmp_path, scale=2).episodes
     (writer,) = recorder.made
     assert len(writer.frames) == (2 + 1) * 8  # each decision held for 8 frames (8 fps, 1 Hz)
-    captions = [FrameText(0, "1", 0.0, 0.0, 0.0), FrameText(1, "1", 99.0, -1.0, -1.0)]
-    captions.append(FrameText(2, "(end)", 99.0, -1.0, -2.0))
-    title = "episode 0: off road, return -2.00"
-    for frame, caption in zip(writer.frames[::8], captions):
-        np.testing.assert_array_equal(
-            frame,
-            render_frame(np.zeros((8, 8, 3), np.uint8), caption, scale=32, title=title),
-        )
+    # each decision's frame: the black camera, the step's figures, no attention
+    title, none = "episode 0: off road, return -2.00", "no attention maps for this policy"
+    assert drawn == [
+        [title, none, "step 0", "action 1", "speed   0.0 m/s", "reward +0.00", "return +0.00"],
+        [title, none, "step 1", "action 1", "speed  99.0 m/s", "reward -1.00", "return -1.00"],
+        [title, none, "step 2", "action (end)", "speed  99.0 m/s", "reward -1.00",
+         "return -2.00"],
+    ]  # fmt: skip
+    for frame in writer.frames:
+        assert frame.shape == (256, 256 + PANEL_WIDTH, 3) and frame[:, :256].max() == 0
     assert result.camera_attention is None and result.attention_class_mass is None
     assert result.video == str(tmp_path / "ep00.mp4")
 
 
-def test_attention_without_road_labels_or_camera_share(tmp_path, recorder) -> None:
+def test_attention_without_road_labels_or_camera_share(tmp_path, recorder, drawn) -> None:
     """No road labels: no per-class figures and no legend; a view without a camera share
     leaves the episode's camera attention unknown."""
 
@@ -548,16 +573,11 @@ def test_attention_without_road_labels_or_camera_share(tmp_path, recorder) -> No
 
     (result,) = evaluate(ScriptedEnv(), SensorLooker(), 1, 102, video_dir=tmp_path).episodes
     assert result.camera_attention is None and result.attention_class_mass is None
-    (writer,) = recorder.made
-    expected = render_frame(
-        np.zeros((8, 8, 3), np.uint8),
-        FrameText(0, "1", 0.0, 0.0, 0.0),
-        sensor_attention=np.array([1.0]),
-        sensor_labels=("ego",),
-        scale=32,
-        title="episode 0: off road, return -2.00",
-    )
-    np.testing.assert_array_equal(writer.frames[0], expected)
+    # the sensor token's bar, and neither a camera share nor a legend
+    assert drawn[0] == ["episode 0: off road, return -2.00", "even", "8x", "ego", "100.0%",
+                        "step 0", "action 1", "speed   0.0 m/s", "reward +0.00",
+                        "return +0.00"]  # fmt: skip
+    assert recorder.made[0].frames[0][:, :256].max() == 0  # the black camera, untouched
 
 
 def _decision(t: int, info: dict[str, Any]) -> Decision:
@@ -756,24 +776,23 @@ def test_run_episode_video_defaults(tmp_path) -> None:
     capture.release()
 
 
-def test_frame_shows_the_decision_and_its_legend() -> None:
+def test_frame_shows_the_decision_and_its_legend(drawn) -> None:
+    """Decision 1 of the looker at 12 m/s (reward 0.5, return 2 so far), drawn 2x: its texts,
+    the 8 px camera as 16 px, the attended patch (1, 1) tinted, patch (0, 0) not."""
     info = {"road_labels": LABELS, "speed": 12.0}
     view = looker_view(1)
     decision = Decision(1, writer_camera(1), np.array([1.0, 0.0]), info, view, "IDLE", 0.5, 2.0)
     frame = _frame(decision, None, ["road         100.0%"], 2, (2, 2), None, "")
-    expected = render_frame(
-        writer_camera(1),
-        FrameText(1, "IDLE", 12.0, 0.5, 2.0),
-        view.camera,
-        view.sensors,
-        ("ego", "route"),
-        view.camera_share,
-        cell_px=(2, 2),
-        scale=2,
-        legend=["road         100.0%"],
-        sensors=np.array([1.0, 0.0]),
-    )
-    np.testing.assert_array_equal(frame, expected)
+    assert drawn == [
+        ["camera  60% | sensors  40%", "even", "8x", "ego", "28.0%", "route", "12.0%",
+         "step 1", "action IDLE", "speed  12.0 m/s", "reward +0.50", "return +2.00",
+         "attention by road element", "road         100.0%"]
+    ]  # fmt: skip
+    assert frame.shape[1] == 16 + PANEL_WIDTH
+    grey, red = np.array([40, 40, 40]), np.array([200, 40, 40])
+    np.testing.assert_array_equal(frame[10, 10], grey)  # camera px (5, 5): outside the grid
+    assert np.abs(frame[6, 6].astype(int) - red).sum() > 20  # patch (1, 1)
+    assert np.abs(frame[2, 2].astype(int) - red).sum() < 10  # patch (0, 0)
 
 
 def test_sac_video_is_filmed_without_a_faithfulness_verdict(tmp_path) -> None:

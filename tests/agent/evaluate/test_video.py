@@ -72,7 +72,9 @@ def test_scene_is_the_camera_view_drawn_at_video_size(highway: gym.Env) -> None:
 
 def test_scene_records_every_simulation_step(highway: gym.Env) -> None:
     """Between two 1 Hz decisions the highway simulates 5 steps; each is recorded, the last
-    being the state the next decision sees, and interpolation runs between them."""
+    being the state the next decision sees, and interpolation runs between them: half-way,
+    every vehicle (the highway keeps them all from one step to the next) is drawn half-way
+    between its two places. (Vehicles that appear or leave: the test below.)"""
     highway.reset(seed=4)
     scene = HighwayScene.attach(highway, 4)
     scene.start()
@@ -83,11 +85,13 @@ def test_scene_records_every_simulation_step(highway: gym.Env) -> None:
     np.testing.assert_allclose(between[-1].ego_position, scene.snapshot().ego_position)
     xs = [before.ego_position[0]] + [s.ego_position[0] for s in between]
     assert all(b > a for a, b in itertools.pairwise(xs)), "the ego drives on, step by step"
-    half = interpolate(between[0], between[1], 0.5)
-    np.testing.assert_allclose(
-        half.ego_position, (between[0].ego_position + between[1].ego_position) / 2
-    )
-    assert set(half.others) == set(between[0].others) & set(between[1].others)
+    a, b = between[0], between[1]
+    half = interpolate(a, b, 0.5)
+    np.testing.assert_allclose(half.ego_position, (a.ego_position + b.ego_position) / 2)
+    assert set(half.others) == set(a.others) == set(b.others) != set()
+    assert all(not np.allclose(a.others[k], b.others[k]) for k in a.others), "traffic moves"
+    for key, corners in half.others.items():
+        np.testing.assert_allclose(corners, (a.others[key] + b.others[key]) / 2, err_msg=str(key))
 
 
 def test_only_filmed_episodes_ask_the_env_for_frames(monkeypatch: pytest.MonkeyPatch) -> None:

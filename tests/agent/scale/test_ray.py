@@ -323,14 +323,16 @@ def test_a_tiny_sweep_prunes_and_its_best_config_trains(tmp_path, cluster):
     pruned = [r for r in rows if r["status"] == "pruned"]
     assert all(r["steps"] < 384 for r in pruned)
     assert rows[0]["base"] and rows[0]["params"]["algo.learning_rate"] == 5.0e-4
+    # which trial is best (ties included: tiny budgets often end in the same episode) is pinned
+    # on hand-made trial rows in test_sweep_selection.py; here the best one trained its whole
+    # budget and was evaluated there
     best = summary["best"]
     assert best["status"] == "completed"
-    assert best["mean_return"] == max(r["mean_return"] for r in rows if r["status"] == "completed")
+    assert (tmp_path / "runs" / best["trial"] / "eval" / "step_0000000384.json").is_file()
     # every trial is an ordinary run directory on the driver, grouped and tagged for W&B
     trial_config = read_yaml(tmp_path / "runs" / best["trial"] / "config.yaml")
     assert trial_config["logging"]["group"] == "sweep-tiny"
     assert {"highway", "attention", "sweep"} <= set(trial_config["logging"]["tags"])
-    assert list((tmp_path / "runs" / best["trial"] / "eval").glob("step_*.json"))
     table = (out / "trials.md").read_text()
     assert "**best**" in table and table.count("| pruned |") == summary["pruned"]
     # the best configuration trains with scripts/train.py as it is

@@ -49,12 +49,38 @@ def test_contract_matches_highway_env_backend(scenario: str, action: str) -> Non
     for _ in range(12):
         assert env.observation_space.contains(obs)
         assert np.all(np.isfinite(obs["sensors"])) and np.abs(obs["sensors"]).max() <= 1.0
-        obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        obs, _, terminated, truncated, info = env.step(env.action_space.sample())
         assert list(info["reward_terms"]) == list(envs.REWARD_TERMS)
-        assert reward == pytest.approx(sum(info["reward_terms"].values()))
         if terminated or truncated:
             assert set(envs.EPISODE_KEYS) <= set(info)
             obs, info = env.reset()
+
+
+def test_a_lone_ego_at_top_speed_earns_and_travels_what_it_should(lone_ego) -> None:
+    """The ego alone on the highway, on its lane's centre line at 30 m/s (the top of the
+    speed range, 20-30 m/s), kept there (idle): every step pays alive 0.5 + progress 2 x 1 with
+    the weights below, nothing else; the last step (the 5 s episode survived) adds the goal's
+    1. 5 s at 30 m/s: 150 m, a mean speed of 30 m/s."""
+    env = gym.make(
+        "DriveAttention/BatchedHighway-v0",
+        duration=5.0,
+        reward_weights={"alive": 0.5, "progress": 2.0},
+    ).unwrapped
+    env.reset(seed=0)
+    core = env.core
+    core.restart_from(import_state(lone_ego.sim, core.road, core.traffic_spec.n_slots()))
+    rewards, done = [], False
+    while not done:
+        _, reward, terminated, truncated, info = env.step(env.idle_action)
+        rewards.append(reward)
+        done = terminated or truncated
+        goal = {"goal": 1.0} if done else {}
+        terms = {k: v for k, v in info["reward_terms"].items() if v}
+        assert terms == pytest.approx({"alive": 0.5, "progress": 2.0, **goal}, abs=1e-5)
+    assert rewards == pytest.approx([2.5] * 4 + [3.5], abs=1e-5)
+    assert truncated and info["success"] and not info["collision"] and not info["off_road"]
+    assert info["distance"] == pytest.approx(150.0, abs=1e-3)
+    assert info["mean_speed"] == pytest.approx(30.0, abs=1e-4)
 
 
 @pytest.mark.parametrize("env_id", list(BATCHED_IDS))

@@ -105,16 +105,49 @@ def test_sensor_queue_matches_frames_and_times_out() -> None:
         q(Data(f))
     assert q.get(4, 1.0).frame == 4  # frame 3 dropped
     assert q.get(4, 1.0).frame == 5  # a newer frame is returned as is
-    threading.Timer(0.05, q, args=(Data(6),)).start()  # data arriving from another thread
-    assert q.get(6, 1.0).frame == 6
+    # data arriving from another thread, 0.05 s later (the time-out only guards against a hang:
+    # on a busy machine the thread may start late)
+    threading.Timer(0.05, q, args=(Data(6),)).start()
+    assert q.get(6, 30.0).frame == 6
     start = time.monotonic()
     with pytest.raises(TimeoutError, match="rgb camera sensor sent no data for frame 7"):
         q.get(7, 0.2)
-    assert time.monotonic() - start < 1.0
+    assert 0.2 <= time.monotonic() - start < 10 * 0.2  # its whole time-out; no hang
     log = EventLog()
     log("a")
     log("b")
     assert log.drain() == ["a", "b"] and log.drain() == []
+
+
+def test_sensor_queue_waits_its_time_out_once_on_a_fake_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What a queue that never receives its frame waits, on a clock that moves only by the
+    waits the queue asks for: the whole time-out, once (and stale data does not restart it)."""
+    import queue as queues
+    from types import SimpleNamespace
+
+    import envs.carla.runtime as runtime
+
+    clock = SimpleNamespace(now=100.0)
+    waits: list[float] = []
+    arriving = [SimpleNamespace(frame=6)]  # a stale frame arrives after 0.05 s, then nothing
+
+    class Inbox:
+        def get(self, timeout: float) -> object:
+            waits.append(timeout)
+            if arriving:
+                clock.now += 0.05
+                return arriving.pop()
+            clock.now += timeout
+            raise queues.Empty
+
+    monkeypatch.setattr(runtime, "time", SimpleNamespace(monotonic=lambda: clock.now))
+    q = SensorQueue("imu")
+    q._queue = Inbox()
+    with pytest.raises(TimeoutError, match=r"imu sensor sent no data for frame 7 within 0\.2 s"):
+        q.get(7, 0.2)
+    assert waits == pytest.approx([0.2, 0.15]) and clock.now == pytest.approx(100.2)
 
 
 def test_with_retries_is_bounded_and_only_retries_connection_errors() -> None:
@@ -158,8 +191,8 @@ def tiny_server(request: pytest.FixtureRequest) -> Iterator[TinyServer]:
 def test_probe_refused_port_fails_at_once_with_how_to_start_a_server() -> None:
     start = time.monotonic()
     with pytest.raises(CarlaConnectionError, match="connection refused") as err:
-        probe_server("127.0.0.1", free_port(), 2.0)
-    assert time.monotonic() - start < 1.0
+        probe_server("127.0.0.1", free_port(), 30.0)
+    assert time.monotonic() - start < 10.0  # at once (milliseconds), not the 30 s time-out
     assert "CarlaUE4.sh -RenderOffScreen" in str(err.value) and "docker run" in str(err.value)
     with pytest.raises(CarlaConnectionError, match="cannot resolve"):
         probe_server("no-such-host.invalid", 2000, 2.0)
@@ -177,7 +210,7 @@ def test_probe_of_a_silent_service_times_out(tiny_server: TinyServer) -> None:
     start = time.monotonic()
     with pytest.raises(CarlaConnectionError, match=r"did not answer within 0\.5 s"):
         probe_server("127.0.0.1", tiny_server.port, 0.5)
-    assert 0.4 < time.monotonic() - start < 1.5
+    assert 0.4 < time.monotonic() - start < 5 * 0.5  # its time-out; no hang
 
 
 @pytest.mark.parametrize("tiny_server", [bytes([0x94, 0x01, 0x00, 0xC0, 0xC0])], indirect=True)
@@ -200,4 +233,4 @@ def test_real_carla_client_times_out_within_its_timeout() -> None:
     start = time.monotonic()
     with pytest.raises(RuntimeError, match="time-out of 1000ms"):
         client.get_world()
-    assert 0.8 < time.monotonic() - start < 3.0
+    assert 0.8 < time.monotonic() - start < 5 * 1.0  # its time-out; no hang
