@@ -9,6 +9,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -85,12 +86,19 @@ def test_runs_side_by_side_give_their_own_figures_and_one_png(tmp_path: Path) ->
     assert len(colours) > 20 and np.std(image) > 10
 
 
-def test_bad_run_folders_are_one_line_before_any_work(tmp_path: Path) -> None:
+def test_bad_run_folders_are_one_line_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import plot
+    finally:
+        sys.path.pop(0)
     out = tmp_path / "cmp.png"
-    result = _plot(str(tmp_path / "nothing"), "--out", str(out))
-    assert result.returncode == 2 and "not a run folder" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
+    assert plot.main([str(tmp_path / "nothing"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "not a run folder" in err and len(err.strip().splitlines()) == 1 and not out.exists()
     a = _run(tmp_path / "x" / "a", [0.0, 1.0], None, {})
     other = _run(tmp_path / "y" / "a", [0.0, 1.0], None, {})
-    result = _plot(str(a), str(other), "--out", str(out))
-    assert result.returncode == 2 and "named twice" in result.stderr and not out.exists()
+    assert plot.main([str(a), str(other), "--out", str(out)]) == 2
+    assert "named twice" in capsys.readouterr().err and not out.exists()

@@ -29,6 +29,7 @@ def test_the_shipped_agent_is_a_run_folder_with_its_checkpoint_and_evaluation() 
     assert final["trained"]["success_rate"] >= 0.9 and final["trained"]["mean_speed"] >= 25
 
 
+@pytest.mark.slow  # ten seconds: films an episode in a fresh process (make test-slow runs it)
 def test_watch_films_the_shipped_agent_without_a_display(tmp_path: Path) -> None:
     out = tmp_path / "videos"
     result = subprocess.run(

@@ -152,6 +152,7 @@ def test_study_on_two_nodes_reports_what_the_local_launcher_reports(tmp_path, cl
     assert [r["steps"] for r in again] == [256, 256] and said[-1].startswith("benchmark raytiny")
 
 
+@pytest.mark.slow  # a quarter minute; make test keeps the other cluster tests within ten minutes
 def test_no_node_runs_more_jobs_at_once_than_it_has_cpus(tmp_path, cluster, monkeypatch):
     """Four jobs on one-CPU nodes: a job waiting on the run store (pulling its run directory,
     uploading a checkpoint) keeps its CPU. Checked on the jobs' own records of where and when they
