@@ -486,7 +486,11 @@ def silent_server() -> socket.socket:
     return server
 
 
-@pytest.mark.parametrize("listener", ["nothing", "silent"])
+@pytest.mark.parametrize(
+    "listener",
+    # a silent listener costs the connect probe's whole wait (a dozen seconds): make test-slow
+    ["nothing", pytest.param("silent", marks=pytest.mark.slow)],
+)
 def test_scripts_say_how_to_reach_a_cluster(tmp_path, listener):
     """A cluster address where no Ray head answers (nothing listens, or something that is not Ray
     and never answers) is one clear line within seconds, not a hang or a traceback, from the
