@@ -31,6 +31,7 @@ from agent.evaluate.attribution import (
     situations,
 )
 from agent.evaluate.episodes import FAITHFUL_RATIO, EvalReport
+from agent.evaluate.marks import OBJECT_TOKEN
 from agent.evaluate.rollout import evaluate
 from agent.policies.base import Policy, TrainedPolicy
 from agent.run.build import make_env
@@ -232,12 +233,9 @@ def measure_agreement(
 
 
 def _object_tokens(names: tuple[str, ...]) -> list[tuple[int, int]]:
-    """(k, token index) of the ``objects.<k>`` sensor tokens."""
-    return [
-        (int(name.split(".")[1]), i)
-        for i, name in enumerate(names)
-        if name.startswith("objects.") and name.split(".")[1].isdigit()
-    ]
+    """(k, token index) of the ``objects.<k>`` sensor tokens (named as the videos read them:
+    :data:`agent.evaluate.marks.OBJECT_TOKEN`)."""
+    return [(int(m.group(1)), i) for i, name in enumerate(names) if (m := OBJECT_TOKEN.match(name))]
 
 
 def _signals_section(
