@@ -11,7 +11,7 @@ export WANDB_SILENT ?= true
 
 .PHONY: train watch figures test test-slow lint format docs bench bench-gpu benchmark sweep mutation clean
 
-$(BASE): pyproject.toml scripts/install_torch.sh
+$(BASE): pyproject.toml setup.py scripts/install_torch.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || (echo "python venv missing: on Debian/Ubuntu, apt install python3-venv"; exit 1)
 	bash scripts/install_torch.sh $(PY)
 	$(PY) -m pip install --disable-pip-version-check -e .

@@ -21,9 +21,9 @@ from safetensors import SafetensorError
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import VecNormalize
 
-import envs
-from agent.engine import learner
-from agent.evaluate.episodes import (
+from drive_attention import envs
+from drive_attention.agent.engine import learner
+from drive_attention.agent.evaluate.episodes import (
     SUMMARY_KEYS,
     TABLE_COLUMNS,
     EpisodeResult,
@@ -32,18 +32,13 @@ from agent.evaluate.episodes import (
     table_rows,
     video_caption,
 )
-from agent.evaluate.rollout import evaluate
-from agent.policies.base import IdlePolicy, RandomPolicy, TrainedPolicy
-from agent.policies.rule import has_rule, rule_policy
-from agent.run.admission import Prepared, eval_env_id
-from agent.run.algo_state import algo_state, restore_algo_state
-from agent.run.build import (
-    make_algo,
-    make_env,
-    make_vec_env,
-    wrap_normalize,
-)
-from agent.run.callbacks import (
+from drive_attention.agent.evaluate.rollout import evaluate
+from drive_attention.agent.policies.base import IdlePolicy, RandomPolicy, TrainedPolicy
+from drive_attention.agent.policies.rule import has_rule, rule_policy
+from drive_attention.agent.run.admission import Prepared, eval_env_id
+from drive_attention.agent.run.algo_state import algo_state, restore_algo_state
+from drive_attention.agent.run.build import make_algo, make_env, make_vec_env, wrap_normalize
+from drive_attention.agent.run.callbacks import (
     EpisodeMetrics,
     Periodic,
     ProgressBar,
@@ -52,16 +47,18 @@ from agent.run.callbacks import (
     graceful_stop,
     signal_name,
 )
-from agent.run.checkpoint import Checkpoint, CheckpointError, checkpoint_path, save_checkpoint
-from agent.run.config import ConfigError
-from agent.run.config_files import (
-    save_config,
-    to_dict,
+from drive_attention.agent.run.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    checkpoint_path,
+    save_checkpoint,
 )
-from agent.run.files import UnsafePathError, remove_orphan_temps, write_text
-from agent.run.rundir import STEP_FILE, RunDirError
-from agent.run.version import code_version, git_commit
-from agent.run.wandb_logger import RunLogger, SB3Writer
+from drive_attention.agent.run.config import ConfigError
+from drive_attention.agent.run.config_files import save_config, to_dict
+from drive_attention.agent.run.files import UnsafePathError, remove_orphan_temps, write_text
+from drive_attention.agent.run.rundir import STEP_FILE, RunDirError
+from drive_attention.agent.run.version import code_version, git_commit
+from drive_attention.agent.run.wandb_logger import RunLogger, SB3Writer
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 WRITE_FAILURES = (*DISK_FULL, errno.EROFS)  # reported in one line, not as a traceback

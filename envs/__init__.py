@@ -24,12 +24,12 @@ from typing import Any
 
 from gymnasium.envs.registration import register, registry
 
-from envs.carla.config import CarlaEnvConfig
-from envs.configuration import ConfigError, build, closest
-from envs.contract import EPISODE_KEYS, REWARD_TERMS, ROAD_CLASSES, sensor_groups
-from envs.observation import CameraGeometry, ObservationOptions
-from envs.scenarios import SCENARIOS, ScenarioConfig
-from envs.scenarios import sensor_names as scenario_sensor_names
+from drive_attention.envs.carla.config import CarlaEnvConfig
+from drive_attention.envs.configuration import ConfigError, build, closest
+from drive_attention.envs.contract import EPISODE_KEYS, REWARD_TERMS, ROAD_CLASSES, sensor_groups
+from drive_attention.envs.observation import CameraGeometry, ObservationOptions
+from drive_attention.envs.scenarios import SCENARIOS, ScenarioConfig
+from drive_attention.envs.scenarios import sensor_names as scenario_sensor_names
 
 if not os.environ.get("DISPLAY"):
     # highway-env imports pygame; without a display it must render off screen ("dummy" draws
@@ -59,18 +59,26 @@ CARLA_ID = "DriveAttention/Carla-v0"
 def _register() -> None:
     for env_id, scenario in HIGHWAY_IDS.items():
         if env_id not in registry:
-            register(env_id, entry_point="envs.highway:DriveEnv", kwargs={"scenario": scenario})
+            register(
+                env_id,
+                entry_point="drive_attention.envs.highway:DriveEnv",
+                kwargs={"scenario": scenario},
+            )
     for env_id, scenario in BATCHED_IDS.items():
         if env_id not in registry:
             register(
                 env_id,
-                entry_point="envs.batched:BatchedDriveEnv",
-                vector_entry_point="envs.batched:BatchedDriveVectorEnv",
+                entry_point="drive_attention.envs.batched:BatchedDriveEnv",
+                vector_entry_point="drive_attention.envs.batched:BatchedDriveVectorEnv",
                 kwargs={"scenario": scenario},
             )
     if CARLA_ID not in registry:
         # CARLA is not deterministic under a seed; the env truncates episodes itself
-        register(CARLA_ID, entry_point="envs.carla.env:CarlaDriveEnv", nondeterministic=True)
+        register(
+            CARLA_ID,
+            entry_point="drive_attention.envs.carla.env:CarlaDriveEnv",
+            nondeterministic=True,
+        )
 
 
 _register()
@@ -87,7 +95,7 @@ def options(
     given = {k: v for k, v in (given or {}).items() if k != "render_mode"}
     if env_id in BATCHED_IDS:
         # the batched backend imports torch: only when its options are asked for
-        from envs.batched.core import BatchedDriveConfig
+        from drive_attention.envs.batched.core import BatchedDriveConfig
 
         return build(BatchedDriveConfig, {"scenario": BATCHED_IDS[env_id], **given}, prefix)
     if env_id in HIGHWAY_IDS:
@@ -104,7 +112,9 @@ def sensor_names(env_id: str, **given: Any) -> tuple[str, ...]:
     ``gymnasium.make`` would; ``render_mode`` is accepted and ignored."""
     config = options(env_id, given)
     if isinstance(config, CarlaEnvConfig):
-        from envs.carla.core import make_sensor_names  # its core imports cv2: only for CARLA
+        from drive_attention.envs.carla.core import (
+            make_sensor_names,  # its core imports cv2: only for CARLA
+        )
 
         return make_sensor_names(config.n_route_points, config.n_rays)
     return scenario_sensor_names(config)

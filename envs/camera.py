@@ -19,9 +19,9 @@ import cv2
 import numpy as np
 from highway_env.road.lane import AbstractLane, LineType, StraightLane
 
-from envs.contract import CLASS_ID, PALETTE
-from envs.observation import CameraGeometry
-from envs.scenarios import (
+from drive_attention.envs.contract import CLASS_ID, PALETTE
+from drive_attention.envs.observation import CameraGeometry
+from drive_attention.envs.scenarios import (
     STRIPE_LENGTH,
     STRIPE_SPACING,
     SUBPIXEL_BITS,

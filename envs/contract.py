@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from envs.configuration import ConfigError
+from drive_attention.envs.configuration import ConfigError
 
 ROAD_CLASSES: tuple[str, ...] = (
     "off_road",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from envs.configuration import ConfigError
+from drive_attention.envs.configuration import ConfigError
 
 MAX_BATCHED_ENVS = 2**18  # B of one batched simulator: 4 times the GPU benchmark's 65,536
 BATCHED_FRAME_COPIES = 8

@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from envs.configuration import ConfigError, check, closest
-from envs.contract import REWARD_TERMS
+from drive_attention.envs.configuration import ConfigError, check, closest
+from drive_attention.envs.contract import REWARD_TERMS
 
 CAMERA_PX = (8, 2048)  # [px] the frame's height and width, each
 MAX_FRAME_STACK = 8  # frames stacked along the channel axis, at most

@@ -26,9 +26,9 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from envs.configuration import check, closest
-from envs.contract import DISCRETE_ACTIONS, REWARD_TERMS
-from envs.observation import CameraGeometry, ObservationOptions
+from drive_attention.envs.configuration import check, closest
+from drive_attention.envs.contract import DISCRETE_ACTIONS, REWARD_TERMS
+from drive_attention.envs.observation import CameraGeometry, ObservationOptions
 
 SPEED_SCALE = 40.0  # [m/s] ego speed normalisation
 CLOSING_SCALE = 30.0  # [m/s] ray closing-speed normalisation

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from highway_env.vehicle.objects import RoadObject
 
-import envs
-from envs.batched import BatchedDrive, BatchedDriveVecEnv
-from envs.batched.scenarios import import_state, slot_order
-from envs.batched.sim import EGO, IDM
-from envs.contract import idle_action
+from drive_attention import envs
+from drive_attention.envs.batched import BatchedDrive, BatchedDriveVecEnv
+from drive_attention.envs.batched.scenarios import import_state, slot_order
+from drive_attention.envs.batched.sim import EGO, IDM
+from drive_attention.envs.contract import idle_action
 
 REFERENCE_IDS: dict[str, str] = {
     name: envs.env_id(name) for name in envs.BATCHED_IDS.values() if envs.SCENARIOS[name].highway

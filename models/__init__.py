@@ -10,10 +10,10 @@
 ``camera_only``, ``sensors_only``) also accept ``forward(obs, return_attention=True)``.
 """
 
-from models.baselines import LateFusionEncoder
-from models.config import ATTENTION_NAMES, EXTRACTOR_NAMES, ExtractorConfig
-from models.encoder import AttentionMaps, CrossModalEncoder
-from models.extractors import (
+from drive_attention.models.baselines import LateFusionEncoder
+from drive_attention.models.config import ATTENTION_NAMES, EXTRACTOR_NAMES, ExtractorConfig
+from drive_attention.models.encoder import AttentionMaps, CrossModalEncoder
+from drive_attention.models.extractors import (
     CombinedBaseline,
     CrossModalExtractor,
     LateFusionExtractor,
@@ -23,8 +23,8 @@ from models.extractors import (
     policy_extractor,
     policy_kwargs,
 )
-from models.fusion import FusionBlock, QueryReadout, TokenAttention
-from models.tokenizers import CameraTokenizer, SensorLayout, SensorTokenizer
+from drive_attention.models.fusion import FusionBlock, QueryReadout, TokenAttention
+from drive_attention.models.tokenizers import CameraTokenizer, SensorLayout, SensorTokenizer
 
 __all__ = [
     "ATTENTION_NAMES",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from models.tokenizers import CameraTokenizer, SensorTokenizer
+from drive_attention.models.tokenizers import CameraTokenizer, SensorTokenizer
 
 
 class TokenPool(nn.Module):

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from envs.configuration import check
+from drive_attention.envs.configuration import check
 
 ExtractorName = Literal["attention", "combined", "late_fusion", "camera_only", "sensors_only"]
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from models.fusion import FusionBlock, QueryReadout
-from models.tokenizers import CameraTokenizer, SensorTokenizer
+from drive_attention.models.fusion import FusionBlock, QueryReadout
+from drive_attention.models.tokenizers import CameraTokenizer, SensorTokenizer
 
 
 @dataclass

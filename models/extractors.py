@@ -21,11 +21,11 @@ from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor
 from torch import Tensor, nn
 
-from envs.configuration import build
-from models.baselines import LateFusionEncoder
-from models.config import ATTENTION_NAMES, ExtractorConfig
-from models.encoder import AttentionMaps, CrossModalEncoder
-from models.tokenizers import CameraTokenizer, SensorLayout, SensorTokenizer
+from drive_attention.envs.configuration import build
+from drive_attention.models.baselines import LateFusionEncoder
+from drive_attention.models.config import ATTENTION_NAMES, ExtractorConfig
+from drive_attention.models.encoder import AttentionMaps, CrossModalEncoder
+from drive_attention.models.tokenizers import CameraTokenizer, SensorLayout, SensorTokenizer
 
 CAMERA_KEY = "camera"
 SENSORS_KEY = "sensors"

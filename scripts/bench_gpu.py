@@ -90,7 +90,7 @@ def sim_rate(env_id: str, b: int, camera: tuple[int, int], device: str, seconds:
     import gymnasium as gym
     import torch
 
-    from envs.batched import BatchedDrive
+    from drive_attention.envs.batched import BatchedDrive
 
     on_cuda = device.startswith("cuda")
     if on_cuda:
@@ -185,8 +185,14 @@ def train_worker(args: argparse.Namespace) -> int:
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.logger import Logger
 
-    from agent.run.build import make_algo, make_vec_env, probe_env, resolve_device, wrap_normalize
-    from agent.run.config_files import load_config
+    from drive_attention.agent.run.build import (
+        make_algo,
+        make_vec_env,
+        probe_env,
+        resolve_device,
+        wrap_normalize,
+    )
+    from drive_attention.agent.run.config_files import load_config
 
     path, device, overrides = TRAIN_RUNS[args.run]
     overrides = {**overrides, **(QUICK_TRAIN if args.quick else {})}
@@ -579,7 +585,7 @@ def main() -> int:
 
     import torch
 
-    import envs
+    from drive_attention import envs
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print(

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # imported after parsing: --help answers without loading torch and the simulators
     # imported after the arguments are read: --help and a bad flag answer before torch loads
-    from agent.run.cli import fail, guarded
+    from drive_attention.agent.run.cli import fail, guarded
 
     if args.jobs is not None and args.jobs < 1:
         return fail(f"--jobs must be at least 1, got {args.jobs}")
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def study(args: argparse.Namespace, given: list[str]) -> int:
-    from agent.benchmark import (
+    from drive_attention.agent.benchmark import (
         default_paths,
         ensure_fresh,
         load_benchmark_config,
@@ -109,7 +109,7 @@ def study(args: argparse.Namespace, given: list[str]) -> int:
             ensure_fresh(jobs, runs_root)
             results = [r for job in jobs if (r := read_result(job)) is not None]
         elif args.ray is not None:
-            from agent.scale.study import run_benchmark_ray
+            from drive_attention.agent.scale.study import run_benchmark_ray
 
             results, interrupted = run_benchmark_ray(
                 config,

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import gymnasium as gym
 
-import envs
-from agent.run.cli import fail, guarded
-from envs.highway import DriveEnv
+from drive_attention import envs
+from drive_attention.agent.run.cli import fail, guarded
+from drive_attention.envs.highway import DriveEnv
 
 
 def make_stock(ours: DriveEnv) -> gym.Env:

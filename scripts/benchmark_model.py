@@ -32,7 +32,7 @@ from stable_baselines3.common.torch_layers import CombinedExtractor
 from stable_baselines3.common.type_aliases import TensorDict
 from torch import nn
 
-from models import ExtractorConfig, make_extractor
+from drive_attention.models import ExtractorConfig, make_extractor
 
 BATCHES = (64, 256)
 

@@ -27,11 +27,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-import envs
-from agent.run.cli import guarded
-from envs.batched import BatchedDrive, BatchedDriveVecEnv
-from envs.scenarios import SCENARIOS
-from envs.validation import REFERENCE_IDS, traffic_statistics, trajectory_error
+from drive_attention import envs
+from drive_attention.agent.run.cli import guarded
+from drive_attention.envs.batched import BatchedDrive, BatchedDriveVecEnv
+from drive_attention.envs.scenarios import SCENARIOS
+from drive_attention.envs.validation import REFERENCE_IDS, traffic_statistics, trajectory_error
 
 
 def reference_rate(scenario: str, camera: tuple[int, int], seconds: float) -> float:

@@ -19,13 +19,18 @@ from pathlib import Path
 
 import torch
 
-import envs
-from agent.policies.lookahead import PLANS
-from agent.policies.teacher import TeacherConfig, check_can_teach, decision_rate, parse_plans
-from agent.run.cli import guarded
-from agent.run.files import write_text
-from envs.batched import BatchedDrive
-from envs.contract import DISCRETE_ACTIONS
+from drive_attention import envs
+from drive_attention.agent.policies.lookahead import PLANS
+from drive_attention.agent.policies.teacher import (
+    TeacherConfig,
+    check_can_teach,
+    decision_rate,
+    parse_plans,
+)
+from drive_attention.agent.run.cli import guarded
+from drive_attention.agent.run.files import write_text
+from drive_attention.envs.batched import BatchedDrive
+from drive_attention.envs.contract import DISCRETE_ACTIONS
 
 DEFAULT_PLANS = ";".join(",".join(DISCRETE_ACTIONS[a] for a in plan) for plan in PLANS)
 

@@ -31,11 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
     args = parser.parse_args(argv)
     # imported after the arguments are read: --help answers before torch loads
-    from agent.engine.speed import compare
-    from agent.run.build import resolve_device
-    from agent.run.cli import guarded
-    from agent.run.config_files import load_config
-    from agent.run.files import write_text
+    from drive_attention.agent.engine.speed import compare
+    from drive_attention.agent.run.build import resolve_device
+    from drive_attention.agent.run.cli import guarded
+    from drive_attention.agent.run.config_files import load_config
+    from drive_attention.agent.run.files import write_text
 
     def body() -> int:
         config = load_config(args.config, args.overrides)

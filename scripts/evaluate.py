@@ -112,8 +112,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # imported after the arguments are read: --help and a bad flag answer before torch loads
-    from agent.evaluate.command import EvaluationRequest, main_table, run_evaluation
-    from agent.run.cli import guarded
+    from drive_attention.agent.evaluate.command import EvaluationRequest, main_table, run_evaluation
+    from drive_attention.agent.run.cli import guarded
 
     def body() -> int:
         report, json_path = run_evaluation(EvaluationRequest(**vars(args)))

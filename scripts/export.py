@@ -34,8 +34,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # imported after the arguments are read: --help and a bad flag answer before torch loads
-    from agent.run.cli import guarded
-    from agent.run.export import export_sb3
+    from drive_attention.agent.run.cli import guarded
+    from drive_attention.agent.run.export import export_sb3
 
     def body() -> int:
         result = export_sb3(

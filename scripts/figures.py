@@ -34,11 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     import cv2
     import numpy as np
 
-    from agent.evaluate.mp4 import read_video
-    from agent.evaluate.video import RELEVANT_COLOUR
-    from agent.evaluate.watch import watch
-    from agent.run.cli import guarded
-    from agent.run.files import write_atomic
+    from drive_attention.agent.evaluate.mp4 import read_video
+    from drive_attention.agent.evaluate.video import RELEVANT_COLOUR
+    from drive_attention.agent.evaluate.watch import watch
+    from drive_attention.agent.run.cli import guarded
+    from drive_attention.agent.run.files import write_atomic
 
     def save(path: Path, frame: np.ndarray) -> None:
         ok, png = cv2.imencode(".png", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))

@@ -50,7 +50,7 @@ def without_throughput(value):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # imported after the arguments are read: --help and a bad flag answer before torch loads
-    from agent.run.cli import fail, guarded
+    from drive_attention.agent.run.cli import fail, guarded
 
     if args.workers < 1:
         return fail(f"--workers must be at least 1, got {args.workers}")
@@ -60,10 +60,10 @@ def main(argv: list[str] | None = None) -> int:
 def measure(args: argparse.Namespace) -> int:
     import importlib.util
 
-    from agent.benchmark import load_benchmark_config, run_benchmark, write_report
-    from agent.scale.cluster import INSTALL_HINT, loopback_cluster
-    from agent.scale.study import run_benchmark_ray
-    from envs.configuration import ConfigError
+    from drive_attention.agent.benchmark import load_benchmark_config, run_benchmark, write_report
+    from drive_attention.agent.scale.cluster import INSTALL_HINT, loopback_cluster
+    from drive_attention.agent.scale.study import run_benchmark_ray
+    from drive_attention.envs.configuration import ConfigError
 
     # not imported yet: loopback_cluster must set Ray's loopback switch before the import
     if importlib.util.find_spec("ray") is None:

@@ -27,9 +27,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from agent.benchmark.compare import check_runs, final_rows, markdown_table, plot_runs
-    from agent.run.cli import guarded
-    from agent.run.files import check_writable, write_text
+    from drive_attention.agent.benchmark.compare import (
+        check_runs,
+        final_rows,
+        markdown_table,
+        plot_runs,
+    )
+    from drive_attention.agent.run.cli import guarded
+    from drive_attention.agent.run.files import check_writable, write_text
 
     def body() -> int:
         check_runs(args.runs)

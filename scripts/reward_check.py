@@ -31,10 +31,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--episodes must be at least 2 and --seed non-negative")
 
     # imported after the arguments are read: --help and a bad flag answer before torch loads
-    from agent.evaluate.reward_check import run_check
-    from agent.run.config import ConfigError, check_env_id
-    from agent.run.limits import check_episodes
-    from agent.run.loading import load_agent
+    from drive_attention.agent.evaluate.reward_check import run_check
+    from drive_attention.agent.run.config import ConfigError, check_env_id
+    from drive_attention.agent.run.limits import check_episodes
+    from drive_attention.agent.run.loading import load_agent
 
     try:
         check_episodes("--episodes", args.episodes)

@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # imported after the arguments are read: --help and a bad flag answer before torch loads
-    from agent.run.cli import fail, guarded
+    from drive_attention.agent.run.cli import fail, guarded
 
     if args.trials is not None and args.trials < 1:
         return fail(f"--trials must be at least 1, got {args.trials}")
@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def sweep(args: argparse.Namespace) -> int:
-    from agent.scale.sweep import run_sweep
-    from agent.scale.sweep_config import default_paths, load_sweep_config
+    from drive_attention.agent.scale.sweep import run_sweep
+    from drive_attention.agent.scale.sweep_config import default_paths, load_sweep_config
 
     config = load_sweep_config(args.config, trials=args.trials)
     runs_root, out_dir = default_paths(config)

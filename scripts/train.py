@@ -35,10 +35,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # imported after the arguments are read: --help and a bad flag answer before torch loads
-    from agent.run.admission import prepare
-    from agent.run.cli import fail, guarded
-    from agent.run.config_files import parse_overrides
-    from agent.training import Trainer
+    from drive_attention.agent.run.admission import prepare
+    from drive_attention.agent.run.cli import fail, guarded
+    from drive_attention.agent.run.config_files import parse_overrides
+    from drive_attention.agent.training import Trainer
 
     if args.resume and args.config:
         return fail("--resume takes the run's own config; drop --config (overrides still apply)")

@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     # imported after the arguments are read: --help and a bad flag answer before torch loads
-    from agent.run.cli import fail, guarded
-    from agent.run.limits import check_episodes
+    from drive_attention.agent.run.cli import fail, guarded
+    from drive_attention.agent.run.limits import check_episodes
 
     if args.episodes < 2:
         return fail("--episodes must be at least 2")
@@ -49,11 +49,11 @@ def main(argv: list[str] | None = None) -> int:
 def report(args: argparse.Namespace) -> int:
     import torch
 
-    import envs
-    from agent.run.config import ConfigError
-    from agent.run.loading import load_agent, run_config
-    from agent.run.rundir import RunDir
-    from envs.validation import REFERENCE_IDS, paired_transfer
+    from drive_attention import envs
+    from drive_attention.agent.run.config import ConfigError
+    from drive_attention.agent.run.loading import load_agent, run_config
+    from drive_attention.agent.run.rundir import RunDir
+    from drive_attention.envs.validation import REFERENCE_IDS, paired_transfer
 
     torch.set_num_threads(1)
     config = run_config(RunDir(Path(args.run)))

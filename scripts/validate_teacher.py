@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from agent.evaluate.teacher_check import SCENARIOS, format_summary, validate
-from agent.policies.teacher import TeacherConfig
-from agent.run.cli import guarded
-from agent.run.files import write_text
+from drive_attention.agent.evaluate.teacher_check import SCENARIOS, format_summary, validate
+from drive_attention.agent.policies.teacher import TeacherConfig
+from drive_attention.agent.run.cli import guarded
+from drive_attention.agent.run.files import write_text
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -42,8 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from agent.evaluate.watch import watch
-    from agent.run.cli import guarded
+    from drive_attention.agent.evaluate.watch import watch
+    from drive_attention.agent.run.cli import guarded
 
     def body() -> int:
         watch(

@@ -22,11 +22,11 @@ from stable_baselines3.common.logger import Logger
 from test_models import contract_space, make, sample_obs
 from torch.testing import assert_close
 
-import envs
-from envs.batched import BatchedDrive, BatchedDriveVecEnv
-from envs.batched.scenarios import BATCHED
-from envs.batched.sim import Traffic
-from models import (
+from drive_attention import envs
+from drive_attention.envs.batched import BatchedDrive, BatchedDriveVecEnv
+from drive_attention.envs.batched.scenarios import BATCHED
+from drive_attention.envs.batched.sim import Traffic
+from drive_attention.models import (
     ATTENTION_NAMES,
     EXTRACTOR_NAMES,
     ExtractorConfig,

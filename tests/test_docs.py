@@ -13,7 +13,7 @@ from pathlib import Path
 import gymnasium as gym
 import pytest
 
-import envs  # noqa: F401  registers the ids
+from drive_attention import envs  # noqa: F401  registers the ids
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"

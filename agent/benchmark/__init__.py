@@ -25,7 +25,7 @@ One module per job:
 - :mod:`~agent.benchmark.report`: ``results.json``, ``results.md`` and the learning-curve plots.
 """
 
-from agent.benchmark.config import (
+from drive_attention.agent.benchmark.config import (
     EVAL_METRICS,
     METRICS,
     BenchmarkConfig,
@@ -37,9 +37,14 @@ from agent.benchmark.config import (
     flatten,
     load_benchmark_config,
 )
-from agent.benchmark.evaluation import evaluate_job, reference_policies
-from agent.benchmark.execution import SEGMENTS_FILE, learning_curve, raw_env_rate, run_job
-from agent.benchmark.jobs import (
+from drive_attention.agent.benchmark.evaluation import evaluate_job, reference_policies
+from drive_attention.agent.benchmark.execution import (
+    SEGMENTS_FILE,
+    learning_curve,
+    raw_env_rate,
+    run_job,
+)
+from drive_attention.agent.benchmark.jobs import (
     LOG_FILE,
     RESULT_FILE,
     Job,
@@ -49,9 +54,16 @@ from agent.benchmark.jobs import (
     stale,
     write_json,
 )
-from agent.benchmark.report import markdown, plot_curves, write_report
-from agent.benchmark.scheduler import run_benchmark
-from agent.benchmark.stats import aggregate, curve_band, interval, iqm, iqm_interval, t95
+from drive_attention.agent.benchmark.report import markdown, plot_curves, write_report
+from drive_attention.agent.benchmark.scheduler import run_benchmark
+from drive_attention.agent.benchmark.stats import (
+    aggregate,
+    curve_band,
+    interval,
+    iqm,
+    iqm_interval,
+    t95,
+)
 
 __all__ = [
     "EVAL_METRICS",

@@ -17,10 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.benchmark.execution import learning_curve
-from agent.benchmark.stats import smooth
-from agent.run.config import ConfigError
-from agent.run.files import write_atomic
+from drive_attention.agent.benchmark.execution import learning_curve
+from drive_attention.agent.benchmark.stats import smooth
+from drive_attention.agent.run.config import ConfigError
+from drive_attention.agent.run.files import write_atomic
 
 METRICS = "metrics.jsonl"
 COLUMNS = ("run", "policy", "step", "episodes", "success", "collision", "speed m/s", "return")

@@ -8,13 +8,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from agent.run.admission import check_model
-from agent.run.build import probe_env
-from agent.run.config import ConfigError, ExperimentConfig, check_folder_name
-from agent.run.config_files import load_config, read_yaml
-from agent.run.limits import check_episodes
-from agent.run.loading import check_same_observation
-from envs.configuration import build, check, closest
+from drive_attention.agent.run.admission import check_model
+from drive_attention.agent.run.build import probe_env
+from drive_attention.agent.run.config import ConfigError, ExperimentConfig, check_folder_name
+from drive_attention.agent.run.config_files import load_config, read_yaml
+from drive_attention.agent.run.limits import check_episodes
+from drive_attention.agent.run.loading import check_same_observation
+from drive_attention.envs.configuration import build, check, closest
 
 METRICS = ("mean_return", "success_rate", "collision_rate")  # per backend and condition
 EVAL_METRICS = (*METRICS, "mean_speed")  # of the intact evaluations

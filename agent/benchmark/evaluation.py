@@ -10,17 +10,17 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from agent.benchmark.config import METRICS, BenchmarkConfig
-from agent.benchmark.jobs import Job, plan, write_json
-from agent.evaluate.attention_report import analyse_attention, evaluate_ablations
-from agent.evaluate.episodes import EvalReport
-from agent.evaluate.rollout import evaluate
-from agent.policies.base import IdlePolicy, RandomPolicy
-from agent.policies.rule import has_rule, rule_policy
-from agent.run.build import make_env, probe_env
-from agent.run.config import ConfigError
-from agent.run.loading import load_agent
-from envs import camera_geometry
+from drive_attention.agent.benchmark.config import METRICS, BenchmarkConfig
+from drive_attention.agent.benchmark.jobs import Job, plan, write_json
+from drive_attention.agent.evaluate.attention_report import analyse_attention, evaluate_ablations
+from drive_attention.agent.evaluate.episodes import EvalReport
+from drive_attention.agent.evaluate.rollout import evaluate
+from drive_attention.agent.policies.base import IdlePolicy, RandomPolicy
+from drive_attention.agent.policies.rule import has_rule, rule_policy
+from drive_attention.agent.run.build import make_env, probe_env
+from drive_attention.agent.run.config import ConfigError
+from drive_attention.agent.run.loading import load_agent
+from drive_attention.envs import camera_geometry
 
 # what a job's result keeps of the attribution (agent.evaluate.attention_report.analyse_attention)
 ATTENTION_KEYS = (

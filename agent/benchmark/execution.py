@@ -18,14 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from agent.benchmark.evaluation import evaluate_job
-from agent.benchmark.jobs import LOG_FILE, RESULT_FILE, Job, write_json
-from agent.run.admission import prepare
-from agent.run.build import make_vec_env
-from agent.run.config import ExperimentConfig
-from agent.run.files import append_line
-from agent.run.rundir import RunDir
-from agent.training import Trainer
+from drive_attention.agent.benchmark.evaluation import evaluate_job
+from drive_attention.agent.benchmark.jobs import LOG_FILE, RESULT_FILE, Job, write_json
+from drive_attention.agent.run.admission import prepare
+from drive_attention.agent.run.build import make_vec_env
+from drive_attention.agent.run.config import ExperimentConfig
+from drive_attention.agent.run.files import append_line
+from drive_attention.agent.run.rundir import RunDir
+from drive_attention.agent.training import Trainer
 
 SEGMENTS_FILE = "benchmark_segments.jsonl"  # steps and seconds of each training segment
 

@@ -15,12 +15,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import envs
-from agent.benchmark.config import BenchmarkConfig, arm_experiment
-from agent.run.config import ConfigError, ExperimentConfig
-from agent.run.config_files import config_diff, read_yaml, to_dict
-from agent.run.files import write_text
-from agent.run.rundir import RunDir
+from drive_attention import envs
+from drive_attention.agent.benchmark.config import BenchmarkConfig, arm_experiment
+from drive_attention.agent.run.config import ConfigError, ExperimentConfig
+from drive_attention.agent.run.config_files import config_diff, read_yaml, to_dict
+from drive_attention.agent.run.files import write_text
+from drive_attention.agent.run.rundir import RunDir
 
 RESULT_FILE = "benchmark.json"
 LOG_FILE = "benchmark.log"

@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from agent.benchmark.config import BenchmarkConfig
-from agent.benchmark.jobs import write_json
-from agent.benchmark.stats import SMOOTHING, aggregate, curve_band, smooth
-from agent.evaluate.episodes import FAITHFUL_RATIO
-from agent.run.files import write_text
+from drive_attention.agent.benchmark.config import BenchmarkConfig
+from drive_attention.agent.benchmark.jobs import write_json
+from drive_attention.agent.benchmark.stats import SMOOTHING, aggregate, curve_band, smooth
+from drive_attention.agent.evaluate.episodes import FAITHFUL_RATIO
+from drive_attention.agent.run.files import write_text
 
 
 def plot_curves(

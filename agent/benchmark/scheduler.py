@@ -18,9 +18,9 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from agent.benchmark.config import BenchmarkConfig
-from agent.benchmark.execution import run_job
-from agent.benchmark.jobs import LOG_FILE, Job, outstanding, read_result
+from drive_attention.agent.benchmark.config import BenchmarkConfig
+from drive_attention.agent.benchmark.execution import run_job
+from drive_attention.agent.benchmark.jobs import LOG_FILE, Job, outstanding, read_result
 
 OUTCOMES = ("finished", "interrupted", "failed")  # the statuses a job records
 

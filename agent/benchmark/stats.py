@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from agent.benchmark.config import EVAL_METRICS, METRICS, BenchmarkConfig
-from agent.evaluate.intervals import interval, t95
+from drive_attention.agent.benchmark.config import EVAL_METRICS, METRICS, BenchmarkConfig
+from drive_attention.agent.evaluate.intervals import interval, t95
 
 BOOTSTRAP_SAMPLES = 2000
 

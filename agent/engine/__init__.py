@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.engine.ppo import DevicePPO, fuse_adam
-from agent.engine.rollout import Rollout, gae
-from agent.engine.tensors import TensorEnv
-from agent.run.config import ExperimentConfig
+from drive_attention.agent.engine.ppo import DevicePPO, fuse_adam
+from drive_attention.agent.engine.rollout import Rollout, gae
+from drive_attention.agent.engine.tensors import TensorEnv
+from drive_attention.agent.run.config import ExperimentConfig
 
 __all__ = ["DevicePPO", "Rollout", "TensorEnv", "fuse_adam", "gae", "learner"]
 

@@ -26,9 +26,9 @@ from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 
-from agent.engine.loss import STATS, LossWeights, clipped_loss
-from agent.engine.rollout import Rollout
-from agent.engine.tensors import Obs, TensorEnv
+from drive_attention.agent.engine.loss import STATS, LossWeights, clipped_loss
+from drive_attention.agent.engine.rollout import Rollout
+from drive_attention.agent.engine.tensors import Obs, TensorEnv
 
 
 def fuse_adam(optimizer: torch.optim.Optimizer, device: torch.device) -> bool:

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from agent.engine import learner
-from agent.run.build import make_algo, make_vec_env, probe_env, wrap_normalize
-from agent.run.config import ExperimentConfig
+from drive_attention.agent.engine import learner
+from drive_attention.agent.run.build import make_algo, make_vec_env, probe_env, wrap_normalize
+from drive_attention.agent.run.config import ExperimentConfig
 
 ENGINES = ("sb3", "device")
 

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecMonitor, VecNormalize
 
-from agent.run.callbacks import EPISODE_METRICS
-from envs.batched.core import BatchedDrive
-from envs.contract import REWARD_TERMS
+from drive_attention.agent.run.callbacks import EPISODE_METRICS
+from drive_attention.envs.batched.core import BatchedDrive
+from drive_attention.envs.contract import REWARD_TERMS
 
 Obs = dict[str, torch.Tensor]
 

@@ -28,14 +28,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-import envs
-from agent.evaluate.attribution import patch_pixels
-from agent.evaluate.intervals import interval
-from agent.policies.relevance import Relevance, relevance
-from agent.policies.teacher import Teacher
-from envs.batched.core import BatchedDrive
-from envs.batched.planning import PlanningBatch
-from envs.contract import CLASS_ID
+from drive_attention import envs
+from drive_attention.agent.evaluate.attribution import patch_pixels
+from drive_attention.agent.evaluate.intervals import interval
+from drive_attention.agent.policies.relevance import Relevance, relevance
+from drive_attention.agent.policies.teacher import Teacher
+from drive_attention.envs.batched.core import BatchedDrive
+from drive_attention.envs.batched.planning import PlanningBatch
+from drive_attention.envs.contract import CLASS_ID
 
 PARTS = ("tokens", "patches")
 TIE = 1e-6  # relative: weights this close to the largest tie for the most attended

@@ -19,8 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from agent.evaluate.agreement import Agreement, RelevanceJudge, format_agreement, relevance_env
-from agent.evaluate.attribution import (
+from drive_attention.agent.evaluate.agreement import (
+    Agreement,
+    RelevanceJudge,
+    format_agreement,
+    relevance_env,
+)
+from drive_attention.agent.evaluate.attribution import (
     ABLATIONS,
     SITUATIONS,
     Attribution,
@@ -30,13 +35,18 @@ from agent.evaluate.attribution import (
     occlusion_test,
     situations,
 )
-from agent.evaluate.episodes import FAITHFUL_RATIO, EvalReport
-from agent.evaluate.marks import OBJECT_TOKEN
-from agent.evaluate.rollout import evaluate
-from agent.policies.base import Policy, TrainedPolicy
-from agent.run.build import make_env
-from envs.contract import DISCRETE_ACTIONS, LIGHT_PALETTE, LIGHT_STATES, ROAD_CLASSES
-from models import attention_from_policy
+from drive_attention.agent.evaluate.episodes import FAITHFUL_RATIO, EvalReport
+from drive_attention.agent.evaluate.marks import OBJECT_TOKEN
+from drive_attention.agent.evaluate.rollout import evaluate
+from drive_attention.agent.policies.base import Policy, TrainedPolicy
+from drive_attention.agent.run.build import make_env
+from drive_attention.envs.contract import (
+    DISCRETE_ACTIONS,
+    LIGHT_PALETTE,
+    LIGHT_STATES,
+    ROAD_CLASSES,
+)
+from drive_attention.models import attention_from_policy
 
 
 def _layer_maps(policy: TrainedPolicy, obs: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.distributions import Distribution, kl_divergence
 
-from envs.contract import ROAD_CLASSES
+from drive_attention.envs.contract import ROAD_CLASSES
 
 EPS = 1e-8
 CHANGE_FLOOR = 1e-6  # [nats] or value units: changes below this count as none (float noise)

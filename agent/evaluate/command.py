@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from agent.evaluate.attention_report import analyse_attention, format_attention
-from agent.evaluate.episodes import (
+from drive_attention.agent.evaluate.attention_report import analyse_attention, format_attention
+from drive_attention.agent.evaluate.episodes import (
     TABLE_COLUMNS,
     EpisodeResult,
     EvalReport,
@@ -22,22 +22,27 @@ from agent.evaluate.episodes import (
     table_rows,
     video_caption,
 )
-from agent.evaluate.recording import video_name_pattern
-from agent.evaluate.rollout import evaluate
-from agent.policies.base import IdlePolicy, Policy, RandomPolicy
-from agent.policies.lookahead import LookaheadPolicy, check_can_look_ahead
-from agent.policies.rule import check_has_rule, rule_policy
-from agent.policies.teacher import TeacherPolicy, check_can_teach
-from agent.run.build import EnvSpec, make_env, probe_env
-from agent.run.checkpoint import Checkpoint, CheckpointError
-from agent.run.config import ConfigError, ExperimentConfig, check_env_id, resolve_config
-from agent.run.config_files import load_config, to_dict
-from agent.run.files import UnsafePathError, check_writable, creation_problem
-from agent.run.limits import check_episodes
-from agent.run.loading import load_agent, run_config, with_env
-from agent.run.rundir import RunDir
-from agent.run.wandb_logger import RunLogger
-from envs import camera_geometry
+from drive_attention.agent.evaluate.recording import video_name_pattern
+from drive_attention.agent.evaluate.rollout import evaluate
+from drive_attention.agent.policies.base import IdlePolicy, Policy, RandomPolicy
+from drive_attention.agent.policies.lookahead import LookaheadPolicy, check_can_look_ahead
+from drive_attention.agent.policies.rule import check_has_rule, rule_policy
+from drive_attention.agent.policies.teacher import TeacherPolicy, check_can_teach
+from drive_attention.agent.run.build import EnvSpec, make_env, probe_env
+from drive_attention.agent.run.checkpoint import Checkpoint, CheckpointError
+from drive_attention.agent.run.config import (
+    ConfigError,
+    ExperimentConfig,
+    check_env_id,
+    resolve_config,
+)
+from drive_attention.agent.run.config_files import load_config, to_dict
+from drive_attention.agent.run.files import UnsafePathError, check_writable, creation_problem
+from drive_attention.agent.run.limits import check_episodes
+from drive_attention.agent.run.loading import load_agent, run_config, with_env
+from drive_attention.agent.run.rundir import RunDir
+from drive_attention.agent.run.wandb_logger import RunLogger
+from drive_attention.envs import camera_geometry
 
 
 @dataclass

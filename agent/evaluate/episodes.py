@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.run.files import write_text
+from drive_attention.agent.run.files import write_text
 
 SUMMARY_KEYS: tuple[str, ...] = (
     "mean_return",

@@ -11,7 +11,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from agent.evaluate.colours import attention_scale, colour, put_text
+from drive_attention.agent.evaluate.colours import attention_scale, colour, put_text
 
 OBJECT_TOKEN = re.compile(r"^objects\.(\d+)$")
 CRASH_COLOUR = (255, 40, 40)

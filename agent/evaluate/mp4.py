@@ -10,7 +10,7 @@ import cv2
 import imageio_ffmpeg
 import numpy as np
 
-from agent.run.files import IncompleteWriteError, check_writable, temp_path
+from drive_attention.agent.run.files import IncompleteWriteError, check_writable, temp_path
 
 
 class VideoWriter:

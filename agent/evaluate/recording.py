@@ -12,14 +12,20 @@ import cv2
 import numpy as np
 from stable_baselines3.common.policies import ActorCriticPolicy
 
-from agent.evaluate.agreement import RelevanceJudge
-from agent.evaluate.attribution import Attribution, SB3Probe, occlusion_test
-from agent.evaluate.episodes import EpisodeResult, faithfulness_text, outcome
-from agent.evaluate.mp4 import VideoWriter
-from agent.evaluate.scene import HighwayScene, Snapshot, interpolate
-from agent.evaluate.video import FrameText, RayLayout, object_marks, render_frame, scene_scale
-from agent.policies.base import AttentionView, Policy, TrainedPolicy
-from envs.contract import CLASS_ID
+from drive_attention.agent.evaluate.agreement import RelevanceJudge
+from drive_attention.agent.evaluate.attribution import Attribution, SB3Probe, occlusion_test
+from drive_attention.agent.evaluate.episodes import EpisodeResult, faithfulness_text, outcome
+from drive_attention.agent.evaluate.mp4 import VideoWriter
+from drive_attention.agent.evaluate.scene import HighwayScene, Snapshot, interpolate
+from drive_attention.agent.evaluate.video import (
+    FrameText,
+    RayLayout,
+    object_marks,
+    render_frame,
+    scene_scale,
+)
+from drive_attention.agent.policies.base import AttentionView, Policy, TrainedPolicy
+from drive_attention.envs.contract import CLASS_ID
 
 
 @dataclass

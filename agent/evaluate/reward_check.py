@@ -19,12 +19,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-import envs
-from agent.evaluate.episodes import EpisodeResult, EvalReport
-from agent.evaluate.rollout import evaluate
-from agent.policies.base import IdlePolicy, Policy, RandomPolicy
-from agent.policies.rule import CAUTION, RulePolicy
-from envs.contract import DISCRETE_ACTIONS
+from drive_attention import envs
+from drive_attention.agent.evaluate.episodes import EpisodeResult, EvalReport
+from drive_attention.agent.evaluate.rollout import evaluate
+from drive_attention.agent.policies.base import IdlePolicy, Policy, RandomPolicy
+from drive_attention.agent.policies.rule import CAUTION, RulePolicy
+from drive_attention.envs.contract import DISCRETE_ACTIONS
 
 FASTER = DISCRETE_ACTIONS.index("faster")
 SPEED_TIE = 0.5  # [m/s] closer mean speeds than this do not order two episodes

@@ -16,12 +16,18 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from agent.evaluate.agreement import RelevanceJudge
-from agent.evaluate.episodes import EpisodeResult, EvalReport, describe_action
-from agent.evaluate.recording import Decision, Recording, film, map_occlusion_ratio, video_path
-from agent.evaluate.scene import HighwayScene
-from agent.evaluate.video import RayLayout, scene_scale
-from agent.policies.base import Policy
+from drive_attention.agent.evaluate.agreement import RelevanceJudge
+from drive_attention.agent.evaluate.episodes import EpisodeResult, EvalReport, describe_action
+from drive_attention.agent.evaluate.recording import (
+    Decision,
+    Recording,
+    film,
+    map_occlusion_ratio,
+    video_path,
+)
+from drive_attention.agent.evaluate.scene import HighwayScene
+from drive_attention.agent.evaluate.video import RayLayout, scene_scale
+from drive_attention.agent.policies.base import Policy
 
 
 def _env_action(action: Any, action_space: spaces.Space) -> Any:

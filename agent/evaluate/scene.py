@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.camera import Rasterizer, colorize, vehicle_corners
+from drive_attention.envs.camera import Rasterizer, colorize, vehicle_corners
 
 
 @dataclass

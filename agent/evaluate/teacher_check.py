@@ -24,11 +24,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from agent.policies.lookahead import LookaheadPolicy
-from agent.policies.teacher import Teacher, TeacherConfig
-from envs.batched.core import BatchedDrive
-from envs.batched.scenarios import import_state
-from envs.validation import REFERENCE_IDS
+from drive_attention.agent.policies.lookahead import LookaheadPolicy
+from drive_attention.agent.policies.teacher import Teacher, TeacherConfig
+from drive_attention.envs.batched.core import BatchedDrive
+from drive_attention.envs.batched.scenarios import import_state
+from drive_attention.envs.validation import REFERENCE_IDS
 
 SCENARIOS = tuple(REFERENCE_IDS)  # the batched scenarios highway-env has too
 AGREEMENT = 0.9  # the share of shared states with the same first action asked for

@@ -28,9 +28,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from agent.evaluate.colours import LIFT_MAX, TEXT, attention_scale, colour
-from agent.evaluate.colours import put_text as _text
-from agent.evaluate.marks import (
+from drive_attention.agent.evaluate.colours import LIFT_MAX, TEXT, attention_scale, colour
+from drive_attention.agent.evaluate.colours import put_text as _text
+from drive_attention.agent.evaluate.marks import (
     CRASH_COLOUR,
     OBJECT_TOKEN,
     RELEVANT_COLOUR,
@@ -40,7 +40,7 @@ from agent.evaluate.marks import (
     object_marks,
     outline_pixels,
 )
-from envs.contract import CLASS_ID
+from drive_attention.envs.contract import CLASS_ID
 
 __all__ = [  # the drawing parts live in colours and marks; the renderer gives them all
     "CRASH_COLOUR", "LIFT_MAX", "RELEVANT_COLOUR", "FrameText", "ObjectMark", "RayLayout",

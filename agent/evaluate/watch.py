@@ -15,18 +15,18 @@ from pathlib import Path
 
 import cv2
 
-from agent.evaluate.agreement import RelevanceJudge
-from agent.evaluate.episodes import EpisodeResult, video_caption
-from agent.evaluate.mp4 import read_video
-from agent.evaluate.recording import film, map_occlusion_ratio
-from agent.evaluate.rollout import rollout
-from agent.evaluate.video import RayLayout
-from agent.run.build import make_env
-from agent.run.config import ConfigError
-from agent.run.files import check_writable
-from agent.run.limits import check_episodes
-from agent.run.loading import load_agent
-from envs import camera_geometry
+from drive_attention.agent.evaluate.agreement import RelevanceJudge
+from drive_attention.agent.evaluate.episodes import EpisodeResult, video_caption
+from drive_attention.agent.evaluate.mp4 import read_video
+from drive_attention.agent.evaluate.recording import film, map_occlusion_ratio
+from drive_attention.agent.evaluate.rollout import rollout
+from drive_attention.agent.evaluate.video import RayLayout
+from drive_attention.agent.run.build import make_env
+from drive_attention.agent.run.config import ConfigError
+from drive_attention.agent.run.files import check_writable
+from drive_attention.agent.run.limits import check_episodes
+from drive_attention.agent.run.loading import load_agent
+from drive_attention.envs import camera_geometry
 
 PRETRAINED = Path(__file__).resolve().parents[1] / "pretrained" / "default"
 

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import numpy as np
 from gymnasium import spaces
 
-from models import attention_from_policy, policy_extractor
+from drive_attention.models import attention_from_policy, policy_extractor
 
 POLICIES: tuple[str, ...] = ("trained", "random", "idle", "rule", "lookahead", "teacher")
 """rule: :mod:`agent.policies.rule`; lookahead: :mod:`agent.policies.lookahead` (plans in copies

@@ -23,10 +23,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-import envs
-from agent.policies.base import AttentionView
-from envs.configuration import ConfigError
-from envs.contract import DISCRETE_ACTIONS
+from drive_attention import envs
+from drive_attention.agent.policies.base import AttentionView
+from drive_attention.envs.configuration import ConfigError
+from drive_attention.envs.contract import DISCRETE_ACTIONS
 
 LEFT, IDLE, RIGHT, FASTER, SLOWER = range(len(DISCRETE_ACTIONS))  # highway-env's order
 PLANS: tuple[tuple[int, ...], ...] = (

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 
 import torch
 
-from agent.policies.teacher import Decision, Teacher
-from envs.batched.planning import PlanningBatch
-from envs.batched.signals import NO_LIGHT
-from envs.batched.sim import EGO, EMPTY
+from drive_attention.agent.policies.teacher import Decision, Teacher
+from drive_attention.envs.batched.planning import PlanningBatch
+from drive_attention.envs.batched.signals import NO_LIGHT
+from drive_attention.envs.batched.sim import EGO, EMPTY
 
 
 @dataclass

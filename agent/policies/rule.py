@@ -51,12 +51,12 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-import envs
-from agent.policies.base import AttentionView
-from envs.configuration import ConfigError
-from envs.contract import DISCRETE_ACTIONS, LIGHT_PALETTE, LIGHT_STATES
-from envs.observation import CameraGeometry
-from envs.scenarios import (
+from drive_attention import envs
+from drive_attention.agent.policies.base import AttentionView
+from drive_attention.envs.configuration import ConfigError
+from drive_attention.envs.contract import DISCRETE_ACTIONS, LIGHT_PALETTE, LIGHT_STATES
+from drive_attention.envs.observation import CameraGeometry
+from drive_attention.envs.scenarios import (
     CLOSING_SCALE,
     OBJECT_QUANTITIES,
     SCENARIOS,

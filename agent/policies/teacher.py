@@ -33,13 +33,13 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-import envs
-from agent.policies.base import AttentionView
-from agent.policies.lookahead import FASTER, IDLE, LEFT, PLANS, RIGHT, SLOWER
-from envs.batched.core import BatchedDrive
-from envs.batched.planning import PlanningBatch
-from envs.configuration import ConfigError, closest
-from envs.contract import DISCRETE_ACTIONS
+from drive_attention import envs
+from drive_attention.agent.policies.base import AttentionView
+from drive_attention.agent.policies.lookahead import FASTER, IDLE, LEFT, PLANS, RIGHT, SLOWER
+from drive_attention.envs.batched.core import BatchedDrive
+from drive_attention.envs.batched.planning import PlanningBatch
+from drive_attention.envs.configuration import ConfigError, closest
+from drive_attention.envs.contract import DISCRETE_ACTIONS
 
 TIE = 1e-3  # [m] distances this close are a tie: copies in other rows of a batch may differ in
 # their last float32 bits (e.g. a lane change where there is no lane, which acts as idle)

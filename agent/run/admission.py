@@ -10,18 +10,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import envs
-from agent.run.algo_state import check_state_dict
-from agent.run.build import (
+from drive_attention import envs
+from drive_attention.agent.run.algo_state import check_state_dict
+from drive_attention.agent.run.build import (
     ALGORITHMS,
     EnvSpec,
     policy_kwargs,
     probe_env,
     resolve_device,
 )
-from agent.run.checkpoint import Checkpoint, CheckpointError, load_checkpoint
-from agent.run.config import ConfigError, ExperimentConfig, resolve_config
-from agent.run.config_files import (
+from drive_attention.agent.run.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from drive_attention.agent.run.config import ConfigError, ExperimentConfig, resolve_config
+from drive_attention.agent.run.config_files import (
     Overrides,
     apply_overrides,
     config_diff,
@@ -29,8 +29,8 @@ from agent.run.config_files import (
     read_yaml,
     to_dict,
 )
-from agent.run.memory import check_run_memory
-from agent.run.rundir import STEP_FILE, RunDir, RunLock, default_run_name
+from drive_attention.agent.run.memory import check_run_memory
+from drive_attention.agent.run.rundir import STEP_FILE, RunDir, RunLock, default_run_name
 
 
 @dataclass

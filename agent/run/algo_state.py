@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agent.run.checkpoint import CheckpointError
+from drive_attention.agent.run.checkpoint import CheckpointError
 
 
 def check_state_dict(

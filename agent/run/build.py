@@ -23,13 +23,12 @@ from stable_baselines3.common.vec_env import (
     VecNormalize,
 )
 
-import envs
-import models
-from agent.run.config import ConfigError, EnvConfig, ExperimentConfig, check_env_id
-from agent.run.memory import check_run_memory
-from envs.batched.env import make_vec_env as make_batched
-from envs.configuration import closest
-from envs.contract import idle_action
+from drive_attention import envs, models
+from drive_attention.agent.run.config import ConfigError, EnvConfig, ExperimentConfig, check_env_id
+from drive_attention.agent.run.memory import check_run_memory
+from drive_attention.envs.batched.env import make_vec_env as make_batched
+from drive_attention.envs.configuration import closest
+from drive_attention.envs.contract import idle_action
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC}
 

@@ -35,7 +35,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
-from agent.run.files import UnsafePathError, write_atomic
+from drive_attention.agent.run.files import UnsafePathError, write_atomic
 
 FORMAT = "drive-attention/checkpoint"
 VERSION = 2  # the version written; the checksum covers the header and the tensors

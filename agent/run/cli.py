@@ -7,10 +7,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from agent.run.checkpoint import CheckpointError
-from agent.run.files import IncompleteWriteError, UnsafePathError
-from envs.configuration import ConfigError
-from envs.contract import SimulatorUnavailable
+from drive_attention.agent.run.checkpoint import CheckpointError
+from drive_attention.agent.run.files import IncompleteWriteError, UnsafePathError
+from drive_attention.envs.configuration import ConfigError
+from drive_attention.envs.contract import SimulatorUnavailable
 
 USAGE_ERROR = 2  # exit status of a command the user must correct
 INTERRUPTED = 130  # exit status after Ctrl-C (128 + SIGINT), as shells report it

@@ -28,12 +28,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import envs
-from agent.run import limits
-from agent.run.engines import check_engine
-from envs.configuration import ConfigError, build, check, closest
-from envs.observation import ObservationOptions
-from models import ExtractorConfig
+from drive_attention import envs
+from drive_attention.agent.run import limits
+from drive_attention.agent.run.engines import check_engine
+from drive_attention.envs.configuration import ConfigError, build, check, closest
+from drive_attention.envs.observation import ObservationOptions
+from drive_attention.models import ExtractorConfig
 
 __all__ = [
     "SECTIONS",

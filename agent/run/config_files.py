@@ -15,9 +15,9 @@ from typing import Any
 
 import yaml
 
-from agent.run.config import ExperimentConfig, resolve_config
-from agent.run.files import write_text
-from envs.configuration import ConfigError
+from drive_attention.agent.run.config import ExperimentConfig, resolve_config
+from drive_attention.agent.run.files import write_text
+from drive_attention.envs.configuration import ConfigError
 
 MAX_YAML_VALUES = (
     100_000  # values of one YAML document with its aliases expanded (an experiment: ~100)

@@ -7,8 +7,8 @@
 
 from __future__ import annotations
 
-import envs
-from envs.configuration import ConfigError
+from drive_attention import envs
+from drive_attention.envs.configuration import ConfigError
 
 ENGINES = ("sb3", "device")
 

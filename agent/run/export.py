@@ -27,12 +27,17 @@ from typing import Any
 
 import numpy as np
 
-from agent.run.build import probe_env
-from agent.run.checkpoint import CheckpointError, load_checkpoint
-from agent.run.config import ConfigError
-from agent.run.files import UnsafePathError, check_writable, creation_problem, write_atomic
-from agent.run.loading import ZIP_KEY, checkpoint_config, restore_model
-from agent.run.rundir import RunDir
+from drive_attention.agent.run.build import probe_env
+from drive_attention.agent.run.checkpoint import CheckpointError, load_checkpoint
+from drive_attention.agent.run.config import ConfigError
+from drive_attention.agent.run.files import (
+    UnsafePathError,
+    check_writable,
+    creation_problem,
+    write_atomic,
+)
+from drive_attention.agent.run.loading import ZIP_KEY, checkpoint_config, restore_model
+from drive_attention.agent.run.rundir import RunDir
 
 FORMATS: tuple[str, ...] = ("sb3",)
 

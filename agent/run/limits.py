@@ -12,8 +12,8 @@ batched simulator's with its options (:mod:`envs.limits`).
 
 from __future__ import annotations
 
-from envs.configuration import ConfigError
-from envs.limits import MAX_BATCHED_ENVS
+from drive_attention.envs.configuration import ConfigError
+from drive_attention.envs.limits import MAX_BATCHED_ENVS
 
 MAX_PROCESS_ENVS = 256
 """``env.n_envs`` of the backends that run one Python process per env (highway-env, CARLA):

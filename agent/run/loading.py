@@ -15,9 +15,14 @@ must match that env's (:func:`load_sb3_zip`).
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
 import json
+import sys
 import warnings
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -26,10 +31,11 @@ from gymnasium import spaces
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-import models
-from agent.policies.base import TrainedPolicy
-from agent.run.algo_state import restore_algo_state, restore_vec_normalize
-from agent.run.build import (
+import drive_attention
+from drive_attention import models
+from drive_attention.agent.policies.base import TrainedPolicy
+from drive_attention.agent.run.algo_state import restore_algo_state, restore_vec_normalize
+from drive_attention.agent.run.build import (
     EnvFactory,
     EnvSpec,
     make_algo,
@@ -37,12 +43,22 @@ from agent.run.build import (
     resolve_device,
     wrap_normalize,
 )
-from agent.run.checkpoint import Checkpoint, CheckpointError, is_sb3_zip, load_checkpoint
-from agent.run.config import ConfigError, ExperimentConfig, check_env_id, resolve_config
-from agent.run.config_files import read_yaml, to_dict
-from agent.run.rundir import RunDir
-from envs import EXPORT_KEY
-from models.extractors import EXTRACTOR_CLASSES, as_config
+from drive_attention.agent.run.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    is_sb3_zip,
+    load_checkpoint,
+)
+from drive_attention.agent.run.config import (
+    ConfigError,
+    ExperimentConfig,
+    check_env_id,
+    resolve_config,
+)
+from drive_attention.agent.run.config_files import read_yaml, to_dict
+from drive_attention.agent.run.rundir import RunDir
+from drive_attention.envs import EXPORT_KEY
+from drive_attention.models.extractors import EXTRACTOR_CLASSES, as_config
 
 ZIP_KEY = EXPORT_KEY  # the attribute saved in an exported zip's data: JSON of config, step, stats
 
@@ -228,6 +244,46 @@ def read_zip_metadata(path: str | Path) -> dict[str, Any]:
         ) from None
 
 
+class _OldNames(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports ``envs.x`` (an old top-level name) as the module ``drive_attention.envs.x``
+    itself: the same module object, never a second copy of it."""
+
+    def __init__(self, roots: set[str]) -> None:
+        self.roots = roots
+        self.specs: dict[str, Any] = {}  # each module's own spec, by its real name
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name.split(".")[0] not in self.roots:
+            return None
+        return importlib.machinery.ModuleSpec(name, self)
+
+    def create_module(self, spec: Any) -> Any:
+        module = importlib.import_module(f"drive_attention.{spec.name}")
+        self.specs[module.__name__] = module.__spec__
+        return module
+
+    def exec_module(self, module: Any) -> None:
+        # the import system gave the module this finder's spec: give it back its own
+        module.__spec__ = self.specs[module.__name__]
+
+
+@contextmanager
+def old_module_names() -> Iterator[None]:
+    """While a zip is unpickled, the package's old top-level names (``models.extractors``, as
+    zips exported before the package was imported as ``drive_attention`` name its classes)
+    stand for its modules; a name the process already has (a user's own ``models``) is left
+    alone, and nothing stays claimed afterwards."""
+    roots = {part for part in drive_attention.PARTS if part not in sys.modules}
+    finder = _OldNames(roots)
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
+        for name in [n for n in sys.modules if n.split(".")[0] in roots]:
+            del sys.modules[name]
+
+
 def load_sb3_zip(
     path: Path,
     run_dir: str | Path | None = None,
@@ -257,7 +313,8 @@ def load_sb3_zip(
     config = _zip_config(path, embedded, run_dir, env_id)
     spec = probe_env(config.env)
     try:
-        model = algo.load(path, device=resolve_device(device))  # unpickles: --allow-pickle
+        with old_module_names():
+            model = algo.load(path, device=resolve_device(device))  # unpickles: --allow-pickle
     except (ValueError, KeyError, RuntimeError, AttributeError, ImportError) as err:
         raise CheckpointError(f"{path}: SB3 cannot load it ({type(err).__name__}: {err})") from None
     _check_zip_spaces(path, model, spec, config.env.id)

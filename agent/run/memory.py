@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 from gymnasium import spaces
 
-import envs
-from agent.run.config import ExperimentConfig
-from envs.limits import batched_env_bytes, check_memory, gib
+from drive_attention import envs
+from drive_attention.agent.run.config import ExperimentConfig
+from drive_attention.envs.limits import batched_env_bytes, check_memory, gib
 
 PROCESS_ENV_BYTES = 100 * 2**20  # [bytes] one env in a process of its own, at least
 TRAIN_BYTES_PER_PARAM = 16  # float32 weights, gradients and Adam's two moments

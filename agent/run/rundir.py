@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.run.checkpoint import CheckpointError, latest_checkpoint
-from agent.run.files import check_writable, write_text
-from envs.configuration import ConfigError
+from drive_attention.agent.run.checkpoint import CheckpointError, latest_checkpoint
+from drive_attention.agent.run.files import check_writable, write_text
+from drive_attention.envs.configuration import ConfigError
 
 LOCK_FILE = ".lock"
 STEP_FILE = re.compile(r"^step_(\d+)\.safetensors$")

@@ -20,8 +20,8 @@ from typing import Any
 
 from stable_baselines3.common.logger import KVWriter
 
-from agent.run.files import UnsafePathError, append_line, check_writable
-from envs.configuration import ConfigError
+from drive_attention.agent.run.files import UnsafePathError, append_line, check_writable
+from drive_attention.envs.configuration import ConfigError
 
 STEP_KEY = "global_step"  # the x-axis of every W&B chart (environment steps)
 FRAME_KEY = "frame"  # the x-axis of per-frame series (``attention/frame/...``)

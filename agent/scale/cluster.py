@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from envs.configuration import ConfigError
+from drive_attention.envs.configuration import ConfigError
 
 LOOPBACK = "127.0.0.1"
 INSTALL_HINT = "pip install -e '.[ray]' (Ray and Optuna)"

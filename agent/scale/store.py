@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agent.run.files import TEMP_MARK, write_atomic
-from agent.run.rundir import LOCK_FILE
+from drive_attention.agent.run.files import TEMP_MARK, write_atomic
+from drive_attention.agent.run.rundir import LOCK_FILE
 
 
 def _skipped(relative: Path) -> bool:

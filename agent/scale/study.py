@@ -30,14 +30,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from agent.benchmark.config import BenchmarkConfig
-from agent.benchmark.execution import run_job
-from agent.benchmark.jobs import LOG_FILE, Job, outstanding, read_result
-from agent.benchmark.scheduler import OUTCOMES, progress_line
-from agent.run.files import append_line
-from agent.run.version import code_version, git_commit
-from agent.scale.cluster import check_resources, connected
-from agent.scale.store import RunMirror, pull, start_store
+from drive_attention.agent.benchmark.config import BenchmarkConfig
+from drive_attention.agent.benchmark.execution import run_job
+from drive_attention.agent.benchmark.jobs import LOG_FILE, Job, outstanding, read_result
+from drive_attention.agent.benchmark.scheduler import OUTCOMES, progress_line
+from drive_attention.agent.run.files import append_line
+from drive_attention.agent.run.version import code_version, git_commit
+from drive_attention.agent.scale.cluster import check_resources, connected
+from drive_attention.agent.scale.store import RunMirror, pull, start_store
 
 TEXT_SUFFIXES = (".json", ".jsonl", ".yaml", ".log")
 RETRIES = 3  # a job is retried this often after its node or worker died

@@ -33,18 +33,18 @@ from typing import Any
 
 import yaml
 
-from agent.evaluate.episodes import EvalReport
-from agent.run.admission import prepare
-from agent.run.config import ConfigError
-from agent.run.config_files import read_yaml, to_dict
-from agent.run.files import write_text
-from agent.run.rundir import RunDir
-from agent.run.version import code_version
-from agent.scale.cluster import check_resources, connected
-from agent.scale.store import RunMirror, pull, start_store
-from agent.scale.study import repath
-from agent.scale.sweep_config import METRICS, SweepConfig
-from agent.training import Trainer
+from drive_attention.agent.evaluate.episodes import EvalReport
+from drive_attention.agent.run.admission import prepare
+from drive_attention.agent.run.config import ConfigError
+from drive_attention.agent.run.config_files import read_yaml, to_dict
+from drive_attention.agent.run.files import write_text
+from drive_attention.agent.run.rundir import RunDir
+from drive_attention.agent.run.version import code_version
+from drive_attention.agent.scale.cluster import check_resources, connected
+from drive_attention.agent.scale.store import RunMirror, pull, start_store
+from drive_attention.agent.scale.study import repath
+from drive_attention.agent.scale.sweep_config import METRICS, SweepConfig
+from drive_attention.agent.training import Trainer
 
 TRIALS_FILE, TABLE_FILE, BEST_FILE = "trials.json", "trials.md", "best.yaml"
 # Tune's run loop and result loading: on Ctrl-C they log that the run stopped, how to restore it

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from agent.benchmark.config import flatten
-from agent.run.config import ConfigError, ExperimentConfig, check_folder_name
-from agent.run.config_files import load_config, read_yaml, to_dict
-from agent.run.limits import check_episodes
-from envs.configuration import build, check
+from drive_attention.agent.benchmark.config import flatten
+from drive_attention.agent.run.config import ConfigError, ExperimentConfig, check_folder_name
+from drive_attention.agent.run.config_files import load_config, read_yaml, to_dict
+from drive_attention.agent.run.limits import check_episodes
+from drive_attention.envs.configuration import build, check
 
 METRICS = ("mean_return", "success_rate", "collision_rate", "mean_speed")  # periodic eval
 DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice")

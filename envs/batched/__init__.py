@@ -12,8 +12,8 @@
 - :mod:`envs.batched.planning`: copies of environments a planner steps (the teacher's).
 """
 
-from envs.batched.core import BatchedDrive
-from envs.batched.env import (
+from drive_attention.envs.batched.core import BatchedDrive
+from drive_attention.envs.batched.env import (
     BatchedDriveEnv,
     BatchedDriveVecEnv,
     BatchedDriveVectorEnv,

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:  # sim.py imports this module
-    from envs.batched.sim import Traffic
+    from drive_attention.envs.batched.sim import Traffic
 
 FILTER_SLACK = 1e-3  # [m] the float32 distance filter keeps pairs this much beyond the exact one
 ORDER_LIMIT = 2**31  # road orders must stay below this (visit ranks are int64)

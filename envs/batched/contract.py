@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from envs.contract import (
+from drive_attention.envs.contract import (
     DISCRETE_ACTIONS,
     EPISODE_KEYS,
     IDLE,

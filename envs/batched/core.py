@@ -18,15 +18,21 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from envs.batched import contract
-from envs.batched.planning import PlanningBatch
-from envs.batched.raster_map import MapRasterizer
-from envs.batched.render import TorchRasterizer, lidar, object_ids, object_slots, objects
-from envs.batched.scenarios import BATCHED, BatchedScenario
-from envs.batched.sim import EGO, IDM, ROUTE_HOPS, Simulator, Traffic
-from envs.camera import road_map as camera_map
-from envs.configuration import ConfigError, build, check, closest
-from envs.contract import (
+from drive_attention.envs.batched import contract
+from drive_attention.envs.batched.planning import PlanningBatch
+from drive_attention.envs.batched.raster_map import MapRasterizer
+from drive_attention.envs.batched.render import (
+    TorchRasterizer,
+    lidar,
+    object_ids,
+    object_slots,
+    objects,
+)
+from drive_attention.envs.batched.scenarios import BATCHED, BatchedScenario
+from drive_attention.envs.batched.sim import EGO, IDM, ROUTE_HOPS, Simulator, Traffic
+from drive_attention.envs.camera import road_map as camera_map
+from drive_attention.envs.configuration import ConfigError, build, check, closest
+from drive_attention.envs.contract import (
     DISCRETE_ACTIONS,
     LIGHT_STATES,
     REWARD_TERMS,
@@ -34,9 +40,15 @@ from envs.contract import (
     observation_space,
     public_labels,
 )
-from envs.contract import sensor_groups as group_sensors
-from envs.limits import check_batched_envs
-from envs.scenarios import CLOSING_SCALE, EDGE_SCALE, SPEED_SCALE, ScenarioConfig, sensor_names
+from drive_attention.envs.contract import sensor_groups as group_sensors
+from drive_attention.envs.limits import check_batched_envs
+from drive_attention.envs.scenarios import (
+    CLOSING_SCALE,
+    EDGE_SCALE,
+    SPEED_SCALE,
+    ScenarioConfig,
+    sensor_names,
+)
 
 SEED_MAX = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit seed
 

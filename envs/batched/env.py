@@ -21,9 +21,9 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 from stable_baselines3.common.vec_env import VecEnv
 
-from envs.batched.core import BatchedDrive
-from envs.configuration import ConfigError
-from envs.contract import (
+from drive_attention.envs.batched.core import BatchedDrive
+from drive_attention.envs.configuration import ConfigError
+from drive_attention.envs.contract import (
     DISCRETE_ACTIONS,
     EPISODE_KEYS,
     RENDER_MODES,

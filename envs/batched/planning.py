@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from envs.batched.contract import EpisodeStats
-from envs.batched.sim import Traffic
+from drive_attention.envs.batched.contract import EpisodeStats
+from drive_attention.envs.batched.sim import Traffic
 
 
 @dataclass

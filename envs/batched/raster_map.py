@@ -15,10 +15,10 @@ from collections.abc import Callable
 import torch
 from highway_env.road.lane import AbstractLane
 
-from envs.batched.render import box_patch, draw_boxes
-from envs.batched.sim import Traffic
-from envs.camera import MAX_MAP_BYTES, SUPERSAMPLE, TILE, RoadMap
-from envs.contract import CAMERA_PALETTE
+from drive_attention.envs.batched.render import box_patch, draw_boxes
+from drive_attention.envs.batched.sim import Traffic
+from drive_attention.envs.camera import MAX_MAP_BYTES, SUPERSAMPLE, TILE, RoadMap
+from drive_attention.envs.contract import CAMERA_PALETTE
 
 
 class MapRasterizer:

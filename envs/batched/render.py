@@ -27,10 +27,10 @@ import math
 
 import torch
 
-from envs.batched.road import STRIPES, LaneTable
-from envs.batched.sim import EGO, IDM, PEDESTRIAN, Traffic
-from envs.contract import CLASS_ID, PALETTE
-from envs.scenarios import CLOSING_SCALE, SUBPIXEL_BITS, marking_px
+from drive_attention.envs.batched.road import STRIPES, LaneTable
+from drive_attention.envs.batched.sim import EGO, IDM, PEDESTRIAN, Traffic
+from drive_attention.envs.contract import CLASS_ID, PALETTE
+from drive_attention.envs.scenarios import CLOSING_SCALE, SUBPIXEL_BITS, marking_px
 
 
 class TorchRasterizer:

@@ -29,8 +29,8 @@ import torch
 from highway_env.road.lane import AbstractLane, CircularLane, LineType, SineLane, StraightLane
 from highway_env.road.road import RoadNetwork
 
-from envs.camera import along_x
-from envs.scenarios import STRIPE_LENGTH, STRIPE_SPACING, lane_samples, turn_of
+from drive_attention.envs.camera import along_x
+from drive_attention.envs.scenarios import STRIPE_LENGTH, STRIPE_SPACING, lane_samples, turn_of
 
 VEHICLE_LENGTH = AbstractLane.VEHICLE_LENGTH  # [m] lane end margins of highway-env
 LINE, ARC = 0, 1  # lane kinds: straight or sine (a line with an offset), circular

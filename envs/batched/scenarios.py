@@ -25,8 +25,8 @@ from highway_env.envs.intersection_env import IntersectionEnv
 from highway_env.vehicle.controller import MDPVehicle
 from highway_env.vehicle.objects import Obstacle
 
-from envs.batched.road import LaneTable, lane_table
-from envs.batched.sim import (
+from drive_attention.envs.batched.road import LaneTable, lane_table
+from drive_attention.envs.batched.sim import (
     DELTA,
     DELTA_RANGE,
     EGO,
@@ -41,9 +41,9 @@ from envs.batched.sim import (
     Simulator,
     Traffic,
 )
-from envs.batched.streams import GeneratorDraws, StreamDraws, stream_keys
-from envs.configuration import build, check
-from envs.scenarios import SCENARIOS, RouteScenario, Scenario
+from drive_attention.envs.batched.streams import GeneratorDraws, StreamDraws, stream_keys
+from drive_attention.envs.configuration import build, check
+from drive_attention.envs.scenarios import SCENARIOS, RouteScenario, Scenario
 
 
 @functools.cache
@@ -472,7 +472,7 @@ class SignalizedTraffic(IntersectionTraffic):
 
     def signals(self, road: LaneTable) -> Any:
         """The :class:`envs.batched.signals.Signals` of ``road`` (one per device)."""
-        from envs.batched.signals import Signals, Timing
+        from drive_attention.envs.batched.signals import Signals, Timing
 
         device = road.x0.device
         if device not in self._signals:

@@ -34,11 +34,20 @@ from typing import Any
 
 import torch
 
-from envs.batched.collision import contacts
-from envs.batched.road import LaneTable
-from envs.batched.sim import EGO, EMPTY, IDM, PEDESTRIAN, TIME_WANTED, Simulator, Traffic, not_zero
-from envs.contract import CLASS_ID, LIGHT_LABELS, LIGHT_STATES
-from envs.scenarios import STOP_SCALE
+from drive_attention.envs.batched.collision import contacts
+from drive_attention.envs.batched.road import LaneTable
+from drive_attention.envs.batched.sim import (
+    EGO,
+    EMPTY,
+    IDM,
+    PEDESTRIAN,
+    TIME_WANTED,
+    Simulator,
+    Traffic,
+    not_zero,
+)
+from drive_attention.envs.contract import CLASS_ID, LIGHT_LABELS, LIGHT_STATES
+from drive_attention.envs.scenarios import STOP_SCALE
 
 GREEN, AMBER, RED = (LIGHT_STATES.index(name) for name in ("green", "amber", "red"))
 NO_LIGHT = -1  # the ego is past its stop line (or not on an incoming lane)

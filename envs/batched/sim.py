@@ -37,9 +37,9 @@ from highway_env.vehicle.behavior import IDMVehicle
 from highway_env.vehicle.controller import ControlledVehicle, MDPVehicle
 from highway_env.vehicle.kinematics import Vehicle
 
-from envs.batched.collision import Contacts, contacts
-from envs.batched.road import VEHICLE_LENGTH, LaneTable, wrap_to_pi
-from envs.contract import DISCRETE_ACTIONS
+from drive_attention.envs.batched.collision import Contacts, contacts
+from drive_attention.envs.batched.road import VEHICLE_LENGTH, LaneTable, wrap_to_pi
+from drive_attention.envs.contract import DISCRETE_ACTIONS
 
 # Slot kinds: the ego, driven traffic, obstacles, free slots, pedestrians (the signalised
 # intersection's, moved by :mod:`envs.batched.signals`)

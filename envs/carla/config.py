@@ -14,9 +14,9 @@ import os
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from envs.configuration import ConfigError, check, closest
-from envs.observation import CameraGeometry, ObservationOptions
-from envs.scenarios import reward_weights
+from drive_attention.envs.configuration import ConfigError, check, closest
+from drive_attention.envs.observation import CameraGeometry, ObservationOptions
+from drive_attention.envs.scenarios import reward_weights
 
 REWARD_SCENARIO = "carla"  # this backend's row of envs.scenarios.REWARD_WEIGHTS
 MAX_RAYS = 100  # its sensor names number the rays with two digits

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from envs.contract import CLASS_ID
+from drive_attention.envs.contract import CLASS_ID
 
 # ----------------------------------------------------------------------------------------------
 # Semantic tags -> road-label classes

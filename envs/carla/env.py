@@ -34,8 +34,8 @@ except ImportError as _err:  # pragma: no cover - exercised in a subprocess test
         "pip install -e '.[carla]'  (it pins carla==0.9.16, which also talks to 0.9.15 servers)"
     ) from _err
 
-from envs.carla.config import WEATHER_PRESETS, CarlaEnvConfig
-from envs.carla.core import (
+from drive_attention.envs.carla.config import WEATHER_PRESETS, CarlaEnvConfig
+from drive_attention.envs.carla.core import (
     LIGHT_STATES,
     Readings,
     RouteTracker,
@@ -53,7 +53,7 @@ from envs.carla.core import (
     waypoint_xy,
     world_to_ego,
 )
-from envs.carla.runtime import (
+from drive_attention.envs.carla.runtime import (
     ActorRegistry,
     CarlaConnectionError,
     CarlaServerLost,
@@ -65,8 +65,8 @@ from envs.carla.runtime import (
     server_help,
     with_retries,
 )
-from envs.configuration import build
-from envs.contract import (
+from drive_attention.envs.configuration import build
+from drive_attention.envs.contract import (
     REWARD_TERMS,
     EpisodeStats,
     FrameStack,

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from envs.contract import SimulatorUnavailable
+from drive_attention.envs.contract import SimulatorUnavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -5,6 +5,6 @@
   labels, drawn with OpenCV.
 """
 
-from envs.highway.env import DriveEnv
+from drive_attention.envs.highway.env import DriveEnv
 
 __all__ = ["DriveEnv"]

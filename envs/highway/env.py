@@ -22,9 +22,9 @@ import gymnasium as gym
 import numpy as np
 from highway_env.envs.common.observation import LidarObservation
 
-from envs.camera import Rasterizer, box_mask, colorize, vehicle_corners
-from envs.configuration import ConfigError, build, closest
-from envs.contract import (
+from drive_attention.envs.camera import Rasterizer, box_mask, colorize, vehicle_corners
+from drive_attention.envs.configuration import ConfigError, build, closest
+from drive_attention.envs.contract import (
     EPISODE_KEYS,
     RENDER_MODES,
     EpisodeStats,
@@ -41,7 +41,7 @@ from envs.contract import (
     simulator_seed,
     weigh,
 )
-from envs.scenarios import (
+from drive_attention.envs.scenarios import (
     CLOSING_SCALE,
     EDGE_SCALE,
     OBJECT_QUANTITIES,

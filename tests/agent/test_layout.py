@@ -31,7 +31,11 @@ def _imports(tree: ast.Module) -> list[tuple[ast.stmt, str]]:
             found.append((node, node.module))
         elif isinstance(node, ast.Import):
             found.extend((node, alias.name) for alias in node.names)
-    return found
+        elif isinstance(node, ast.ImportFrom) and node.module == "drive_attention":
+            # ``from drive_attention import agent``
+            found.extend((node, f"drive_attention.{alias.name}") for alias in node.names)
+    # the package's parts are named as their folders
+    return [(node, name.removeprefix("drive_attention.")) for node, name in found]
 
 
 def _room(module: str) -> str | None:

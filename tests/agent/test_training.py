@@ -21,19 +21,19 @@ import pytest
 import torch
 import yaml
 
-from agent.evaluate.episodes import SUMMARY_KEYS
-from agent.evaluate.mp4 import VideoWriter, read_video
-from agent.evaluate.video import FrameText, render_frame
-from agent.run.checkpoint import (
+from drive_attention.agent.evaluate.episodes import SUMMARY_KEYS
+from drive_attention.agent.evaluate.mp4 import VideoWriter, read_video
+from drive_attention.agent.evaluate.video import FrameText, render_frame
+from drive_attention.agent.run.checkpoint import (
     Checkpoint,
     CheckpointError,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
-from agent.run.config import ConfigError
-from agent.run.config_files import load_config, read_yaml, to_dict
-from agent.run.wandb_logger import RunLogger
+from drive_attention.agent.run.config import ConfigError
+from drive_attention.agent.run.config_files import load_config, read_yaml, to_dict
+from drive_attention.agent.run.wandb_logger import RunLogger
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "configs" / "default.yaml"
@@ -301,7 +301,7 @@ def test_training_video_shows_whole_episodes_with_attention(trained_run: Path) -
     visible under it."""
     import gymnasium as gym
 
-    from agent.evaluate.scene import HighwayScene
+    from drive_attention.agent.evaluate.scene import HighwayScene
 
     final = json.loads((trained_run / "eval" / "final_trained.json").read_text())
     filmed = [e for e in final["episodes"] if e["video"]]
@@ -502,8 +502,8 @@ def test_evaluate_attention_reports_attribution(
 
 
 def test_checkpoint_may_only_restore_the_algorithms_own_tensors(trained_run: Path) -> None:
-    from agent.run.algo_state import restore_algo_state
-    from agent.run.loading import load_agent
+    from drive_attention.agent.run.algo_state import restore_algo_state
+    from drive_attention.agent.run.loading import load_agent
 
     agent = load_agent(trained_run, device="cpu")
     state = dict(agent.checkpoint.state)
@@ -597,9 +597,9 @@ def test_resume_under_changed_default_reward_weights_is_refused_with_the_fix(
 ) -> None:
     """A run records its reward weights; resumed where the defaults have changed since, it is
     refused (its reward would change without a word) and the message gives both fixes."""
-    import envs
-    from agent.run.admission import prepare
-    from agent.run.config_files import read_yaml
+    from drive_attention import envs
+    from drive_attention.agent.run.admission import prepare
+    from drive_attention.agent.run.config_files import read_yaml
 
     run = shutil.copytree(trained_run, tmp_path / "tiny")
     info_path = run / "run.json"
@@ -626,14 +626,14 @@ def test_resume_under_changed_default_reward_weights_is_refused_with_the_fix(
 
 
 def test_unknown_env_id_names_the_closest(tmp_path: Path) -> None:
-    from agent.run.admission import prepare
+    from drive_attention.agent.run.admission import prepare
 
     with pytest.raises(ConfigError, match=r"env\.id.*DriveAttention/Highway-v0"):
         prepare(DEFAULT, ["env.id=DriveAttention/Highwy-v0", f"logging.root={tmp_path}"])
 
 
 def test_eval_env_must_be_a_known_id_with_the_same_observations(tmp_path: Path) -> None:
-    from agent.run.admission import prepare
+    from drive_attention.agent.run.admission import prepare
 
     with pytest.raises(ConfigError, match=r"train\.eval_env.*DriveAttention/Highway-v0"):
         prepare(DEFAULT, ["train.eval_env=DriveAttention/Highwy-v0", f"logging.root={tmp_path}"])
@@ -664,8 +664,8 @@ def test_sac_continuous_trains_and_resumes(run_script, tmp_path: Path) -> None:
 
 
 def test_normalisation_statistics_round_trip(tmp_path: Path) -> None:
-    from agent.run.algo_state import restore_vec_normalize, vec_normalize_state
-    from agent.run.build import make_vec_env, wrap_normalize
+    from drive_attention.agent.run.algo_state import restore_vec_normalize, vec_normalize_state
+    from drive_attention.agent.run.build import make_vec_env, wrap_normalize
 
     config = load_config(
         DEFAULT,

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-import envs
-from envs import ConfigError
-from envs.batched import BatchedDrive, BatchedDriveVecEnv
-from envs.batched import contract as twin
-from envs.batched.scenarios import import_state
-from envs.contract import (
+from drive_attention import envs
+from drive_attention.envs import ConfigError
+from drive_attention.envs.batched import BatchedDrive, BatchedDriveVecEnv
+from drive_attention.envs.batched import contract as twin
+from drive_attention.envs.batched.scenarios import import_state
+from drive_attention.envs.contract import (
     EPISODE_KEYS,
     IDLE,
     REWARD_TERMS,
@@ -26,7 +26,7 @@ from envs.contract import (
     reward_terms,
     weigh,
 )
-from envs.scenarios import SCENARIOS, ScenarioConfig, sensor_names, turn_of
+from drive_attention.envs.scenarios import SCENARIOS, ScenarioConfig, sensor_names, turn_of
 
 
 # ----------------------------------------------------------------------------- numpy contract
@@ -87,12 +87,12 @@ def test_frame_stack() -> None:
 
 
 def test_every_backend_refuses_a_bad_render_mode_the_same_way() -> None:
-    from envs.batched import BatchedDriveEnv
-    from envs.highway import DriveEnv
+    from drive_attention.envs.batched import BatchedDriveEnv
+    from drive_attention.envs.highway import DriveEnv
 
     backends: list[type] = [DriveEnv, BatchedDriveEnv]
     try:
-        from envs.carla.env import CarlaDriveEnv
+        from drive_attention.envs.carla.env import CarlaDriveEnv
     except ImportError:  # the carla client is an optional extra
         pass
     else:
@@ -284,7 +284,7 @@ def test_a_bad_row_stops_no_env_and_leaves_every_state_as_it_was() -> None:
 
 
 def test_alive_pays_only_where_surviving_is_the_task() -> None:
-    from envs.scenarios import SCENARIOS, ScenarioConfig
+    from drive_attention.envs.scenarios import SCENARIOS, ScenarioConfig
 
     for name, spec in SCENARIOS.items():
         weights = ScenarioConfig(scenario=name).weights

@@ -12,18 +12,18 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import envs
-from agent.evaluate.scene import HighwayScene
-from agent.evaluate.video import RayLayout
-from agent.run.build import EnvFactory
-from agent.run.config import EnvConfig
-from agent.run.config_files import load_config
-from envs.batched.core import BatchedDriveConfig
-from envs.carla.config import CarlaEnvConfig
-from envs.configuration import ConfigError, build
-from envs.contract import CLASS_ID
-from envs.observation import CameraGeometry, ObservationOptions
-from envs.scenarios import ScenarioConfig
+from drive_attention import envs
+from drive_attention.agent.evaluate.scene import HighwayScene
+from drive_attention.agent.evaluate.video import RayLayout
+from drive_attention.agent.run.build import EnvFactory
+from drive_attention.agent.run.config import EnvConfig
+from drive_attention.agent.run.config_files import load_config
+from drive_attention.envs.batched.core import BatchedDriveConfig
+from drive_attention.envs.carla.config import CarlaEnvConfig
+from drive_attention.envs.configuration import ConfigError, build
+from drive_attention.envs.contract import CLASS_ID
+from drive_attention.envs.observation import CameraGeometry, ObservationOptions
+from drive_attention.envs.scenarios import ScenarioConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 HIGHWAY = "DriveAttention/Highway-v0"

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-import envs
-from envs.configuration import ConfigError
-from envs.contract import REWARD_TERMS
+from drive_attention import envs
+from drive_attention.envs.configuration import ConfigError
+from drive_attention.envs.contract import REWARD_TERMS
 
 SURVIVE = {  # highway: surviving is the task
     "alive": 1.0,

@@ -15,8 +15,8 @@ from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.logger import Logger
 from torch.testing import assert_close
 
-from envs.configuration import ConfigError, build
-from models import (
+from drive_attention.envs.configuration import ConfigError, build
+from drive_attention.models import (
     ATTENTION_NAMES,
     EXTRACTOR_NAMES,
     AttentionMaps,
@@ -123,7 +123,7 @@ def test_sensor_layout_sectors_and_missing_quantities():
 
 
 def test_sensor_layout_gives_one_token_per_object_of_the_radar_list():
-    from envs.scenarios import OBJECT_QUANTITIES, ScenarioConfig, sensor_names
+    from drive_attention.envs.scenarios import OBJECT_QUANTITIES, ScenarioConfig, sensor_names
 
     names = sensor_names(ScenarioConfig(n_objects=3, n_rays=4))
     layout = SensorLayout.from_names(names, rays_per_token=2)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from agent.benchmark import (
+from drive_attention.agent.benchmark import (
     RESULT_FILE,
     aggregate,
     curve_band,
@@ -31,8 +31,8 @@ from agent.benchmark import (
     stale,
     write_report,
 )
-from agent.run.config_files import load_config, save_config, to_dict
-from envs.configuration import ConfigError
+from drive_attention.agent.run.config_files import load_config, save_config, to_dict
+from drive_attention.envs.configuration import ConfigError
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -131,7 +131,7 @@ def test_iqm_trims_a_quarter_of_the_runs_from_each_end_like_rliable():
 
 
 def test_success_at_equal_wall_time_is_read_where_the_fastest_arm_ended():
-    from agent.benchmark.stats import at_equal_time
+    from drive_attention.agent.benchmark.stats import at_equal_time
 
     def run(seconds_per_step: float, success: list[float]) -> dict:
         steps = [100 * (i + 1) for i in range(len(success))]
@@ -239,7 +239,7 @@ def test_runs_made_when_overrides_were_strings_are_still_the_same_settings(tmp_p
 def test_a_base_edited_while_the_study_runs_changes_none_of_its_runs(tmp_path):
     """The plan reads the base experiment once: a job that starts after the file was edited
     still trains what the study was planned with (else one study mixes two recipes)."""
-    from agent.benchmark.execution import run_job
+    from drive_attention.agent.benchmark.execution import run_job
 
     base = tmp_path / "base.yaml"
     base.write_text((ROOT / "configs" / "batched.yaml").read_text())
@@ -272,7 +272,7 @@ def test_a_run_trained_under_other_reward_weights_is_stale(tmp_path):
     """config.yaml leaves the default weights out: a run whose run.json records other weights
     than this version's defaults give is refused rather than mixed in; one from before runs
     recorded them is not."""
-    import envs
+    from drive_attention import envs
 
     config = load_benchmark_config(write_config(tmp_path, TINY))
     job = plan(config, tmp_path / "runs")[0]
@@ -338,7 +338,7 @@ def test_the_committed_benchmark_configs_are_valid():
 def test_the_tuned_study_names_every_searched_key_for_every_arm():
     """Each arm of configs/benchmark/highway_tuned.yaml is its own sweep's best values: every key
     its sweep searched is named, so no arm depends on what the base file says for it."""
-    from agent.scale.sweep_config import load_sweep_config
+    from drive_attention.agent.scale.sweep_config import load_sweep_config
 
     config = load_benchmark_config(ROOT / "configs" / "benchmark" / "highway_tuned.yaml")
     assert len(config.seeds) >= 5 and set(config.arms) == {"attention", "combined", "late_fusion"}
@@ -565,8 +565,8 @@ def test_quick_benchmark_runs_through(tmp_path):
 def test_a_failed_attempt_without_a_checkpoint_is_set_aside_for_the_retry(tmp_path):
     """A job that died before its first checkpoint left run files; the next invocation moves
     them aside (a new run never mixes its files with an old one) and may start afresh."""
-    from agent.benchmark.execution import SEGMENTS_FILE
-    from agent.run.rundir import RunDir, RunDirError
+    from drive_attention.agent.benchmark.execution import SEGMENTS_FILE
+    from drive_attention.agent.run.rundir import RunDir, RunDirError
 
     run = RunDir(tmp_path / "highway-attention-s0")
     run.create()
@@ -583,7 +583,7 @@ def test_a_failed_attempt_without_a_checkpoint_is_set_aside_for_the_retry(tmp_pa
 
 
 def test_report_flags_each_attention_run_whose_map_is_not_faithful():
-    from agent.benchmark.report import _faithfulness
+    from drive_attention.agent.benchmark.report import _faithfulness
 
     line = _faithfulness([0, 1, 2], [17.7, 1.3, 2.0])
     assert line == "s0 17.7, s1 1.3 (NOT FAITHFUL), s2 2.0"

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agent.benchmark import (
+from drive_attention.agent.benchmark import (
     EVAL_METRICS,
     BenchmarkConfig,
     EvalSpec,
@@ -28,9 +28,9 @@ from agent.benchmark import (
     plan,
     write_report,
 )
-from agent.benchmark.evaluation import _summary
-from agent.benchmark.scheduler import progress_line
-from agent.evaluate.episodes import EpisodeResult, EvalReport
+from drive_attention.agent.benchmark.evaluation import _summary
+from drive_attention.agent.benchmark.scheduler import progress_line
+from drive_attention.agent.evaluate.episodes import EpisodeResult, EvalReport
 
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776}  # two-sided 95% Student-t quantile by df
 EPISODES, EVAL_SEED = 5, 500  # per run and backend: rates are multiples of 1/5

@@ -13,15 +13,15 @@ from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.buffers import RolloutBuffer
 
-from agent.engine import DevicePPO, TensorEnv, gae
-from agent.engine.speed import compare
-from agent.run.admission import prepare
-from agent.run.build import make_algo, make_vec_env, probe_env, wrap_normalize
-from agent.run.checkpoint import latest_checkpoint, load_checkpoint
-from agent.run.config import ConfigError
-from agent.run.config_files import load_config
-from agent.run.export import export_sb3
-from agent.training import Trainer
+from drive_attention.agent.engine import DevicePPO, TensorEnv, gae
+from drive_attention.agent.engine.speed import compare
+from drive_attention.agent.run.admission import prepare
+from drive_attention.agent.run.build import make_algo, make_vec_env, probe_env, wrap_normalize
+from drive_attention.agent.run.checkpoint import latest_checkpoint, load_checkpoint
+from drive_attention.agent.run.config import ConfigError
+from drive_attention.agent.run.config_files import load_config
+from drive_attention.agent.run.export import export_sb3
+from drive_attention.agent.training import Trainer
 
 ROOT = Path(__file__).resolve().parents[3]
 DEFAULT = ROOT / "configs" / "default.yaml"

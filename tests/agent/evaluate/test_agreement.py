@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from agent.evaluate.agreement import (
+from drive_attention.agent.evaluate.agreement import (
     Agreement,
     patch_score,
     relevance_env,
@@ -16,8 +16,8 @@ from agent.evaluate.agreement import (
     token_score,
     top_hit,
 )
-from agent.evaluate.video import RELEVANT_COLOUR, FrameText, render_frame
-from envs.contract import CLASS_ID
+from drive_attention.agent.evaluate.video import RELEVANT_COLOUR, FrameText, render_frame
+from drive_attention.envs.contract import CLASS_ID
 
 
 def _frame(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[int]]:
@@ -127,7 +127,7 @@ def test_videos_outline_the_relevant_objects() -> None:
 
 
 def test_each_object_token_is_drawn_on_its_own_vehicle() -> None:
-    from agent.evaluate.video import attention_scale, colour, object_marks
+    from drive_attention.agent.evaluate.video import attention_scale, colour, object_marks
 
     ids = np.full((16, 16), -1, dtype=np.int16)
     ids[2:4, 3:7] = 5  # slot 5: token 1
@@ -151,7 +151,7 @@ def test_each_object_token_is_drawn_on_its_own_vehicle() -> None:
 
 
 def test_a_crash_is_marked_where_the_ego_is() -> None:
-    from agent.evaluate.video import CRASH_COLOUR
+    from drive_attention.agent.evaluate.video import CRASH_COLOUR
 
     text = FrameText(9, "(end)", 0.0, -3.0, 10.0)
     camera = np.zeros((16, 16, 3), dtype=np.uint8)

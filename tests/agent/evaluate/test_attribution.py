@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch.distributions import Categorical, Normal
 
-import envs  # noqa: F401  (registers the ids)
-from agent.evaluate.attribution import (
+from drive_attention import envs  # noqa: F401  (registers the ids)
+from drive_attention.agent.evaluate.attribution import (
     Attribution,
     ModalityAblation,
     SB3Probe,
@@ -19,7 +19,7 @@ from agent.evaluate.attribution import (
     occlusion_test,
     patch_pixels,
 )
-from envs.contract import CLASS_ID, ROAD_CLASSES
+from drive_attention.envs.contract import CLASS_ID, ROAD_CLASSES
 
 ROAD, VEHICLE = CLASS_ID["road"], CLASS_ID["vehicle"]
 
@@ -195,7 +195,7 @@ def test_modality_ablation_on_the_real_env(mode: str) -> None:
 def test_sb3_probe_on_a_real_policy() -> None:
     from stable_baselines3 import PPO
 
-    from models import ExtractorConfig, attention_from_policy, policy_kwargs
+    from drive_attention.models import ExtractorConfig, attention_from_policy, policy_kwargs
 
     env = gym.make("DriveAttention/Highway-v0", camera_size=(64, 64))
     names = env.unwrapped.sensor_names
@@ -271,9 +271,9 @@ class _Constant(_CameraReader):
 def test_modality_ablations_give_the_figures_of_the_policy_they_leave() -> None:
     """camera_blanked turns the camera reader into a constant "slower" driver; the sensor
     ablations leave it the idle driver: their reports must be those policies' reports."""
-    from agent.evaluate.attention_report import evaluate_ablations
-    from agent.evaluate.rollout import evaluate
-    from agent.run.build import make_env
+    from drive_attention.agent.evaluate.attention_report import evaluate_ablations
+    from drive_attention.agent.evaluate.rollout import evaluate
+    from drive_attention.agent.run.build import make_env
 
     env_id, kwargs, episodes, seed = "DriveAttention/Highway-v0", {"duration": 6.0}, 2, 11
     reports = evaluate_ablations(_CameraReader(), env_id, kwargs, episodes, seed)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-from agent.evaluate.attribution import Attribution
-from agent.evaluate.episodes import (
+from drive_attention.agent.evaluate.attribution import Attribution
+from drive_attention.agent.evaluate.episodes import (
     FAITHFUL_RATIO,
     SUMMARY_KEYS,
     EpisodeResult,
@@ -24,12 +24,17 @@ from agent.evaluate.episodes import (
     table_rows,
     video_caption,
 )
-from agent.evaluate.mp4 import read_video
-from agent.evaluate.recording import Decision, _frame, _legend
-from agent.evaluate.rollout import evaluate, run_episode
-from agent.evaluate.video import PANEL_WIDTH
-from agent.policies.base import AttentionView, IdlePolicy, RandomPolicy, TrainedPolicy
-from envs.contract import CLASS_ID
+from drive_attention.agent.evaluate.mp4 import read_video
+from drive_attention.agent.evaluate.recording import Decision, _frame, _legend
+from drive_attention.agent.evaluate.rollout import evaluate, run_episode
+from drive_attention.agent.evaluate.video import PANEL_WIDTH
+from drive_attention.agent.policies.base import (
+    AttentionView,
+    IdlePolicy,
+    RandomPolicy,
+    TrainedPolicy,
+)
+from drive_attention.envs.contract import CLASS_ID
 
 # seed -> (length, reward per step, collision, off_road, success, distance [m], duration [s])
 SCRIPTS: dict[int, tuple[int, float, bool, bool, bool, float, float]] = {
@@ -408,10 +413,10 @@ class RecordingWriter:
 
 @pytest.fixture
 def recorder(monkeypatch: pytest.MonkeyPatch) -> type[RecordingWriter]:
-    import agent.evaluate.recording
+    import drive_attention.agent.evaluate.recording
 
     RecordingWriter.made = []
-    monkeypatch.setattr(agent.evaluate.recording, "VideoWriter", RecordingWriter)
+    monkeypatch.setattr(drive_attention.agent.evaluate.recording, "VideoWriter", RecordingWriter)
     return RecordingWriter
 
 
@@ -420,11 +425,14 @@ def drawn(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """The lines of text of each frame the recorder renders, in the order they are drawn:
     what a viewer reads, checked against values worked out by hand (the pixels of the
     renderer itself are tested in test_video.py)."""
-    import agent.evaluate.recording
-    import agent.evaluate.video
+    import drive_attention.agent.evaluate.recording
+    import drive_attention.agent.evaluate.video
 
     frames: list[list[str]] = []
-    text, render = agent.evaluate.video._text, agent.evaluate.video.render_frame
+    text, render = (
+        drive_attention.agent.evaluate.video._text,
+        drive_attention.agent.evaluate.video.render_frame,
+    )
 
     def reading(image: np.ndarray, line: str, *args: Any, **kwargs: Any) -> None:
         frames[-1].append(line)
@@ -434,8 +442,8 @@ def drawn(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
         frames.append([])
         return render(*args, **kwargs)
 
-    monkeypatch.setattr(agent.evaluate.video, "_text", reading)
-    monkeypatch.setattr(agent.evaluate.recording, "render_frame", rendering)
+    monkeypatch.setattr(drive_attention.agent.evaluate.video, "_text", reading)
+    monkeypatch.setattr(drive_attention.agent.evaluate.recording, "render_frame", rendering)
     return frames
 
 
@@ -619,7 +627,7 @@ def test_real_mp4_of_an_episode(tmp_path) -> None:
 
 @pytest.fixture(scope="module")
 def highway() -> gym.Env:
-    import envs  # noqa: F401  (registers the DriveAttention envs)
+    from drive_attention import envs  # noqa: F401  (registers the DriveAttention envs)
 
     env = gym.make("DriveAttention/Highway-v0", duration=4.0, road_labels=True)
     yield env
@@ -629,7 +637,7 @@ def highway() -> gym.Env:
 def _ppo(env: gym.Env, name: str | None) -> Any:
     from stable_baselines3 import PPO
 
-    from models import ExtractorConfig, policy_kwargs
+    from drive_attention.models import ExtractorConfig, policy_kwargs
 
     kwargs = {}
     if name is not None:
@@ -697,7 +705,7 @@ def test_policy_without_attention_maps_shows_none(highway, name) -> None:
 def test_trained_policy_sees_the_normalised_observation(highway, attention_model) -> None:
     """With the normalisation training learnt, actions and attention come from the normalised
     observation, not the raw one."""
-    from models import attention_from_policy
+    from drive_attention.models import attention_from_policy
 
     def normalise(obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {"camera": 255 - obs["camera"], "sensors": np.clip(obs["sensors"] * 5, -3, 3)}
@@ -748,7 +756,7 @@ def test_smallest_attention_model_shows_both_modalities() -> None:
     still has both, and the two weights are the whole query row."""
     from stable_baselines3 import PPO
 
-    from models import ExtractorConfig, policy_kwargs
+    from drive_attention.models import ExtractorConfig, policy_kwargs
 
     config = ExtractorConfig(name="attention", patch=8, dim=16, heads=2, features_dim=24)
     kwargs = policy_kwargs(config, ("ego.speed", "ego.accel"))
@@ -800,7 +808,7 @@ def test_sac_video_is_filmed_without_a_faithfulness_verdict(tmp_path) -> None:
     its video and attention, and no verdict (it used to crash the evaluation)."""
     from stable_baselines3 import SAC
 
-    from models import ExtractorConfig, policy_kwargs
+    from drive_attention.models import ExtractorConfig, policy_kwargs
 
     env = gym.make("DriveAttention/Highway-v0", action="continuous", camera_size=(32, 32),
                    duration=2, road_labels=True)  # fmt: skip

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from agent.evaluate.episodes import EpisodeResult
-from agent.evaluate.reward_check import agreement, kendall_tau, run_check, user_order
+from drive_attention.agent.evaluate.episodes import EpisodeResult
+from drive_attention.agent.evaluate.reward_check import (
+    agreement,
+    kendall_tau,
+    run_check,
+    user_order,
+)
 
 
 def episode(success: bool, speed: float, ret: float, alive: float = 0.0) -> EpisodeResult:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.evaluate import teacher_check
-from agent.policies.teacher import TeacherConfig
+from drive_attention.agent.evaluate import teacher_check
+from drive_attention.agent.policies.teacher import TeacherConfig
 
 
 def _row(scenario: str, seed: int, looked: bool, taught: bool, same: int) -> dict:

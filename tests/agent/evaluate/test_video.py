@@ -18,11 +18,11 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import envs  # noqa: F401  (registers the ids)
-from agent.evaluate.mp4 import VideoWriter, read_video
-from agent.evaluate.rollout import evaluate, rollout
-from agent.evaluate.scene import HighwayScene, Snapshot, interpolate
-from agent.evaluate.video import (
+from drive_attention import envs  # noqa: F401  (registers the ids)
+from drive_attention.agent.evaluate.mp4 import VideoWriter, read_video
+from drive_attention.agent.evaluate.rollout import evaluate, rollout
+from drive_attention.agent.evaluate.scene import HighwayScene, Snapshot, interpolate
+from drive_attention.agent.evaluate.video import (
     MIN_SCENE_PX,
     PANEL_WIDTH,
     FrameText,
@@ -32,8 +32,8 @@ from agent.evaluate.video import (
     render_frame,
     scene_scale,
 )
-from agent.policies.base import IdlePolicy
-from envs.contract import CLASS_ID, PALETTE
+from drive_attention.agent.policies.base import IdlePolicy
+from drive_attention.envs.contract import CLASS_ID, PALETTE
 
 ROOT = Path(__file__).resolve().parents[3]
 

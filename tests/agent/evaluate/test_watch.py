@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.evaluate.mp4 import read_video
-from agent.evaluate.watch import PRETRAINED
-from agent.run.checkpoint import load_checkpoint
-from agent.run.config_files import read_yaml
+from drive_attention.agent.evaluate.mp4 import read_video
+from drive_attention.agent.evaluate.watch import PRETRAINED
+from drive_attention.agent.run.checkpoint import load_checkpoint
+from drive_attention.agent.run.config_files import read_yaml
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from test_rule_policy import evaluate_main
 
-from agent.evaluate.rollout import evaluate
-from agent.evaluate.scene import HighwayScene
-from agent.policies.lookahead import FASTER, IDLE, SLOWER, LookaheadPolicy
-from agent.run.config import ConfigError
+from drive_attention.agent.evaluate.rollout import evaluate
+from drive_attention.agent.evaluate.scene import HighwayScene
+from drive_attention.agent.policies.lookahead import FASTER, IDLE, SLOWER, LookaheadPolicy
+from drive_attention.agent.run.config import ConfigError
 
 INTERSECTION = "DriveAttention/Intersection-v0"
 

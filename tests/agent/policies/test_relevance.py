@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-import envs  # noqa: F401  (registers the ids)
-from agent.policies.relevance import relevance
-from agent.policies.teacher import Teacher
-from envs.batched.sim import EGO, EMPTY, IDM
+from drive_attention import envs  # noqa: F401  (registers the ids)
+from drive_attention.agent.policies.relevance import relevance
+from drive_attention.agent.policies.teacher import Teacher
+from drive_attention.envs.batched.sim import EGO, EMPTY, IDM
 
 INTERSECTION = "DriveAttention/BatchedIntersection-v0"
 SIGNALIZED = "DriveAttention/BatchedSignalized-v0"

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-import envs
-from agent.evaluate.rollout import evaluate
-from agent.policies.rule import FASTER, IDLE, SLOWER, RulePolicy, rule_policy
-from agent.run.config import ConfigError
-from envs.contract import LIGHT_PALETTE
-from envs.scenarios import ScenarioConfig
+from drive_attention import envs
+from drive_attention.agent.evaluate.rollout import evaluate
+from drive_attention.agent.policies.rule import FASTER, IDLE, SLOWER, RulePolicy, rule_policy
+from drive_attention.agent.run.config import ConfigError
+from drive_attention.envs.contract import LIGHT_PALETTE
+from drive_attention.envs.scenarios import ScenarioConfig
 
 ROOT = Path(__file__).resolve().parents[3]
 HIGHWAY = "DriveAttention/Highway-v0"
@@ -176,7 +176,7 @@ def test_object_list_reads_crossing_traffic_beyond_the_road_edge_scale() -> None
     range, not clipped at 12 m: crossing traffic further to the side still reads where it is
     (the batched backend is held to the same values by the parity test in
     tests/envs/batched/test_batched.py)."""
-    from envs.scenarios import EDGE_SCALE
+    from drive_attention.envs.scenarios import EDGE_SCALE
 
     assert envs.SCENARIOS["highway"].object_lateral_scale(60.0) == EDGE_SCALE
     env = gym.make("DriveAttention/Intersection-v0", n_objects=1, camera_size=(32, 32))

@@ -11,12 +11,18 @@ import pytest
 import torch
 from test_rule_policy import evaluate_main
 
-from agent.evaluate.rollout import evaluate
-from agent.policies.base import IdlePolicy
-from agent.policies.lookahead import FASTER, IDLE, SLOWER
-from agent.policies.teacher import TIE, Teacher, TeacherConfig, TeacherPolicy, parse_plans
-from agent.run.config import ConfigError
-from envs.batched.core import BatchedDrive
+from drive_attention.agent.evaluate.rollout import evaluate
+from drive_attention.agent.policies.base import IdlePolicy
+from drive_attention.agent.policies.lookahead import FASTER, IDLE, SLOWER
+from drive_attention.agent.policies.teacher import (
+    TIE,
+    Teacher,
+    TeacherConfig,
+    TeacherPolicy,
+    parse_plans,
+)
+from drive_attention.agent.run.config import ConfigError
+from drive_attention.envs.batched.core import BatchedDrive
 
 INTERSECTION = "DriveAttention/BatchedIntersection-v0"
 

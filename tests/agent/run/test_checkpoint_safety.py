@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from agent.run.algo_state import algo_state
-from agent.run.checkpoint import (
+from drive_attention.agent.run.algo_state import algo_state
+from drive_attention.agent.run.checkpoint import (
     FORMAT,
     Checkpoint,
     CheckpointError,
@@ -32,9 +32,9 @@ from agent.run.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from agent.run.config import ConfigError
-from agent.run.config_files import load_config, save_config, to_dict
-from agent.run.limits import MAX_EPISODES
+from drive_attention.agent.run.config import ConfigError
+from drive_attention.agent.run.config_files import load_config, save_config, to_dict
+from drive_attention.agent.run.limits import MAX_EPISODES
 
 ROOT = Path(__file__).resolve().parents[3]
 DEFAULT = ROOT / "configs" / "highway_env.yaml"  # an experiment on the highway-env backend
@@ -74,7 +74,7 @@ def tiny() -> tuple[dict, dict]:
     """The plain config and the (untrained) state of a tiny PPO attention agent."""
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from agent.run.build import EnvFactory, make_algo, probe_env
+    from drive_attention.agent.run.build import EnvFactory, make_algo, probe_env
 
     config = load_config(DEFAULT, [*TINY, "logging.name=tiny"])
     spec = probe_env(config.env)
@@ -90,7 +90,7 @@ def make_run(root: Path, name: str, tiny: tuple[dict, dict], step: int = 64, **e
 
     ``edits`` (``section__key=value``) change the config stored in both, as a crafted run would.
     """
-    from agent.run.config import resolve_config
+    from drive_attention.agent.run.config import resolve_config
 
     plain, state = tiny
     plain = json.loads(json.dumps(plain))
@@ -239,8 +239,8 @@ def evil_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def test_crafted_env_id_is_refused_before_any_import(
     tmp_path: Path, tiny: tuple[dict, dict], evil_module: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from agent.run.loading import load_agent, run_config
-    from agent.run.rundir import RunDir
+    from drive_attention.agent.run.loading import load_agent, run_config
+    from drive_attention.agent.run.rundir import RunDir
 
     run = make_run(tmp_path / "runs", "crafted", tiny, env__id="evilmod:Env-v0")
     with pytest.raises((CheckpointError, ConfigError), match="evilmod"):
@@ -348,7 +348,7 @@ def test_symlinked_video_folder_is_refused(
 def test_video_writer_never_writes_through_a_link(tmp_path: Path) -> None:
     import numpy as np
 
-    from agent.evaluate.mp4 import VideoWriter
+    from drive_attention.agent.evaluate.mp4 import VideoWriter
 
     victim = tmp_path / "victim.txt"
     victim.write_text("precious\n")
@@ -364,7 +364,7 @@ def test_video_writer_never_writes_through_a_link(tmp_path: Path) -> None:
 
 
 def test_metrics_log_never_appends_through_a_link(tmp_path: Path) -> None:
-    from agent.run.wandb_logger import RunLogger
+    from drive_attention.agent.run.wandb_logger import RunLogger
 
     victim = tmp_path / "victim.txt"
     victim.write_text("precious\n")
@@ -395,12 +395,12 @@ def test_checkpoint_never_written_into_a_linked_folder(tmp_path: Path) -> None:
 @pytest.fixture
 def no_evaluation(monkeypatch: pytest.MonkeyPatch) -> None:
     """Any evaluation that starts fails the test: these options must be refused before it."""
-    import agent.evaluate.command
+    import drive_attention.agent.evaluate.command
 
     def evaluate(*args, **kwargs):
         raise AssertionError("the evaluation ran before the options were checked")
 
-    monkeypatch.setattr(agent.evaluate.command, "evaluate", evaluate)
+    monkeypatch.setattr(drive_attention.agent.evaluate.command, "evaluate", evaluate)
 
 
 @pytest.mark.parametrize(
@@ -446,12 +446,12 @@ def test_video_paths_are_not_built_per_episode(
 ) -> None:
     """With --video, the output checks look at the videos folder and what it holds, not at one
     path per episode: the most episodes allowed start at once."""
-    import agent.evaluate.command
+    import drive_attention.agent.evaluate.command
 
     checked: list[Path] = []
-    check = agent.evaluate.command._check_writable
+    check = drive_attention.agent.evaluate.command._check_writable
     monkeypatch.setattr(
-        agent.evaluate.command,
+        drive_attention.agent.evaluate.command,
         "_check_writable",
         lambda paths, what: (checked.extend(paths), check(paths, what)),
     )
@@ -575,7 +575,7 @@ def _algo(config_file: Path, overrides: list[str], seed: int):
     """A real SB3 algorithm (untrained, tiny) on the project's env, and its (plain) vec env."""
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from agent.run.build import EnvFactory, make_algo, probe_env
+    from drive_attention.agent.run.build import EnvFactory, make_algo, probe_env
 
     config = load_config(config_file, overrides)
     spec = probe_env(config.env)
@@ -614,7 +614,7 @@ def _assert_same_tensors(got, want) -> None:
 
 
 def _normalized_env(overrides: list[str], seed: int):
-    from agent.run.build import make_vec_env, wrap_normalize
+    from drive_attention.agent.run.build import make_vec_env, wrap_normalize
 
     config = load_config(DEFAULT, [*TINY, *overrides])
     return wrap_normalize(make_vec_env(config.env, seed=seed), config.env, gamma=0.9)
@@ -656,7 +656,7 @@ def test_ppo_resumes_exactly_from_a_saved_checkpoint(tmp_path: Path) -> None:
     loaded = load_checkpoint(path)
     assert loaded.step == 1234 and loaded.config == {"a": 1} and loaded.path == path
 
-    from agent.run.algo_state import restore_algo_state
+    from drive_attention.agent.run.algo_state import restore_algo_state
 
     fresh, fresh_venv = _algo(DEFAULT, TINY, seed=5)
     fresh_norm = _normalized_env(["env.normalize_sensors=true", "env.normalize_reward=true"], 1)
@@ -689,7 +689,7 @@ def test_ppo_resumes_exactly_from_a_saved_checkpoint(tmp_path: Path) -> None:
 def test_sac_resumes_its_entropy_coefficient_and_optimizers(tmp_path: Path) -> None:
     import math
 
-    from agent.run.algo_state import restore_algo_state
+    from drive_attention.agent.run.algo_state import restore_algo_state
 
     sac_config = ROOT / "configs" / "sac.yaml"
     model, venv = _algo(sac_config, SAC_TINY, seed=0)
@@ -1096,7 +1096,7 @@ def _copy(state: dict) -> dict:
 
 
 def _restore_error(model, state: dict, vec_normalize=None) -> str:
-    from agent.run.algo_state import restore_algo_state
+    from drive_attention.agent.run.algo_state import restore_algo_state
 
     with pytest.raises(CheckpointError) as info:
         restore_algo_state(model, state, vec_normalize)
@@ -1190,7 +1190,7 @@ def test_checkpoint_without_counters_or_variables_starts_counting_at_zero(
     ppo_state: dict,
 ) -> None:
     """A hand-made state with only the parameters is accepted; the counters start from 0."""
-    from agent.run.algo_state import restore_algo_state
+    from drive_attention.agent.run.algo_state import restore_algo_state
 
     model, venv = _algo(DEFAULT, TINY, seed=0)
     model.num_timesteps, model._n_updates, model._episode_num = 50, 5, 2
@@ -1202,7 +1202,7 @@ def test_checkpoint_without_counters_or_variables_starts_counting_at_zero(
 
 
 def test_check_state_dict_lists_what_is_wrong() -> None:
-    from agent.run.algo_state import check_state_dict
+    from drive_attention.agent.run.algo_state import check_state_dict
 
     expected = {f"w{i}": torch.zeros(2, 3) for i in range(12)}
     check_state_dict(expected, {k: torch.ones(2, 3) for k in expected}, "policy")  # fits
@@ -1264,7 +1264,7 @@ def _assert_same_stats(got: dict, want: dict) -> None:
     ids=["sensors-and-reward", "sensors", "reward"],
 )
 def test_normalisation_statistics_restore_to_the_value(tmp_path: Path, overrides) -> None:
-    from agent.run.algo_state import restore_vec_normalize, vec_normalize_state
+    from drive_attention.agent.run.algo_state import restore_vec_normalize, vec_normalize_state
 
     venv = _normalized_env(overrides, seed=0)
     _drive(venv, 10)
@@ -1288,8 +1288,8 @@ def test_normalisation_of_a_single_array_observation_round_trips(tmp_path: Path)
     import numpy as np
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-    from agent.run.algo_state import restore_vec_normalize, vec_normalize_state
-    from agent.run.build import EnvFactory
+    from drive_attention.agent.run.algo_state import restore_vec_normalize, vec_normalize_state
+    from drive_attention.agent.run.build import EnvFactory
 
     config = load_config(DEFAULT, TINY)
 
@@ -1329,7 +1329,7 @@ def test_normalisation_of_a_single_array_observation_round_trips(tmp_path: Path)
 def test_normalisation_statistics_that_do_not_fit_are_refused() -> None:
     import numpy as np
 
-    from agent.run.algo_state import restore_vec_normalize, vec_normalize_state
+    from drive_attention.agent.run.algo_state import restore_vec_normalize, vec_normalize_state
 
     venv = _normalized_env(["env.normalize_sensors=true", "env.normalize_reward=true"], seed=0)
     good = vec_normalize_state(venv)

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-import envs
-from agent.run.admission import check_eval_env
-from agent.run.build import EnvFactory, make_env, probe_env
-from agent.run.cli import INTERRUPTED, guarded
-from agent.run.config import (
+from drive_attention import envs
+from drive_attention.agent.run.admission import check_eval_env
+from drive_attention.agent.run.build import EnvFactory, make_env, probe_env
+from drive_attention.agent.run.cli import INTERRUPTED, guarded
+from drive_attention.agent.run.config import (
     ConfigError,
     EnvConfig,
     LoggingConfig,
@@ -29,8 +29,8 @@ from agent.run.config import (
     TrainConfig,
     resolve_config,
 )
-from agent.run.config_files import load_config, parse_overrides, read_yaml
-from models import ExtractorConfig
+from drive_attention.agent.run.config_files import load_config, parse_overrides, read_yaml
+from drive_attention.models import ExtractorConfig
 
 ROOT = Path(__file__).resolve().parents[3]
 DEFAULT = ROOT / "configs" / "highway_env.yaml"  # an experiment on the highway-env backend

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-from agent.run.checkpoint import CheckpointError
-from agent.run.config import ConfigError
-from agent.run.export import export_sb3, vec_normalize_path
+from drive_attention.agent.run.checkpoint import CheckpointError
+from drive_attention.agent.run.config import ConfigError
+from drive_attention.agent.run.export import export_sb3, vec_normalize_path
 
 ROOT = Path(__file__).resolve().parents[3]
 PYTHON = sys.executable
@@ -35,7 +35,7 @@ TINY = [
     "train.final_eval_episodes=0", "env.normalize_sensors=true", "logging.video=false",
 ]  # fmt: skip
 
-# What a plain SB3 user runs (docs/interop.md): SB3, numpy, gymnasium and `import envs`
+# What a plain SB3 user runs (docs/interop.md): SB3, numpy, gymnasium and drive_attention.envs
 # for the env; the policy's extractor is imported by SB3's unpickling (this package installed).
 PLAIN = """
 import json, sys
@@ -45,7 +45,7 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
-import envs  # registers the ids
+from drive_attention import envs  # registers the ids
 
 zip_path, stats_path, obs_path, out_path, env_id = sys.argv[1:6]
 model = PPO.load(zip_path, device="cpu")
@@ -60,7 +60,7 @@ with torch.no_grad():
         model.policy.obs_to_tensor(raw)[0]
     ).distribution.probs
 np.savez(out_path, actions=actions, probs=probs.numpy(), raw_probs=raw_probs.numpy())
-print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})))
+print(json.dumps(sorted(sys.modules)))
 """
 
 
@@ -107,7 +107,7 @@ def _observations() -> dict[str, np.ndarray]:
 def test_exported_zip_acts_as_the_run_in_plain_sb3(
     exported: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    from agent.run.loading import load_agent
+    from drive_attention.agent.run.loading import load_agent
 
     run, zip_path = exported
     stats = vec_normalize_path(zip_path)
@@ -120,7 +120,11 @@ def test_exported_zip_acts_as_the_run_in_plain_sb3(
         cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "agent" not in json.loads(result.stdout.splitlines()[-1])  # plain SB3, not our loader
+    loaded = json.loads(result.stdout.splitlines()[-1])
+    assert "drive_attention.agent.run.loading" not in loaded  # plain SB3, not our loader
+    # the extractor came from the one import name; no generic top-level name was claimed
+    assert "drive_attention.models.extractors" in loaded
+    assert not {"agent", "envs", "models"} & set(loaded)
     plain = np.load(tmp_path / "plain.npz")
 
     agent = load_agent(run, device="cpu")  # the run's own policy, from its safetensors
@@ -155,8 +159,8 @@ def test_zip_of_a_policy_without_attention_is_refused_for_attention(tmp_path: Pa
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from agent.evaluate.command import EvaluationRequest, run_evaluation
-    from agent.run.loading import load_agent
+    from drive_attention.agent.evaluate.command import EvaluationRequest, run_evaluation
+    from drive_attention.agent.run.loading import load_agent
 
     zip_path = tmp_path / "plain.zip"
     venv = DummyVecEnv([lambda: gym.make(ENV_ID)])
@@ -266,7 +270,7 @@ def test_the_documented_snippet_runs_as_printed_on_a_run_with_its_own_env_option
         [PYTHON, "-c", probe], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    import envs
+    from drive_attention import envs
 
     env_id, options = envs.exported_env_options(zip_path)
     assert env_id == ENV_ID and options["n_objects"] == 2
@@ -295,7 +299,7 @@ def test_evaluate_accepts_the_export_of_a_run_that_normalises_only_rewards(
 
 
 def test_a_zip_not_exported_here_has_no_env_options_to_read(tmp_path: Path) -> None:
-    import envs
+    from drive_attention import envs
 
     with pytest.raises(ConfigError, match=r"not a zip exported by scripts/export\.py"):
         envs.exported_env_options(tmp_path / "missing.zip")
@@ -304,3 +308,44 @@ def test_a_zip_not_exported_here_has_no_env_options_to_read(tmp_path: Path) -> N
         archive.writestr("data", json.dumps({"n_epochs": 10}))
     with pytest.raises(ConfigError, match=r"gymnasium\.make"):
         envs.make_exported_env(plain)
+
+
+def test_a_zip_that_names_the_old_top_level_modules_still_loads(
+    exported_default_like: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Zips exported before the package took its one import name pickle the extractor class as
+    ``models.extractors.X``; the loader reads them, and claims the old names only while it
+    unpickles."""
+    from stable_baselines3 import PPO
+
+    from drive_attention import envs, models
+    from drive_attention.agent.run.loading import ZIP_KEY, load_agent
+    from drive_attention.models import extractors
+
+    _, zip_path = exported_default_like
+    model = PPO.load(zip_path, device="cpu")
+    cls = type(model.policy.features_extractor)
+    with monkeypatch.context() as old:  # save as the package's old layout pickled its classes
+        old.setattr(cls, "__module__", "models.extractors")
+        old.setitem(sys.modules, "models", models)
+        old.setitem(sys.modules, "models.extractors", extractors)
+        old_zip = tmp_path / "old.zip"
+        model.save(old_zip, include=[ZIP_KEY])
+    assert b"models.extractors" in zipfile.ZipFile(old_zip).read("data")
+    assert "models" not in sys.modules
+    plain = subprocess.run(
+        [PYTHON, "-c", "import sys; from stable_baselines3 import PPO; PPO.load(sys.argv[1])",
+         str(old_zip)],
+        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert "No module named 'models'" in plain.stderr + plain.stdout
+
+    env = envs.make_exported_env(zip_path)  # the run's own options
+    obs, _ = env.reset(seed=3)
+    obs = {key: value[None] for key, value in obs.items()}
+    env.close()
+    new = load_agent(None, zip_path, allow_pickle=True, device="cpu")
+    legacy = load_agent(None, old_zip, allow_pickle=True, device="cpu")
+    assert type(legacy.model.policy.features_extractor) is cls
+    np.testing.assert_array_equal(legacy.policy.act(obs), new.policy.act(obs))
+    assert not {"models", "models.extractors", "agent", "envs"} & set(sys.modules)

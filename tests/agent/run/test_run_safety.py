@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.run.checkpoint import latest_checkpoint, load_checkpoint
+from drive_attention.agent.run.checkpoint import latest_checkpoint, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[3]
 DEFAULT = ROOT / "configs" / "default.yaml"
@@ -375,12 +375,12 @@ def test_a_full_disk_while_saving_is_one_line_and_keeps_what_was_saved(
 ) -> None:
     from safetensors import SafetensorError
 
-    import agent.training
-    from agent.run.admission import prepare
-    from agent.run.cli import guarded
-    from agent.training import Trainer
+    import drive_attention.agent.training
+    from drive_attention.agent.run.admission import prepare
+    from drive_attention.agent.run.cli import guarded
+    from drive_attention.agent.training import Trainer
 
-    real_save = agent.training.save_checkpoint
+    real_save = drive_attention.agent.training.save_checkpoint
     saved: list[Path] = []
 
     def no_space(*args: object, **kwargs: object) -> None:
@@ -401,7 +401,7 @@ def test_a_full_disk_while_saving_is_one_line_and_keeps_what_was_saved(
             patch.setattr(os, "replace", no_space)
             return real_save(path, checkpoint)
 
-    monkeypatch.setattr(agent.training, "save_checkpoint", save_until_full)
+    monkeypatch.setattr(drive_attention.agent.training, "save_checkpoint", save_until_full)
     status = guarded(lambda: Trainer(prepare(DEFAULT, in_process(tmp_path, "full"))).run())
     err = capsys.readouterr().err
     assert status != 0, err[-3000:]
@@ -421,12 +421,15 @@ def test_the_final_checkpoint_never_takes_a_periodic_checkpoints_name(
     before the last update under the final step's name, so a failed final save would leave it to
     pass for the final checkpoint. Every name is written once, and a failed final save leaves only
     the earlier checkpoints."""
-    import agent.training
-    from agent.run.admission import prepare
-    from agent.run.cli import guarded
-    from agent.training import Trainer
+    import drive_attention.agent.training
+    from drive_attention.agent.run.admission import prepare
+    from drive_attention.agent.run.cli import guarded
+    from drive_attention.agent.training import Trainer
 
-    real_save, real_periodic = agent.training.save_checkpoint, Trainer._periodic_save
+    real_save, real_periodic = (
+        drive_attention.agent.training.save_checkpoint,
+        Trainer._periodic_save,
+    )
     written: list[str] = []
     periodic: list[bool] = [False]
 
@@ -443,7 +446,7 @@ def test_the_final_checkpoint_never_takes_a_periodic_checkpoints_name(
         finally:
             periodic[0] = False
 
-    monkeypatch.setattr(agent.training, "save_checkpoint", save_but_the_final)
+    monkeypatch.setattr(drive_attention.agent.training, "save_checkpoint", save_but_the_final)
     monkeypatch.setattr(Trainer, "_periodic_save", periodic_save)
     status = guarded(lambda: Trainer(prepare(DEFAULT, in_process(tmp_path, "ends"))).run())
     err = capsys.readouterr().err
@@ -458,7 +461,7 @@ def test_the_final_checkpoint_never_takes_a_periodic_checkpoints_name(
 
 
 def test_a_run_records_the_code_it_was_trained_with(run: Path) -> None:
-    from agent.run.version import code_version, git_commit
+    from drive_attention.agent.run.version import code_version, git_commit
 
     info = json.loads((run / "run.json").read_text())
     assert info["code"] == code_version() and len(info["code"]) == 16
@@ -521,8 +524,8 @@ def test_final_json_is_written_atomically_not_through_a_link(tmp_path: Path, run
 def test_the_default_run_name_of_any_config_file_is_a_valid_name(
     config_name: str, stem: str
 ) -> None:
-    from agent.run.config import LoggingConfig
-    from agent.run.rundir import default_run_name
+    from drive_attention.agent.run.config import LoggingConfig
+    from drive_attention.agent.run.rundir import default_run_name
 
     name = default_run_name(Path("configs") / config_name)
     assert name.startswith(f"{stem}-") and len(name) == len(stem) + 16
@@ -533,7 +536,7 @@ def test_a_study_never_sets_aside_a_run_another_process_trains(tmp_path: Path) -
     """A study (or sweep) retrying a job moves an earlier attempt's files aside; a run that
     another process is training right now (its lock held, no checkpoint yet) is refused, not
     moved."""
-    from agent.run.rundir import RunDir, RunInUseError
+    from drive_attention.agent.run.rundir import RunDir, RunInUseError
 
     folder = tmp_path / "highway-attention-s0"
     folder.mkdir()

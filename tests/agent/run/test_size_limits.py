@@ -17,15 +17,20 @@ import pytest
 import torch
 import yaml
 
-from agent.run import limits
-from agent.run.admission import prepare
-from agent.run.checkpoint import Checkpoint, CheckpointError, checkpoint_path, save_checkpoint
-from agent.run.config import EnvConfig, PPOConfig, SACConfig, TrainConfig
-from agent.run.config_files import apply_overrides, load_config, read_yaml, to_dict
-from envs import limits as env_limits
-from envs.configuration import ConfigError
-from models import ExtractorConfig
-from models import config as model_config
+from drive_attention.agent.run import limits
+from drive_attention.agent.run.admission import prepare
+from drive_attention.agent.run.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    checkpoint_path,
+    save_checkpoint,
+)
+from drive_attention.agent.run.config import EnvConfig, PPOConfig, SACConfig, TrainConfig
+from drive_attention.agent.run.config_files import apply_overrides, load_config, read_yaml, to_dict
+from drive_attention.envs import limits as env_limits
+from drive_attention.envs.configuration import ConfigError
+from drive_attention.models import ExtractorConfig
+from drive_attention.models import config as model_config
 
 ROOT = Path(__file__).resolve().parents[3]
 DEFAULT = ROOT / "configs" / "default.yaml"  # the batched simulator, 256 envs

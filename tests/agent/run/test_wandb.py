@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import wandb
 
-from agent.run import wandb_logger
-from agent.run.wandb_logger import RunLogger
+from drive_attention.agent.run import wandb_logger
+from drive_attention.agent.run.wandb_logger import RunLogger
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -80,7 +80,7 @@ def test_system_metrics_are_on_by_default(tmp_path: Path, offline: None) -> None
 def test_group_defaults_to_the_experiment(tmp_path: Path) -> None:
     """A run's W&B group is its config's name (the seeds and arms of one experiment share it)
     unless ``logging.group`` says otherwise; it is saved in the run's config."""
-    from agent.run.admission import prepare
+    from drive_attention.agent.run.admission import prepare
 
     default = ROOT / "configs" / "default.yaml"
     prepared = prepare(default, {"logging.root": str(tmp_path), "logging.name": "a"})
@@ -164,7 +164,7 @@ def test_an_offline_run_copied_elsewhere_holds_its_checkpoints_and_its_console(
 
 
 def test_a_video_already_uploaded_is_not_uploaded_again(tmp_path: Path, offline: None) -> None:
-    from agent.evaluate.mp4 import VideoWriter
+    from drive_attention.agent.evaluate.mp4 import VideoWriter
 
     videos = []
     for name in ("last_eval.mp4", "final.mp4", "other.mp4"):

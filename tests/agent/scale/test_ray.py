@@ -23,21 +23,21 @@ import yaml
 ray = pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
 pytest.importorskip("optuna", reason="the ray extra is not installed: pip install -e '.[ray]'")
 
-from agent.benchmark import (  # noqa: E402
+from drive_attention.agent.benchmark import (  # noqa: E402
     LOG_FILE,
     SEGMENTS_FILE,
     load_benchmark_config,
     run_benchmark,
     write_report,
 )
-from agent.run.config import ConfigError  # noqa: E402
-from agent.run.config_files import read_yaml  # noqa: E402
-from agent.run.version import code_version  # noqa: E402
-from agent.scale import study as scale_study  # noqa: E402
-from agent.scale.cluster import gcs_answers, loopback_cluster  # noqa: E402
-from agent.scale.study import ATTEMPTS_FILE, run_benchmark_ray  # noqa: E402
-from agent.scale.sweep import run_sweep, run_trial, trial_rows, write_results  # noqa: E402
-from agent.scale.sweep_config import load_sweep_config  # noqa: E402
+from drive_attention.agent.run.config import ConfigError  # noqa: E402
+from drive_attention.agent.run.config_files import read_yaml  # noqa: E402
+from drive_attention.agent.run.version import code_version  # noqa: E402
+from drive_attention.agent.scale import study as scale_study  # noqa: E402
+from drive_attention.agent.scale.cluster import gcs_answers, loopback_cluster  # noqa: E402
+from drive_attention.agent.scale.study import ATTEMPTS_FILE, run_benchmark_ray  # noqa: E402
+from drive_attention.agent.scale.sweep import run_sweep, run_trial, trial_rows, write_results  # noqa: E402
+from drive_attention.agent.scale.sweep_config import load_sweep_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[3]
 LOOPBACK = "127.0.0.1"

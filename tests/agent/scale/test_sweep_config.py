@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.benchmark import load_benchmark_config
-from agent.scale.sweep_config import load_sweep_config
-from envs.configuration import ConfigError
+from drive_attention.agent.benchmark import load_benchmark_config
+from drive_attention.agent.scale.sweep_config import load_sweep_config
+from drive_attention.envs.configuration import ConfigError
 
 ROOT = Path(__file__).resolve().parents[3]
 

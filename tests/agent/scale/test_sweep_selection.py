@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from agent.scale.sweep import best_row, markdown, trial_rows, write_results
-from agent.scale.sweep_config import SchedulerSpec, SweepConfig
+from drive_attention.agent.scale.sweep import best_row, markdown, trial_rows, write_results
+from drive_attention.agent.scale.sweep_config import SchedulerSpec, SweepConfig
 
 ROOT = Path(__file__).resolve().parents[3]
 STEPS = 384  # per trial

@@ -14,7 +14,7 @@ def lone_ego():
     (``envs.batched.scenarios.import_state(lone_ego.sim, ...)``)."""
     import gymnasium as gym
 
-    import envs  # noqa: F401  (registers the ids)
+    from drive_attention import envs  # noqa: F401  (registers the ids)
 
     ref = gym.make("DriveAttention/Highway-v0", duration=5.0).unwrapped
     ref.reset(seed=0)

@@ -11,12 +11,12 @@ import torch
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-import envs
-from envs import BATCHED_IDS, ConfigError
-from envs.batched.env import BatchedDrive, BatchedDriveVecEnv
-from envs.batched.scenarios import export_positions, import_state, slot_order
-from envs.batched.sim import EGO, IDM, NeighbourSearch
-from envs.contract import CLASS_ID, PALETTE
+from drive_attention import envs
+from drive_attention.envs import BATCHED_IDS, ConfigError
+from drive_attention.envs.batched.env import BatchedDrive, BatchedDriveVecEnv
+from drive_attention.envs.batched.scenarios import export_positions, import_state, slot_order
+from drive_attention.envs.batched.sim import EGO, IDM, NeighbourSearch
+from drive_attention.envs.contract import CLASS_ID, PALETTE
 
 # the scenarios with a highway-env version to compare with (the signalised one has none)
 REFERENCE = {
@@ -257,7 +257,7 @@ def test_same_start_episodes_match_highway_env_with_its_collision_rule(scenario:
     """From highway-env's initial state, a whole episode of the batched simulator lasts exactly
     as long, and earns the same return, as on highway-env with its predictive collision rule
     (modelled by the batched simulator; see paired_transfer)."""
-    from envs.validation import paired_transfer
+    from drive_attention.envs.validation import paired_transfer
 
     def faster(obs: dict) -> np.ndarray:  # a function of the observation only (here constant)
         return np.full(len(obs["sensors"]), 3)

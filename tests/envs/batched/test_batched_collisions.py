@@ -19,11 +19,11 @@ from highway_env.vehicle.behavior import IDMVehicle
 from highway_env.vehicle.kinematics import Vehicle
 from highway_env.vehicle.objects import Obstacle
 
-from envs.batched import BatchedDrive
-from envs.batched.collision import pairs_colliding
-from envs.batched.scenarios import empty_traffic, export_positions, import_state
-from envs.batched.sim import EGO, IDM, OBSTACLE, Simulator
-from envs.validation import REFERENCE_IDS, trajectory_error
+from drive_attention.envs.batched import BatchedDrive
+from drive_attention.envs.batched.collision import pairs_colliding
+from drive_attention.envs.batched.scenarios import empty_traffic, export_positions, import_state
+from drive_attention.envs.batched.sim import EGO, IDM, OBSTACLE, Simulator
+from drive_attention.envs.validation import REFERENCE_IDS, trajectory_error
 
 DT = 0.1  # [s] one simulation frame
 LANE = 4.0  # [m] lane width of the highway road

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from envs.batched import BatchedDrive
-from envs.batched.scenarios import import_state
-from envs.batched.sim import IDLE, Traffic
-from envs.validation import REFERENCE_IDS
+from drive_attention.envs.batched import BatchedDrive
+from drive_attention.envs.batched.scenarios import import_state
+from drive_attention.envs.batched.sim import IDLE, Traffic
+from drive_attention.envs.validation import REFERENCE_IDS
 
 DRAWS = 600
 KS_CRITICAL = 1.95  # two-sample Kolmogorov-Smirnov, alpha = 0.001: D > c * sqrt(2 / n) rejects

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-import envs  # noqa: F401  (registers the ids)
-from envs.batched.raster_map import MapRasterizer
-from envs.batched.render import TorchRasterizer, box_patch, draw_boxes
-from envs.batched.road import lane_table
-from envs.batched.scenarios import empty_traffic, slot_order
-from envs.batched.sim import EGO, IDM, Traffic
-from envs.camera import Rasterizer, vehicle_corners
-from envs.contract import CLASS_ID
+from drive_attention import envs  # noqa: F401  (registers the ids)
+from drive_attention.envs.batched.raster_map import MapRasterizer
+from drive_attention.envs.batched.render import TorchRasterizer, box_patch, draw_boxes
+from drive_attention.envs.batched.road import lane_table
+from drive_attention.envs.batched.scenarios import empty_traffic, slot_order
+from drive_attention.envs.batched.sim import EGO, IDM, Traffic
+from drive_attention.envs.camera import Rasterizer, vehicle_corners
+from drive_attention.envs.contract import CLASS_ID
 
 STEPS = 6  # frames per seed
 SEEDS = (0, 1)

@@ -10,13 +10,18 @@ import numpy as np
 import pytest
 import torch
 
-import envs
-from envs.batched import BatchedDrive
-from envs.batched.road import lane_table
-from envs.batched.scenarios import BATCHED, export_positions, import_state, slot_order
-from envs.batched.sim import EMPTY, IDM
-from envs.configuration import ConfigError
-from envs.scenarios import SCENARIOS
+from drive_attention import envs
+from drive_attention.envs.batched import BatchedDrive
+from drive_attention.envs.batched.road import lane_table
+from drive_attention.envs.batched.scenarios import (
+    BATCHED,
+    export_positions,
+    import_state,
+    slot_order,
+)
+from drive_attention.envs.batched.sim import EMPTY, IDM
+from drive_attention.envs.configuration import ConfigError
+from drive_attention.envs.scenarios import SCENARIOS
 
 ROUTES = ("roundabout", "intersection")
 

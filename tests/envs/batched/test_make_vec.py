@@ -9,14 +9,14 @@ import pytest
 import torch
 from gymnasium.vector import AutoresetMode
 
-import envs
-from envs import limits
-from envs.batched import BatchedDrive, BatchedDriveVectorEnv
-from envs.batched.core import BatchedDriveConfig
-from envs.batched.scenarios import import_state
-from envs.configuration import ConfigError
-from envs.contract import EPISODE_KEYS, REWARD_TERMS
-from envs.limits import MAX_BATCHED_ENVS
+from drive_attention import envs
+from drive_attention.envs import limits
+from drive_attention.envs.batched import BatchedDrive, BatchedDriveVectorEnv
+from drive_attention.envs.batched.core import BatchedDriveConfig
+from drive_attention.envs.batched.scenarios import import_state
+from drive_attention.envs.configuration import ConfigError
+from drive_attention.envs.contract import EPISODE_KEYS, REWARD_TERMS
+from drive_attention.envs.limits import MAX_BATCHED_ENVS
 
 BATCHED = "DriveAttention/BatchedHighway-v0"
 
@@ -155,14 +155,14 @@ def test_sensor_names_of_carla_match_the_env_built_without_a_server(options: dic
 
 
 def test_sensor_names_make_no_simulator(monkeypatch: pytest.MonkeyPatch) -> None:
-    import envs.batched.core
-    import envs.highway.env
+    import drive_attention.envs.batched.core
+    import drive_attention.envs.highway.env
 
     def forbidden(*args: object, **kwargs: object) -> None:
         raise AssertionError("a simulator was constructed")
 
-    monkeypatch.setattr(envs.highway.env.DriveEnv, "__init__", forbidden)
-    monkeypatch.setattr(envs.batched.core.BatchedDrive, "__init__", forbidden)
+    monkeypatch.setattr(drive_attention.envs.highway.env.DriveEnv, "__init__", forbidden)
+    monkeypatch.setattr(drive_attention.envs.batched.core.BatchedDrive, "__init__", forbidden)
     names = envs.sensor_names("DriveAttention/BatchedRoundabout-v0", n_rays=8)
     assert len(names) == len(set(names)) and sum(n.startswith("rays.") for n in names) == 16
     assert names[-1].startswith("route.")

@@ -8,8 +8,8 @@ import dataclasses
 import pytest
 import torch
 
-from envs.batched.core import BatchedDrive
-from envs.batched.sim import IDM, PEDESTRIAN
+from drive_attention.envs.batched.core import BatchedDrive
+from drive_attention.envs.batched.sim import IDM, PEDESTRIAN
 
 # float state may differ in its last bits: the same operations, vectorised for another batch size
 FLOAT_TOLERANCE = {"atol": 1e-3, "rtol": 1e-5}

@@ -13,15 +13,20 @@ import torch
 from stable_baselines3 import PPO
 from torch.distributions import Categorical, kl_divergence
 
-import envs
-from agent.evaluate.attention_report import _signals_section
-from agent.evaluate.attribution import SITUATIONS, Attribution, light_test, situations
-from agent.evaluate.episodes import EpisodeResult, EvalReport, format_table
-from agent.policies.base import TrainedPolicy
-from envs.batched.core import BatchedDrive
-from envs.batched.signals import AMBER, GREEN, RED, STOP_LINE, WALK_CUTOFF
-from envs.batched.sim import IDM, PEDESTRIAN
-from envs.contract import (
+from drive_attention import envs
+from drive_attention.agent.evaluate.attention_report import _signals_section
+from drive_attention.agent.evaluate.attribution import (
+    SITUATIONS,
+    Attribution,
+    light_test,
+    situations,
+)
+from drive_attention.agent.evaluate.episodes import EpisodeResult, EvalReport, format_table
+from drive_attention.agent.policies.base import TrainedPolicy
+from drive_attention.envs.batched.core import BatchedDrive
+from drive_attention.envs.batched.signals import AMBER, GREEN, RED, STOP_LINE, WALK_CUTOFF
+from drive_attention.envs.batched.sim import IDM, PEDESTRIAN
+from drive_attention.envs.contract import (
     CLASS_ID,
     DISCRETE_ACTIONS,
     LIGHT_LABELS,
@@ -29,8 +34,8 @@ from envs.contract import (
     PALETTE,
     public_labels,
 )
-from envs.scenarios import STOP_SCALE
-from models import ExtractorConfig, policy_kwargs
+from drive_attention.envs.scenarios import STOP_SCALE
+from drive_attention.models import ExtractorConfig, policy_kwargs
 
 ENV_ID = "DriveAttention/BatchedSignalized-v0"
 FASTER, SLOWER = DISCRETE_ACTIONS.index("faster"), DISCRETE_ACTIONS.index("slower")
@@ -320,8 +325,8 @@ def test_light_test_control_blanks_road_like_the_light() -> None:
 
 
 def test_study_aggregates_the_signal_figures_over_seeds() -> None:
-    from agent.benchmark.report import _signals_markdown
-    from agent.benchmark.stats import _signals, interval
+    from drive_attention.agent.benchmark.report import _signals_markdown
+    from drive_attention.agent.benchmark.stats import _signals, interval
 
     def run(mass: float, changed: float) -> dict:
         test = {

@@ -79,7 +79,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from envs.carla.core import CARLA_TAGS
+from drive_attention.envs.carla.core import CARLA_TAGS
 
 try:
     import carla
@@ -162,7 +162,7 @@ class Faked:
     def __getattribute__(self, name: str) -> Any:
         value = object.__getattribute__(self, name)
         if RECORDER is not None and not name.startswith("_"):
-            if sys._getframe(1).f_globals.get("__name__", "").startswith("envs."):
+            if sys._getframe(1).f_globals.get("__name__", "").startswith("drive_attention.envs."):
                 return RECORDER.seen(self, name, value)
         return value
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-import envs  # noqa: F401  (registers the ids)
-from envs.carla.config import CarlaEnvConfig
-from envs.configuration import ConfigError, build
-from envs.contract import REWARD_TERMS
+from drive_attention import envs  # noqa: F401  (registers the ids)
+from drive_attention.envs.carla.config import CarlaEnvConfig
+from drive_attention.envs.configuration import ConfigError, build
+from drive_attention.envs.contract import REWARD_TERMS
 
 ENV_ID = "DriveAttention/Carla-v0"
 
@@ -88,7 +88,8 @@ def _python(code: str) -> subprocess.CompletedProcess[str]:
 
 def test_import_envs_does_not_import_carla() -> None:
     done = _python(
-        "import sys, envs, envs.carla.config, envs.carla.core, envs.carla.runtime\n"
+        "import sys, drive_attention.envs.carla.config, drive_attention.envs.carla.core\n"
+        "import drive_attention.envs.carla.runtime\n"
         "assert 'carla' not in sys.modules, 'importing envs imported carla'"
     )
     assert done.returncode == 0, done.stderr
@@ -97,9 +98,10 @@ def test_import_envs_does_not_import_carla() -> None:
 def test_missing_carla_package_says_how_to_install_it() -> None:
     done = _python(
         "import sys; sys.modules['carla'] = None\n"
-        "import gymnasium as gym, envs\n"
+        "import gymnasium as gym, drive_attention.envs\n"
         f"if {ENV_ID!r} not in gym.registry:\n"
-        f"    gym.register(id={ENV_ID!r}, entry_point='envs.carla.env:CarlaDriveEnv')\n"
+        f"    gym.register(id={ENV_ID!r},\n"
+        "        entry_point='drive_attention.envs.carla.env:CarlaDriveEnv')\n"
         f"gym.make({ENV_ID!r})"
     )
     assert done.returncode != 0 and "pip install -e '.[carla]'" in done.stderr

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from carla_fakes import Waypoint, carla, forking, needs_carla
 
-from envs.carla.core import (
+from drive_attention.envs.carla.core import (
     CARLA_TAGS,
     LIGHT_STATES,
     Readings,
@@ -36,7 +36,7 @@ from envs.carla.core import (
     rotation_matrix,
     world_to_ego,
 )
-from envs.contract import CLASS_ID, ROAD_CLASSES, sensor_groups
+from drive_attention.envs.contract import CLASS_ID, ROAD_CLASSES, sensor_groups
 
 # ==============================================================================================
 # Tags -> road-label classes

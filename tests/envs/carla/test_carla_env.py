@@ -42,16 +42,16 @@ from carla_fakes import (
     free_port,
 )
 
-import envs  # noqa: F401  (registers the ids)
-from envs.carla.config import REWARD_SCENARIO, default_host, default_port
-from envs.carla.runtime import (
+from drive_attention import envs  # noqa: F401  (registers the ids)
+from drive_attention.envs.carla.config import REWARD_SCENARIO, default_host, default_port
+from drive_attention.envs.carla.runtime import (
     CarlaConnectionError,
     CarlaServerLost,
     SensorQueue,
     probe_server,
 )
-from envs.configuration import ConfigError
-from envs.contract import (
+from drive_attention.envs.configuration import ConfigError
+from drive_attention.envs.contract import (
     CLASS_ID,
     EPISODE_KEYS,
     REWARD_TERMS,
@@ -60,7 +60,7 @@ from envs.contract import (
     SimulatorUnavailable,
     sensor_groups,
 )
-from envs.scenarios import REWARD_WEIGHTS
+from drive_attention.envs.scenarios import REWARD_WEIGHTS
 
 carla = pytest.importorskip(
     "carla", reason="the carla client is not installed: pip install -e '.[carla]'"
@@ -68,9 +68,9 @@ carla = pytest.importorskip(
 
 ENV_ID = "DriveAttention/Carla-v0"
 if ENV_ID not in gym.registry:  # until envs/__init__.py registers it
-    gym.register(id=ENV_ID, entry_point="envs.carla.env:CarlaDriveEnv")
+    gym.register(id=ENV_ID, entry_point="drive_attention.envs.carla.env:CarlaDriveEnv")
 
-from envs.carla.env import CarlaDriveEnv  # noqa: E402  (after the importorskip)
+from drive_attention.envs.carla.env import CarlaDriveEnv  # noqa: E402  (after the importorskip)
 
 # ==============================================================================================
 # Spaces, without a server
@@ -99,8 +99,8 @@ def test_make_builds_spaces_without_a_server() -> None:
 def pauses(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The env's pauses between connection attempts, recorded instead of slept (a fake clock
     for the retries: what the env waited for does not depend on how busy the machine is)."""
-    import envs.carla.env as carla_env
-    from envs.carla.runtime import with_retries
+    import drive_attention.envs.carla.env as carla_env
+    from drive_attention.envs.carla.runtime import with_retries
 
     recorded: list[float] = []
 

@@ -49,8 +49,8 @@ from carla_fakes import (  # noqa: E402
     recording,
 )
 
-from envs.carla.env import CarlaDriveEnv  # noqa: E402
-from envs.carla.runtime import CarlaServerLost  # noqa: E402
+from drive_attention.envs.carla.env import CarlaDriveEnv  # noqa: E402
+from drive_attention.envs.carla.runtime import CarlaServerLost  # noqa: E402
 
 # ==============================================================================================
 # What the env uses of the real client

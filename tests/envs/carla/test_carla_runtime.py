@@ -23,7 +23,7 @@ from carla_fakes import (
     needs_carla,
 )
 
-from envs.carla.runtime import (
+from drive_attention.envs.carla.runtime import (
     ActorRegistry,
     CarlaConnectionError,
     CarlaServerLost,
@@ -127,7 +127,7 @@ def test_sensor_queue_waits_its_time_out_once_on_a_fake_clock(
     import queue as queues
     from types import SimpleNamespace
 
-    import envs.carla.runtime as runtime
+    import drive_attention.envs.carla.runtime as runtime
 
     clock = SimpleNamespace(now=100.0)
     waits: list[float] = []

@@ -14,9 +14,9 @@ import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-import envs
-from envs import ROAD_CLASSES, ConfigError
-from envs.contract import CLASS_ID
+from drive_attention import envs
+from drive_attention.envs import ROAD_CLASSES, ConfigError
+from drive_attention.envs.contract import CLASS_ID
 
 IDS = list(envs.HIGHWAY_IDS)
 
@@ -269,7 +269,7 @@ def test_merge_ramp_is_drawn_curved() -> None:
     """highway-env's sine lane (a StraightLane subclass) is traced along its curve."""
     from highway_env.road.lane import SineLane
 
-    from envs.camera import road_geometry
+    from drive_attention.envs.camera import road_geometry
 
     env = gym.make("DriveAttention/Merge-v0")
     env.reset(seed=0)
