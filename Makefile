@@ -71,11 +71,15 @@ sweep: $(STAMP)
 	$(PY) scripts/sweep.py $(ARGS)
 
 mutation: $(STAMP)
-	# mutants of the modules users read numbers from (pyproject's [tool.mutmut]); about
-	# 30 minutes on 2 cores from scratch, less when mutants/ holds a previous run
+	# mutmut names a mutant by its file's path: it runs on a copy laid out as the package is
+	# imported (.mutation/drive_attention/...), whose mutants/ is the next run's cache; the
+	# report (kill rate per module, dated, with the commit) goes to docs/results/mutation/.
+	# One torch thread: mutmut forks a child per mutant, and a fork of a process whose thread
+	# pool has run hangs in its first parallel op (every mutant then ends as a timeout)
 	$(PY) -m pip install --disable-pip-version-check -q -e '.[mutation]'
-	$(VENV)/bin/mutmut run --max-children 2 > mutation.log 2>&1 || (tail -c 2000 mutation.log; exit 1)
-	$(PY) scripts/mutation_report.py --json mutants/report.json
+	$(PY) scripts/mutation_report.py --stage .mutation
+	cd .mutation && OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 ../$(VENV)/bin/mutmut run --max-children 2 > ../mutation.log 2>&1 || (tail -c 2000 ../mutation.log; exit 1)
+	$(PY) scripts/mutation_report.py --root .mutation/mutants --out docs/results/mutation
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache mutants mutation.log site
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mutation mutants mutation.log site
