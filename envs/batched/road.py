@@ -110,23 +110,27 @@ class LaneTable:
     # ------------------------------------------------------------------ lane coordinates
     def _get(self, name: str, lanes: torch.Tensor | None) -> torch.Tensor:
         value = getattr(self, name)
-        return value if lanes is None else value[lanes]
+        return value if lanes is None else lookup(value, lanes)
 
     def heading_at(self, lanes: torch.Tensor | None, s: torch.Tensor) -> torch.Tensor:
         """Lane heading [rad] at longitudinal ``s`` (highway-env's ``heading_at``)."""
         if self.along_x and not self.curved:
             return torch.zeros_like(s)
         if lanes is None:  # every lane: the sine and arc terms only on the lanes that have them
-            heading = self.heading0.expand_as(s).clone()
+            # (index_select and index_copy_ on the lane dimension: the same values as indexing
+            # with s[..., i], several times faster on the CPU)
+            heading = self.heading0.expand_as(s).contiguous()
             if self.curved:
                 i = self.sine_index
                 a, w, p = self.amp[i], self.puls[i], self.phase[i]
-                heading[..., i] += torch.atan(a * w * torch.cos(w * s[..., i] + p))
+                bend = torch.atan(a * w * torch.cos(w * s.index_select(-1, i) + p))
+                heading = heading.index_copy(-1, i, heading.index_select(-1, i) + bend)
             if self.arcs:
                 i = self.arc_index
                 turn = self.turn[i]
-                arc = turn * s[..., i] / self.radius[i] + self.phase0[i] + turn * (math.pi / 2)
-                heading[..., i] = arc
+                on_arc = s.index_select(-1, i)
+                arc = turn * on_arc / self.radius[i] + self.phase0[i] + turn * (math.pi / 2)
+                heading = heading.index_copy(-1, i, arc)
             return heading
         g = self._get
         heading = g("heading0", lanes)
@@ -167,17 +171,17 @@ class LaneTable:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`_local` on every lane: the lines' ``s``, ``lat`` corrected on the sine lanes
         and replaced on the arcs, each computed on those lanes only."""
-        s, lat = s.clone(), lat.clone()
         if self.curved:
             i = self.sine_index
-            lat[..., i] -= self.amp[i] * torch.sin(self.puls[i] * s[..., i] + self.phase[i])
+            wave = self.amp[i] * torch.sin(self.puls[i] * s.index_select(-1, i) + self.phase[i])
+            lat = lat.index_copy(-1, i, lat.index_select(-1, i) - wave)
         if self.arcs:
             i = self.arc_index
             ex, ey = x[..., 0:1] - self.cx[i], y[..., 0:1] - self.cy[i]
             start, turn, radius = self.phase0[i], self.turn[i], self.radius[i]
             phi = start + wrap_to_pi(torch.atan2(ey, ex) - start)
-            s[..., i] = turn * (phi - start) * radius
-            lat[..., i] = turn * (radius - torch.hypot(ex, ey))
+            s = s.index_copy(-1, i, turn * (phi - start) * radius)
+            lat = lat.index_copy(-1, i, turn * (radius - torch.hypot(ex, ey)))
         return s, lat
 
     def coordinates(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -240,6 +244,20 @@ class LaneTable:
         first = self.trace_start + k.long()
         ya, yb = self.trace_y[first], self.trace_y[first + 1]
         return ya + (yb - ya) * u
+
+
+def lookup(table: torch.Tensor, *index: torch.Tensor) -> torch.Tensor:
+    """``table[index]`` for long index tensors (broadcast together) into the leading dimensions
+    of a small table, negative entries counting from the end as in Python: the same values as
+    advanced indexing, gathered with ``index_select`` (about three times faster on the CPU)."""
+    index = torch.broadcast_tensors(*index)
+    flat = None
+    for dim, i in zip(table.shape, index):
+        i = torch.where(i < 0, i + dim, i)
+        flat = i if flat is None else flat * dim + i
+    rest = table.shape[len(index) :]
+    out = table.reshape(-1, *rest).index_select(0, flat.reshape(-1))
+    return out.view(*index[0].shape, *rest)
 
 
 def wrap_to_pi(x: torch.Tensor) -> torch.Tensor:
