@@ -110,7 +110,7 @@ class LaneTable:
     # ------------------------------------------------------------------ lane coordinates
     def _get(self, name: str, lanes: torch.Tensor | None) -> torch.Tensor:
         value = getattr(self, name)
-        return value if lanes is None else lookup(value, lanes)
+        return value if lanes is None else value[lanes]
 
     def heading_at(self, lanes: torch.Tensor | None, s: torch.Tensor) -> torch.Tensor:
         """Lane heading [rad] at longitudinal ``s`` (highway-env's ``heading_at``)."""
@@ -244,20 +244,6 @@ class LaneTable:
         first = self.trace_start + k.long()
         ya, yb = self.trace_y[first], self.trace_y[first + 1]
         return ya + (yb - ya) * u
-
-
-def lookup(table: torch.Tensor, *index: torch.Tensor) -> torch.Tensor:
-    """``table[index]`` for long index tensors (broadcast together) into the leading dimensions
-    of a small table, negative entries counting from the end as in Python: the same values as
-    advanced indexing, gathered with ``index_select`` (about three times faster on the CPU)."""
-    index = torch.broadcast_tensors(*index)
-    flat = None
-    for dim, i in zip(table.shape, index):
-        i = torch.where(i < 0, i + dim, i)
-        flat = i if flat is None else flat * dim + i
-    rest = table.shape[len(index) :]
-    out = table.reshape(-1, *rest).index_select(0, flat.reshape(-1))
-    return out.view(*index[0].shape, *rest)
 
 
 def wrap_to_pi(x: torch.Tensor) -> torch.Tensor:

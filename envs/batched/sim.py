@@ -38,7 +38,7 @@ from highway_env.vehicle.controller import ControlledVehicle, MDPVehicle
 from highway_env.vehicle.kinematics import Vehicle
 
 from drive_attention.envs.batched.collision import Contacts, contacts
-from drive_attention.envs.batched.road import VEHICLE_LENGTH, LaneTable, lookup, wrap_to_pi
+from drive_attention.envs.batched.road import VEHICLE_LENGTH, LaneTable, wrap_to_pi
 from drive_attention.envs.contract import DISCRETE_ACTIONS
 
 # Slot kinds: the ego, driven traffic, obstacles, free slots, pedestrians (the signalised
@@ -368,7 +368,7 @@ class Simulator:
             target_speed = take(t.target_speed, ego, env)
             s_ego = lane_s(s_all, ego, lane, env)
             s_front = lane_s(s_all, front, lane, env)
-        limit = lookup(self.road.speed_limit, lane)
+        limit = self.road.speed_limit[lane]
         target = torch.minimum(target_speed.clamp(min=0), limit)
         acc = p.comfort_acc_max * (1 - torch.pow(v.clamp(min=0) / not_zero(target).abs(), delta))
         has_front = front >= 0
@@ -401,12 +401,8 @@ class Simulator:
         s = s_all.gather(2, li[..., None])[..., 0]
         lat = lat_all.gather(2, li[..., None])[..., 0]
         road = self.road
-        ok = (
-            (lat.abs() <= 2 * lookup(road.width, li))
-            & (s >= 0)
-            & (s < lookup(road.length, li) + 5.0)
-        )
-        return ok & ~lookup(road.forbidden, li) & (lanes >= 0)
+        ok = (lat.abs() <= 2 * road.width[li]) & (s >= 0) & (s < road.length[li] + 5.0)
+        return ok & ~road.forbidden[li] & (lanes >= 0)
 
     def meta_speed_index(self, t: Traffic, action: torch.Tensor) -> torch.Tensor:
         """(B,) the ego's speed index after the meta-actions ``action`` (B,) long (MDPVehicle:
@@ -425,10 +421,8 @@ class Simulator:
         t.speed_index = idx
         t.target_speed[:, 0] = self.target_speeds[idx]
         tl = t.target_lane[:, 0]
-        left = lookup(self.road.left, tl)
-        left = torch.where(left >= 0, left, tl)
-        right = lookup(self.road.right, tl)
-        right = torch.where(right >= 0, right, tl)
+        left = torch.where(self.road.left[tl] >= 0, self.road.left[tl], tl)
+        right = torch.where(self.road.right[tl] >= 0, self.road.right[tl], tl)
         cand = torch.where(action == LANE_LEFT, left, torch.where(action == LANE_RIGHT, right, tl))
         ok = self.reachable(cand[:, None], s_all[:, :1], lat_all[:, :1])[:, 0]
         t.target_lane[:, 0] = torch.where(ok, cand, tl)
@@ -454,9 +448,9 @@ class Simulator:
         # to the destination, or highway-env's closest successor without one)
         tl = t.target_lane
         s_t = s_all.gather(2, tl[..., None])[..., 0]
-        switch = (is_idm | ego_mdp) & (s_t > lookup(road.length, tl) - VEHICLE_HALF)
+        switch = (is_idm | ego_mdp) & (s_t > road.length[tl] - VEHICLE_HALF)
         column = torch.where(t.destination >= 0, t.destination, road.next_lane.shape[1] - 1)
-        t.target_lane = torch.where(switch, lookup(road.next_lane, tl, column), tl)
+        t.target_lane = torch.where(switch, road.next_lane[tl, column], tl)
         t.route_lock = t.route_lock & ~switch  # the route's first lane is done
 
         if ego_action is not None:
@@ -628,7 +622,7 @@ class Simulator:
             return
         road = self.road
         unfreeze = t.yielding & due[:, None]
-        t.target_speed = torch.where(unfreeze, lookup(road.speed_limit, t.lane), t.target_speed)
+        t.target_speed = torch.where(unfreeze, road.speed_limit[t.lane], t.target_speed)
         t.yielding = t.yielding & ~unfreeze
         driven = (t.kind == IDM) | (t.kind == EGO)  # road.vehicles, not its objects
         n = t.x.shape[1]
@@ -658,10 +652,7 @@ class Simulator:
         conflict = torch.zeros_like(env, dtype=torch.bool)
         conflict[pk[hit]] = True  # (P,)
         # respect_priorities: lower lane priority yields; equal: the one behind
-        prio_i, prio_j = (
-            lookup(road.priority, t.lane[env, i]),
-            lookup(road.priority, t.lane[env, j]),
-        )
+        prio_i, prio_j = road.priority[t.lane[env, i]], road.priority[t.lane[env, j]]
         dx, dy = t.x[env, j] - t.x[env, i], t.y[env, j] - t.y[env, i]
         hi, hj = t.heading[env, i], t.heading[env, j]
         ahead_of_i = torch.cos(hi) * dx + torch.sin(hi) * dy  # v_i.front_distance_to(v_j)
@@ -698,10 +689,9 @@ class Simulator:
         free = road.ahead_lane.shape[1] - 1
         column = torch.where(routed, t.destination, free)[..., None].expand_as(s)
         for _ in range(ROUTE_HOPS):
-            nxt = lookup(road.ahead_lane, lane, column)
-            length = lookup(road.length, lane)
-            beyond = (s > length) & (nxt >= 0)
-            s = torch.where(beyond, s - length, s)
+            nxt = road.ahead_lane[lane, column]
+            beyond = (s > road.length[lane]) & (nxt >= 0)
+            s = torch.where(beyond, s - road.length[lane], s)
             lane = torch.where(beyond, nxt, lane)
         x, y = road.position(lane, s, torch.zeros_like(s))
         h = road.heading_at(lane, s)
