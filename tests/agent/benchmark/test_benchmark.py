@@ -4,6 +4,7 @@ reporting runs that fail."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from drive_attention.agent.benchmark import (
@@ -63,6 +65,18 @@ TINY = {
         "relevance_frames": 4,
     },
 }
+
+
+def script_main(name: str, *argv: object) -> int:
+    """``scripts/<name>.py``'s ``main`` in this process, as a user would call the script."""
+    spec = importlib.util.spec_from_file_location(f"{name}_script", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    threads = torch.get_num_threads()  # scripts set their own
+    try:
+        return module.main([str(a) for a in argv])
+    finally:
+        torch.set_num_threads(threads)
 
 
 def write_config(tmp_path: Path, raw: dict) -> Path:
@@ -349,7 +363,7 @@ def test_the_tuned_study_names_every_searched_key_for_every_arm():
 
 
 # ----------------------------------------------------------------------------- end to end
-def test_tiny_study_trains_evaluates_resumes_and_reports(tmp_path):
+def test_tiny_study_trains_evaluates_resumes_and_reports(tmp_path, capsys):
     config = load_benchmark_config(write_config(tmp_path, TINY))
     runs = tmp_path / "runs"
     results, interrupted = run_benchmark(config, runs, say=lambda _: None)
@@ -420,34 +434,16 @@ def test_tiny_study_trains_evaluates_resumes_and_reports(tmp_path):
     assert "Every planned run finished." in (out / "results.md").read_text()
 
     # scripts/transfer_gap.py on a trained benchmark run: both backends from the same starts
+    # (its main, in this process, as evaluate.py's tests call theirs)
     gap_json = tmp_path / "gap.json"
-    gap = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "transfer_gap.py"),
-            "--run",
-            results[0]["run"],
-            "--episodes",
-            "2",
-            "--seed",
-            "7",
-            "--json",
-            str(gap_json),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert gap.returncode == 0, gap.stderr[-3000:]
+    argv = ["--run", results[0]["run"], "--episodes", "2", "--seed", "7", "--json", str(gap_json)]
+    assert script_main("transfer_gap", *argv) == 0, capsys.readouterr().err[-3000:]
     measured = json.loads(gap_json.read_text())
     assert measured["scenario"] == "highway" and measured["episodes"] == 2
     assert len(measured["highway_env_overlap_only"]["lengths"]) == 2
-    refused = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "transfer_gap.py"), "--run", str(tmp_path)],
-        capture_output=True,
-        text=True,
-    )
-    assert refused.returncode == 2 and "config.yaml" in refused.stderr
+    capsys.readouterr()
+    assert script_main("transfer_gap", "--run", tmp_path) == 2
+    assert "config.yaml" in capsys.readouterr().err
 
     # the same runs folder with another budget is refused, not silently mixed in
     changed = load_benchmark_config(write_config(tmp_path, {**TINY, "steps": 1024}))
