@@ -269,12 +269,15 @@ def study() -> tuple[BenchmarkConfig, list[dict[str, Any]], dict[str, Any]]:
     return config, study_results(config), reference_rows()
 
 
-@pytest.fixture(scope="module")
+# aggregate and markdown run again for every test (not once per module): mutation testing
+# (make mutation) credits a function to the tests that call it, and a module-scoped fixture runs
+# in the first test's set-up only, leaving the other tests' checks out of the mutants' runs
+@pytest.fixture
 def summary(study) -> dict[str, Any]:
     return aggregate(*study)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def text(summary) -> str:
     return markdown(summary)
 
