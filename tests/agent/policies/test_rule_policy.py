@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import warnings
 from pathlib import Path
 
 import gymnasium as gym
@@ -13,9 +14,18 @@ from gymnasium import spaces
 
 from drive_attention import envs
 from drive_attention.agent.evaluate.rollout import evaluate
-from drive_attention.agent.policies.rule import FASTER, IDLE, SLOWER, RulePolicy, rule_policy
+from drive_attention.agent.policies.rule import (
+    FASTER,
+    IDLE,
+    SLOWER,
+    Caution,
+    RulePolicy,
+    check_has_rule,
+    rule_policy,
+)
 from drive_attention.agent.run.config import ConfigError
 from drive_attention.envs.contract import LIGHT_PALETTE
+from drive_attention.envs.observation import CameraGeometry
 from drive_attention.envs.scenarios import ScenarioConfig
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -325,3 +335,424 @@ def test_stops_for_an_amber_light_only_when_it_can_still_stop() -> None:
     assert act("red", 8.0, far) == SLOWER
     assert act("green", 8.0, far) == IDLE
     assert act(None, 8.0, far) == IDLE
+
+
+# ---------------------------------------------------------------- settings and refusals
+def test_caution_needs_a_headway_only_on_the_straight_roads() -> None:
+    """A road-frame rule keeps a time gap to the vehicle ahead, so it needs one (> 0 s, however
+    short); a curved-road rule has none and needs none."""
+    with pytest.raises(ConfigError, match=r"road-frame rule needs headway > 0 s, got 0"):
+        Caution(cruise=25.0, min_gap=12.0, ttc=5.0, headway=0.0)
+    assert Caution(cruise=25.0, min_gap=12.0, ttc=5.0, headway=0.5).headway == 0.5
+    assert not Caution(cruise=8.0, min_gap=5.0, ttc=2.5, road_frame=False).road_frame
+
+
+def test_refusals_name_what_it_drives_and_what_is_missing() -> None:
+    names = envs.sensor_names(HIGHWAY)
+    with pytest.raises(
+        ConfigError,
+        match=r"no rule for the scenario 'carla'; it drives "
+        r"highway, merge, roundabout, intersection, signalized \(the highway-env and batched",
+    ):
+        RulePolicy("carla", names, spaces.Discrete(5))
+    with pytest.raises(ConfigError, match=r"use env\.kwargs\.action discrete or continuous$"):
+        RulePolicy("highway", names, spaces.Discrete(3))
+    lacking = [n for n in names if n not in ("ego.speed", "ego.heading_sin")]
+    with pytest.raises(
+        ConfigError,
+        match=r"lack ego\.speed, ego\.heading_sin; the rule reads the embedded backends' ego "
+        r"and ray sensors$",
+    ):
+        RulePolicy("highway", lacking, spaces.Discrete(5))
+    with pytest.raises(ConfigError, match=r"lack rays\.\*; the rule"):
+        RulePolicy("highway", [n for n in names if not n.startswith("rays.")], spaces.Discrete(5))
+    with pytest.raises(
+        ConfigError, match=r"\(DriveAttention/Highway-v0, DriveAttention/Merge-v0, DriveAtt"
+    ):
+        check_has_rule("DriveAttention/Carla-v0")
+
+
+# ---------------------------------------------------------------- highway: the rays
+def test_reads_each_ray_at_its_world_direction() -> None:
+    """16 rays, ray ``k`` at ``k x 22.5`` degrees from +x (y to the right). At 25 m/s (the cruise
+    speed: idle on a clear road) a hit brakes only where it lies ahead (x > 0) within 2.5 m of
+    the ego's path: 5 m along ray 1 (22.5 deg) is 4.6 m ahead and 1.9 m to the side, in the
+    lane; 2.4 m along ray 3 (67.5 deg) is 0.9 m ahead and 2.2 m to the side, in the lane; 5 m
+    along ray 2 (45 deg: 3.5 m to the side) or ray 4 (90 deg: beside it) is in the next lane."""
+    rule = policy()
+
+    def act(ray: int, metres: float) -> int:
+        values = {"ego__speed": 25 / 40, f"rays__{ray:02d}__distance": metres / 60}
+        return rule.act({"sensors": sensors(**values)})
+
+    assert rule.act({"sensors": sensors(ego__speed=25 / 40)}) == IDLE
+    assert act(1, 5.0) == SLOWER
+    assert act(3, 2.4) == SLOWER
+    assert act(2, 5.0) == IDLE
+    assert act(4, 5.0) == IDLE
+    assert act(12, 5.0) == IDLE  # 270 deg: beside it on the left
+
+
+def test_follows_at_the_headway_speed_behind_a_vehicle_ahead() -> None:
+    """Highway: a vehicle 30 m ahead, not closing in: the wanted speed keeps 1.5 s behind the
+    12 m gap, (30 - 12) / 1.5 = 12 m/s, so at 20 m/s it slows, at 12 m/s it holds, at 8 m/s it
+    speeds up."""
+    rule = policy()
+
+    def act(speed: float) -> int:
+        return rule.act({"sensors": sensors(ego__speed=speed / 40, rays__00__distance=30 / 60)})
+
+    assert act(20.0) == SLOWER
+    assert act(12.0) == IDLE
+    assert act(8.0) == FASTER
+
+
+def test_brakes_on_the_closing_speed_of_the_nearest_vehicle_ahead() -> None:
+    """64 rays (5.6 deg apart): a vehicle straight ahead 40 m away (ray 0) keeps its distance; a
+    nearer one 20 m away on ray 1 (2 m to the side, in the lane) closes in at 5 m/s: 4 s to
+    contact, under the 5 s: brake. At 5 m/s the headway speed (20 - 12) / 1.5 = 5.3 m/s would
+    otherwise hold it (idle), as it does when the nearer vehicle does not close in."""
+    names = envs.sensor_names(HIGHWAY, n_rays=64)
+    rule = rule_policy(HIGHWAY, {"n_rays": 64}, names, spaces.Discrete(5))
+    out = np.zeros(len(names), np.float32)
+    out[[i for i, n in enumerate(names) if n.endswith(".distance")]] = 1.0
+    values = {
+        "ego.heading_cos": 1.0,
+        "ego.speed": 5 / 40,
+        "rays.00.distance": 40 / 60,
+        "rays.01.distance": 20 / 60,
+        "rays.01.closing_speed": 5 / 30,
+    }
+    for key, value in values.items():
+        out[names.index(key)] = value
+    assert rule.act({"sensors": out}) == SLOWER
+    out[names.index("rays.01.closing_speed")] = 0.0
+    assert rule.act({"sensors": out}) == IDLE
+
+
+def test_ray_range_scales_the_distances() -> None:
+    """With ``ray_range`` 30 m a distance of 0.5 is 15 m (not 30 m as with the default 60 m):
+    the headway speed is (15 - 12) / 1.5 = 2 m/s, so at 12 m/s it slows. A clear road (every
+    ray at 1.0, no hit) leaves the cruise speed: at 20 m/s it speeds up."""
+    names = envs.sensor_names(HIGHWAY)
+    rule = rule_policy(HIGHWAY, {"ray_range": 30.0}, names, spaces.Discrete(5))
+    assert rule.ray_range == 30.0
+    near = sensors(ego__speed=12 / 40, rays__00__distance=0.5)
+    assert rule.act({"sensors": near}) == SLOWER
+    assert rule.act({"sensors": sensors(ego__speed=20 / 40)}) == FASTER
+
+
+def test_highway_thresholds_are_strict() -> None:
+    """Exactly at each threshold the rule does not brake. ``ray_range`` 64 m makes the distances
+    exact (multiples of 1/64 of it), speeds are multiples of 40/2**n m/s. Highway: min_gap
+    12 m, ttc 5 s, headway 1.5 s, tolerance 2 m/s."""
+    rule = rule_policy(HIGHWAY, {"ray_range": 64.0}, envs.sensor_names(HIGHWAY), spaces.Discrete(5))
+
+    def act(speed: float, ray: int = 0, metres: float = 64.0, closing: float = 0.0) -> int:
+        values = {
+            "ego__speed": speed / 40,
+            f"rays__{ray:02d}__distance": metres / 64,
+            f"rays__{ray:02d}__closing_speed": closing / 30,
+        }
+        return rule.act({"sensors": sensors(**values)})
+
+    # exactly min_gap (12 m) ahead, standing: the headway speed is 0, it stands: idle
+    assert act(0.0, metres=12.0) == IDLE
+    assert act(0.0, metres=11.0) == SLOWER
+    # 18.75 m ahead closing at 3.75 m/s: exactly 5 s to contact; at 5 m/s, within 2 m/s of
+    # the headway speed (18.75 - 12) / 1.5 = 4.5 m/s: idle
+    assert act(5.0, metres=18.75, closing=3.75) == IDLE
+    assert act(5.0, metres=18.5, closing=3.75) == SLOWER
+    # 24 m ahead: the headway speed is 8 m/s; at 10 m/s, exactly the tolerance above it: idle
+    assert act(10.0, metres=24.0) == IDLE
+    assert act(10.0, metres=23.0) == SLOWER
+    # 2.5 m along ray 4 (90 deg): exactly IN_LANE to the side, in the next lane
+    assert act(25.0, ray=4, metres=2.5) == IDLE
+    assert act(25.0, ray=4, metres=2.25) == SLOWER
+
+
+def test_no_hit_at_the_ray_range_is_no_vehicle() -> None:
+    """A ray without a hit reads its full range: no vehicle there, even where the range is short
+    enough (32 m) that a vehicle there would lower the wanted speed to (32 - 12) / 1.5 = 13.3
+    m/s. A real hit just inside it, at 31 m, does."""
+    rule = rule_policy(HIGHWAY, {"ray_range": 32.0}, envs.sensor_names(HIGHWAY), spaces.Discrete(5))
+    assert rule.act({"sensors": sensors(ego__speed=20 / 40)}) == FASTER
+    assert rule.act({"sensors": sensors(ego__speed=20 / 40, rays__00__distance=31 / 32)}) == (
+        SLOWER  # (31 - 12) / 1.5 = 12.7 m/s wanted, 20 m/s is more than 2 m/s above it
+    )
+
+
+def test_a_heading_sensor_a_rounding_step_past_one_reads_as_a_quarter_turn() -> None:
+    """float32 rounding can put ``ego.heading_sin`` just past +-1; the rule clips it (no math
+    domain error) and steers back at full lock: pointing 90 deg right (sin 1) it steers left
+    (the pure pursuit below)."""
+    names = envs.sensor_names(HIGHWAY)
+    box = spaces.Box(-1.0, 1.0, (2,), np.float32)
+    rule = rule_policy(HIGHWAY, {"action": "continuous"}, names, box)
+    discrete = policy()
+    past = float(np.nextafter(np.float32(1.0), np.float32(2.0)))
+    for sign in (1.0, -1.0):
+        obs = {"sensors": sensors(ego__heading_sin=sign * past, ego__heading_cos=0.0)}
+        assert discrete.act(obs) == FASTER  # standing on a clear road
+        # standing, the lane centre 6 m ahead lies (0, -6 sign) m off: atan(5 / 3) > pi / 4
+        assert rule.act(obs)[0] == -sign
+
+
+# ---------------------------------------------------------------- [steer, accel]
+def continuous_rule() -> RulePolicy:
+    box = spaces.Box(-1.0, 1.0, (2,), np.float32)
+    return rule_policy(HIGHWAY, {"action": "continuous"}, envs.sensor_names(HIGHWAY), box)
+
+
+def test_continuous_speed_control() -> None:
+    """accel = gain x (wanted - speed) / 5 m/s^2, clipped to [-1, 1]: gain 0.5 /s towards the
+    wanted speed, 2 /s towards a stop when braking."""
+    rule = continuous_rule()
+
+    def accel(**values: float) -> float:
+        act = rule.act({"sensors": sensors(**values)})
+        assert act.dtype == np.float32 and act.shape == (2,)
+        return float(act[1])
+
+    # clear road: 0.5 x (25 - 20) / 5 = 0.5; from a stop 0.5 x 25 / 5 = 2.5, clipped to 1
+    assert accel(ego__speed=20 / 40) == pytest.approx(0.5, abs=1e-6)
+    assert accel(ego__speed=0.0) == 1.0
+    # a vehicle 11 m ahead (under min_gap) at 1.25 m/s: brake to a stop, 2 x -1.25 / 5 = -0.5
+    assert accel(ego__speed=1.25 / 40, rays__00__distance=11 / 60) == pytest.approx(-0.5, abs=1e-6)
+    # the same at 10 m/s: 2 x -10 / 5 = -4, clipped to -1
+    assert accel(ego__speed=10 / 40, rays__00__distance=11 / 60) == -1.0
+
+
+def test_continuous_steering_pursues_the_lane_centre() -> None:
+    """Pure pursuit: the lane centre ``max(6 m, speed x 1 s)`` ahead along the lane, seen in the
+    ego frame, gives the curvature 2 y / (x^2 + y^2); steer = atan(5 m x curvature) / (pi / 4).
+    Worked by hand:
+
+    - 1 m right of the centre (offset 0.25 lane), straight, standing: the point is (6, -1) m,
+      curvature -2 / 37, steer atan(-0.2703) / 0.7854 = -0.3361 (left, back to the centre);
+    - the same at 10 m/s: (10, -1) m, curvature -2 / 101, steer -0.1257;
+    - 1 m right and heading 5.74 deg right (sin 0.1): the point (6 cos - 1 sin, -6 sin -
+      1 cos) = (5.870, -1.595) m, curvature -0.08622, steer -0.5182;
+    - centred, heading 90 deg left (sin -1): the point (0, 6) m, curvature 1/3, atan(1.667) /
+      0.7854 = 1.31, clipped to 1."""
+    rule = continuous_rule()
+
+    def steer(**values: float) -> float:
+        return float(rule.act({"sensors": sensors(**values)})[0])
+
+    assert steer(ego__lateral_offset=0.25) == pytest.approx(-0.3361, abs=1e-3)
+    assert steer(ego__lateral_offset=0.25, ego__speed=10 / 40) == pytest.approx(-0.1257, abs=1e-3)
+    tilted = steer(ego__lateral_offset=0.25, ego__heading_sin=0.1, ego__heading_cos=0.995)
+    assert tilted == pytest.approx(-0.5182, abs=1e-3)
+    assert steer(ego__heading_sin=-1.0, ego__heading_cos=0.0) == 1.0
+    assert steer(ego__heading_sin=1.0, ego__heading_cos=0.0) == -1.0
+    assert steer() == 0.0  # centred and straight
+
+
+# ---------------------------------------------------------------- curved roads: rays only
+ROUNDABOUT = "DriveAttention/Roundabout-v0"
+
+
+def test_rays_only_yielding_thresholds() -> None:
+    """Roundabout (cruise 8 m/s, tolerance 3 m/s, min_gap 5 m, ttc 2.5 s), ``ray_range`` 64 m
+    for exact distances. At 5 m/s, exactly the tolerance below the cruise speed, it holds its
+    speed; below that it speeds up. A vehicle closing in at 0.94 m/s (2.3 m in 2.5 s) makes it
+    yield under 5 m away, not at exactly 5 m."""
+    rule = rule_policy(
+        ROUNDABOUT, {"ray_range": 64.0}, envs.sensor_names(ROUNDABOUT), spaces.Discrete(5)
+    )
+
+    def act(speed: float, metres: float = 64.0, closing: float = 0.0) -> int:
+        values = {
+            "ego__speed": speed / 40,
+            "rays__06__distance": metres / 64,
+            "rays__06__closing_speed": closing / 30,
+        }
+        return rule.act({"sensors": sensors(ROUNDABOUT, **values)})
+
+    assert act(5.0) == IDLE
+    assert act(4.375) == FASTER
+    assert act(7.5, metres=5.0, closing=0.9375) == IDLE
+    assert act(7.5, metres=4.75, closing=0.9375) == SLOWER
+    assert act(7.5, metres=4.75, closing=0.0) == IDLE  # not closing in: no yielding
+
+
+# ---------------------------------------------------------------- curved roads: object list
+INTERSECTION = "DriveAttention/Intersection-v0"
+
+
+def objects_rule(ray_range: float = 60.0) -> RulePolicy:
+    names = envs.sensor_names(INTERSECTION, n_objects=4)
+    kwargs = {"n_objects": 4, "ray_range": ray_range}
+    return rule_policy(INTERSECTION, kwargs, names, spaces.Discrete(5))
+
+
+def with_vehicle(
+    x: float,
+    y: float,
+    vx: float = 0.0,
+    vy: float = 0.0,
+    speed: float = 0.0,
+    ahead: tuple[float, float] = (1.0, 0.0),
+    scale: float = 60.0,
+    present: float = 1.0,
+) -> dict[str, np.ndarray]:
+    """An intersection observation with one tracked vehicle at (x, y) [m] moving at (vx, vy)
+    [m/s] relative to the ego (ego frame, y to the right), the ego at ``speed`` and the route's
+    look-ahead point at ``ahead`` (normalised); ``scale``: the ray range (x and y over it)."""
+    names = envs.sensor_names(INTERSECTION, n_objects=4)
+    out = np.zeros(len(names), np.float32)
+    out[[i for i, k in enumerate(names) if k.endswith(".distance")]] = 1.0
+    values = {
+        "ego.heading_cos": 1.0,
+        "ego.speed": speed / 40,
+        "route.ahead_x": ahead[0],
+        "route.ahead_y": ahead[1],
+        "objects.00.present": present,
+        "objects.00.x": x / scale,
+        "objects.00.y": y / scale,
+        "objects.00.vx": vx / 30,
+        "objects.00.vy": vy / 30,
+    }
+    for key, value in values.items():
+        out[names.index(key)] = value
+    return {"sensors": out}
+
+
+def test_object_list_goes_along_the_route_look_ahead() -> None:
+    """The ego is assumed to head for the route's look-ahead point (normalised, any length): a
+    point straight to its right (0, 0.5) means a right turn. Standing, it plans to go at 6 m/s,
+    so a vehicle standing 12 m to its right (1 m ahead) is reached in 2 s, within the 3 s
+    horizon: yield. The same vehicle 12 m to its left is not on that path: go (speed 0, 9 m/s
+    wanted: faster)."""
+    rule = objects_rule()
+    right, left = (0.0, 0.5), (0.0, -0.5)
+    assert rule.act(with_vehicle(x=1.0, y=12.0, ahead=right)) == SLOWER
+    assert rule.act(with_vehicle(x=1.0, y=-12.0, ahead=right)) == FASTER
+    assert rule.act(with_vehicle(x=1.0, y=-12.0, ahead=left)) == SLOWER
+
+
+def test_object_list_without_a_look_ahead_point_goes_straight_on() -> None:
+    """No look-ahead point (0, 0): the ego is assumed to go straight ahead, 6 m/s x 3 s = 18 m
+    within the horizon. A vehicle standing 12 m ahead is reached (yield); one 24 m ahead is
+    still 6 m off after 3 s, beyond the 4 m conflict distance (go)."""
+    rule = objects_rule()
+    assert rule.act(with_vehicle(x=12.0, y=0.0, ahead=(0.0, 0.0))) == SLOWER
+    assert rule.act(with_vehicle(x=24.0, y=0.0, ahead=(0.0, 0.0))) == FASTER
+    assert rule.act(with_vehicle(x=24.0, y=0.0)) == FASTER  # the same with the route ahead
+
+
+def test_object_list_cruises_at_the_gap_cruise_speed() -> None:
+    """Intersection with the object list, nothing tracked: the wanted speed is ``gap_cruise``
+    9 m/s (not the rays-only 4.5 m/s); tolerance 1.5 m/s. At 5 m/s: faster. At 7.5 m/s, exactly
+    the tolerance below: idle."""
+    rule = objects_rule()
+    assert rule.act(with_vehicle(x=10.0, y=0.0, speed=5.0, present=0.0)) == FASTER
+    assert rule.act(with_vehicle(x=10.0, y=0.0, speed=7.5, present=0.0)) == IDLE
+
+
+def test_object_list_velocities_are_relative_to_the_ego() -> None:
+    """The tracked velocities are relative: a vehicle 10 m ahead with relative velocity 0 drives
+    at the ego's 8 m/s and the gap stays 10 m (no yield; idle at 8 m/s against 9 wanted). It
+    raises no floating-point warning for the zero relative motion either."""
+    rule = objects_rule()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert rule.act(with_vehicle(x=10.0, y=0.0, speed=8.0)) == IDLE
+
+
+def test_object_list_conflict_is_judged_from_now_on() -> None:
+    """At 10 m/s (plans 10 m/s, idle against 9 wanted), a vehicle ahead pulling away at a
+    relative 3.75 m/s: 3 m ahead it is already in the ego's way (yield); 6 m ahead it is not,
+    and never will be (it was closer only in the past). A vehicle 5 m ahead closing in slowly
+    (0.47 m/s) comes within 4 m in the 3 s horizon (5 - 1.4 = 3.6 m): yield."""
+    rule = objects_rule()
+    assert rule.act(with_vehicle(x=3.0, y=0.0, vx=3.75, speed=10.0)) == SLOWER
+    assert rule.act(with_vehicle(x=6.0, y=0.0, vx=3.75, speed=10.0)) == IDLE
+    assert rule.act(with_vehicle(x=5.0, y=0.0, vx=-0.46875, speed=10.0)) == SLOWER
+
+
+def test_object_list_thresholds_are_strict() -> None:
+    """``ray_range`` 64 m (the lateral scale too) for exact positions. Exactly CONFLICT (4 m)
+    away is not in the way; exactly BEHIND (2 m behind) is left to the vehicle behind."""
+    rule = objects_rule(64.0)
+    # 4 m ahead, pulling away: the closest is now, exactly 4 m (idle at 10 m/s)
+    assert rule.act(with_vehicle(x=4.0, y=0.0, vx=3.75, speed=10.0, scale=64.0)) == IDLE
+    assert rule.act(with_vehicle(x=3.75, y=0.0, vx=3.75, speed=10.0, scale=64.0)) == SLOWER
+    # catching up fast from exactly 2 m behind: not the ego's to avoid (faster from a stop)
+    assert rule.act(with_vehicle(x=-2.0, y=0.0, vx=15.0, scale=64.0)) == FASTER
+    assert rule.act(with_vehicle(x=-1.75, y=0.0, vx=15.0, scale=64.0)) == SLOWER
+
+
+# ---------------------------------------------------------------- signalised: the light
+def signal_act(rule: RulePolicy, camera: np.ndarray, line: float, speed: float = 5.0) -> int:
+    """The signalised rule at ``speed`` [m/s], nothing in range (idle at 5 m/s against 4.5
+    wanted), the stop line ``line`` [m] ahead (``route.stop_line`` = line / 50; 1 past it)."""
+    values = {"ego__speed": speed / 40, "route__stop_line": line / 50}
+    return rule.act({"sensors": sensors(SIGNALIZED, **values), "camera": camera})
+
+
+def test_reads_the_light_only_in_the_ego_column_and_within_reach() -> None:
+    """64 px camera (1.33 px/m, the ego's centre at row 42, column 32). The bar is looked for in
+    columns 30-34 (the ego's +-2), in the rows up to (line + 4 m) above the ego's: a one pixel
+    wide red bar 8 m ahead stops it in any of those columns, not in column 29 or 35. With the
+    line 3 m ahead a bar on row 31 (11 px = 8.3 m ahead, beyond 7 m) is not the ego's light;
+    on row 33 it is. With the line 28 m ahead (within the 30 m reach) the band runs up to the
+    frame's top row (42 px = 31.5 m ahead), and a bar there stops it."""
+    rule = policy(SIGNALIZED)
+    for column in range(29, 36):
+        camera = _camera_with_stop_bar(None, slice(0, 0))
+        camera[26:28, column] = (230, 20, 20)
+        expected = SLOWER if 30 <= column <= 34 else IDLE
+        assert signal_act(rule, camera, 8.0) == expected, column
+    for row, expected in ((31, IDLE), (33, SLOWER)):
+        assert signal_act(rule, _camera_with_stop_bar("red", slice(row, row + 1)), 3.0) == expected
+    assert signal_act(rule, _camera_with_stop_bar("red", slice(0, 1)), 28.0) == SLOWER
+
+
+def test_reads_the_newest_of_the_stacked_frames() -> None:
+    """With ``frame_stack`` 2 the camera holds two frames along the channels, oldest first: the
+    light is read from the newest one only."""
+    rule = policy(SIGNALIZED)
+    red, clear = _camera_with_stop_bar("red", slice(26, 28)), _camera_with_stop_bar(None, slice(0))
+    assert signal_act(rule, np.concatenate([red, clear], -1), 8.0) == IDLE
+    assert signal_act(rule, np.concatenate([clear, red], -1), 8.0) == SLOWER
+
+
+def test_does_not_stop_for_a_light_once_past_its_line() -> None:
+    """``route.stop_line`` 1: past the line. A red bar in view ahead is then not the ego's to
+    stop for (idle at 5 m/s)."""
+    rule = policy(SIGNALIZED)
+    camera = _camera_with_stop_bar("red", slice(33, 35))
+    values = {"ego__speed": 5 / 40, "route__stop_line": 1.0}
+    assert rule.act({"sensors": sensors(SIGNALIZED, **values), "camera": camera}) == IDLE
+    assert signal_act(rule, camera, 3.0) == SLOWER  # the same bar before the line
+
+
+def test_reads_the_light_with_the_env_camera_geometry() -> None:
+    """``rule_policy`` passes the env's camera: at 32 x 32 px (0.67 px/m, the ego at row 21,
+    column 16) a red bar 3.75 m ahead (rows 18-19, columns 14-18) stops it; with the default
+    64 px geometry it would look below the frame."""
+    kwargs = {"camera_size": (32, 32)}
+    rule = rule_policy(SIGNALIZED, kwargs, envs.sensor_names(SIGNALIZED), spaces.Discrete(5))
+    assert rule.scenario == "signalized"
+    assert rule.ego_pixel == (21, 16) and rule.scaling == pytest.approx(2 / 3)
+    camera = np.full((32, 32, 3), 100, np.uint8)
+    camera[18:20, 14:19] = (230, 20, 20)
+    assert signal_act(rule, camera, 3.0) == SLOWER
+    camera[18:20, 14:19] = (0, 230, 130)  # green
+    assert signal_act(rule, camera, 3.0) == IDLE
+
+
+def test_reads_the_light_with_the_ego_at_the_frame_edge() -> None:
+    """A camera with the ego's centre on column 0: the band is columns 0-2 (clipped at the
+    edge), so a bar in column 0 is its light."""
+    geometry = CameraGeometry(64, 64, 4 / 3, (0.0, 0.65))
+    names = envs.sensor_names(SIGNALIZED)
+    rule = RulePolicy("signalized", names, spaces.Discrete(5), camera=geometry)
+    camera = _camera_with_stop_bar(None, slice(0))
+    camera[26:28, 0] = (230, 20, 20)
+    assert signal_act(rule, camera, 8.0) == SLOWER
+    camera[26:28, 0] = (0, 230, 130)
+    camera[26:28, 3] = (230, 20, 20)  # beyond +-2 columns
+    assert signal_act(rule, camera, 8.0) == IDLE
