@@ -190,8 +190,7 @@ def study_summary() -> dict[str, Any]:
                         },
                         "control": {
                             "action_changed": cell(0.05, 0.05),
-                            "kl": cell(0.02, 0.01),
-                            "stop_probability": cell(0.78, 0.1),
+                            "kl": cell(0.02, 0.01),  # no P(slower)
                         },
                     }
                 },
@@ -382,7 +381,7 @@ SIGNALIZED_SECTION = [
     "| red (30 frames) | as is |  |  | 0.80 ± 0.10 |",
     "| red (30 frames) | blanked | 30% ± 10 | 0.40 ± 0.20 | 0.50 ± 0.10 |",
     "| red (30 frames) | shown green | 60% ± 20 | 1.20 ± 0.30 | 0.20 ± 0.10 |",
-    "| red (30 frames) | control | 5% ± 5 | 0.02 ± 0.01 | 0.78 ± 0.10 |",
+    "| red (30 frames) | control | 5% ± 5 | 0.02 ± 0.01 |  |",
     "",
 ]
 
@@ -413,6 +412,18 @@ def test_a_single_seed_signalised_study_with_no_references_and_every_run_finishe
         "config": {"scenarios": {"signalized": {"train": SIGNALIZED, "reference": SIGNALIZED}}},
         "results": {
             "signalized": {
+                "combined": {  # no attribution, no infraction figures, no signals
+                    "seeds": [3],
+                    "batched": {"mean_return": cell(1.0)},
+                    "reference": {
+                        "mean_return": cell(1.5),
+                        "success_rate": cell(0.0),
+                        "collision_rate": cell(1.0),
+                        "mean_speed": cell(4.0),
+                    },
+                    "robustness": {},
+                    "throughput": throughput(128.0, 512.0, cell(0.25)),
+                },
                 "attention": {
                     "seeds": [3],
                     "batched": {"mean_return": cell(6.0)},
@@ -460,7 +471,7 @@ def test_a_single_seed_signalised_study_with_no_references_and_every_run_finishe
                             }
                         }
                     },
-                }
+                },
             }
         },
         "references": {},
@@ -475,12 +486,14 @@ def test_a_single_seed_signalised_study_with_no_references_and_every_run_finishe
         "",
         RETURN_HEADER.format("batched simulator"),
         SEVEN,
+        "| combined | 1 | 1.00 | 1.50 | 0% | 100% | 4.00 |",
         "| attention | 1 | 6.00 | 6.50 | 100% | 0% | 8.25 |",
         "",
         "Throughput (signalized), steps/s of each run on one core:",
         "",
         THROUGHPUT_HEADER,
         FOUR,
+        "| combined | 128 | 512 | 0.25 |",
         "| attention | 64 | 256 | 0.25 |",
         "",
         "Attention attribution (signalized, attention, last layer, mean over seeds): camera "
@@ -629,6 +642,10 @@ def test_the_learning_curve_figure_plots_each_arm_s_mean_and_band_by_hand(tmp_pa
             (success,) = low.get_lines()
             assert success.get_label() == "attention (n=2)"
             assert success.get_color() == top.get_lines()[1].get_color()
+            (band,) = low.collections  # legacy draws none here: the colour is passed, not cycled
+            assert tuple(band.get_facecolor()[0][:3]) == pytest.approx(
+                plt.matplotlib.colors.to_rgb(success.get_color())
+            )
             y = success.get_ydata()
             assert y[0] == pytest.approx(0.5)
             assert y[-1] == pytest.approx((2 / 3 + 1.0) / 2)
