@@ -416,11 +416,16 @@ def test_the_judge_asks_the_teacher_now_or_of_a_snapshot_and_counts_its_cost(one
     live = judge.now()
     assert live.slots(0) == [1]
     state = judge.snapshot()
-    env.step(1)  # the live environment moves on, the snapshot does not
+    assert state.traffic.x.shape[0] == 1, "one copy of the one environment"
+    # the live environment moves on without the crossing vehicle; the snapshot keeps it
+    env.step(1)
+    core.traffic.kind[0, 1] = EMPTY
     saved = judge.now(state)
-    assert saved.slots(0) == [1]
-    assert judge.frames == 2
-    assert judge.seconds == pytest.approx(live.seconds + saved.seconds)
+    assert saved.slots(0) == [1] and saved.relevant.shape[0] == 1
+    gone = judge.now()
+    assert gone.slots(0) == []
+    assert judge.frames == 3
+    assert judge.seconds == pytest.approx(live.seconds + saved.seconds + gone.seconds)
     assert judge.seconds > 0
     # a radius of 1 m around the ego holds no object to test
     near = RelevanceJudge(core, radius=1.0).now(state)
@@ -465,3 +470,8 @@ def test_the_report_lines_give_each_part_its_numbers_or_say_there_were_none() ->
         "[1.26, 3.00] over 12 frames, 3 episodes",
         "  camera patches: no frame with a relevant object to find",
     ]
+    # the other way round: the tokens' line says none, the patches' still follows
+    summary["tokens"], summary["patches"] = summary["patches"], summary["tokens"]
+    lines = format_agreement(summary).split("\n")
+    assert lines[1] == "  object tokens: no frame with a relevant object to find"
+    assert lines[2].startswith("  camera patches: top-attended on a relevant object 0.50")
